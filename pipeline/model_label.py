@@ -1,0 +1,177 @@
+"""The model_label/ folder: what training writes and what serving loads, tied together by manifest.json.
+
+The manifest records each file's checksum, the classifier's input size and label count, the detector's
+input size, the preprocessing, the training data and the figures measured at training time. Serving calls
+`load_model_label()` at startup, which refuses a folder whose files disagree with its manifest, with a
+message that says which file and how.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+LABELS_NAME = "labels.txt"
+CLASSIFIER_NAME = "classifier"  # a TensorFlow SavedModel directory
+DETECTOR_NAME = "detector.pt"  # an ultralytics checkpoint
+FORMAT_VERSION = 1
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model_label"
+
+
+class ModelLabelError(RuntimeError):
+    """model_label/ is missing something or its files disagree with the manifest."""
+
+
+def sha256_of(path: Path) -> str:
+    """Checksum of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line, UTF-8 (a BOM and CRLF endings, as in the original label file, are accepted).
+
+    Only line endings are stripped: a blank field of a `name_container_size` label is a single space.
+    """
+    text = path.read_text(encoding="utf-8-sig")
+    labels = [line.rstrip("\r\n") for line in text.splitlines()]
+    while labels and not labels[-1].strip():
+        labels.pop()
+    if not labels:
+        raise ModelLabelError(f"{path} holds no labels")
+    if any(not label.strip() for label in labels):
+        raise ModelLabelError(f"{path} has a blank line among its labels")
+    return labels
+
+
+def write_labels(path: Path, labels: list[str]) -> None:
+    path.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+
+
+def parse_label(label: str) -> dict[str, str | None]:
+    """`name_container_size` into its fields; a blank field (a single space) or a missing one is None."""
+    fields = label.split("_", 2) + [None, None]
+    name, container, size = (f.strip() if f is not None else None for f in fields[:3])
+    return {"name": name, "container": container or None, "size": size or None}
+
+
+@dataclass(frozen=True)
+class ModelLabel:
+    """A verified model_label/ folder."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    labels: list[str]
+
+    @property
+    def classifier_path(self) -> Path:
+        return self.directory / self.manifest["classifier"]["path"]
+
+    @property
+    def detector_path(self) -> Path:
+        return self.directory / self.manifest["detector"]["path"]
+
+    @property
+    def classifier_input_size(self) -> int:
+        return int(self.manifest["classifier"]["input_size"])
+
+    @property
+    def detector_input_size(self) -> int:
+        return int(self.manifest["detector"]["input_size"])
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {part: self.manifest[part]["version"] for part in ("classifier", "detector")}
+
+    def check_classifier_outputs(self, outputs: int) -> None:
+        """Called once the classifier is loaded: its output width must be the label count."""
+        if outputs != len(self.labels):
+            raise ModelLabelError(
+                f"{self.classifier_path} has {outputs} outputs but {self.directory / LABELS_NAME} "
+                f"has {len(self.labels)} labels: they must be exported together"
+            )
+
+
+def model_dir_from_env() -> Path:
+    """MODEL_LABEL_DIR overrides the shipped folder (tests point it at models they make)."""
+    return Path(os.environ.get("MODEL_LABEL_DIR") or DEFAULT_MODEL_DIR).resolve()
+
+
+def load_model_label(directory: Path | str | None = None, verify_checksums: bool = True) -> ModelLabel:
+    """Read and verify a model_label/ folder; raise ModelLabelError naming the first disagreement."""
+    directory = Path(directory).resolve() if directory is not None else model_dir_from_env()
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ModelLabelError(f"{manifest_path} is missing: train and export models first (see README)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ModelLabelError(f"{manifest_path} is not valid JSON: {error}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelLabelError(
+            f"{manifest_path} has format_version {manifest.get('format_version')!r}; this code reads {FORMAT_VERSION}"
+        )
+    for part in ("classifier", "detector", "labels"):
+        entry = manifest.get(part)
+        if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
+            raise ModelLabelError(f"{manifest_path} has no valid '{part}' entry (path and sha256)")
+        path = directory / entry["path"]
+        if not path.exists():
+            raise ModelLabelError(f"{path} is missing but {manifest_path} lists it as the {part}")
+        if verify_checksums and sha256_of(path) != entry["sha256"]:
+            raise ModelLabelError(
+                f"{path} does not match the sha256 in {manifest_path}: the file was changed or replaced "
+                "without exporting again"
+            )
+    labels = read_labels(directory / manifest["labels"]["path"])
+    expected = manifest["classifier"].get("num_classes")
+    if expected != len(labels):
+        raise ModelLabelError(
+            f"{directory / manifest['labels']['path']} has {len(labels)} labels but the manifest's classifier "
+            f"has num_classes={expected}"
+        )
+    return ModelLabel(directory=directory, manifest=manifest, labels=labels)
+
+
+def write_manifest(
+    directory: Path,
+    *,
+    classifier: dict[str, Any],
+    detector: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write manifest.json for the files already in `directory`, with fresh checksums and versions.
+
+    `classifier` must hold input_size and num_classes, `detector` input_size; anything else given
+    (preprocessing, training data, metrics) is recorded as is.
+    """
+    directory = Path(directory)
+    labels = read_labels(directory / LABELS_NAME)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "created": now.isoformat(timespec="seconds")}
+    for part, name, info in (("classifier", CLASSIFIER_NAME, classifier), ("detector", DETECTOR_NAME, detector)):
+        checksum = sha256_of(directory / name)
+        manifest[part] = {
+            "path": name,
+            "sha256": checksum,
+            "version": info.get("version") or f"{part}-{now:%Y%m%d}-{checksum[:8]}",
+            **{k: v for k, v in info.items() if k != "version"},
+        }
+    manifest["labels"] = {"path": LABELS_NAME, "sha256": sha256_of(directory / LABELS_NAME), "count": len(labels)}
+    manifest.update(extra or {})
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
