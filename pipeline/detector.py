@@ -1,0 +1,226 @@
+"""Train the one-class "product" detector: an ultralytics YOLO built from its yaml (no pretrained download).
+
+    python -m pipeline.detector train --data ../shared/data/freiburg_groceries --out artifacts/detector \
+        [--model yolov8n.yaml --imgsz 224 --epochs 100 --time 1.5 --batch 32 --device cpu]
+
+`--data` is either a YOLO-format folder (images/<split>/*.jpg beside labels/<split>/*.txt, any number of
+categories) or a ready data.yaml. A folder is turned into a one-class view under <out>/dataset/ (symlinked
+images, labels rewritten to class 0, a seeded-hash validation split) because the source is read-only and
+must not be copied into the repository. Writes <out>/best.pt and <out>/train_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.yolo_offline import prepare_ultralytics
+
+CLASS_NAMES = ["product"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def is_validation(name: str, fraction: float, seed: int) -> bool:
+    """Deterministic split by file name: the same image lands on the same side on every machine and run."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def single_class_lines(text: str, source: Path) -> list[str]:
+    """YOLO label lines with every box's class replaced by 0 (each category is a "product")."""
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise ValueError(f"{source}:{number}: expected 'class cx cy w h', got {line!r}")
+        try:
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise ValueError(f"{source}:{number}: box values are not numbers: {line!r}") from None
+        if not all(0.0 <= v <= 1.0 for v in values):
+            raise ValueError(f"{source}:{number}: box values must be normalised to 0..1, got {line!r}")
+        lines.append("0 " + " ".join(fields[1:]))
+    return lines
+
+
+def build_dataset_view(source: Path, view: Path, val_fraction: float = 0.1, seed: int = 0) -> Path:
+    """A one-class YOLO dataset under `view` that points at the images in `source`; returns its data.yaml.
+
+    Every image of every split folder in source/images/ is symlinked into view/images/{train,val}/ by
+    `is_validation` (so a source that has its own val split is re-split the same way), and its label file
+    rewritten to class 0 under view/labels/. An image without a label file is a background image.
+    """
+    source, view = Path(source).resolve(), Path(view).resolve()
+    images = sorted(p for p in (source / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ValueError(f"no images under {source / 'images'} (expected images/<split>/*.jpg and labels/<split>/*.txt)")
+    if view.exists():
+        shutil.rmtree(view)  # rebuilt every time: cheap, and never stale against the source
+    counts = {"train": 0, "val": 0}
+    boxes = {"train": 0, "val": 0}
+    seen: set[str] = set()
+    for image in images:
+        if image.name in seen:
+            raise ValueError(f"two images named {image.name} under {source / 'images'}: names must be unique")
+        seen.add(image.name)
+        split = "val" if is_validation(image.name, val_fraction, seed) else "train"
+        relative = image.relative_to(source / "images")
+        label = (source / "labels" / relative).with_suffix(".txt")
+        lines = single_class_lines(label.read_text(encoding="utf-8"), label) if label.is_file() else []
+        (view / "images" / split).mkdir(parents=True, exist_ok=True)
+        (view / "labels" / split).mkdir(parents=True, exist_ok=True)
+        (view / "images" / split / image.name).symlink_to(image)
+        (view / "labels" / split / image.name).with_suffix(".txt").write_text("".join(f"{l}\n" for l in lines))
+        counts[split] += 1
+        boxes[split] += len(lines)
+    if not counts["train"] or not counts["val"]:
+        raise ValueError(f"split of {len(images)} images left {counts}: use more images or another --val-fraction")
+    data_yaml = view / "data.yaml"
+    # JSON is valid YAML; absolute paths so the file works from any working directory.
+    data_yaml.write_text(
+        json.dumps(
+            {
+                "path": str(view),
+                "train": "images/train",
+                "val": "images/val",
+                "names": dict(enumerate(CLASS_NAMES)),
+                "source": str(source),
+                "images": counts,
+                "boxes": boxes,
+                "val_fraction": val_fraction,
+                "split_seed": seed,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return data_yaml
+
+
+def resolve_data(data: Path, out: Path, val_fraction: float, seed: int) -> Path:
+    """A data.yaml to train on: the one given, or a one-class view built from a YOLO folder."""
+    data = Path(data)
+    if data.is_file() and data.suffix in {".yaml", ".yml"}:
+        return data.resolve()
+    if data.is_dir():
+        return build_dataset_view(data, Path(out) / "dataset", val_fraction, seed)
+    raise FileNotFoundError(f"--data {data} is neither a data.yaml nor a YOLO-format folder")
+
+
+def validate(weights: Path | str, data_yaml: Path | str, imgsz: int, device: str = "cpu", split: str = "val",
+             batch: int = 16) -> dict[str, float]:
+    """Precision / recall / mAP50 / mAP50-95 of a checkpoint on one split of a YOLO data.yaml (ultralytics val)."""
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(weights)).val(
+        data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False, verbose=False,
+        workers=0, project=str(Path(weights).resolve().parent / "val"), name=split, exist_ok=True,
+    )
+    precision, recall, map50, map50_95 = (float(v) for v in metrics.box.mean_results())
+    return {"precision": precision, "recall": recall, "mAP50": map50, "mAP50-95": map50_95}
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, copy the best checkpoint to <out>/best.pt, validate it and write train_summary.json."""
+    prepare_ultralytics()
+    import torch
+    from ultralytics import YOLO
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_yaml = resolve_data(Path(args.data), out, args.val_fraction, args.seed)
+    cuda = args.device not in ("cpu", "mps") and torch.cuda.is_available()
+    run_dir = out / "train"
+    started = time.time()
+    if args.resume:
+        last = run_dir / "weights" / "last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: {last} does not exist")
+        model = YOLO(str(last))
+        model.train(resume=True)
+    else:
+        model = YOLO(args.model)  # a .yaml builds a fresh, randomly initialised network
+        options = dict(
+            data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
+            device=args.device, project=str(out), name="train", exist_ok=True, seed=args.seed,
+            patience=args.patience, fraction=args.fraction, pretrained=False, amp=cuda, plots=args.plots, cache=args.cache or False,
+            verbose=True,
+        )
+        if args.time:
+            options["time"] = args.time  # hours; ultralytics re-plans the epoch count to fit it
+        model.train(**options)
+    wall = time.time() - started
+
+    best = run_dir / "weights" / "best.pt"
+    if not best.is_file():
+        best = run_dir / "weights" / "last.pt"
+    shutil.copyfile(best, out / "best.pt")
+    metrics = validate(out / "best.pt", data_yaml, args.imgsz, args.device)
+    data_info = json.loads(data_yaml.read_text()) if data_yaml.parent == out / "dataset" else {}
+    summary = {
+        "command": " ".join(["python -m pipeline.detector", *sys.argv[1:]]),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+        "architecture": Path(args.model).stem,
+        "classes": CLASS_NAMES,
+        "input_size": args.imgsz,
+        "data_yaml": str(data_yaml),
+        "dataset": {k: data_info[k] for k in ("source", "images", "boxes", "val_fraction", "split_seed") if k in data_info},
+        "epochs_completed": _epochs_completed(run_dir),
+        "wall_time_s": round(wall, 1),
+        "device": "cuda" if cuda else args.device,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "val_metrics": metrics,
+        "best_checkpoint": str(out / "best.pt"),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["val_metrics"], indent=2))
+    return summary
+
+
+def _epochs_completed(run_dir: Path) -> int | None:
+    """Rows in ultralytics' results.csv: the epochs actually run (time= may stop before --epochs)."""
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        return None
+    return max(0, len(results.read_text().strip().splitlines()) - 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.detector", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    t = commands.add_parser("train", help="train the one-class product detector")
+    t.add_argument("--data", required=True, help="YOLO-format folder (images/, labels/) or a data.yaml")
+    t.add_argument("--out", default="artifacts/detector")
+    t.add_argument("--model", default="yolov8n.yaml", help="ultralytics model yaml (built from scratch)")
+    t.add_argument("--imgsz", type=int, default=224)
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--time", type=float, default=None, help="hours; caps training time (overrides --epochs)")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--workers", type=int, default=2, help="dataloader workers (ultralytics uses 0 on CPU)")
+    t.add_argument("--device", default="cpu", help="cpu, 0, 0,1, ...")
+    t.add_argument("--patience", type=int, default=20, help="epochs without improvement before stopping")
+    t.add_argument("--fraction", type=float, default=1.0, help="train on this share of the training split (timing runs)")
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--seed", type=int, default=0, help="training seed and validation-split seed")
+    t.add_argument("--cache", choices=["ram", "disk"], default=None, help="ultralytics image cache")
+    t.add_argument("--plots", action="store_true", help="write ultralytics' training plots")
+    t.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
+    t.set_defaults(func=train)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
