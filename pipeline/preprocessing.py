@@ -80,7 +80,7 @@ def decode_photo(data: bytes, min_side: int = DECODE_MIN_SIDE, max_pixels: int =
         raise ImageError("not_an_image", f"the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(
-            "image_too_large",
+            "too_many_pixels",
             f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
         )
     orientation = image.getexif().get(0x0112, 1)

@@ -1,0 +1,101 @@
+"""Classifier deployment: names product crops with the EfficientNet-B0 SavedModel from model_label/.
+
+Each caller sends the crops of one photo; the crops of all concurrent callers are batched together by
+`@serve.batch`, so one model call serves several photos. The SavedModel's serving function is called
+directly (no Keras predict()), on a fixed [N, S, S, 3] shape, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ray import serve
+
+from deployments.runtime import replica_cpu_threads, replica_gpu_ids
+from pipeline.model_label import load_model_label
+
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Live-tunable settings (the deployment's `user_config`)."""
+
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.01
+    top_k: int = 5
+    unknown_threshold: float = 0.3  # top-1 probability under this: the product is "unknown"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
+        if self.top_k < 1 or not 0 <= self.unknown_threshold <= 1:
+            raise ValueError("top_k must be >= 1 and unknown_threshold in [0, 1]")
+
+
+@serve.deployment
+class Classifier:
+    def __init__(self, model_dir: str | None = None) -> None:
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        threads = replica_cpu_threads()
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)  # TF takes the whole card otherwise
+        self.tf = tf
+        self.bundle = load_model_label(model_dir)
+        self.version = self.bundle.versions["classifier"]
+        self.labels = self.bundle.labels
+        self.input_size = self.bundle.classifier_input_size
+        self.model = tf.saved_model.load(str(self.bundle.classifier_path))
+        self.config = ClassifierConfig()
+        probabilities = self._predict([np.zeros((self.input_size, self.input_size, 3), np.uint8)])
+        self.bundle.check_classifier_outputs(probabilities[0].shape[-1])
+        logger.info(
+            "Classifier %s ready (%d classes, %dpx, %d TF threads, GPUs %s) in %.1fs",
+            self.version, len(self.labels), self.input_size, threads,
+            replica_gpu_ids() or "none", time.perf_counter() - started,
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Apply new top-k, unknown threshold and batching without a restart."""
+        self.config = ClassifierConfig(**user_config)
+        self.classify_batch.set_max_batch_size(self.config.max_batch_size)
+        self.classify_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        logger.info("Classifier config: %s", self.config)
+
+    def _predict(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        batch = self.tf.constant(np.stack(crops).astype(np.float32))
+        return list(self.model.serve(batch).numpy())
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def classify_batch(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        return await asyncio.to_thread(self._predict, crops)
+
+    async def classify(self, crops: list[np.ndarray]) -> dict:
+        """Top-k of each uint8 [S, S, 3] crop: {"results": [{"candidates", "known"}], "version"}.
+
+        Crops go into the batch queue one by one, so a photo with many products never exceeds a batch.
+        """
+        for crop in crops:
+            if crop.shape != (self.input_size, self.input_size, 3):
+                raise ValueError(f"crop shape {crop.shape}; the model takes ({self.input_size}, {self.input_size}, 3)")
+        config = self.config
+        probabilities = await asyncio.gather(*(self.classify_batch(crop) for crop in crops))
+        results = []
+        for p in probabilities:
+            top = np.argsort(p)[::-1][: config.top_k]
+            results.append({
+                "candidates": [(self.labels[i], float(p[i])) for i in top],
+                "known": bool(p[top[0]] >= config.unknown_threshold),
+            })
+        return {"results": results, "version": self.version}
+
+    async def ready(self) -> str:
+        return self.version

@@ -1,0 +1,252 @@
+"""Recognizer: the HTTP ingress. Reads the upload, decodes it once, asks the Detector for boxes, crops every
+product from the decoded photo, asks the Classifier to name the crops, and answers JSON.
+
+Decoding and cropping are CPU work done in a thread, so the event loop keeps taking requests; only small
+arrays (a detector-sized image, 256 px crops) travel to the model deployments.
+"""
+
+
+import asyncio
+import base64
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.schemas import (
+    Box, Candidate, ErrorBody, Health, HelloAnswer, LabelFields, Labels, ModelVersions, PhotoInfo, Product,
+    Recognition, Timings,
+)
+from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
+from pipeline.model_label import load_model_label, parse_label
+from pipeline.preprocessing import DECODE_MIN_SIDE, ImageError, Photo, classifier_input, decode_photo, detector_input
+
+logger = logging.getLogger("ray.serve")
+
+IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image": 422, "too_many_pixels": 413}
+
+ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
+
+MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"img": {"type": "string", "format": "binary", "description": "the photo"}},
+                    "required": ["img"],
+                }
+            }
+        },
+    }
+}
+
+RECOGNIZE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary", "description": "the photo ('img' works too)"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+api = FastAPI(
+    title="Product recognition",
+    version="1.0",
+    description=f"Finds the products in a phone photo (YOLO) and names each one (EfficientNet-B0). "
+    f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
+)
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+@api.exception_handler(UploadError)
+@api.exception_handler(ServiceError)
+async def _known_error(request: Request, error: UploadError | ServiceError) -> JSONResponse:
+    return error_response(error.status, error.code, error.message)
+
+
+@api.exception_handler(ImageError)
+async def _image_error(request: Request, error: ImageError) -> JSONResponse:
+    return error_response(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return error_response(error.status_code, code, str(error.detail))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return error_response(422, "invalid_request", str(error.errors()))
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    """Live-tunable settings (the deployment's `user_config`)."""
+
+    detector_image_max_side: int = 640  # longest side of the image sent to the Detector
+    decode_min_side: int = DECODE_MIN_SIDE  # JPEGs decode at reduced size down to this longest side
+
+    def __post_init__(self) -> None:
+        if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
+            raise ValueError("detector_image_max_side must be >= 32 and decode_min_side >= detector_image_max_side")
+
+
+@serve.deployment
+@serve.ingress(api)
+class Recognizer:
+    def __init__(self, detector: DeploymentHandle, classifier: DeploymentHandle, model_dir: str | None = None) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        # Checksums are verified by the model deployments; here only labels and sizes are needed.
+        self.bundle = load_model_label(model_dir, verify_checksums=False)
+        self.config = RecognizerConfig()
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.config = RecognizerConfig(**user_config)
+        logger.info("Recognizer config: %s", self.config)
+
+    @api.post("/hello", response_model=HelloAnswer, responses=ERRORS, openapi_extra=MULTIPART_BODY)
+    async def hello(self, request: Request) -> HelloAnswer:
+        """The original client's call: multipart part `img`; answers the most prominent product's label, base64."""
+        data = await read_image(request, ("img",), allow_raw_body=False)
+        recognition = await self._recognize(data, started=time.perf_counter())
+        prominent = recognition.products[0]  # largest first; never empty (whole photo when nothing detected)
+        label = prominent.label or prominent.candidates[0].label  # the original always named something
+        return HelloAnswer(item=base64.b64encode(label.encode("utf-8")).decode("ascii"))
+
+    @api.post("/v1/recognize", response_model=Recognition, responses=ERRORS, openapi_extra=RECOGNIZE_BODY)
+    async def recognize(self, request: Request) -> Recognition:
+        """Every product in the photo: box in original pixels, label, confidences, top-k, model versions, timings."""
+        started = time.perf_counter()
+        data = await read_image(request, ("image", "img"), allow_raw_body=True)
+        return await self._recognize(data, started)
+
+    @api.get("/v1/labels", response_model=Labels)
+    async def labels(self) -> Labels:
+        """The labels the classifier can answer, in its output order."""
+        labels = self.bundle.labels
+        return Labels(count=len(labels), labels=labels, classifier=self.bundle.versions["classifier"])
+
+    @api.get("/healthz", response_model=Health)
+    async def liveness(self) -> Health:
+        """The ingress is up and serving HTTP."""
+        return Health(status="ok")
+
+    @api.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    async def readiness(self) -> JSONResponse:
+        """Both model deployments answer: the service can recognize photos."""
+        detail = {}
+        for name, handle in (("detector", self.detector), ("classifier", self.classifier)):
+            try:
+                detail[name] = await asyncio.wait_for(handle.ready.remote(), timeout=5)
+            except Exception as error:
+                detail[name] = f"unavailable: {type(error).__name__}"
+        ready = not any(value.startswith("unavailable") for value in detail.values())
+        health = Health(status="ok" if ready else "unavailable", detail=detail)
+        return JSONResponse(health.model_dump(), status_code=200 if ready else 503)
+
+    async def _recognize(self, data: bytes, started: float) -> Recognition:
+        config = self.config
+        read_done = time.perf_counter()
+        photo, detector_image = await asyncio.to_thread(self._decode, data, config)
+        decoded = time.perf_counter()
+
+        detection = await self._call(self.detector.detect, detector_image)
+        detected = time.perf_counter()
+
+        # Boxes from detector-image pixels to decoded-photo pixels; largest first.
+        boxes = detection["boxes"].astype(np.float64)
+        boxes[:, :4] *= photo.image.width / detector_image.shape[1]
+        boxes = boxes[np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")]
+        whole_photo = len(boxes) == 0
+        crop_boxes = [None] if whole_photo else [tuple(box[:4]) for box in boxes]
+        size = self.bundle.classifier_input_size
+        crops = await asyncio.to_thread(lambda: [classifier_input(photo.image, box, size) for box in crop_boxes])
+        cropped = time.perf_counter()
+
+        classification = await self._call(self.classifier.classify, crops)
+        classified = time.perf_counter()
+
+        products = []
+        for index, result in enumerate(classification["results"]):
+            if whole_photo:
+                box, detector_confidence = Box(x1=0, y1=0, x2=photo.original_size[0], y2=photo.original_size[1]), None
+            else:
+                box, detector_confidence = self._original_box(boxes[index, :4], photo), float(boxes[index, 4])
+            candidates = [Candidate(label=label, confidence=min(1.0, confidence)) for label, confidence in result["candidates"]]
+            known = result["known"]
+            products.append(Product(
+                box=box,
+                source="whole_photo" if whole_photo else "detector",
+                detector_confidence=detector_confidence,
+                known=known,
+                label=candidates[0].label if known else None,
+                fields=LabelFields(**parse_label(candidates[0].label)) if known else None,
+                confidence=candidates[0].confidence,
+                candidates=candidates,
+            ))
+        milliseconds = lambda a, b: round((b - a) * 1000, 2)  # noqa: E731
+        return Recognition(
+            photo=PhotoInfo(width=photo.original_size[0], height=photo.original_size[1], format=photo.format),
+            whole_photo=whole_photo,
+            products=products,
+            models=ModelVersions(detector=detection["version"], classifier=classification["version"]),
+            timings=Timings(
+                read_ms=milliseconds(started, read_done),
+                decode_ms=milliseconds(read_done, decoded),
+                detect_ms=milliseconds(decoded, detected),
+                crop_ms=milliseconds(detected, cropped),
+                classify_ms=milliseconds(cropped, classified),
+                total_ms=milliseconds(started, classified),
+            ),
+        )
+
+    @staticmethod
+    def _decode(data: bytes, config: RecognizerConfig) -> tuple[Photo, np.ndarray]:
+        photo = decode_photo(data, min_side=config.decode_min_side)
+        return photo, detector_input(photo.image, config.detector_image_max_side)
+
+    @staticmethod
+    def _original_box(box: np.ndarray, photo: Photo) -> Box:
+        width, height = photo.original_size
+        x1, y1, x2, y2 = (float(v) * photo.scale for v in box)
+        return Box(x1=max(0.0, x1), y1=max(0.0, y1), x2=min(float(width), x2), y2=min(float(height), y2))
+
+    @staticmethod
+    async def _call(method, *args):
+        """A model deployment call; overload and failures become 503s with a JSON body, never a hang."""
+        try:
+            return await method.remote(*args)
+        except BackPressureError:
+            raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
+        except Exception as error:
+            logger.exception("model call %s failed", getattr(method, "_method_name", method))
+            raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None

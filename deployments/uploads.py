@@ -1,0 +1,77 @@
+"""Reading the photo out of an HTTP request: size-capped, in memory only, with errors that say what was wrong."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+"""The original client sends full-size phone JPEGs of up to 10 MB."""
+
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 256 * 1024
+"""The image plus room for multipart headers and small extra fields."""
+
+
+class UploadError(Exception):
+    """A request whose body holds no usable image; becomes a 4xx JSON error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class InMemoryMultiPartParser(MultiPartParser):
+    """Starlette's parser, with files kept in memory up to the body cap: uploads never touch disk."""
+
+    spool_max_size = MAX_BODY_BYTES
+
+
+async def _capped_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadError(413, "body_too_large", f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise UploadError(413, "body_too_large", f"the request body exceeds the limit of {limit:,} bytes")
+        yield chunk
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_image(request: Request, part_names: tuple[str, ...], allow_raw_body: bool) -> bytes:
+    """The image bytes of a multipart part named one of `part_names`, or of a raw image body."""
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
+        parser = InMemoryMultiPartParser(request.headers, _capped_body(request, MAX_BODY_BYTES), max_files=4, max_fields=16)
+        try:
+            form = await parser.parse()
+        except MultiPartException as error:
+            raise UploadError(400, "bad_multipart", f"the multipart body cannot be parsed: {error.message}") from None
+        try:
+            part = next((form[name] for name in part_names if name in form), None)
+            if part is None:
+                found = ", ".join(repr(key) for key in form.keys()) or "none"
+                wanted = " or ".join(repr(name) for name in part_names)
+                raise UploadError(400, "missing_image_part", f"the multipart body has no part named {wanted} (parts found: {found})")
+            data = await part.read() if isinstance(part, UploadFile) else part.encode("latin-1", "replace")
+        finally:
+            await form.close()
+    elif allow_raw_body and (media_type.startswith("image/") or media_type == "application/octet-stream"):
+        data = b"".join([chunk async for chunk in _capped_body(request, MAX_IMAGE_BYTES)])
+    else:
+        accepted = "multipart/form-data" + (", image/* or application/octet-stream" if allow_raw_body else "")
+        raise UploadError(415, "unsupported_media_type", f"content type {media_type or '(none)'!r} is not accepted; send {accepted}")
+    if not data:
+        raise UploadError(400, "empty_image", "the image is empty (0 bytes)")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UploadError(413, "image_too_large", f"the image is {len(data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}")
+    return data

@@ -1,0 +1,88 @@
+"""Start the real application from serve_config.yaml on a local Ray, the way `serve run` does, for tests.
+
+Only the model folder and the HTTP port are changed; everything else (resources, autoscaling, batching,
+user_config) comes from the shipped serve_config.yaml, so the tests exercise what users run.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import ray
+import yaml
+from ray import serve
+from ray.serve._private import api as serve_private_api  # what `serve run config.yaml` itself calls
+from ray.serve.config import ProxyLocation
+from ray.serve.schema import ServeDeploySchema
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE_CONFIG = REPO / "serve_config.yaml"
+APP_NAME = "recognizer"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def shipped_config(model_dir: Path | str | None = None, port: int | None = None) -> dict:
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"]["host"] = "127.0.0.1"
+    if port is not None:
+        config["http_options"]["port"] = port
+    if model_dir is not None:
+        config["applications"][0]["args"]["model_dir"] = str(model_dir)
+    return config
+
+
+def deployment_config(config: dict, name: str) -> dict:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+class ServeApp:
+    """A running application: `url`, `config` (as deployed) and `redeploy(config)` for live changes."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.url = f"http://127.0.0.1:{config['http_options']['port']}"
+
+    def deploy(self, config: dict) -> None:
+        schema = ServeDeploySchema.model_validate(config)
+        self.client.deploy_apps(schema, _blocking=False)
+        self.config = copy.deepcopy(config)
+
+    def start(self, timeout_s: float = 240) -> "ServeApp":
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, namespace="serve", log_to_driver=False)
+        schema = ServeDeploySchema.model_validate(self.config)
+        self.client = serve_private_api.serve_start(
+            http_options=schema.http_options.model_dump(), proxy_location=ProxyLocation.EveryNode
+        )
+        self.deploy(self.config)
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        status = None
+        while time.monotonic() < deadline:
+            status = serve.status().applications.get(APP_NAME)
+            if status is not None and status.status == "RUNNING":
+                try:
+                    if httpx.get(f"{self.url}/readyz", timeout=10).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"application failed: {status.message}")
+            time.sleep(1)
+        raise TimeoutError(f"application not ready after {timeout_s}s: {status}")
+
+    def stop(self) -> None:
+        serve.shutdown()
+        ray.shutdown()
