@@ -44,10 +44,13 @@ class Classifier:
 
         started = time.perf_counter()
         threads = replica_cpu_threads()
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)  # TF takes the whole card otherwise
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)  # TF takes the whole card otherwise
+        except RuntimeError:  # TensorFlow already started in this process (only outside Serve replicas)
+            logger.warning("TensorFlow was initialised before the Classifier: thread and GPU settings unchanged")
         self.tf = tf
         self.bundle = load_model_label(model_dir)
         self.version = self.bundle.versions["classifier"]

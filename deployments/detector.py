@@ -82,6 +82,7 @@ class Detector:
             max_det=config.max_detections,
             device=self.device,
             half=False,
+            rect=False,  # always the same square letterbox: an image gets the same boxes alone or in any batch
             verbose=False,
         )
         return [

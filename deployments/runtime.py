@@ -12,16 +12,14 @@ logger = logging.getLogger("ray.serve")
 
 def replica_cpu_threads() -> int:
     """Threads for torch/TensorFlow: the replica's CPU share rounded up (a 0.5-CPU replica gets 1)."""
-    try:
-        share = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    except Exception:  # outside a Ray worker (plain scripts, tests)
-        share = 1.0
+    if not ray.is_initialized():  # outside a Ray worker: plain scripts, tests
+        return 1
+    share = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     return max(1, math.ceil(share))
 
 
 def replica_gpu_ids() -> list[str]:
     """GPUs Ray assigned to this replica (empty on CPU-only nodes and when num_gpus is 0)."""
-    try:
-        return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
-    except Exception:
+    if not ray.is_initialized():
         return []
+    return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
