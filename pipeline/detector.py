@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -59,6 +60,7 @@ def build_dataset_view(source: Path, view: Path, val_fraction: float = 0.1, seed
     Every image of every split folder in source/images/ is symlinked into view/images/{train,val}/ by
     `is_validation` (so a source that has its own val split is re-split the same way), and its label file
     rewritten to class 0 under view/labels/. An image without a label file is a background image.
+    val_fraction=1 puts every image in val: a view to evaluate a detector on.
     """
     source, view = Path(source).resolve(), Path(view).resolve()
     images = sorted(p for p in (source / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -83,7 +85,7 @@ def build_dataset_view(source: Path, view: Path, val_fraction: float = 0.1, seed
         (view / "labels" / split / image.name).with_suffix(".txt").write_text("".join(f"{l}\n" for l in lines))
         counts[split] += 1
         boxes[split] += len(lines)
-    if not counts["train"] or not counts["val"]:
+    if not counts["val"] or (not counts["train"] and val_fraction < 1.0):
         raise ValueError(f"split of {len(images)} images left {counts}: use more images or another --val-fraction")
     data_yaml = view / "data.yaml"
     # JSON is valid YAML; absolute paths so the file works from any working directory.
@@ -91,7 +93,8 @@ def build_dataset_view(source: Path, view: Path, val_fraction: float = 0.1, seed
         json.dumps(
             {
                 "path": str(view),
-                "train": "images/train",
+                # val_fraction 1 makes an evaluation-only view; ultralytics still wants a train entry.
+                "train": "images/train" if counts["train"] else "images/val",
                 "val": "images/val",
                 "names": dict(enumerate(CLASS_NAMES)),
                 "source": str(source),
@@ -169,8 +172,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     metrics = validate(out / "best.pt", data_yaml, args.imgsz, args.device)
     data_info = json.loads(data_yaml.read_text()) if data_yaml.parent == out / "dataset" else {}
     summary = {
-        "command": " ".join(["python -m pipeline.detector", *sys.argv[1:]]),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+        "command": " ".join(["python -m pipeline.detector", *map(shlex.quote, args.argv)]),
+        "args": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
         "architecture": Path(args.model).stem,
         "classes": CLASS_NAMES,
         "input_size": args.imgsz,
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
     t.set_defaults(func=train)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in train_summary.json
     args.func(args)
 
 

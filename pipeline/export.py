@@ -1,0 +1,178 @@
+"""Assemble model_label/ from a classifier run and a detector run, with figures measured on held-back data.
+
+    python -m pipeline.export --classifier artifacts/classifier --detector artifacts/detector \
+        --eval-data ../shared/data/grocery_store --out model_label
+
+Copies <classifier>/export/ (a TF SavedModel) to classifier/, <detector>/best.pt to detector.pt and the
+classifier's labels.txt; evaluates them (classifier on the eval set's val split, whole photo vs detector
+crop; detector on its own held-back split from <detector>/train_summary.json) and writes manifest.json
+with pipeline.model_label.write_manifest. Evaluation reports go to --report-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline import model_label as ml
+from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
+from pipeline.yolo_offline import prepare_ultralytics
+
+PREPROCESSING = {
+    "module": "pipeline.preprocessing",
+    "decode": "decode_photo (first frame, EXIF-rotated, RGB, JPEG decoded at reduced size)",
+    "detector": "detector_input (longest side shrunk to the detector input size; ultralytics letterboxes)",
+    "classifier": "classifier_input (box or whole photo squashed to input_size x input_size, uint8 RGB; "
+                  "the model rescales pixels itself: feed float32 0-255)",
+}
+CLASSIFIER_DATA = (
+    "GroceryStoreDataset (M. Klasson, C. Zhang, H. Kjellström, 'A Hierarchical Grocery Store Image Dataset "
+    "with Visual and Semantic Labels', WACV 2019; MIT licence): phone photos in grocery stores, train split "
+    "for training, val split for early stopping and the figures here"
+)
+DETECTOR_DATA = (
+    "Freiburg Groceries (P. Jund, N. Abdo, A. Eitel, W. Burgard, 'The Freiburg Groceries Dataset', 2016) with "
+    "bounding boxes from a later public project; every box is one class 'product'; research use with credit; "
+    "a seeded 10% of images held back for the figures here"
+)
+MAX_SUMMARY_CHARS = 20_000  # larger training summaries are cut to their scalar entries: the manifest stays readable
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _compact(summary: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(summary)) <= MAX_SUMMARY_CHARS:
+        return summary
+    return {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def _detector_checkpoint_info(path: Path) -> dict[str, Any]:
+    """imgsz and model yaml the checkpoint was trained with (for a detector run without train_summary.json)."""
+    from ultralytics import YOLO
+
+    args = getattr(YOLO(str(path)).model, "args", {}) or {}
+    return {"input_size": args.get("imgsz"), "architecture": Path(str(args.get("model", "unknown"))).stem}
+
+
+def _stage(classifier_dir: Path, detector_dir: Path, staging: Path) -> None:
+    export_dir = classifier_dir / "export"
+    if not (export_dir / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.classifier` first")
+    best = detector_dir / "best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best} is missing: run `python -m pipeline.detector train` first")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    shutil.copytree(export_dir, staging / ml.CLASSIFIER_NAME)
+    shutil.copyfile(best, staging / ml.DETECTOR_NAME)
+    ml.write_labels(staging / ml.LABELS_NAME, ml.read_labels(classifier_dir / ml.LABELS_NAME))
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Move the staged files into `out`, manifest last, leaving any other file there alone."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ml.MANIFEST_NAME, ml.CLASSIFIER_NAME, ml.DETECTOR_NAME, ml.LABELS_NAME):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    for name in (ml.CLASSIFIER_NAME, ml.DETECTOR_NAME, ml.LABELS_NAME, ml.MANIFEST_NAME):
+        shutil.move(str(staging / name), str(out / name))
+    shutil.rmtree(staging)
+
+
+def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path | str, out: Path | str, *,
+           eval_split: str = "val", detector_data: Path | str | None = None, report_dir: Path | str | None = None,
+           device: str = "cpu", conf: float = 0.25) -> dict[str, Any]:
+    """Build model_label/ at `out` and return its manifest; `load_model_label(out)` accepts the result."""
+    prepare_ultralytics()
+    import torch  # noqa: F401  (torch before TensorFlow, which evaluate imports later)
+
+    from pipeline.evaluate import evaluate, headline, load_labelled_set
+
+    classifier_dir, detector_dir, out = Path(classifier_dir), Path(detector_dir), Path(out)
+    report_dir = Path(report_dir) if report_dir else detector_dir.parent / "evaluation"
+    staging = out.parent / f".{out.name}.staging"
+    _stage(classifier_dir, detector_dir, staging)
+
+    classifier_summary = _read_json(classifier_dir / "train_summary.json")
+    detector_summary = _read_json(detector_dir / "train_summary.json")
+    labels = ml.read_labels(staging / ml.LABELS_NAME)
+    classifier_model = classifier_summary.get("model", {})
+    classifier_size = int(classifier_model.get("input_size") or classifier_summary.get("input_size")
+                          or CLASSIFIER_INPUT_SIZE)
+    checkpoint = _detector_checkpoint_info(staging / ml.DETECTOR_NAME)
+    detector_size = int(detector_summary.get("input_size") or checkpoint["input_size"])
+    architecture = detector_summary.get("architecture") or checkpoint["architecture"]
+    detector_data = detector_data or detector_summary.get("data_yaml")
+    if detector_data and not Path(detector_data).exists():
+        raise FileNotFoundError(f"the detector's held-back data {detector_data} is gone: pass --detector-data")
+
+    photos = load_labelled_set(eval_data, labels, eval_split)
+    report = evaluate(
+        classifier_dir=staging / ml.CLASSIFIER_NAME, detector_path=staging / ml.DETECTOR_NAME, labels=labels,
+        classifier_size=classifier_size, detector_size=detector_size, photos=photos, out=report_dir,
+        detector_data=detector_data, device=device, conf=conf, data_description=f"{eval_data} ({eval_split})",
+    )
+    figures = headline(report)
+
+    manifest = ml.write_manifest(
+        staging,
+        classifier={
+            "input_size": classifier_size,
+            "num_classes": len(labels),
+            "backbone": classifier_model.get("backbone", "unknown"),
+            "format": "tf_saved_model",
+            "signature": "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]",
+            "preprocessing": "pipeline.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
+            "training": _compact(classifier_summary),
+            "metrics": {"data": figures["data"], "images": figures["images"], **figures["classifier"]},
+        },
+        detector={
+            "input_size": detector_size,
+            "classes": ["product"],
+            "architecture": architecture,
+            "format": "ultralytics",
+            "training": _compact(detector_summary),
+            "metrics": figures.get("detector", {}),
+        },
+        extra={
+            "preprocessing": PREPROCESSING,
+            "training_data": {"classifier": CLASSIFIER_DATA, "detector": DETECTOR_DATA},
+            "evaluation": {"report": str(report_dir / "evaluation.md"), "detector_confidence_threshold": conf},
+        },
+    )
+    _install(staging, out)
+    ml.load_model_label(out)  # what serving will do: fail here rather than at startup
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classifier", default="artifacts/classifier", help="classifier run folder")
+    parser.add_argument("--detector", default="artifacts/detector", help="detector run folder")
+    parser.add_argument("--eval-data", required=True, help="labelled photos: split file, folder with val.txt, ...")
+    parser.add_argument("--eval-split", default="val")
+    parser.add_argument("--detector-data", help="YOLO data.yaml/folder; default: the detector run's held-back split")
+    parser.add_argument("--out", default="model_label")
+    parser.add_argument("--report-dir", help="where evaluation.md/json/png go (default: artifacts/evaluation)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--conf", type=float, default=0.25)
+    args = parser.parse_args(argv)
+    manifest = export(args.classifier, args.detector, args.eval_data, args.out, eval_split=args.eval_split,
+                      detector_data=args.detector_data, report_dir=args.report_dir, device=args.device,
+                      conf=args.conf)
+    print(json.dumps({part: manifest[part].get("metrics") for part in ("classifier", "detector")}, indent=2,
+                     ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

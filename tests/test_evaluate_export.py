@@ -1,0 +1,115 @@
+"""Evaluation arithmetic on known answers, and export → model_label/ → load (and refuse when tampered)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import detector, evaluate
+from pipeline.model_label import ModelLabelError, load_model_label
+from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
+
+LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier below
+
+
+def test_top_k_accuracy_known_answer():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
+    targets = [0, 1, 1, 0]
+    assert evaluate.top_k_accuracy(probabilities, targets, 1) == 0.25
+    assert evaluate.top_k_accuracy(probabilities, targets, 2) == 0.75
+    assert evaluate.top_k_accuracy(probabilities, targets, 3) == 1.0
+
+
+def test_confusion_matrix_and_per_class_accuracy_known_answer():
+    matrix = evaluate.confusion_matrix([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 2], num_classes=4)
+    assert matrix.tolist() == [[2, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert evaluate.per_class_accuracy(matrix) == [2 / 3, 0.5, 1.0, None]
+    summary = evaluate.summarize(np.eye(3)[[0, 0, 2]], [0, 1, 2], ["a", "b", "c"])
+    assert summary["top1"] == pytest.approx(2 / 3)
+    assert summary["per_class"]["b"] == {"n": 1, "accuracy": 0.0}
+
+
+def test_labelled_sets_from_split_file_and_folders(tmp_path):
+    photos = make_labelled_photos(tmp_path / "photos")
+    by_folder = evaluate.load_labelled_set(photos, LABELS)
+    assert [target for _, target in by_folder] == [0, 0, 1, 1, 2, 2]
+    (photos / "val.txt").write_text("red/red0.jpg, 0, 0\nblue/blue1.jpg, 2, 0\n")
+    assert evaluate.load_labelled_set(photos, LABELS) == [(photos / "red/red0.jpg", 0), (photos / "blue/blue1.jpg", 2)]
+    (photos / "bad.txt").write_text("red/red0.jpg, 7, 0\n")
+    with pytest.raises(ValueError, match="outside the 3 labels"):
+        evaluate.load_labelled_set(photos / "bad.txt", LABELS)
+    (photos / "purple").mkdir()
+    with pytest.raises(ValueError, match="purple"):
+        evaluate.load_labelled_set(photos, LABELS, split="test")
+
+
+def make_classifier_run(run, size=32):
+    """A tiny SavedModel run folder: mean colour of the picture → softmax, so red/green/blue photos are known."""
+    import tensorflow as tf
+    import tf_keras
+
+    model = tf_keras.Sequential([
+        tf_keras.Input(shape=(size, size, 3), dtype="float32"),
+        tf_keras.layers.GlobalAveragePooling2D(),
+        tf_keras.layers.Rescaling(0.1),  # pixel means 0-255 → logits that separate the colours
+        tf_keras.layers.Activation("softmax"),
+    ])
+    model.export(str(run / "export"))
+    assert tf.saved_model.load(str(run / "export")).serve(tf.zeros([1, size, size, 3])).shape == (1, 3)
+    (run / "labels.txt").write_text("".join(f"{label}\n" for label in LABELS), encoding="utf-8")
+    (run / "train_summary.json").write_text(json.dumps({"model": {"input_size": size, "backbone": "test"}}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    source = make_yolo_folder(root / "yolo", count=12)
+    detector.main(["train", "--data", str(source), "--out", str(root / "detector"), "--imgsz", "64",
+                   "--epochs", "1", "--batch", "4", "--workers", "0", "--val-fraction", "0.25"])
+    (root / "classifier").mkdir()
+    make_classifier_run(root / "classifier")  # TensorFlow after the torch work above
+    make_labelled_photos(root / "photos")
+    return root
+
+
+def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_path):
+    from pipeline.export import export
+
+    out = tmp_path / "model_label"
+    manifest = export(runs / "classifier", runs / "detector", runs / "photos", out, report_dir=tmp_path / "report")
+
+    bundle = load_model_label(out)
+    assert bundle.labels == LABELS and bundle.classifier_input_size == 32 and bundle.detector_input_size == 64
+    assert manifest["classifier"]["format"] == "tf_saved_model" and manifest["detector"]["format"] == "ultralytics"
+    assert manifest["detector"]["classes"] == ["product"] and manifest["detector"]["architecture"] == "yolov8n"
+    # mean colour decides the class: every whole photo is right, and so is any crop of it
+    metrics = manifest["classifier"]["metrics"]
+    assert metrics["images"] == 6
+    assert metrics["whole_photo"]["top1"] == 1.0 and metrics["detector_crop"]["top1"] == 1.0
+    assert set(manifest["detector"]["metrics"]) >= {"precision", "recall", "mAP50", "mAP50-95"}
+    assert "Freiburg" in manifest["training_data"]["detector"]
+    for name in ("evaluation.md", "evaluation.json", "confusion_matrix.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    assert report["classifier"]["whole_photo"]["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+
+    with open(out / "detector.pt", "ab") as file:
+        file.write(b"\0")
+    with pytest.raises(ModelLabelError, match="detector.pt does not match"):
+        load_model_label(out)
+
+
+def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
+    from pipeline.export import export
+
+    export(runs / "classifier", runs / "detector", runs / "photos", tmp_path / "model_label",
+           report_dir=tmp_path / "export_report")
+    report = evaluate.main(["--model-label", str(tmp_path / "model_label"), "--data", str(runs / "photos"),
+                            "--detector-data", str(runs / "yolo"), "--out", str(tmp_path / "eval"),
+                            "--conf", "0.000001"])  # an untrained detector's boxes: crops get cut and classified
+    assert report["classifier"]["detector_crop"]["no_detection_whole_photo_used"] == 0
+    assert report["classifier"]["whole_photo"]["top5"] == 1.0 and report["classifier"]["detector_crop"]["top1"] == 1.0
+    assert report["detector"]["data"].endswith("data.yaml")
+    assert "| whole photo | 100.00% | 100.00% |" in capsys.readouterr().out

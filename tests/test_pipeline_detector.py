@@ -1,0 +1,96 @@
+"""The detector pipeline on tiny synthetic data: dataset view, offline setup, train → checkpoint → load → predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from pipeline import detector
+from pipeline.yolo_offline import prepare_ultralytics
+from synthetic_data import make_yolo_folder
+
+
+def test_prepare_ultralytics_sets_offline_mode_and_font():
+    font_dir = prepare_ultralytics()
+    from ultralytics import settings
+    from ultralytics.utils import is_online
+
+    assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "0"
+    assert (font_dir / "Arial.ttf").stat().st_size > 10_000
+    assert not is_online()
+    assert settings["sync"] is False
+
+
+def test_validation_split_is_deterministic_and_about_the_fraction():
+    names = [f"image{i}.jpg" for i in range(2000)]
+    held = [n for n in names if detector.is_validation(n, 0.1, seed=0)]
+    assert held == [n for n in names if detector.is_validation(n, 0.1, seed=0)]
+    assert 150 < len(held) < 250
+    assert held != [n for n in names if detector.is_validation(n, 0.1, seed=1)]
+
+
+def test_labels_become_one_class_and_bad_lines_are_named(tmp_path):
+    assert detector.single_class_lines("17 0.5 0.5 0.2 0.2\n\n3 0.1 0.2 0.1 0.1\n", tmp_path) == [
+        "0 0.5 0.5 0.2 0.2",
+        "0 0.1 0.2 0.1 0.1",
+    ]
+    with pytest.raises(ValueError, match=r"x\.txt:1"):
+        detector.single_class_lines("3 0.5 0.5 0.2\n", tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="normalised"):
+        detector.single_class_lines("3 0.5 0.5 1.2 0.2\n", tmp_path / "x.txt")
+
+
+def test_dataset_view_links_images_and_rewrites_labels(tmp_path):
+    source = make_yolo_folder(tmp_path / "source", count=12)
+    data_yaml = detector.build_dataset_view(source, tmp_path / "view", val_fraction=0.25, seed=0)
+    data = json.loads(data_yaml.read_text())
+    view = tmp_path / "view"
+    assert data["names"] == {"0": "product"}
+    assert data["images"]["train"] + data["images"]["val"] == 12 and data["images"]["val"] > 0
+    images = sorted((view / "images").rglob("*.jpg"))
+    assert len(images) == 12 and all(p.is_symlink() and p.resolve().is_relative_to(source) for p in images)
+    labels = [line for p in (view / "labels").rglob("*.txt") for line in p.read_text().splitlines()]
+    assert labels and all(line.startswith("0 ") for line in labels)
+    # a data.yaml is used as given; an evaluation-only view puts everything in val
+    assert detector.resolve_data(data_yaml, tmp_path / "other", 0.1, 0) == data_yaml
+    all_val = json.loads(detector.build_dataset_view(source, tmp_path / "eval", val_fraction=1.0).read_text())
+    assert all_val["images"] == {"train": 0, "val": 12} and all_val["train"] == "images/val"
+
+
+def test_missing_images_are_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no images"):
+        detector.build_dataset_view(tmp_path, tmp_path / "view")
+
+
+def test_train_writes_a_checkpoint_that_loads_and_predicts_offline(tmp_path, monkeypatch):
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+
+    source = make_yolo_folder(tmp_path / "source", count=12)
+    out = tmp_path / "run"
+    detector.main(["train", "--data", str(source), "--out", str(out), "--imgsz", "64", "--epochs", "2",
+                   "--batch", "4", "--workers", "0", "--val-fraction", "0.25"])
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["epochs_completed"] == 2 and summary["input_size"] == 64
+    assert set(summary["val_metrics"]) == {"precision", "recall", "mAP50", "mAP50-95"}
+    assert summary["dataset"]["images"]["train"] + summary["dataset"]["images"]["val"] == 12
+
+    from ultralytics import YOLO
+
+    model = YOLO(str(out / "best.pt"))
+    assert model.names == {0: "product"}
+    results = model.predict(np.zeros((64, 48, 3), np.uint8), imgsz=64, verbose=False)
+    assert results[0].boxes.xyxy.shape[1] == 4
+    assert attempts == []
