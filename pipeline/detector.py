@@ -130,8 +130,8 @@ def validate(weights: Path | str, data_yaml: Path | str, imgsz: int, device: str
         data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False, verbose=False,
         workers=0, project=str(Path(weights).resolve().parent / "val"), name=split, exist_ok=True,
     )
-    precision, recall, map50, map50_95 = (float(v) for v in metrics.box.mean_results())
-    return {"precision": precision, "recall": recall, "mAP50": map50, "mAP50-95": map50_95}
+    box = metrics.box  # mean over classes (here the one class)
+    return {"precision": float(box.mp), "recall": float(box.mr), "mAP50": float(box.map50), "mAP50-95": float(box.map)}
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,8 +157,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         options = dict(
             data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
             device=args.device, project=str(out), name="train", exist_ok=True, seed=args.seed,
-            patience=args.patience, fraction=args.fraction, pretrained=False, amp=cuda, plots=args.plots, cache=args.cache or False,
-            verbose=True,
+            patience=args.patience, fraction=args.fraction, pretrained=False, amp=cuda, plots=args.plots,
+            cache=args.cache or False, verbose=True,
         )
         if args.time:
             options["time"] = args.time  # hours; ultralytics re-plans the epoch count to fit it
