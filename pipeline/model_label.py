@@ -48,7 +48,7 @@ def read_labels(path: Path) -> list[str]:
     Only line endings are stripped: a blank field of a `name_container_size` label is a single space.
     """
     text = path.read_text(encoding="utf-8-sig")
-    labels = [line.rstrip("\r\n") for line in text.splitlines()]
+    labels = [line.rstrip("\r") for line in text.split("\n")]  # not splitlines(): it also splits on \x85, \u2028
     while labels and not labels[-1].strip():
         labels.pop()
     if not labels:

@@ -1,0 +1,206 @@
+"""The served graph over real HTTP, with the shipped models (or MODEL_LABEL_DIR), on real photos."""
+
+import copy
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from pipeline.model_label import load_model_label
+from tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, jpeg_bytes, phone_photo
+from tests.serve_app import ServeApp, deployment_config, free_port, shipped_config
+from tests.test_preprocessing import png_header_only
+from tests.tiny_models import SHIPPED_MODEL_DIR
+
+MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def app():
+    app = ServeApp(shipped_config(MODEL_DIR, free_port())).start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_model_label(MODEL_DIR)
+
+
+def recognize(app: ServeApp, data: bytes, part: str = "image", timeout: float = 120) -> httpx.Response:
+    return httpx.post(f"{app.url}/v1/recognize", files={part: ("photo.jpg", data, "image/jpeg")}, timeout=timeout)
+
+
+def answer_key(answer: dict) -> list:
+    """What must not change between a photo's lone answer and its answer under concurrent load."""
+    return [
+        (p["source"], p["label"], p["candidates"][0]["label"], [round(p["box"][k]) for k in ("x1", "y1", "x2", "y2")])
+        for p in answer["products"]
+    ]
+
+
+def test_v1_answers_real_photos(app, bundle):
+    top_k = deployment_config(app.config, "Classifier")["user_config"]["top_k"]
+    for path in grocery_val_photos(4) + freiburg_held_back_photos(2):
+        response = recognize(app, path.read_bytes())
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        width, height = answer["photo"]["width"], answer["photo"]["height"]
+        assert answer["products"], "every photo gets at least one entry (the whole photo when nothing is detected)"
+        assert answer["models"] == bundle.versions
+        assert answer["timings"]["total_ms"] >= answer["timings"]["detect_ms"] > 0
+        for product in answer["products"]:
+            box = product["box"]
+            assert 0 <= box["x1"] < box["x2"] <= width and 0 <= box["y1"] < box["y2"] <= height
+            confidences = [c["confidence"] for c in product["candidates"]]
+            assert len(confidences) == min(top_k, len(bundle.labels)) and confidences == sorted(confidences, reverse=True)
+            assert {c["label"] for c in product["candidates"]} <= set(bundle.labels)
+            assert product["confidence"] == confidences[0]
+            if product["known"]:
+                assert product["label"] == product["candidates"][0]["label"]
+                assert product["fields"]["name"] == product["label"].split("_")[0]
+            else:
+                assert product["label"] is None
+        if answer["whole_photo"]:
+            assert len(answer["products"]) == 1 and answer["products"][0]["detector_confidence"] is None
+
+
+def test_raw_body_and_img_part_give_the_same_answer(app):
+    data = grocery_val_photos(1)[0].read_bytes()
+    raw = httpx.post(f"{app.url}/v1/recognize", content=data, headers={"content-type": "image/jpeg"}, timeout=120)
+    as_img = recognize(app, data, part="img")
+    assert raw.status_code == as_img.status_code == 200
+    assert answer_key(raw.json()) == answer_key(as_img.json())
+
+
+def test_phone_photo_boxes_are_in_original_pixels(app):
+    """A 12 MP phone JPEG, stored sideways with EXIF orientation 6: answered in upright full-size pixels."""
+    path = freiburg_held_back_photos(1)[0]
+    small = recognize(app, path.read_bytes()).json()
+    phone = recognize(app, phone_photo(path, (4032, 3024), orientation=6)).json()
+    assert (phone["photo"]["width"], phone["photo"]["height"]) == (3024, 4032)
+    for product in phone["products"]:
+        assert product["box"]["x2"] <= 3024 and product["box"]["y2"] <= 4032
+    if not small["whole_photo"]:
+        assert not phone["whole_photo"]
+
+
+def test_several_products_in_one_photo_are_each_found_and_named(app):
+    paths = freiburg_held_back_photos(4)
+    data, tiles = collage(paths)
+    response = recognize(app, data)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert not answer["whole_photo"]
+    found_in = set()
+    for product in answer["products"]:
+        box = product["box"]
+        centre = ((box["x1"] + box["x2"]) / 2, (box["y1"] + box["y2"]) / 2)
+        for index, (x1, y1, x2, y2) in enumerate(tiles):
+            if x1 <= centre[0] < x2 and y1 <= centre[1] < y2:
+                found_in.add(index)
+        assert product["candidates"][0]["label"]
+    assert found_in == set(range(len(tiles))), f"products found in tiles {sorted(found_in)} of {len(tiles)}"
+
+
+def test_concurrent_requests_each_get_their_own_answer(app):
+    """32 distinct photos at once: batching mixes them in the models, never in the answers."""
+    photos = [p.read_bytes() for p in grocery_val_photos(16) + freiburg_held_back_photos(16)]
+    alone = [recognize(app, data).json() for data in photos]
+    with ThreadPoolExecutor(max_workers=len(photos)) as pool:
+        together = list(pool.map(lambda data: recognize(app, data), photos))
+    assert all(r.status_code == 200 for r in together), [r.text for r in together if r.status_code != 200]
+    assert [answer_key(r.json()) for r in together] == [answer_key(a) for a in alone]
+    assert len({str(answer_key(a)) for a in alone}) > 4, "the photos should not all get the same answer"
+
+
+BAD_REQUESTS = {
+    "empty body": (dict(content=b"", headers={"content-type": "image/jpeg"}), 400, "empty_image"),
+    "empty part": (dict(files={"image": ("a.jpg", b"", "image/jpeg")}), 400, "empty_image"),
+    "not an image": (dict(files={"image": ("a.jpg", b"<html>no photo here</html>", "image/jpeg")}), 415, "not_an_image"),
+    "truncated jpeg": (dict(content=None, truncated=True), 422, "truncated_image"),
+    "decompression bomb": (dict(files={"image": ("b.png", png_header_only(60_000, 60_000), "image/png")}), 413, "too_many_pixels"),
+    "oversized body": (dict(content=b"\xff\xd8" + b"\0" * (11 * 1024 * 1024), headers={"content-type": "image/jpeg"}), 413, "body_too_large"),
+    "oversized part": (dict(files={"image": ("a.jpg", b"\xff\xd8" + b"\0" * (11 * 1024 * 1024), "image/jpeg")}), 413, "body_too_large"),
+    "wrong content type": (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"),
+    "missing part": (dict(files={"photo": ("a.jpg", b"\xff\xd8", "image/jpeg")}), 400, "missing_image_part"),
+    "broken multipart": (dict(content=b"garbage", headers={"content-type": "multipart/form-data; boundary=xyz"}), 400, "bad_multipart"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS), ids=list(BAD_REQUESTS))
+def test_bad_input_gets_a_json_4xx_and_the_service_keeps_serving(app, case):
+    request, status, code = BAD_REQUESTS[case]
+    if request.pop("truncated", False):
+        request = dict(content=phone_photo(grocery_val_photos(1)[0], (800, 600))[:6000], headers={"content-type": "image/jpeg"})
+    response = httpx.post(f"{app.url}/v1/recognize", timeout=60, **request)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+    assert recognize(app, grocery_val_photos(1)[0].read_bytes()).status_code == 200
+
+
+def test_labels_health_and_openapi(app, bundle):
+    labels = httpx.get(f"{app.url}/v1/labels").json()
+    assert labels["labels"] == bundle.labels and labels["count"] == len(bundle.labels)
+    assert httpx.get(f"{app.url}/healthz").json()["status"] == "ok"
+    ready = httpx.get(f"{app.url}/readyz").json()
+    assert ready["status"] == "ok" and ready["detail"] == bundle.versions
+    schema = httpx.get(f"{app.url}/openapi.json").json()
+    assert {"/hello", "/v1/recognize", "/v1/labels", "/healthz", "/readyz"} <= set(schema["paths"])
+    assert httpx.get(f"{app.url}/docs").status_code == 200
+    missing = httpx.get(f"{app.url}/v2/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_live_user_config_change_loses_no_request(app, bundle):
+    """Retune batching and top-k while requests flow: every request is answered, the new top-k takes effect."""
+    photo = grocery_val_photos(1)[0].read_bytes()
+    statuses, candidate_counts, stop = [], [], threading.Event()
+
+    def send():
+        while not stop.is_set():
+            response = recognize(app, photo)
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                candidate_counts.append(len(response.json()["products"][0]["candidates"]))
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    original = copy.deepcopy(app.config)
+    try:
+        time.sleep(2)
+        changed = copy.deepcopy(app.config)
+        deployment_config(changed, "Classifier")["user_config"].update(top_k=2, max_batch_size=4, batch_wait_timeout_s=0.05)
+        deployment_config(changed, "Detector")["user_config"].update(max_batch_size=2, confidence_threshold=0.3)
+        app.deploy(changed)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (not candidate_counts or candidate_counts[-1] != 2):
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+        app.deploy(original)
+        app.wait_ready()
+    assert statuses and set(statuses) == {200}, f"non-200 answers during the change: {statuses}"
+    assert candidate_counts[0] == min(deployment_config(original, "Classifier")["user_config"]["top_k"], len(bundle.labels))
+    assert candidate_counts[-1] == 2
+
+
+def test_hello_names_the_most_prominent_product(app):
+    """/hello answers the label of the largest product that /v1/recognize finds in the same photo."""
+    import base64
+
+    for path in freiburg_held_back_photos(3):
+        data = path.read_bytes()
+        products = recognize(app, data).json()["products"]
+        hello = httpx.post(f"{app.url}/hello", files={"img": ("photo.jpg", data, "image/jpeg")}, timeout=60)
+        assert hello.status_code == 200, hello.text
+        largest = max(products, key=lambda p: (p["box"]["x2"] - p["box"]["x1"]) * (p["box"]["y2"] - p["box"]["y1"]))
+        assert base64.b64decode(hello.json()["item"]).decode("utf-8") == largest["candidates"][0]["label"]
