@@ -1,0 +1,240 @@
+"""Throughput benchmark: in one run, on this machine, with the same photos and the same models:
+
+1. served  — the Ray Serve graph (serve_config.yaml, a fresh local app) at saturation over HTTP;
+2. baseline — the original module's shape: one process, one request at a time, decode → YOLO → crop →
+   classify with no batching, behind a plain HTTP server (load_tests.baseline_server);
+3. raw     — the pipeline in one process with batching, no HTTP and no Ray (this machine's upper bound);
+then the ratios 1/2 and 1/3, and a sweep of max_batch_size (Detector and Classifier) on the served graph.
+1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
+original business server sends it). Each measures `--duration` seconds after `--warmup` seconds.
+
+    python -m load_tests.benchmark [--model-dir DIR] [--duration 15] [--concurrency 16] [--sweep 1,4,8,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from load_tests.bodies import multipart_body, rest_template_body
+from load_tests.photos import load_photos
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration_s: float, warmup_s: float,
+          endpoint: str = "/hello", timeout_s: float = 120) -> dict:
+    """Closed-loop client: `concurrency` threads each send the next photo when the last is answered.
+
+    Counts the 200s answered inside the measured window (after the warm-up); latencies of requests sent in it.
+    """
+    start = time.time()
+    window = (start + warmup_s, start + warmup_s + duration_s)
+    records: list[tuple[float, float, int, bytes]] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        index = offset
+        with httpx.Client(timeout=timeout_s) as client:
+            while time.time() < window[1]:
+                body, headers = bodies[index % len(bodies)]
+                index += concurrency
+                sent = time.time()
+                try:
+                    response = client.post(url + endpoint, content=body, headers=headers)
+                    status, content = response.status_code, response.content
+                except httpx.HTTPError:
+                    status, content = 0, b""
+                with lock:
+                    records.append((sent, time.time(), status, content))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answered = [r for r in records if window[0] <= r[1] <= window[1] and r[2] == 200]
+    latencies = [done - sent for sent, done, status, _ in records if status == 200 and window[0] <= sent and done <= window[1] + timeout_s]
+    statuses: dict[str, int] = {}
+    for _, _, status, _ in records:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {
+        "images_per_s": len(answered) / duration_s,
+        "p50_s": float(np.percentile(latencies, 50)) if latencies else None,
+        "p99_s": float(np.percentile(latencies, 99)) if latencies else None,
+        "statuses": statuses,
+        "bodies": [r[3] for r in answered],
+    }
+
+
+def stage_means(answers: list[bytes]) -> dict[str, float]:
+    """Mean per-stage milliseconds from /v1/recognize answers (queueing included): where the time goes."""
+    timings = [json.loads(a)["timings"] for a in answers]
+    return {key: round(float(np.mean([t[key] for t in timings])), 1) for key in timings[0]} if timings else {}
+
+
+def wait_http(url: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s")
+
+
+def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int]) -> dict:
+    """Worker mode (a separate process, so torch and TensorFlow load fresh): images/s per batch size."""
+    from load_tests.inprocess import InProcessPipeline
+
+    photos = [data for _, data in load_photos(originals, phones)]
+    pipeline = InProcessPipeline(model_dir)
+    out = {}
+    for batch in batch_sizes:
+        from load_tests.inprocess import StageTimes
+
+        pipeline.times = StageTimes()
+        stream = [photos[i % len(photos)] for i in range(images)]
+        started = time.perf_counter()
+        for at in range(0, images, batch):
+            pipeline.recognize(stream[at:at + batch], classifier_batch=max(16, batch))
+        elapsed = time.perf_counter() - started
+        t = pipeline.times
+        out[str(batch)] = {
+            "images_per_s": images / elapsed,
+            "ms_per_image": {stage: round(1000 * getattr(t, stage) / images, 1) for stage in ("decode", "detect", "crop", "classify")},
+            "crops_per_image": t.crops / images,
+        }
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir")
+    p.add_argument("--duration", type=float, default=15)
+    p.add_argument("--warmup", type=float, default=5)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--sweep", default="1,4,8,16", help="max_batch_size values for Detector and Classifier ('' to skip)")
+    p.add_argument("--raw-images", type=int, default=48)
+    p.add_argument("--raw-batch", type=int, default=8, help="batch of the raw pipeline (the Detector's shipped max)")
+    p.add_argument("--originals", type=int, default=8)
+    p.add_argument("--phones", type=int, default=4)
+    p.add_argument("--num-cpus", type=float, default=3)
+    p.add_argument("--only", choices=["raw", "baseline", "served"], action="append", help="run only these (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
+    p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.raw_worker:
+        print(json.dumps(run_raw(args.model_dir, args.originals, args.phones, args.raw_images, [1, args.raw_batch])))
+        return 0
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only or ["raw", "baseline", "served"])
+    model_args = ["--model-dir", args.model_dir] if args.model_dir else []
+    photos = load_photos(args.originals, args.phones)
+    hello = [rest_template_body(data, name) for name, data in photos]
+    results: dict = {"photos": len(photos), "phones": args.phones, "concurrency": args.concurrency, "duration_s": args.duration}
+
+    if "raw" in only:
+        print("raw pipeline ...", flush=True)
+        output = subprocess.run([sys.executable, "-m", "load_tests.benchmark", "--raw-worker", *model_args,
+                                 "--raw-images", str(args.raw_images), "--raw-batch", str(args.raw_batch),
+                                 "--originals", str(args.originals), "--phones", str(args.phones)],
+                                cwd=REPO, check=True, capture_output=True, text=True).stdout
+        results["raw"] = json.loads(output.strip().splitlines()[-1])
+
+    if "baseline" in only:
+        print("baseline server ...", flush=True)
+        port = free_port()
+        with open(args.out / "baseline_server.log", "w") as log:
+            server = subprocess.Popen([sys.executable, "-m", "load_tests.baseline_server", "--port", str(port), *model_args],
+                                      cwd=REPO, stdout=log, stderr=log)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/readyz")
+                results["baseline"] = drive(f"http://127.0.0.1:{port}", hello, args.concurrency, args.duration, args.warmup)
+            finally:
+                server.terminate()  # our own child
+                server.wait(timeout=30)
+
+    if "served" in only:
+        print("served graph ...", flush=True)
+        from load_tests.control_process import Control
+
+        control = Control(args.out, url=None, ray_address=None, model_dir=args.model_dir, num_cpus=args.num_cpus,
+                          upscale_delay=None, downscale_delay=None)
+        try:
+            control.wait_ready()
+            results["served"] = drive(control.url, hello, args.concurrency, args.duration, args.warmup)
+            recognize = [multipart_body(data, "image", name) for name, data in photos]
+            stages = drive(control.url, recognize, args.concurrency, min(args.duration, 8), 2, endpoint="/v1/recognize")
+            results["served_stage_ms"] = stage_means(stages["bodies"])
+            sweep = [int(v) for v in args.sweep.split(",") if v.strip()]
+            results["sweep"] = {}
+            for batch in sweep:
+                print(f"  max_batch_size {batch} ...", flush=True)
+                control.deploy({"Detector": {"max_batch_size": batch}, "Classifier": {"max_batch_size": batch}})
+                results["sweep"][str(batch)] = drive(control.url, hello, args.concurrency, args.duration, args.warmup)
+        finally:
+            control.stop()
+
+    for part in ("baseline", "served"):
+        results.get(part, {}).pop("bodies", None)
+    for run in results.get("sweep", {}).values():
+        run.pop("bodies", None)
+    text = render(results)
+    print(text)
+    (args.out / "benchmark.md").write_text(text)
+    (args.out / "benchmark.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def render(results: dict) -> str:
+    def fmt(value, digits=2):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = ["# Throughput benchmark", "",
+             f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
+             f"{results['duration_s']:.0f} s measured per figure.", "",
+             "| mode | images/s | p50 (s) | p99 (s) | answers |", "|---|---|---|---|---|"]
+    for name in ("served", "baseline"):
+        if name in results:
+            r = results[name]
+            lines.append(f"| {name} (HTTP) | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} |")
+    for batch, r in results.get("raw", {}).items():
+        lines.append(f"| raw, batch {batch} (in process) | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']} |")
+    served = results.get("served", {}).get("images_per_s")
+    baseline = results.get("baseline", {}).get("images_per_s")
+    raw = max((r["images_per_s"] for r in results.get("raw", {}).values()), default=None)
+    lines += ["", f"- ratio served / baseline (1/2): {fmt(served / baseline if served and baseline else None)}",
+              f"- ratio served / raw (1/3): {fmt(served / raw if served and raw else None)}"]
+    if results.get("served_stage_ms"):
+        lines.append(f"- served, mean ms per stage of /v1/recognize at saturation (queueing included): {results['served_stage_ms']}")
+    if results.get("sweep"):
+        lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
+                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers |", "|---|---|---|---|---|"]
+        for batch, r in results["sweep"].items():
+            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

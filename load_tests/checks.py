@@ -1,0 +1,119 @@
+"""Checks over a recorded run: pure functions of the request records and the status samples, so a test can
+feed them a run that violates them. Each returns a `Check` (name, passed, detail)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from load_tests.sampler import replica_count
+
+ANSWERED = {"timeout", "connection"}  # kinds of a request that got no HTTP answer at all
+EXPECTED_UNDER_LOAD = {"ok", "backpressure_503"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def kinds(records: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["kind"]] = counts.get(record["kind"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def series(samples: list[dict], deployment: str) -> list[tuple[float, int]]:
+    return [(s["t"], replica_count(s, deployment)) for s in samples]
+
+
+def count_at(samples: list[dict], deployment: str, t: float) -> int:
+    """Replicas of `deployment` in the last sample at or before `t` (the first sample if none is)."""
+    before = [n for st, n in series(samples, deployment) if st <= t]
+    return before[-1] if before else series(samples, deployment)[0][1]
+
+
+def scale_up_times(samples: list[dict], deployments: list[str], peak_start: float, peak_end: float) -> dict[str, float | None]:
+    """Seconds from the peak's start to the first sample where each deployment had more replicas than at the start."""
+    times = {}
+    for name in deployments:
+        base = count_at(samples, name, peak_start)
+        times[name] = next((t - peak_start for t, n in series(samples, name) if peak_start <= t <= peak_end and n > base), None)
+    return times
+
+
+def check_scaled_up(samples: list[dict], deployments: list[str], peak_start: float, peak_end: float, within_s: float) -> Check:
+    """Some deployment grew during the peak, within `within_s` (upscale delay + metrics look-back + slack)."""
+    times = scale_up_times(samples, deployments, peak_start, peak_end)
+    grew = {name: t for name, t in times.items() if t is not None}
+    detail = ", ".join(f"{name} +{t:.1f}s" if t is not None else f"{name} no" for name, t in times.items())
+    passed = bool(grew) and min(grew.values()) <= within_s
+    return Check("replicas went up during the peak", passed, f"{detail} (limit {within_s:.0f}s)")
+
+
+def check_scaled_down(samples: list[dict], deployments: list[str], peak_start: float, end: float) -> Check:
+    """Every deployment is back to its pre-peak replica count by the end of the quiet phase."""
+    rows = [(name, count_at(samples, name, peak_start), max((n for t, n in series(samples, name) if t >= peak_start), default=0),
+             count_at(samples, name, end)) for name in deployments]
+    passed = all(last <= before for name, before, peak, last in rows)
+    detail = ", ".join(f"{name} {before}→{peak}→{last}" for name, before, peak, last in rows)
+    return Check("replicas came back down after", passed, detail)
+
+
+def check_all_answered(records: list[dict]) -> Check:
+    """Every request got an HTTP answer: none hung past the client timeout, no connection was dropped."""
+    lost = {k: n for k, n in kinds(records).items() if k in ANSWERED}
+    return Check("every request answered", not lost and bool(records), f"{len(records)} requests, unanswered: {lost or 0}")
+
+
+def check_only_backpressure(records: list[dict]) -> Check:
+    """The only errors are back-pressure 503s (the service shedding load as configured)."""
+    bad = {k: n for k, n in kinds(records).items() if k not in EXPECTED_UNDER_LOAD}
+    return Check("no errors but back-pressure 503s", not bad, f"by kind: {kinds(records)}")
+
+
+def check_p99_bounded(records: list[dict], bound_s: float) -> Check:
+    """Admitted (200) requests stay fast: their p99 latency is under `bound_s`."""
+    p99 = percentile([r["latency_s"] for r in records if r["kind"] == "ok"], 99)
+    return Check("p99 of admitted requests bounded", p99 <= bound_s, f"p99 {p99:.2f}s (bound {bound_s:.0f}s)")
+
+
+def check_rejections_fast(records: list[dict], bound_s: float) -> Check:
+    """Overload is answered with 503s quickly (p99 of the 503s under `bound_s`), not by queueing without bound."""
+    shed = [r["latency_s"] for r in records if r["kind"] == "backpressure_503"]
+    p99 = percentile(shed, 99)
+    return Check("overload answered 503 quickly", bool(shed) and p99 <= bound_s, f"{len(shed)} 503s, p99 {p99:.2f}s (bound {bound_s:.0f}s)")
+
+
+def check_recovered(records: list[dict], after: float) -> Check:
+    """Once load drops, every request is answered 200 again."""
+    late = [r for r in records if r["start"] >= after]
+    bad = kinds([r for r in late if r["kind"] != "ok"])
+    return Check("recovered after the load dropped", bool(late) and not bad, f"{len(late)} requests after the drop, non-200: {bad or 0}")
+
+
+def in_flight_at(records: list[dict], t: float) -> dict[str, int]:
+    """Kinds of the requests that were in flight at `t` (sent before, answered after)."""
+    return kinds([r for r in records if r["start"] <= t <= r["start"] + r["latency_s"]])
+
+
+def check_replaced(samples: list[dict], deployment: str, killed: str, killed_at: float, within_s: float) -> Check:
+    """After replica actor `killed` was killed, the deployment again has as many RUNNING replicas as before,
+    none of them the killed actor (samples carry the live replica actor names), within `within_s`."""
+    from load_tests.sampler import running_count
+
+    before = [running_count(s, deployment) for s in samples if s["t"] <= killed_at]
+    wanted = max(1, before[-1] if before else 1)
+    back = next((s["t"] - killed_at for s in samples if s["t"] > killed_at and running_count(s, deployment) >= wanted
+                 and killed not in s.get("actors", {}).get(deployment, [killed])), None)
+    passed = back is not None and back <= within_s
+    detail = f"{wanted} RUNNING before; " + (f"replaced and RUNNING after {back:.1f}s" if back is not None else "not replaced")
+    return Check(f"killed {deployment} replica replaced", passed, detail + f" (limit {within_s:.0f}s)")

@@ -1,0 +1,94 @@
+"""Locust user and load shape for the recognition service, with the real request shapes.
+
+- `/hello`: the original business server's call, byte for byte as Spring's RestTemplate builds it (one
+  multipart part `img`, a Content-Length per part, `charset=UTF-8` in the content type).
+- `/v1/recognize`: our API, a multipart part `image`.
+Every request's outcome is kept as a `RequestRecord` (not only locust's aggregates), so the checks and the
+chart work from raw data. Also usable with the locust CLI: `locust -f load_tests/locustfile.py --host URL`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from locust import FastHttpUser, LoadTestShape, constant, task
+
+from load_tests.bodies import multipart_body, rest_template_body
+from load_tests.outcomes import ANSWER_KEY, BACKPRESSURE, OK, RequestRecord, classify
+
+class Requests:
+    """Bodies built once per photo (building a 3 MB body per request would load the client, not the service)."""
+
+    hello: list[tuple[bytes, dict]] = []
+    recognize: list[tuple[bytes, dict]] = []
+    records: list[RequestRecord] = []
+
+    @classmethod
+    def prepare(cls, photos: list[tuple[str, bytes]]) -> None:
+        cls.hello = [rest_template_body(data, name) for name, data in photos]
+        cls.recognize = [multipart_body(data, "image", name) for name, data in photos]
+        cls.records = []
+
+
+class RecognitionUser(FastHttpUser):
+    """A business server relaying shoppers' photos: sends the next one as soon as the last is answered.
+
+    Closed loop, so `users` is the number of requests in flight: a peak of N users is N concurrent shoppers.
+    """
+
+    wait_time = constant(0)
+    network_timeout = 30.0  # no answer in this long counts as a hang ("timeout")
+    connection_timeout = 10.0
+
+    def on_start(self) -> None:
+        if not Requests.hello:  # started by the locust CLI: make the photos here, once
+            from load_tests.photos import load_photos
+
+            Requests.prepare(load_photos())
+
+    def _send(self, endpoint: str, body: bytes, headers: dict) -> None:
+        start, began = time.time(), time.perf_counter()
+        with self.client.post(endpoint, data=body, headers=headers, catch_response=True) as response:
+            latency = time.perf_counter() - began
+            status = response.status_code or 0
+            body = (response.content or b"") if status else b""
+            kind = classify(status, body, getattr(response, "error", None) or response.request_meta.get("exception"))
+            if kind == OK and ANSWER_KEY[endpoint] not in body:
+                kind = "bad_answer"  # a 200 without the answer's shape is an error too
+            Requests.records.append(RequestRecord(start, latency, endpoint, status, kind))
+            if kind in (OK, BACKPRESSURE):
+                response.success()  # back-pressure is the service working as designed; it is counted, not failed
+            else:
+                response.failure(kind)
+
+    @task
+    def hello(self) -> None:
+        self._send("/hello", *random.choice(Requests.hello))
+
+    @task
+    def recognize(self) -> None:
+        self._send("/v1/recognize", *random.choice(Requests.recognize))
+
+
+class PeakShape(LoadTestShape):
+    """Quiet baseline → a step to the peak → hold → back to quiet, as lunch-time traffic does.
+
+    `stages` is a list of (until_s, users); the test ends after the last stage.
+    """
+
+    def __init__(self, stages: list[tuple[float, int]] | None = None, spawn_rate: float = 100) -> None:
+        super().__init__()
+        self.stages = stages or peak_stages(10, 30, 45, 1, 24)
+        self.spawn_rate = spawn_rate
+
+    def tick(self):
+        run_time = self.get_run_time()
+        for until, users in self.stages:
+            if run_time < until:
+                return users, self.spawn_rate
+        return None
+
+
+def peak_stages(baseline_s: float, peak_s: float, quiet_s: float, quiet_users: int, peak_users: int) -> list[tuple[float, int]]:
+    return [(baseline_s, quiet_users), (baseline_s + peak_s, peak_users), (baseline_s + peak_s + quiet_s, quiet_users)]

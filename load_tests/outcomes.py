@@ -1,0 +1,44 @@
+"""What happened to one request: its record and the kind of outcome (no gevent here, so tests can import it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+BACKPRESSURE = "backpressure_503"
+ANSWER_KEY = {"/hello": b'"item"', "/v1/recognize": b'"products"'}
+OK = "ok"
+
+
+@dataclass
+class RequestRecord:
+    start: float  # wall-clock time the request was sent
+    latency_s: float
+    endpoint: str
+    status: int  # 0: no HTTP answer
+    kind: str  # ok | backpressure_503 | error_503 | http_<status> | timeout | connection
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def classify(status: int, body: bytes, error: BaseException | None) -> str:
+    """What kind of outcome a request had; only `ok` and `backpressure_503` are expected under peak load.
+
+    Back-pressure is a 503 from the proxy (its queue is full: "backpressure" in the text) or from the
+    Recognizer (a model deployment's queue is full: JSON error code "overloaded").
+    """
+    if status == 0:
+        text = f"{type(error).__name__}: {error}".lower() if error else ""
+        return "timeout" if "timeout" in text or "timed out" in text else "connection"
+    if 200 <= status < 300:
+        return OK
+    if status == 503:
+        if b"backpressure" in body.lower().replace(b"-", b"").replace(b" ", b""):
+            return BACKPRESSURE
+        try:
+            code = json.loads(body)["error"]["code"]
+        except Exception:
+            code = None
+        return BACKPRESSURE if code == "overloaded" else "error_503"
+    return f"http_{status}"
