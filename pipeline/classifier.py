@@ -488,6 +488,7 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 50
     patience: int = 5
+    early_stopping_start_epoch: int = 0  # epochs before early stopping watches (a warm-up for training from scratch)
     augment: bool = True
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     resume: bool = False
@@ -539,7 +540,7 @@ def _read_model_config(checkpoint_dir: Path) -> ModelConfig:
     return ModelConfig(**{**saved, "head_units": tuple(saved["head_units"])})
 
 
-def _make_callbacks_module():
+def _callback_classes():
     """The callbacks subclass tf_keras classes, so they are defined once tf_keras is imported."""
     import tf_keras
 
@@ -625,7 +626,7 @@ def train(config: TrainConfig) -> dict:
     train_dataset = make_dataset(data.train, config.input_size, config.batch_size, True, config.augmentation if config.augment else AugmentationConfig.none(), reader)
     val_dataset = make_dataset(data.val, config.input_size, config.batch_size, False, AugmentationConfig.none(), reader)
 
-    EpochCheckpoints, ResumableEarlyStopping = _make_callbacks_module()
+    EpochCheckpoints, ResumableEarlyStopping = _callback_classes()
     with strategy.scope():
         model = build_model(model_config)
         compile_model(model, config.learning_rate, data.num_classes)
@@ -653,7 +654,8 @@ def train(config: TrainConfig) -> dict:
                 }
 
     early_stopping = ResumableEarlyStopping(
-        resumed=resumed_early_stopping, monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True, verbose=1
+        resumed=resumed_early_stopping, monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True, verbose=1,
+        start_from_epoch=config.early_stopping_start_epoch,
     )
     callbacks = [
         EpochCheckpoints(manager, epoch_variable, best_weights_path, state_path, state),
@@ -661,8 +663,14 @@ def train(config: TrainConfig) -> dict:
         tf_keras.callbacks.CSVLogger(str(out / HISTORY_NAME), append=config.resume),
     ]
     initial_epoch = state["epochs_done"]
-    stopped_early_before = config.resume and resumed_early_stopping is not None and resumed_early_stopping["wait"] >= config.patience
+    # A run that early stopping ended stays ended, unless resumed with a larger --patience.
+    stopped_early_before = (
+        resumed_early_stopping is not None
+        and resumed_early_stopping["wait"] >= config.patience
+        and initial_epoch > config.early_stopping_start_epoch
+    )
     if initial_epoch < config.epochs and not stopped_early_before:
+        state.pop("stopped_early_at_epoch", None)
         if config.verbose:
             print(f"training on {len(data.train.paths)} images, validating on {len(data.val.paths)}, {data.num_classes} classes, "
                   f"epochs {initial_epoch + 1}..{config.epochs}", flush=True)
@@ -755,6 +763,8 @@ def _parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train_cmd.add_argument("--epochs", type=int, default=defaults.epochs)
     train_cmd.add_argument("--patience", type=int, default=defaults.patience, help="early stopping on validation accuracy")
+    train_cmd.add_argument("--early-stopping-start-epoch", type=int, default=defaults.early_stopping_start_epoch,
+                           help="epochs of warm-up before early stopping watches")
     train_cmd.add_argument("--no-augment", dest="augment", action="store_false")
     train_cmd.add_argument("--rotation-degrees", type=float, default=aug.rotation_degrees)
     train_cmd.add_argument("--shift-fraction", type=float, default=aug.shift_fraction)
