@@ -81,6 +81,61 @@ def stage_means(answers: list[bytes]) -> dict[str, float]:
     return {key: round(float(np.mean([t[key] for t in timings])), 1) for key in timings[0]} if timings else {}
 
 
+def batch_metrics(urls: list[str]) -> dict[tuple[str, str], dict]:
+    """Serve's own @serve.batch metrics per (deployment, replica), from each node's Prometheus endpoint:
+    the batch-size histogram's cumulative buckets {le: count} (exact: load_tests.control gives it one bucket
+    per size up to 64), and sum/count of the wait-to-fill and run times (sums are approximate)."""
+    series: dict[tuple[str, str], dict] = {}
+    for url in urls:
+        try:
+            text = httpx.get(url, timeout=10).text
+        except httpx.HTTPError:
+            continue
+        for line in text.splitlines():
+            name = line.split("{", 1)[0]
+            if not name.startswith("ray_serve_") or 'deployment="' not in line:
+                continue
+            label = lambda key: line.split(f'{key}="', 1)[1].split('"', 1)[0] if f'{key}="' in line else ""  # noqa: E731
+            entry = series.setdefault((label("deployment"), label("replica")), {"sizes": {}})
+            value = float(line.rsplit(" ", 1)[1])
+            if name == "ray_serve_actual_batch_size_bucket" and label("le") != "+Inf":
+                entry["sizes"][float(label("le"))] = value
+            elif name in ("ray_serve_batch_wait_time_ms_sum", "ray_serve_batch_wait_time_ms_count",
+                          "ray_serve_batch_execution_time_ms_sum", "ray_serve_batch_execution_time_ms_count"):
+                entry[name[len("ray_serve_"):]] = value
+    return series
+
+
+def batch_summary(before: dict, after: dict) -> dict[str, dict]:
+    """Batches formed between two scrapes, per deployment: how many, mean size, size histogram, mean wait for
+    a batch to fill and mean run time (replicas gone in between are left out; new ones count from zero)."""
+    sizes: dict[str, dict[float, float]] = {}
+    times: dict[str, dict[str, float]] = {}
+    for key, values in after.items():
+        deployment, earlier = key[0], before.get(key, {"sizes": {}})
+        cumulative = sorted((le, n - earlier["sizes"].get(le, 0.0)) for le, n in values["sizes"].items())
+        previous = 0.0
+        for le, n in cumulative:
+            sizes.setdefault(deployment, {})[le] = sizes.get(deployment, {}).get(le, 0.0) + max(0.0, n - previous)
+            previous = n
+        for name, value in values.items():
+            if name != "sizes":
+                times.setdefault(deployment, {})[name] = times.get(deployment, {}).get(name, 0.0) + max(0.0, value - earlier.get(name, 0.0))
+    out = {}
+    for deployment, histogram in sizes.items():
+        batches = sum(histogram.values())
+        if batches:
+            t = times.get(deployment, {})
+            out[deployment] = {
+                "batches": int(batches),
+                "mean_batch": round(sum(le * n for le, n in histogram.items()) / batches, 2),
+                "sizes": {int(le): int(n) for le, n in histogram.items() if n},
+                "mean_wait_ms": round(t.get("batch_wait_time_ms_sum", 0) / max(1, t.get("batch_wait_time_ms_count", 0)), 1),
+                "mean_run_ms": round(t.get("batch_execution_time_ms_sum", 0) / max(1, t.get("batch_execution_time_ms_count", 0)), 1),
+            }
+    return out
+
+
 def wait_http(url: str, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -133,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--sweep", default="1,4,8,16", help="max_batch_size values for Detector and Classifier ('' to skip)")
-    p.add_argument("--raw-images", type=int, default=48)
+    p.add_argument("--served-warmup", type=float, default=20, help="seconds of saturation before the served figures")
+    p.add_argument("--raw-images", type=int, default=96)
     p.add_argument("--raw-batch", type=int, default=8, help="batch of the raw pipeline (the Detector's shipped max)")
     p.add_argument("--originals", type=int, default=8)
     p.add_argument("--phones", type=int, default=4)
@@ -181,18 +237,26 @@ def main(argv: list[str] | None = None) -> int:
 
         control = Control(args.out, url=None, ray_address=None, model_dir=args.model_dir, num_cpus=args.num_cpus,
                           upscale_delay=None, downscale_delay=None)
+        def measured(bodies, duration, warmup, endpoint="/hello"):
+            before = batch_metrics(control.metrics_urls)
+            result = drive(control.url, bodies, args.concurrency, duration, warmup, endpoint=endpoint)
+            time.sleep(3)  # replicas report metrics every second (RAY_metrics_report_interval_ms in load_tests.control)
+            return result | {"batches": batch_summary(before, batch_metrics(control.metrics_urls))}
+
         try:
             control.wait_ready()
-            results["served"] = drive(control.url, hello, args.concurrency, args.duration, args.warmup)
+            # Saturate once before measuring, so autoscaling has settled and replica starts do not eat the CPU.
+            drive(control.url, hello, args.concurrency, args.served_warmup, 0)
+            results["served"] = measured(hello, args.duration, args.warmup)
             recognize = [multipart_body(data, "image", name) for name, data in photos]
-            stages = drive(control.url, recognize, args.concurrency, min(args.duration, 8), 2, endpoint="/v1/recognize")
+            stages = measured(recognize, min(args.duration, 8), 2, endpoint="/v1/recognize")
             results["served_stage_ms"] = stage_means(stages["bodies"])
             sweep = [int(v) for v in args.sweep.split(",") if v.strip()]
             results["sweep"] = {}
             for batch in sweep:
                 print(f"  max_batch_size {batch} ...", flush=True)
                 control.deploy({"Detector": {"max_batch_size": batch}, "Classifier": {"max_batch_size": batch}})
-                results["sweep"][str(batch)] = drive(control.url, hello, args.concurrency, args.duration, args.warmup)
+                results["sweep"][str(batch)] = measured(hello, args.duration, args.warmup)
         finally:
             control.stop()
 
@@ -215,24 +279,30 @@ def render(results: dict) -> str:
              f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
              f"{results['duration_s']:.0f} s measured per figure.", "",
              "| mode | images/s | p50 (s) | p99 (s) | answers |", "|---|---|---|---|---|"]
+    notes: list[str] = []
     for name in ("served", "baseline"):
         if name in results:
             r = results[name]
             lines.append(f"| {name} (HTTP) | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} |")
+            if r.get("batches"):
+                notes.append(f"- {name}: batches formed (Serve's own metrics): {r['batches']}")
     for batch, r in results.get("raw", {}).items():
-        lines.append(f"| raw, batch {batch} (in process) | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']} |")
+        lines.append(f"| raw, batch {batch} (in process) | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
+                     f"{r.get('crops_per_image', 0):.2f} crops/image |")
     served = results.get("served", {}).get("images_per_s")
     baseline = results.get("baseline", {}).get("images_per_s")
     raw = max((r["images_per_s"] for r in results.get("raw", {}).values()), default=None)
     lines += ["", f"- ratio served / baseline (1/2): {fmt(served / baseline if served and baseline else None)}",
-              f"- ratio served / raw (1/3): {fmt(served / raw if served and raw else None)}"]
+              f"- ratio served / raw (1/3): {fmt(served / raw if served and raw else None)}"] + notes
     if results.get("served_stage_ms"):
         lines.append(f"- served, mean ms per stage of /v1/recognize at saturation (queueing included): {results['served_stage_ms']}")
     if results.get("sweep"):
         lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
-                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers |", "|---|---|---|---|---|"]
+                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) |",
+                  "|---|---|---|---|---|---|"]
         for batch, r in results["sweep"].items():
-            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} |")
+            formed = " / ".join(str(r.get("batches", {}).get(d, {}).get("mean_batch", "-")) for d in ("Detector", "Classifier"))
+            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {formed} |")
     return "\n".join(lines) + "\n"
 
 

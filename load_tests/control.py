@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         config, url = None, None
     else:
         model_dir = args.model_dir or os.environ.get("MODEL_LABEL_DIR")
+        # Replicas report metrics every second instead of every 10 s, so the benchmark reads fresh batch sizes.
+        os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+        # One histogram bucket per batch size up to 64, so batch sizes formed are read exactly, not by bucket.
+        os.environ.setdefault("RAY_SERVE_BATCH_SIZE_BUCKETS", ",".join(str(n) for n in range(1, 65)))
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, namespace="serve", log_to_driver=False)
         # The port is picked once Ray's own processes hold theirs, so no Ray worker takes it first.
         config = shipped_config(model_dir, args.port or free_port())
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         app = ServeApp(config).start()
         url = app.url
     sampler = Sampler(args.samples, snapshot).start()
-    say(event="ready", url=url, config=config)
+    metrics = [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics" for n in ray.nodes() if n.get("Alive")]
+    say(event="ready", url=url, config=config, ray_address=ray.get_runtime_context().gcs_address, metrics_urls=metrics)
     try:
         for line in sys.stdin:
             command = json.loads(line)

@@ -47,6 +47,8 @@ class Control:
         ready = self._wait_event("ready", self.start_timeout_s)
         self.url = self.url or ready["url"]
         self.config = ready["config"]
+        self.ray_address = ready.get("ray_address")
+        self.metrics_urls = ready.get("metrics_urls", [])  # each node's Prometheus endpoint (Serve's batch metrics)
         if not self.url:
             self.stop()
             raise ValueError("a running app needs its URL (--url)")

@@ -15,7 +15,7 @@ import time
 from locust import FastHttpUser, LoadTestShape, constant, task
 
 from load_tests.bodies import multipart_body, rest_template_body
-from load_tests.outcomes import ANSWER_KEY, BACKPRESSURE, OK, RequestRecord, classify
+from load_tests.outcomes import ANSWER_KEY, BACKPRESSURE, IN_FLIGHT, OK, RequestRecord, classify
 
 class Requests:
     """Bodies built once per photo (building a 3 MB body per request would load the client, not the service)."""
@@ -48,15 +48,18 @@ class RecognitionUser(FastHttpUser):
             Requests.prepare(load_photos())
 
     def _send(self, endpoint: str, body: bytes, headers: dict) -> None:
-        start, began = time.time(), time.perf_counter()
+        # Recorded before it is sent, so a request that never finishes stays visible as "in_flight".
+        record = RequestRecord(time.time(), 0.0, endpoint, 0, IN_FLIGHT)
+        Requests.records.append(record)
+        began = time.perf_counter()
         with self.client.post(endpoint, data=body, headers=headers, catch_response=True) as response:
-            latency = time.perf_counter() - began
-            status = response.status_code or 0
+            record.latency_s = time.perf_counter() - began
+            record.status = status = response.status_code or 0
             body = (response.content or b"") if status else b""
             kind = classify(status, body, getattr(response, "error", None) or response.request_meta.get("exception"))
             if kind == OK and ANSWER_KEY[endpoint] not in body:
                 kind = "bad_answer"  # a 200 without the answer's shape is an error too
-            Requests.records.append(RequestRecord(start, latency, endpoint, status, kind))
+            record.kind = kind
             if kind in (OK, BACKPRESSURE):
                 response.success()  # back-pressure is the service working as designed; it is counted, not failed
             else:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 BACKPRESSURE = "backpressure_503"
 ANSWER_KEY = {"/hello": b'"item"', "/v1/recognize": b'"products"'}
 OK = "ok"
+IN_FLIGHT = "in_flight"  # sent, never finished (still open when the run stopped)
 
 
 @dataclass
@@ -16,7 +17,7 @@ class RequestRecord:
     latency_s: float
     endpoint: str
     status: int  # 0: no HTTP answer
-    kind: str  # ok | backpressure_503 | error_503 | http_<status> | timeout | connection
+    kind: str  # ok | backpressure_503 | error_503 | http_<status> | bad_answer | timeout | connection | in_flight
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,6 +20,8 @@ def per_second(records: list[dict], t0: float, end: float) -> dict[str, list]:
     seconds = max(1, int(end - t0) + 1)
     buckets: list[list[dict]] = [[] for _ in range(seconds)]
     for record in records:
+        if record["kind"] == "in_flight":
+            continue
         index = int(record["start"] + record["latency_s"] - t0)
         if 0 <= index < seconds:
             buckets[index].append(record)

@@ -55,6 +55,7 @@ def test_request_checks_fail_on_hangs_drops_errors_and_slow_answers():
         assert check.passed, check
     assert not check_all_answered(fine + [record(3, 30, "timeout")]).passed  # hung past the client timeout
     assert not check_all_answered(fine + [record(3, 1, "connection")]).passed  # vanished: connection dropped
+    assert not check_all_answered(fine + [record(3, 0, "in_flight")]).passed  # sent, never finished
     assert not check_all_answered([]).passed
     assert not check_only_backpressure(fine + [record(3, 1, "error_503")]).passed
     assert not check_only_backpressure(fine + [record(3, 1, "http_500")]).passed
