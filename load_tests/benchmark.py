@@ -3,7 +3,9 @@
 1. served  — the Ray Serve graph (serve_config.yaml, a fresh local app) at saturation over HTTP;
 2. baseline — the original module's shape: one process, one request at a time, decode → YOLO → crop →
    classify with no batching, behind a plain HTTP server (load_tests.baseline_server);
-3. raw     — the pipeline in one process with batching, no HTTP and no Ray (this machine's upper bound);
+3. raw     — the pipeline in one process with batching, no HTTP and no Ray, the next batch decoded in a
+   thread while the models run (meant as this machine's upper bound; it runs the stages one after another,
+   so a graph whose stages run in parallel processes can beat it);
 then the ratios 1/2 and 1/3, and a sweep of max_batch_size (Detector and Classifier) on the served graph.
 1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
 original business server sends it). Each measures `--duration` seconds after `--warmup` seconds.
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -73,6 +76,43 @@ def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration
         "statuses": statuses,
         "bodies": [r[3] for r in answered],
     }
+
+
+class CpuShare:
+    """CPU seconds used, during a measurement, by this benchmark's process tree (client, servers, Ray and its
+    replicas) and by everything else on the machine: on a shared machine the figures only compare when the
+    others' share was similar."""
+
+    def __enter__(self) -> "CpuShare":
+        import psutil
+
+        self._psutil = psutil
+        self._start = (time.monotonic(), self._busy(), self._ours())
+        return self
+
+    def _busy(self) -> float:
+        times = self._psutil.cpu_times()
+        return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+
+    def _ours(self) -> float:
+        import resource
+
+        finished = resource.getrusage(resource.RUSAGE_CHILDREN)  # children already waited for (the raw worker)
+        total = finished.ru_utime + finished.ru_stime
+        root = self._psutil.Process()
+        for process in [root] + root.children(recursive=True):
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except self._psutil.Error:
+                pass
+        return total
+
+    def __exit__(self, *exc) -> None:
+        wall = time.monotonic() - self._start[0]
+        busy, ours = self._busy() - self._start[1], self._ours() - self._start[2]
+        self.result = {"ours_cores": round(ours / wall, 2), "others_cores": round(max(0.0, busy - ours) / wall, 2),
+                       "ours_cpu_s": round(ours, 1)}
 
 
 def stage_means(answers: list[bytes]) -> dict[str, float]:
@@ -160,13 +200,21 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
 
         pipeline.times = StageTimes()
         stream = [photos[i % len(photos)] for i in range(images)]
-        started = time.perf_counter()
-        for at in range(0, images, batch):
-            pipeline.recognize(stream[at:at + batch], classifier_batch=max(16, batch))
-        elapsed = time.perf_counter() - started
+        chunks = [stream[at:at + batch] for at in range(0, images, batch)]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        # The next batch is decoded in a thread while the models run on this one (a plain input pipeline).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(pipeline.decode, chunks[0])
+            for index, chunk in enumerate(chunks):
+                decoded = ahead.result()
+                if index + 1 < len(chunks):
+                    ahead = pool.submit(pipeline.decode, chunks[index + 1])
+                pipeline.recognize(chunk, classifier_batch=max(16, batch), decoded=decoded)
+        elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         t = pipeline.times
         out[str(batch)] = {
             "images_per_s": images / elapsed,
+            "cpu": {"ours_cores": round(cpu_s / elapsed, 2), "ours_cpu_s": round(cpu_s, 1)},  # this process, all threads
             "ms_per_image": {stage: round(1000 * getattr(t, stage) / images, 1) for stage in ("decode", "detect", "crop", "classify")},
             "crops_per_image": t.crops / images,
         }
@@ -212,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if "raw" in only:
         print("raw pipeline ...", flush=True)
-        output = subprocess.run([sys.executable, "-m", "load_tests.benchmark", "--raw-worker", *model_args,
-                                 "--raw-images", str(args.raw_images), "--raw-batch", str(args.raw_batch),
-                                 "--originals", str(args.originals), "--phones", str(args.phones)],
-                                cwd=REPO, check=True, capture_output=True, text=True).stdout
+        with CpuShare() as cpu:
+            output = subprocess.run([sys.executable, "-m", "load_tests.benchmark", "--raw-worker", *model_args,
+                                     "--raw-images", str(args.raw_images), "--raw-batch", str(args.raw_batch),
+                                     "--originals", str(args.originals), "--phones", str(args.phones)],
+                                    cwd=REPO, check=True, capture_output=True, text=True).stdout
         results["raw"] = json.loads(output.strip().splitlines()[-1])
+        results["raw_cpu"] = cpu.result  # the whole worker, model loading included
 
     if "baseline" in only:
         print("baseline server ...", flush=True)
@@ -226,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                                       cwd=REPO, stdout=log, stderr=log)
             try:
                 wait_http(f"http://127.0.0.1:{port}/readyz")
-                results["baseline"] = drive(f"http://127.0.0.1:{port}", hello, args.concurrency, args.duration, args.warmup)
+                with CpuShare() as cpu:
+                    results["baseline"] = drive(f"http://127.0.0.1:{port}", hello, args.concurrency, args.duration, args.warmup)
+                results["baseline"]["cpu"] = cpu.result
             finally:
                 server.terminate()  # our own child
                 server.wait(timeout=30)
@@ -239,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                           upscale_delay=None, downscale_delay=None)
         def measured(bodies, duration, warmup, endpoint="/hello"):
             before = batch_metrics(control.metrics_urls)
-            result = drive(control.url, bodies, args.concurrency, duration, warmup, endpoint=endpoint)
+            with CpuShare() as cpu:
+                result = drive(control.url, bodies, args.concurrency, duration, warmup, endpoint=endpoint)
             time.sleep(3)  # replicas report metrics every second (RAY_metrics_report_interval_ms in load_tests.control)
-            return result | {"batches": batch_summary(before, batch_metrics(control.metrics_urls))}
+            return result | {"batches": batch_summary(before, batch_metrics(control.metrics_urls)), "cpu": cpu.result}
 
         try:
             control.wait_ready()
@@ -275,20 +328,30 @@ def render(results: dict) -> str:
     def fmt(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
+    def cpu(r: dict) -> str:
+        share = r.get("cpu")
+        return f"{share['ours_cores']} / {share.get('others_cores', '-')}" if share else "-"
+
+    def per_cpu(r: dict) -> str:
+        """Images per CPU-second of our processes: what the serving costs, whatever share of the CPU it got."""
+        share = r.get("cpu")
+        return fmt(r["images_per_s"] / share["ours_cores"]) if share and share["ours_cores"] else "-"
+
     lines = ["# Throughput benchmark", "",
              f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
              f"{results['duration_s']:.0f} s measured per figure.", "",
-             "| mode | images/s | p50 (s) | p99 (s) | answers |", "|---|---|---|---|---|"]
+             "| mode | images/s | p50 (s) | p99 (s) | answers | CPU cores used: ours / other processes | images per CPU-second |",
+             "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
     for name in ("served", "baseline"):
         if name in results:
             r = results[name]
-            lines.append(f"| {name} (HTTP) | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} |")
+            lines.append(f"| {name} (HTTP) | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {cpu(r)} | {per_cpu(r)} |")
             if r.get("batches"):
                 notes.append(f"- {name}: batches formed (Serve's own metrics): {r['batches']}")
     for batch, r in results.get("raw", {}).items():
         lines.append(f"| raw, batch {batch} (in process) | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
-                     f"{r.get('crops_per_image', 0):.2f} crops/image |")
+                     f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - | {per_cpu(r)} |")
     served = results.get("served", {}).get("images_per_s")
     baseline = results.get("baseline", {}).get("images_per_s")
     raw = max((r["images_per_s"] for r in results.get("raw", {}).values()), default=None)
@@ -298,11 +361,11 @@ def render(results: dict) -> str:
         lines.append(f"- served, mean ms per stage of /v1/recognize at saturation (queueing included): {results['served_stage_ms']}")
     if results.get("sweep"):
         lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
-                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) |",
-                  "|---|---|---|---|---|---|"]
+                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) | CPU cores: ours / others | images per CPU-second |",
+                  "|---|---|---|---|---|---|---|---|"]
         for batch, r in results["sweep"].items():
             formed = " / ".join(str(r.get("batches", {}).get(d, {}).get("mean_batch", "-")) for d in ("Detector", "Classifier"))
-            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {formed} |")
+            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {formed} | {cpu(r)} | {per_cpu(r)} |")
     return "\n".join(lines) + "\n"
 
 

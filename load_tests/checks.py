@@ -50,6 +50,19 @@ def scale_up_times(samples: list[dict], deployments: list[str], peak_start: floa
     return times
 
 
+def running_up_times(samples: list[dict], deployments: list[str], peak_start: float, peak_end: float) -> dict[str, float | None]:
+    """Seconds from the peak's start until each deployment had more RUNNING replicas than at the start
+    (scale-up decision plus the new replica's placement and model loading)."""
+    from load_tests.sampler import running_count
+
+    times = {}
+    for name in deployments:
+        before = [running_count(s, name) for s in samples if s["t"] <= peak_start]
+        base = before[-1] if before else running_count(samples[0], name)
+        times[name] = next((s["t"] - peak_start for s in samples if peak_start <= s["t"] <= peak_end and running_count(s, name) > base), None)
+    return times
+
+
 def check_scaled_up(samples: list[dict], deployments: list[str], peak_start: float, peak_end: float, within_s: float) -> Check:
     """Some deployment grew during the peak, within `within_s` (upscale delay + metrics look-back + slack)."""
     times = scale_up_times(samples, deployments, peak_start, peak_end)

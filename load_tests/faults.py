@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from load_tests.checks import (
-    check_all_answered, check_p99_bounded, check_recovered, check_rejections_fast, check_replaced, in_flight_at,
+    check_all_answered, check_p99_bounded, check_recovered, check_rejections_fast, check_replaced, in_flight_at, kinds,
 )
 from load_tests.photos import load_photos
 from load_tests.report import write_report
@@ -95,16 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                "'timeout' and 'connection' are requests that got no answer"],
         records=records, samples=result.samples, deployments=DEPLOYMENTS, t0=t0, end=result.end, phases=phases,
         peak=None, checks=checks,
-        extra=kill_figures | {"overload_by_kind": {k: n for k, n in _kinds(overload).items()}},
+        extra=kill_figures | {"overload_by_kind": kinds(overload)},
     )
     print(md.read_text())
     return 0 if all(c.passed for c in checks) else 1
-
-
-def _kinds(records):
-    from load_tests.checks import kinds
-
-    return kinds(records)
 
 
 if __name__ == "__main__":

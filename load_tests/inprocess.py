@@ -88,14 +88,24 @@ class InProcessPipeline:
         Image.new("RGB", (640, 480), (128, 128, 128)).save(buffer, "JPEG")
         return buffer.getvalue()
 
-    def recognize(self, photos: list[bytes], classifier_batch: int = 16) -> list[str]:
-        """The top label of each photo's largest product (the whole photo when nothing is detected)."""
-        from pipeline.preprocessing import classifier_input, decode_photo, detector_input
+    def decode(self, photos: list[bytes]) -> tuple[list, list[np.ndarray], float]:
+        """Decode step on its own, so a caller can run it ahead in a thread (Pillow releases the GIL)."""
+        from pipeline.preprocessing import decode_photo, detector_input
+
+        started = time.perf_counter()
+        decoded = [decode_photo(data, min_side=self.settings.decode_min_side) for data in photos]
+        detector_images = [detector_input(photo.image, self.settings.detector_image_max_side) for photo in decoded]
+        return decoded, detector_images, time.perf_counter() - started
+
+    def recognize(self, photos: list[bytes], classifier_batch: int = 16, decoded: tuple | None = None) -> list[str]:
+        """The top label of each photo's largest product (the whole photo when nothing is detected).
+
+        `decoded`: the result of `decode(photos)` when it was run ahead."""
+        from pipeline.preprocessing import classifier_input
 
         s, times = self.settings, self.times
-        started = time.perf_counter()
-        decoded = [decode_photo(data, min_side=s.decode_min_side) for data in photos]
-        detector_images = [detector_input(photo.image, s.detector_image_max_side) for photo in decoded]
+        decoded, detector_images, decode_s = decoded or self.decode(photos)
+        times.decode += decode_s
         decoded_at = time.perf_counter()
         results = self.detector.predict(
             [image[..., ::-1] for image in detector_images],  # ultralytics reads numpy arrays as BGR
@@ -121,7 +131,6 @@ class InProcessPipeline:
         for owner, p in zip(owners, probabilities):
             if labels[owner] is None:  # the first crop of a photo is its largest product
                 labels[owner] = self.labels[int(np.argmax(p))]
-        times.decode += decoded_at - started
         times.detect += detected_at - decoded_at
         times.crop += cropped_at - detected_at
         times.classify += classified_at - cropped_at

@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = p.add_argument_group("target")
     target.add_argument("--url", help="a running app's base URL; without it a fresh app is started and stopped")
-    target.add_argument("--ray-address", default=None, help="with --url: the cluster to sample (e.g. auto)")
+    target.add_argument("--ray-address", default=None, help="with --url: the cluster to sample (default auto)")
     target.add_argument("--model-dir", help="fresh app: model_label folder (default MODEL_LABEL_DIR or model_label/)")
     target.add_argument("--num-cpus", type=float, default=3, help="fresh app: logical CPUs of the local Ray")
     target.add_argument("--upscale-delay", type=float, help="fresh app: override every deployment's upscale_delay_s")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stages = peak_stages(args.baseline_s, args.peak_s, args.quiet_s, args.quiet_users, args.peak_users)
-    control = Control(args.out, url=args.url, ray_address=args.ray_address if args.url else None,
+    control = Control(args.out, url=args.url, ray_address=(args.ray_address or "auto") if args.url else None,
                       model_dir=args.model_dir, num_cpus=args.num_cpus,
                       upscale_delay=args.upscale_delay, downscale_delay=args.downscale_delay)
     try:

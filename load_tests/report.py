@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from load_tests.checks import Check, kinds, percentile, scale_up_times  # noqa: E402
+from load_tests.checks import Check, kinds, percentile, running_up_times, scale_up_times  # noqa: E402
 from load_tests.sampler import replica_count, running_count  # noqa: E402
 
 
@@ -78,7 +78,8 @@ def summary(records: list[dict], samples: list[dict], deployments: list[str], pe
         in_peak = [r for r in records if peak[0] <= r["start"] < peak[1]]
         figures["peak_answers_per_s"] = len(in_peak) / max(1e-9, peak[1] - peak[0])
         figures["peak_ok_per_s"] = sum(r["kind"] == "ok" for r in in_peak) / max(1e-9, peak[1] - peak[0])
-        figures["scale_up_s"] = scale_up_times(samples, deployments, *peak)
+        figures["scale_up_s"] = scale_up_times(samples, deployments, *peak)  # a new replica exists (STARTING counts)
+        figures["running_up_s"] = running_up_times(samples, deployments, *peak)  # the new replica serves
     return figures
 
 

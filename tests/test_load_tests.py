@@ -111,9 +111,10 @@ def test_benchmark_ratios_are_rendered():
 
     run = {"images_per_s": 4.0, "p50_s": 1.0, "p99_s": 2.0, "statuses": {"200": 40}}
     text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10, "served": run,
-                   "baseline": run | {"images_per_s": 2.0}, "raw": {"8": {"images_per_s": 8.0, "ms_per_image": {}}},
+                   "baseline": run | {"images_per_s": 2.0}, "raw": {"8": {"images_per_s": 8.0, "ms_per_image": {}, "cpu": {"ours_cores": 2.0}}},
                    "sweep": {"1": run, "8": run}})
     assert "(1/2): 2.00" in text and "(1/3): 0.50" in text and "| 8 | 4.00 |" in text
+    assert "| 2.0 / - | 4.00 |" in text  # raw: 8 images/s on 2 cores = 4 images per CPU-second
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,16 @@ def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
     markdown = (tmp_path / "peak.md").read_text()
     assert "## Checks" in markdown and "![chart](peak.png)" in markdown
     assert report["figures"]["max_replicas"]["Recognizer"] >= 1
+
+
+def test_batch_sizes_formed_come_from_histogram_deltas():
+    from load_tests.benchmark import batch_summary
+
+    before = {("Detector", "a"): {"sizes": {1.0: 10, 2.0: 10, 3.0: 10}, "batch_wait_time_ms_sum": 100, "batch_wait_time_ms_count": 10},
+              ("Detector", "gone"): {"sizes": {1.0: 50, 2.0: 50, 3.0: 50}}}
+    after = {("Detector", "a"): {"sizes": {1.0: 12, 2.0: 14, 3.0: 15}, "batch_wait_time_ms_sum": 250, "batch_wait_time_ms_count": 15},
+             ("Detector", "new"): {"sizes": {1.0: 0, 2.0: 0, 3.0: 1}}}
+    summary = batch_summary(before, after)["Detector"]
+    # replica a: 2 batches of 1, 2 of 2, 1 of 3; the new replica: 1 of 3; the replica that went away is left out
+    assert summary["sizes"] == {1: 2, 2: 2, 3: 2} and summary["batches"] == 6
+    assert summary["mean_batch"] == round((2 + 4 + 6) / 6, 2) and summary["mean_wait_ms"] == 30.0
