@@ -94,25 +94,34 @@ class CpuShare:
         times = self._psutil.cpu_times()
         return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
 
-    def _ours(self) -> float:
+    def _ours(self) -> tuple[float, dict[int, tuple[str, float]]]:
         import resource
 
         finished = resource.getrusage(resource.RUSAGE_CHILDREN)  # children already waited for (the raw worker)
-        total = finished.ru_utime + finished.ru_stime
+        total, by_pid = finished.ru_utime + finished.ru_stime, {}
         root = self._psutil.Process()
         for process in [root] + root.children(recursive=True):
             try:
                 times = process.cpu_times()
+                # Ray names its workers by role (ray::ServeReplica:recognizer:Detector, ray::ProxyActor, ...)
+                title = (process.cmdline() or [process.name()])[0].split(" ")[0]
+                title = title.split(".")[0] if title.startswith("ray::") else title.rsplit("/", 1)[-1]  # raylet, python, ...
+                by_pid[process.pid] = ("this process" if process.pid == root.pid else title[:60], times.user + times.system)
                 total += times.user + times.system
             except self._psutil.Error:
                 pass
-        return total
+        return total, by_pid
 
     def __exit__(self, *exc) -> None:
         wall = time.monotonic() - self._start[0]
-        busy, ours = self._busy() - self._start[1], self._ours() - self._start[2]
+        ours_end, by_pid = self._ours()
+        busy, ours = self._busy() - self._start[1], ours_end - self._start[2][0]
+        groups: dict[str, float] = {}
+        for pid, (title, seconds) in by_pid.items():
+            groups[title] = groups.get(title, 0.0) + seconds - self._start[2][1].get(pid, (title, 0.0))[1]
+        top = sorted(((round(v / wall, 2), k) for k, v in groups.items() if v / wall >= 0.02), reverse=True)
         self.result = {"ours_cores": round(ours / wall, 2), "others_cores": round(max(0.0, busy - ours) / wall, 2),
-                       "ours_cpu_s": round(ours, 1)}
+                       "ours_cpu_s": round(ours, 1), "cores_by_process": {k: v for v, k in top}}
 
 
 def stage_means(answers: list[bytes]) -> dict[str, float]:
@@ -349,6 +358,8 @@ def render(results: dict) -> str:
             lines.append(f"| {name} (HTTP) | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {cpu(r)} | {per_cpu(r)} |")
             if r.get("batches"):
                 notes.append(f"- {name}: batches formed (Serve's own metrics): {r['batches']}")
+            if r.get("cpu", {}).get("cores_by_process"):
+                notes.append(f"- {name}: CPU cores by process: {r['cpu']['cores_by_process']}")
     for batch, r in results.get("raw", {}).items():
         lines.append(f"| raw, batch {batch} (in process) | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
                      f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - | {per_cpu(r)} |")
