@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--sweep", default="1,4,8,16", help="max_batch_size values for Detector and Classifier ('' to skip)")
+    p.add_argument("--sweep-wait", type=float, help="batch_wait_timeout_s for the sweep (default: as deployed)")
     p.add_argument("--served-warmup", type=float, default=20, help="seconds of saturation before the served figures")
     p.add_argument("--raw-images", type=int, default=96)
     p.add_argument("--raw-batch", type=int, default=8, help="batch of the raw pipeline (the Detector's shipped max)")
@@ -317,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             results["sweep"] = {}
             for batch in sweep:
                 print(f"  max_batch_size {batch} ...", flush=True)
-                control.deploy({"Detector": {"max_batch_size": batch}, "Classifier": {"max_batch_size": batch}})
+                change = {"max_batch_size": batch} | ({"batch_wait_timeout_s": args.sweep_wait} if args.sweep_wait is not None else {})
+                control.deploy({"Detector": change, "Classifier": change})
                 results["sweep"][str(batch)] = measured(hello, args.duration, args.warmup)
         finally:
             control.stop()
