@@ -1,11 +1,11 @@
 """The original business server's call, byte for byte, against a model whose labels are the original Korean ones."""
 
 import base64
-import secrets
 
 import httpx
 import pytest
 
+from load_tests.bodies import rest_template_body
 from pipeline.model_label import read_labels
 from tests.photos import grocery_val_photos, phone_photo
 from tests.serve_app import ServeApp, free_port, shipped_config
@@ -28,21 +28,7 @@ def app(tmp_path_factory):
 
 def rest_template_request(url: str, photo: bytes, filename: str = "photo.jpg") -> httpx.Response:
     """The request Spring's RestTemplate sends for a MultiValueMap with one Resource part named `img`."""
-    boundary = secrets.token_urlsafe(24).replace("-", "a").replace("_", "b")
-    body = b"".join([
-        f"--{boundary}\r\n".encode(),
-        f'Content-Disposition: form-data; name="img"; filename="{filename}"\r\n'.encode(),
-        b"Content-Type: image/jpeg\r\n",
-        f"Content-Length: {len(photo)}\r\n".encode(),
-        b"\r\n",
-        photo,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ])
-    headers = {
-        "Content-Type": f"multipart/form-data;charset=UTF-8;boundary={boundary}",
-        "Accept": "application/json, application/*+json",
-        "User-Agent": "Java/17.0.15",
-    }
+    body, headers = rest_template_body(photo, filename)
     return httpx.post(f"{url}/hello", content=body, headers=headers, timeout=120)
 
 
