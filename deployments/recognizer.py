@@ -35,36 +35,22 @@ IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image"
 
 ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
 
-MULTIPART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"img": {"type": "string", "format": "binary", "description": "the photo"}},
-                    "required": ["img"],
-                }
-            }
-        },
-    }
-}
+BINARY = {"type": "string", "format": "binary"}
 
-RECOGNIZE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary", "description": "the photo ('img' works too)"}},
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+
+def image_request_body(part: str, description: str, raw_body: bool) -> dict:
+    """OpenAPI requestBody for an endpoint that reads its upload itself (uploads.read_image), not via FastAPI."""
+    schema = {"type": "object", "properties": {part: {**BINARY, "description": description}}}
+    if not raw_body:
+        schema["required"] = [part]
+    content = {"multipart/form-data": {"schema": schema}}
+    if raw_body:
+        content |= {"image/*": {"schema": BINARY}, "application/octet-stream": {"schema": BINARY}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+MULTIPART_BODY = image_request_body("img", "the photo", raw_body=False)
+RECOGNIZE_BODY = image_request_body("image", "the photo ('img' works too)", raw_body=True)
 
 api = FastAPI(
     title="Product recognition",
