@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -232,11 +233,25 @@ class Recognizer:
 
     @staticmethod
     async def _call(method, *args):
-        """A model deployment call; overload and failures become 503s with a JSON body, never a hang."""
-        try:
-            return await method.remote(*args)
-        except BackPressureError:
-            raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
-        except Exception as error:
-            logger.exception("model call %s failed", getattr(method, "_method_name", method))
-            raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
+        """A model deployment call; overload and failures become 503s with a JSON body, never a hang.
+
+        A replica that dies under the call (RayActorError: killed, crashed, its node lost) is retried once:
+        model calls are pure, and the router sends the retry to a live replica or holds it until Serve has
+        started the replacement, so a replica loss costs the caller seconds, not its answer.
+        """
+        name = f"{method.deployment_name}.{method.handle_options.method_name}"
+        for attempt in (1, 2):
+            try:
+                return await method.remote(*args)
+            except BackPressureError:
+                raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
+            except RayActorError as error:
+                if attempt == 1:
+                    logger.warning("model call %s lost its replica (%s); retrying once", name, type(error).__name__)
+                    continue
+                logger.exception("model call %s failed again", name)
+                raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
+            except Exception as error:
+                logger.exception("model call %s failed", name)
+                raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
+

@@ -204,3 +204,45 @@ def test_hello_names_the_most_prominent_product(app):
         assert hello.status_code == 200, hello.text
         largest = max(products, key=lambda p: (p["box"]["x2"] - p["box"]["x1"]) * (p["box"]["y2"] - p["box"]["y1"]))
         assert base64.b64decode(hello.json()["item"]).decode("utf-8") == largest["candidates"][0]["label"]
+
+
+def test_a_replica_killed_under_load_costs_no_answer(app):
+    """ray.kill a Detector and then a Classifier replica while requests are in flight: Serve replaces each,
+    the Recognizer retries the calls the dead replica held, and every request is answered 200."""
+    from ray import serve
+
+    from load_tests.control import APP_NAME, kill_one_replica, replica_actors
+
+    def replaced(deployment: str, killed: str, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            actors = replica_actors().get(deployment, [])
+            status = serve.status().applications[APP_NAME].deployments[deployment].status
+            if actors and killed not in actors and status == "HEALTHY":
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{deployment} replica {killed} not replaced in {timeout_s}s")
+
+    photo = grocery_val_photos(1)[0].read_bytes()
+    statuses, stop = [], threading.Event()
+
+    def send():
+        while not stop.is_set():
+            statuses.append(recognize(app, photo).status_code)
+
+    senders = [threading.Thread(target=send) for _ in range(12)]
+    for sender in senders:
+        sender.start()
+    killed = []
+    try:
+        for deployment in ("Detector", "Classifier", "Detector", "Classifier"):
+            time.sleep(2)
+            killed.append(kill_one_replica(deployment))
+            replaced(deployment, killed[-1])
+        time.sleep(2)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+    assert all(killed), f"no replica to kill: {killed}"
+    assert statuses and set(statuses) == {200}, f"non-200 answers around the kills: {statuses}"
