@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     overload = [r for r in records if t0 + overload_at <= r["start"] < t0 + recover_at]
     checks += [
         check_rejections_fast(overload, args.reject_bound),
-        check_recovered(records, t0 + recover_at + args.recover_grace),
+        check_recovered(records, t0 + recover_at, args.recover_grace),
         check_p99_bounded(records, args.p99_bound),
     ]
     phases = [("steady", t0)] + [(f"kill {k['deployment']}", k["t"]) for k in result.kills]

@@ -12,10 +12,13 @@ from __future__ import annotations
 import random
 import time
 
-from locust import FastHttpUser, LoadTestShape, constant, task
+from gevent import GreenletExit
+from locust import FastHttpUser, LoadTestShape, task
 
 from load_tests.bodies import multipart_body, rest_template_body
-from load_tests.outcomes import ANSWER_KEY, BACKPRESSURE, IN_FLIGHT, OK, RequestRecord, classify
+from load_tests.outcomes import (
+    ANSWER_KEY, BACKPRESSURE, CLIENT_STOPPED, IN_FLIGHT, OK, RequestRecord, classify, retry_after_s,
+)
 
 class Requests:
     """Bodies built once per photo (building a 3 MB body per request would load the client, not the service)."""
@@ -35,11 +38,17 @@ class RecognitionUser(FastHttpUser):
     """A business server relaying shoppers' photos: sends the next one as soon as the last is answered.
 
     Closed loop, so `users` is the number of requests in flight: a peak of N users is N concurrent shoppers.
+    After a 503 it waits as the answer's Retry-After says (1 s without one), as a well-behaved client does;
+    re-sending at once would turn every shed request into a retry storm that keeps the service shedding.
     """
 
-    wait_time = constant(0)
     network_timeout = 30.0  # no answer in this long counts as a hang ("timeout")
     connection_timeout = 10.0
+    backoff_s = 0.0  # set by a 503, spent by the next wait
+
+    def wait_time(self) -> float:
+        backoff, self.backoff_s = self.backoff_s, 0.0
+        return backoff
 
     def on_start(self) -> None:
         if not Requests.hello:  # started by the locust CLI: make the photos here, once
@@ -52,6 +61,15 @@ class RecognitionUser(FastHttpUser):
         record = RequestRecord(time.time(), 0.0, endpoint, 0, IN_FLIGHT)
         Requests.records.append(record)
         began = time.perf_counter()
+        try:
+            self._post(record, endpoint, body, headers, began)
+        except GreenletExit:
+            # locust killed this user mid-request (a user told to stop while it waited can still start one
+            # before the kill lands): the client walked away, the service lost nothing.
+            record.latency_s, record.kind = time.perf_counter() - began, CLIENT_STOPPED
+            raise
+
+    def _post(self, record: RequestRecord, endpoint: str, body: bytes, headers: dict, began: float) -> None:
         with self.client.post(endpoint, data=body, headers=headers, catch_response=True) as response:
             record.latency_s = time.perf_counter() - began
             record.status = status = response.status_code or 0
@@ -60,6 +78,8 @@ class RecognitionUser(FastHttpUser):
             if kind == OK and ANSWER_KEY[endpoint] not in body:
                 kind = "bad_answer"  # a 200 without the answer's shape is an error too
             record.kind = kind
+            if status == 503:
+                self.backoff_s = retry_after_s(response.headers.get("Retry-After"))
             if kind in (OK, BACKPRESSURE):
                 response.success()  # back-pressure is the service working as designed; it is counted, not failed
             else:
@@ -77,10 +97,13 @@ class RecognitionUser(FastHttpUser):
 class PeakShape(LoadTestShape):
     """Quiet baseline → a step to the peak → hold → back to quiet, as lunch-time traffic does.
 
-    `stages` is a list of (until_s, users); the test ends after the last stage.
+    `stages` is a list of (until_s, users); the test ends after the last stage. Each change is one step:
+    locust ramps down in steps of `spawn_rate` users and waits for each step's users to finish their
+    request before the next, so at a lower rate a drop from 200 users to 2 would take many admitted-request
+    latencies while the users not yet stopped go on sending.
     """
 
-    def __init__(self, stages: list[tuple[float, int]] | None = None, spawn_rate: float = 100) -> None:
+    def __init__(self, stages: list[tuple[float, int]] | None = None, spawn_rate: float = 10_000) -> None:
         super().__init__()
         self.stages = stages or peak_stages(10, 30, 45, 1, 24)
         self.spawn_rate = spawn_rate

@@ -9,6 +9,7 @@ BACKPRESSURE = "backpressure_503"
 ANSWER_KEY = {"/hello": b'"item"', "/v1/recognize": b'"products"'}
 OK = "ok"
 IN_FLIGHT = "in_flight"  # sent, never finished (still open when the run stopped)
+CLIENT_STOPPED = "client_stopped"  # the load generator stopped the user mid-request: not the service's doing
 
 
 @dataclass
@@ -18,6 +19,7 @@ class RequestRecord:
     endpoint: str
     status: int  # 0: no HTTP answer
     kind: str  # ok | backpressure_503 | error_503 | http_<status> | bad_answer | timeout | connection | in_flight
+    #           | client_stopped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,3 +45,11 @@ def classify(status: int, body: bytes, error: BaseException | None) -> str:
             code = None
         return BACKPRESSURE if code == "overloaded" else "error_503"
     return f"http_{status}"
+
+
+def retry_after_s(header: str | None, default_s: float = 1.0, most_s: float = 30.0) -> float:
+    """Seconds a Retry-After header asks for (the delay-seconds form; an HTTP date or junk gives the default)."""
+    try:
+        return min(most_s, max(0.0, float(header))) if header else default_s
+    except ValueError:
+        return default_s
