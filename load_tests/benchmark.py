@@ -6,7 +6,8 @@
 3. raw     — the pipeline in one process with batching, no HTTP and no Ray, the next batch decoded in a
    thread while the models run (meant as this machine's upper bound; it runs the stages one after another,
    so a graph whose stages run in parallel processes can beat it);
-then the ratios 1/2 and 1/3, and a sweep of max_batch_size (Detector and Classifier) on the served graph.
+then the ratios 1/2 and 1/3, the served graph once more with Ray Serve's default request path instead of
+the throughput mode serve_config.yaml turns on, and a sweep of max_batch_size (Detector and Classifier).
 1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
 original business server sends it). Each measures `--duration` seconds after `--warmup` seconds.
 
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", default="1,4,8,16", help="max_batch_size values for Detector and Classifier ('' to skip)")
     p.add_argument("--sweep-wait", type=float, help="batch_wait_timeout_s for the sweep (default: as deployed)")
     p.add_argument("--served-warmup", type=float, default=20, help="seconds of saturation before the served figures")
+    p.add_argument("--no-compare-serve-mode", dest="compare_serve_mode", action="store_false",
+                   help="skip the served graph with Ray Serve's default mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=0)")
     p.add_argument("--raw-images", type=int, default=96)
     p.add_argument("--raw-batch", type=int, default=8, help="batch of the raw pipeline (the Detector's shipped max)")
     p.add_argument("--originals", type=int, default=8)
@@ -314,6 +317,15 @@ def main(argv: list[str] | None = None) -> int:
             recognize = [multipart_body(data, "image", name) for name, data in photos]
             stages = measured(recognize, min(args.duration, 8), 2, endpoint="/v1/recognize")
             results["served_stage_ms"] = stage_means(stages["bodies"])
+            if args.compare_serve_mode:
+                # The same graph with Ray Serve's default request path (serve_config.yaml turns on its
+                # throughput mode): what that setting buys, side by side on this machine.
+                print("served graph, Ray Serve's default mode ...", flush=True)
+                control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})
+                drive(control.url, hello, args.concurrency, args.served_warmup / 2, 0)
+                results["served_default_mode"] = measured(hello, args.duration, args.warmup)
+                control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
+                drive(control.url, hello, args.concurrency, args.served_warmup / 2, 0)
             sweep = [int(v) for v in args.sweep.split(",") if v.strip()]
             results["sweep"] = {}
             for batch in sweep:
@@ -324,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             control.stop()
 
-    for part in ("baseline", "served"):
+    for part in ("baseline", "served", "served_default_mode"):
         results.get(part, {}).pop("bodies", None)
     for run in results.get("sweep", {}).values():
         run.pop("bodies", None)
@@ -354,10 +366,12 @@ def render(results: dict) -> str:
              "| mode | images/s | p50 (s) | p99 (s) | answers | CPU cores used: ours / other processes | images per CPU-second |",
              "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
-    for name in ("served", "baseline"):
+    titles = {"served": "served (HTTP)", "served_default_mode": "served, Ray Serve's default mode (HTTP)",
+              "baseline": "baseline (HTTP)"}
+    for name, title in titles.items():
         if name in results:
             r = results[name]
-            lines.append(f"| {name} (HTTP) | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {cpu(r)} | {per_cpu(r)} |")
+            lines.append(f"| {title} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {cpu(r)} | {per_cpu(r)} |")
             if r.get("batches"):
                 notes.append(f"- {name}: batches formed (Serve's own metrics): {r['batches']}")
             if r.get("cpu", {}).get("cores_by_process"):
@@ -368,8 +382,12 @@ def render(results: dict) -> str:
     served = results.get("served", {}).get("images_per_s")
     baseline = results.get("baseline", {}).get("images_per_s")
     raw = max((r["images_per_s"] for r in results.get("raw", {}).values()), default=None)
+    default_mode = results.get("served_default_mode", {}).get("images_per_s")
     lines += ["", f"- ratio served / baseline (1/2): {fmt(served / baseline if served and baseline else None)}",
-              f"- ratio served / raw (1/3): {fmt(served / raw if served and raw else None)}"] + notes
+              f"- ratio served / raw (1/3): {fmt(served / raw if served and raw else None)}"]
+    if default_mode:
+        lines.append(f"- ratio served / served in Ray Serve's default mode: {fmt(served / default_mode if served else None)}")
+    lines += notes
     if results.get("served_stage_ms"):
         lines.append(f"- served, mean ms per stage of /v1/recognize at saturation (queueing included): {results['served_stage_ms']}")
     if results.get("sweep"):

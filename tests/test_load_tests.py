@@ -123,8 +123,9 @@ def test_benchmark_ratios_are_rendered():
     run = {"images_per_s": 4.0, "p50_s": 1.0, "p99_s": 2.0, "statuses": {"200": 40}}
     text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10, "served": run,
                    "baseline": run | {"images_per_s": 2.0}, "raw": {"8": {"images_per_s": 8.0, "ms_per_image": {}, "cpu": {"ours_cores": 2.0}}},
-                   "sweep": {"1": run, "8": run}})
+                   "served_default_mode": run | {"images_per_s": 3.2}, "sweep": {"1": run, "8": run}})
     assert "(1/2): 2.00" in text and "(1/3): 0.50" in text and "| 8 | 4.00 |" in text
+    assert "default mode (HTTP) | 3.20 |" in text and "served in Ray Serve's default mode: 1.25" in text
     assert "| 2.0 / - | 4.00 |" in text  # raw: 8 images/s on 2 cores = 4 images per CPU-second
 
 
