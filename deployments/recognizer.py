@@ -240,18 +240,14 @@ class Recognizer:
         started the replacement, so a replica loss costs the caller seconds, not its answer.
         """
         name = f"{method.deployment_name}.{method.handle_options.method_name}"
-        for attempt in (1, 2):
+        try:
             try:
                 return await method.remote(*args)
-            except BackPressureError:
-                raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
             except RayActorError as error:
-                if attempt == 1:
-                    logger.warning("model call %s lost its replica (%s); retrying once", name, type(error).__name__)
-                    continue
-                logger.exception("model call %s failed again", name)
-                raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
-            except Exception as error:
-                logger.exception("model call %s failed", name)
-                raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
-
+                logger.warning("model call %s lost its replica (%s); retrying once", name, type(error).__name__)
+                return await method.remote(*args)
+        except BackPressureError:
+            raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
+        except Exception as error:
+            logger.exception("model call %s failed", name)
+            raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
