@@ -2,7 +2,7 @@
 product from the decoded photo, asks the Classifier to name the crops, and answers JSON.
 
 Decoding and cropping are CPU work done in a thread, so the event loop keeps taking requests; only small
-arrays (an image at the detector's input size, crops at the classifier's) travel to the model deployments.
+arrays (a shrunk image for the detector, crops at the classifier's input size) travel to the model deployments.
 """
 
 
@@ -98,14 +98,11 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 class RecognizerConfig:
     """Live-tunable settings (the deployment's `user_config`)."""
 
-    # Longest side of the image sent to the Detector. None: the detector's input size (manifest), since
-    # ultralytics shrinks anything bigger to that anyway; a bigger image only costs resizing and transfer.
-    detector_image_max_side: int | None = None
+    detector_image_max_side: int = 640  # longest side of the image sent to the Detector
     decode_min_side: int = DECODE_MIN_SIDE  # JPEGs decode at reduced size down to this longest side
 
     def __post_init__(self) -> None:
-        side = self.detector_image_max_side
-        if side is not None and (side < 32 or self.decode_min_side < side):
+        if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
             raise ValueError("detector_image_max_side must be >= 32 and decode_min_side >= detector_image_max_side")
 
 
@@ -166,8 +163,7 @@ class Recognizer:
     async def _recognize(self, data: bytes, started: float) -> Recognition:
         config = self.config
         read_done = time.perf_counter()
-        detector_side = config.detector_image_max_side or self.bundle.detector_input_size
-        photo, detector_image = await asyncio.to_thread(self._decode, data, config.decode_min_side, detector_side)
+        photo, detector_image = await asyncio.to_thread(self._decode, data, config)
         decoded = time.perf_counter()
 
         detection = await self._call(self.detector.detect, detector_image)
@@ -221,9 +217,9 @@ class Recognizer:
         )
 
     @staticmethod
-    def _decode(data: bytes, decode_min_side: int, detector_side: int) -> tuple[Photo, np.ndarray]:
-        photo = decode_photo(data, min_side=decode_min_side)
-        return photo, detector_input(photo.image, detector_side)
+    def _decode(data: bytes, config: RecognizerConfig) -> tuple[Photo, np.ndarray]:
+        photo = decode_photo(data, min_side=config.decode_min_side)
+        return photo, detector_input(photo.image, config.detector_image_max_side)
 
     @staticmethod
     def _original_box(box: np.ndarray, photo: Photo) -> Box:

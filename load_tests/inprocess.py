@@ -21,7 +21,7 @@ class Settings:
     """The user_config values of serve_config.yaml that shape the work per photo."""
 
     decode_min_side: int
-    detector_image_max_side: int | None  # None: the detector's input size
+    detector_image_max_side: int
     input_size: int | None
     confidence_threshold: float
     iou_threshold: float
@@ -31,7 +31,7 @@ class Settings:
     def shipped(cls, path: Path = REPO / "serve_config.yaml") -> "Settings":
         deployments = {d["name"]: d.get("user_config", {}) for d in yaml.safe_load(path.read_text())["applications"][0]["deployments"]}
         recognizer, detector = deployments["Recognizer"], deployments["Detector"]
-        return cls(recognizer["decode_min_side"], recognizer.get("detector_image_max_side"), detector.get("input_size"),
+        return cls(recognizer["decode_min_side"], recognizer["detector_image_max_side"], detector.get("input_size"),
                    detector["confidence_threshold"], detector["iou_threshold"], detector["max_detections"])
 
 
@@ -94,7 +94,7 @@ class InProcessPipeline:
 
         started = time.perf_counter()
         decoded = [decode_photo(data, min_side=self.settings.decode_min_side) for data in photos]
-        detector_images = [detector_input(photo.image, self.settings.detector_image_max_side or self.bundle.detector_input_size) for photo in decoded]
+        detector_images = [detector_input(photo.image, self.settings.detector_image_max_side) for photo in decoded]
         return decoded, detector_images, time.perf_counter() - started
 
     def recognize(self, photos: list[bytes], classifier_batch: int = 16, decoded: tuple | None = None) -> list[str]:
