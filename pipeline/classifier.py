@@ -1,8 +1,20 @@
-"""Train the product classifier (EfficientNet-B0 + dense head) and export it for serving.
+"""Train the product classifier (an EfficientNet backbone + dense head) and export it for serving.
 
-The recipe (../shared/DESIGN.md, "Training") is every default here: 256 px, EfficientNet-B0 frozen, head
+The recipe (../shared/DESIGN.md, "Training") is every default here: 256 px, EfficientNet frozen, head
 512→256→128→64 (ReLU, dropout, L2 0.005) → softmax, RMSprop lr 0.007, batch 64, up to 50 epochs, early
 stopping with patience 5 on validation accuracy, MirroredStrategy over the GPUs present.
+
+Backbones: a TF-Hub image module (`--backbone hub:<URL or local SavedModel folder>`, as the original loaded
+EfficientNet-B0) — offline, `python -m pipeline.efficientnet_lite export` writes one with ImageNet-pretrained
+EfficientNet-Lite0 weights — or keras.applications' EfficientNet-B0 (`efficientnet_b0`, weights from a file).
+Two stages, each a run folder:
+
+    # 1. frozen backbone, head only; features computed once per image and augmented copy (fast on CPU)
+    python -m pipeline.classifier train --data ../shared/data/grocery_store --out artifacts/classifier_head \
+        --backbone hub:artifacts/efficientnet_lite0 --input-size 224 --cached-feature-copies 3
+    # 2. fine-tuning: every backbone weight trainable at a low learning rate, BatchNorm statistics kept
+    python -m pipeline.classifier train ... --out artifacts/classifier --trainable-backbone \
+        --init-from artifacts/classifier_head --learning-rate 5e-5 --batch-size 32 --epochs 6 --patience 2
 
 Images are read with `pipeline.preprocessing.load_training_image`, the function serving uses too, so a
 product looks the same in training and in production. The model takes float32 0–255 pixels and rescales
@@ -11,9 +23,6 @@ them itself; the export is a plain SavedModel with a `serve` endpoint that needs
     loaded = tf.saved_model.load("artifacts/classifier/export")
     probabilities = loaded.serve(tf.constant(batch))  # batch: [N, S, S, 3] float32 0–255
 
-Command line:
-
-    python -m pipeline.classifier train --data ../shared/data/grocery_store --out artifacts/classifier
     python -m pipeline.classifier train ... --resume     # go on from the last checkpoint and epoch
     python -m pipeline.classifier export --out artifacts/classifier   # export the best checkpoint
 """
@@ -42,6 +51,7 @@ EFFICIENTNET_B0 = "efficientnet_b0"
 HUB_PREFIX = "hub:"
 
 EXPORT_DIR = "export"
+BASELINE_EXPORT_DIR = "baseline_export"  # frozen backbone + linear classifier: the comparison's first row
 HISTORY_NAME = "history.csv"
 SUMMARY_NAME = "train_summary.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -397,6 +407,7 @@ class ModelConfig:
     head_units: tuple[int, ...] = (512, 256, 128, 64)
     dropout: float = 0.2
     l2: float = 0.005
+    train_batchnorm: bool = False  # hub backbone: BatchNorm in training mode when fine-tuning (large data only)
 
 
 def build_model(config: ModelConfig):
@@ -419,13 +430,27 @@ def build_model(config: ModelConfig):
         # A frozen backbone keeps its BatchNorm statistics (inference mode) while the head trains.
         features = backbone(inputs, training=None if config.trainable_backbone else False)
     elif config.backbone.startswith(HUB_PREFIX):
-        import tensorflow_hub as hub
-
-        handle = config.backbone[len(HUB_PREFIX):]
-        scaled = tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
-        features = hub.KerasLayer(handle, trainable=config.trainable_backbone, name="backbone")(scaled)
+        features = hub_backbone(config)(
+            tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs),
+            # Small-data fine-tuning: BatchNorm keeps its ImageNet statistics unless asked otherwise.
+            training=None if config.train_batchnorm else False,
+        )
     else:
         raise ValueError(f"unknown backbone {config.backbone!r}: use {EFFICIENTNET_B0!r} or '{HUB_PREFIX}<handle>'")
+    return tf_keras.Model(inputs, add_head(features, config), name="product_classifier")
+
+
+def hub_backbone(config: ModelConfig):
+    """The TF-Hub image module ([0, 1] pixels → feature vector) as a Keras layer: a URL when online, or a local
+    SavedModel folder such as the one `python -m pipeline.efficientnet_lite export` writes."""
+    import tensorflow_hub as hub
+
+    return hub.KerasLayer(config.backbone[len(HUB_PREFIX):], trainable=config.trainable_backbone, name="backbone")
+
+
+def add_head(features, config: ModelConfig):
+    """The recipe's head on a feature vector: Dense 512→256→128→64 (ReLU, L2, dropout) → softmax."""
+    import tf_keras
 
     x = features
     for units in config.head_units:
@@ -433,8 +458,10 @@ def build_model(config: ModelConfig):
             units, activation="relu", kernel_regularizer=tf_keras.regularizers.L2(config.l2), name=f"head_dense_{units}"
         )(x)
         x = tf_keras.layers.Dropout(config.dropout, name=f"head_dropout_{units}")(x)
-    outputs = tf_keras.layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)
-    return tf_keras.Model(inputs, outputs, name="product_classifier")
+    return tf_keras.layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)
+
+
+HEAD_LAYER_PREFIXES = ("head_", "probabilities")
 
 
 def compile_model(model, learning_rate: float, num_classes: int) -> None:
@@ -492,6 +519,10 @@ class TrainConfig:
     augment: bool = True
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     resume: bool = False
+    train_batchnorm: bool = False  # hub backbone, fine-tuning: let BatchNorm learn batch statistics
+    init_from: str | None = None  # another run folder whose best weights start this one (fine-tuning stage)
+    cached_feature_copies: int = 0  # frozen backbone: train the head on features of this many augmented copies
+    # of each training image (plus the image itself), computed once; 0: run the backbone at every step
     threads: int = 0  # TensorFlow intra- and inter-op threads; 0: all cores
     verbose: int = 1
     seed: int | None = None
@@ -505,6 +536,7 @@ class TrainConfig:
             trainable_backbone=self.trainable_backbone,
             dropout=self.dropout,
             l2=self.l2,
+            train_batchnorm=self.train_batchnorm,
         )
 
 
@@ -592,6 +624,128 @@ def _callback_classes():
     return EpochCheckpoints, ResumableEarlyStopping
 
 
+def compute_features(feature_model, dataset, augmentation: AugmentationConfig | None = None) -> np.ndarray:
+    """The frozen backbone's features of every image of an (ordered, batched) dataset, augmented or not."""
+    import tensorflow as tf
+
+    images = dataset.map(lambda x, _: x)
+    if augmentation is not None:
+        images = images.map(tf.autograph.experimental.do_not_convert(lambda x: augment_batch(x, augmentation)))
+    return feature_model.predict(images, verbose=0)
+
+
+def train_head_on_cached_features(config: TrainConfig, data: LabelledData, model_config: ModelConfig, reader) -> None:
+    """The frozen stage, fast on CPU: the backbone runs once per image copy, not once per step.
+
+    Each training image's features are computed for the image itself and for `cached_feature_copies` random
+    augmentations of it (the recipe's augmentation); every epoch the head sees one copy of each image, drawn
+    at random. Writes the same run folder as `train` (best weights, state, history, export).
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    out = Path(config.out)
+    checkpoint_dir = out / CHECKPOINT_DIR
+    started = time.time()
+    model = build_model(model_config)
+    first_head_layer = model.get_layer(f"head_dense_{model_config.head_units[0]}")
+    feature_model = tf_keras.Model(model.input, first_head_layer.input)
+    # Features are kept per copy in feature_cache/, so a stopped run (or a rerun with other head settings)
+    # computes only what is missing.
+    cache = out / "feature_cache"
+    key = json.dumps([model_config.backbone, model_config.backbone_weights, config.input_size,
+                      dataclasses.asdict(config.augmentation), config.seed, data.train.paths, data.val.paths])
+    if not (cache / "key.json").is_file() or (cache / "key.json").read_text() != key:
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
+        (cache / "key.json").write_text(key)
+    plain = AugmentationConfig.none()
+    train_images = make_dataset(data.train, config.input_size, config.batch_size, False, plain, reader)
+
+    def cached(name: str, compute) -> np.ndarray:
+        path = cache / f"{name}.npy"
+        if not path.is_file():
+            if config.verbose:
+                print(f"features: {name} ({time.time() - started:.0f} s)", flush=True)
+            np.save(path, compute())
+        return np.load(path)
+
+    val_features = cached("val", lambda: compute_features(
+        feature_model, make_dataset(data.val, config.input_size, config.batch_size, False, plain, reader)))
+    train_features = np.stack(
+        [cached("train", lambda: compute_features(feature_model, train_images))]
+        + [cached(f"train_augmented_{copy}", lambda: compute_features(feature_model, train_images, config.augmentation))
+           for copy in range(config.cached_feature_copies)],
+        axis=1,
+    )  # [images, copies, features]
+
+    copies = train_features.shape[1]
+    train_dataset = (
+        tf.data.Dataset.from_tensor_slices((train_features, np.asarray(data.train.class_ids, np.int32)))
+        .shuffle(len(train_features), reshuffle_each_iteration=True)
+        .map(lambda f, y: (f[tf.random.uniform([], 0, copies, dtype=tf.int32)], y))
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_dataset = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(data.val.class_ids, np.int32))).batch(256)
+    head_input = tf_keras.Input(shape=train_features.shape[2:], name="features")
+    head = tf_keras.Model(head_input, add_head(head_input, model_config), name="head")
+    compile_model(head, config.learning_rate, data.num_classes)
+    early_stopping = tf_keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True, verbose=1,
+        start_from_epoch=config.early_stopping_start_epoch,
+    )
+    history = head.fit(
+        train_dataset, validation_data=val_dataset, epochs=config.epochs, verbose=config.verbose,
+        callbacks=[early_stopping, tf_keras.callbacks.CSVLogger(str(out / HISTORY_NAME))],
+    ).history
+    best = int(np.argmax(history["val_accuracy"]))
+    for layer in head.layers:
+        if layer.name.startswith(HEAD_LAYER_PREFIXES):
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    model.save_weights(str(checkpoint_dir / BEST_WEIGHTS_NAME))
+    baseline = train_linear_baseline(model, first_head_layer.input, train_features, val_features, data, config,
+                                     out / BASELINE_EXPORT_DIR)
+    epochs_done = len(history["val_accuracy"])
+    _write_json(checkpoint_dir / STATE_NAME, {
+        "epochs_done": epochs_done,
+        "best_epoch": best + 1,
+        "best_val_accuracy": float(history["val_accuracy"][best]),
+        "best_val_top5_accuracy": float(history["val_top5_accuracy"][best]),
+        "stopped_early_at_epoch": epochs_done if epochs_done < config.epochs else None,
+        "cached_feature_copies": config.cached_feature_copies,
+        "backbone_baseline": baseline,
+        "wall_seconds": round(time.time() - started, 1),
+    })
+    export_model(model, out / EXPORT_DIR)
+
+
+def train_linear_baseline(model, backbone_output, train_features: np.ndarray, val_features: np.ndarray,
+                          data: LabelledData, config: TrainConfig, export_dir: Path) -> dict:
+    """The comparison's "backbone baseline": the same frozen backbone with only a linear softmax classifier on
+    its features (no hidden layers), trained on the same cached features (Adam, early stopping on val
+    accuracy); exported beside the run as a SavedModel like the classifier."""
+    import tensorflow as tf
+    import tf_keras
+
+    features = train_features.reshape(-1, train_features.shape[-1])
+    targets = np.repeat(np.asarray(data.train.class_ids, np.int32), train_features.shape[1])
+    dense = tf_keras.layers.Dense(data.num_classes, activation="softmax", name="probabilities")
+    linear = tf_keras.Sequential([tf_keras.Input(shape=features.shape[1:]), dense])
+    linear.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=[
+        tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        tf_keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, data.num_classes), name="top5_accuracy")])
+    train_dataset = tf.data.Dataset.from_tensor_slices((features, targets)).shuffle(len(features)).batch(config.batch_size)
+    val_dataset = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(data.val.class_ids, np.int32))).batch(256)
+    history = linear.fit(train_dataset, validation_data=val_dataset, epochs=100, verbose=0, callbacks=[
+        tf_keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10, restore_best_weights=True)]).history
+    best = int(np.argmax(history["val_accuracy"]))
+    export_model(tf_keras.Model(model.input, dense(backbone_output), name="backbone_baseline"), export_dir)
+    return {"model": "frozen backbone + linear softmax", "best_epoch": best + 1,
+            "val_accuracy": float(history["val_accuracy"][best]),
+            "val_top5_accuracy": float(history["val_top5_accuracy"][best]), "export": export_dir.name}
+
+
 def train(config: TrainConfig) -> dict:
     """Train, keep checkpoints, export the best weights; returns what train_summary.json holds."""
     import tensorflow as tf
@@ -623,6 +777,13 @@ def train(config: TrainConfig) -> dict:
 
     strategy = tf.distribute.MirroredStrategy()  # all GPUs present; the CPU when there are none
     reader = _ImageReader(config.input_size)
+    if config.cached_feature_copies:
+        if config.trainable_backbone or config.resume or config.init_from:
+            raise ValueError("--cached-feature-copies trains a head on a frozen backbone: not with "
+                             "--trainable-backbone, --resume or --init-from")
+        with strategy.scope():
+            train_head_on_cached_features(config, data, model_config, reader)
+        return write_summary(out, replicas=strategy.num_replicas_in_sync)
     train_dataset = make_dataset(data.train, config.input_size, config.batch_size, True, config.augmentation if config.augment else AugmentationConfig.none(), reader)
     val_dataset = make_dataset(data.val, config.input_size, config.batch_size, False, AugmentationConfig.none(), reader)
 
@@ -634,6 +795,12 @@ def train(config: TrainConfig) -> dict:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=epoch_variable)
         manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir / LAST_CHECKPOINT_DIR), max_to_keep=1)
         state = {"epochs_done": 0, "best_epoch": None, "best_val_accuracy": None, "best_val_top5_accuracy": None, "wall_seconds": 0.0}
+        if config.init_from and not config.resume:
+            init_weights = Path(config.init_from) / CHECKPOINT_DIR / BEST_WEIGHTS_NAME
+            if not _has_weights(init_weights):
+                raise FileNotFoundError(f"--init-from: {init_weights} is missing (no finished epoch in that run)")
+            model.load_weights(str(init_weights)).expect_partial()
+            state["initialized_from"] = {"run": str(config.init_from), **_read_json(Path(config.init_from) / CHECKPOINT_DIR / STATE_NAME)}
         resumed_early_stopping = None
         if config.resume:
             state = _read_json(state_path)
@@ -714,6 +881,8 @@ def write_summary(out: Path, replicas: int | None = None) -> dict:
         "best_val_top5_accuracy": state["best_val_top5_accuracy"],
         "finished_all_epochs": epochs is not None and state["epochs_done"] >= epochs,
         "stopped_early_at_epoch": state.get("stopped_early_at_epoch"),
+        "initialized_from": state.get("initialized_from"),
+        "cached_feature_copies": state.get("cached_feature_copies"),
         "wall_seconds": state.get("wall_seconds"),
         "data": run.get("data"),
         "devices": [d.name for d in tf.config.list_logical_devices()],
@@ -773,6 +942,11 @@ def _parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--no-horizontal-flip", dest="horizontal_flip", action="store_false")
     train_cmd.add_argument("--crop-scale", type=float, nargs=2, default=aug.crop_scale)
     train_cmd.add_argument("--resume", action="store_true", help="continue from the last checkpoint and epoch in --out")
+    train_cmd.add_argument("--init-from", help="start from the best weights of another run folder (fine-tuning stage)")
+    train_cmd.add_argument("--train-batchnorm", action="store_true",
+                           help="hub backbone being fine-tuned: BatchNorm learns batch statistics (default: frozen)")
+    train_cmd.add_argument("--cached-feature-copies", type=int, default=defaults.cached_feature_copies,
+                           help="frozen backbone: compute features once for the image and this many augmented copies")
     train_cmd.add_argument("--threads", type=int, default=defaults.threads, help="TensorFlow threads (0: all cores)")
     train_cmd.add_argument("--verbose", type=int, default=defaults.verbose, choices=(0, 1, 2), help="1: progress bars")
     train_cmd.add_argument("--seed", type=int, default=None)
