@@ -1,1 +1,1 @@
-"""The Ray Serve graph: Recognizer (HTTP ingress) → Detector (YOLO) → Classifier (EfficientNet-B0)."""
+"""The Ray Serve graph: Recognizer (HTTP ingress) → Detector (YOLO) → Classifier (EfficientNet-Lite0, fine-tuned)."""

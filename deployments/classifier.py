@@ -1,4 +1,4 @@
-"""Classifier deployment: names product crops with the EfficientNet-B0 SavedModel from model_label/.
+"""Classifier deployment: names product crops with the EfficientNet SavedModel from model_label/.
 
 Each caller sends the crops of one photo; the crops of all concurrent callers are batched together by
 `@serve.batch`, so one model call serves several photos. The SavedModel's serving function is called
@@ -17,6 +17,7 @@ from ray import serve
 
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids
 from pipeline.model_label import load_model_label
+from pipeline.recognition import answer
 
 logger = logging.getLogger("ray.serve")
 
@@ -28,13 +29,13 @@ class ClassifierConfig:
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.01
     top_k: int = 5
-    unknown_threshold: float = 0.3  # top-1 probability under this: the product is "unknown"
+    unknown_threshold: float | None = None  # top-1 probability under this: "unknown"; None: the manifest's calibrated one
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
-        if self.top_k < 1 or not 0 <= self.unknown_threshold <= 1:
-            raise ValueError("top_k must be >= 1 and unknown_threshold in [0, 1]")
+        if self.top_k < 1 or not (self.unknown_threshold is None or 0 <= self.unknown_threshold <= 1):
+            raise ValueError("top_k must be >= 1 and unknown_threshold in [0, 1] (or null: the manifest's)")
 
 
 @serve.deployment
@@ -90,15 +91,13 @@ class Classifier:
             if crop.shape != (self.input_size, self.input_size, 3):
                 raise ValueError(f"crop shape {crop.shape}; the model takes ({self.input_size}, {self.input_size}, 3)")
         config = self.config
+        threshold = self.bundle.unknown_threshold if config.unknown_threshold is None else config.unknown_threshold
         probabilities = await asyncio.gather(*(self.classify_batch(crop) for crop in crops))
         results = []
         for p in probabilities:
-            top = np.argsort(p)[::-1][: config.top_k]
-            results.append({
-                "candidates": [(self.labels[i], float(p[i])) for i in top],
-                "known": bool(p[top[0]] >= config.unknown_threshold),
-            })
-        return {"results": results, "version": self.version}
+            result = answer(p, self.labels, config.top_k, threshold)
+            results.append({"candidates": result.candidates, "known": result.known})
+        return {"results": results, "version": self.version, "unknown_threshold": threshold}
 
     async def ready(self) -> str:
         return self.version

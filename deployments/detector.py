@@ -16,30 +16,22 @@ from ray import serve
 
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids
 from pipeline.model_label import load_model_label
+from pipeline.recognition import DetectorSettings, detect
 
 logger = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
-    """Live-tunable settings (the deployment's `user_config`)."""
+class DetectorConfig(DetectorSettings):
+    """Live-tunable settings (the deployment's `user_config`): the detector settings and batching."""
 
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.01
-    confidence_threshold: float = 0.25
-    iou_threshold: float = 0.5
-    input_size: int | None = None  # letterbox side; None: the size the model was trained at
-    max_detections: int = 10
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
-        if not (0 <= self.confidence_threshold <= 1 and 0 < self.iou_threshold <= 1):
-            raise ValueError("confidence_threshold must be in [0, 1] and iou_threshold in (0, 1]")
-        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
-            raise ValueError("input_size must be a multiple of 32 (the model's stride), at least 32")
-        if self.max_detections < 1:
-            raise ValueError("max_detections must be >= 1")
 
 
 @serve.deployment
@@ -73,22 +65,7 @@ class Detector:
         logger.info("Detector config: %s", self.config)
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        config = self.config
-        results = self.model.predict(
-            [image[..., ::-1] for image in images],  # ultralytics reads numpy arrays as BGR
-            imgsz=config.input_size or self.bundle.detector_input_size,
-            conf=config.confidence_threshold,
-            iou=config.iou_threshold,
-            max_det=config.max_detections,
-            device=self.device,
-            half=False,
-            rect=False,  # always the same square letterbox: an image gets the same boxes alone or in any batch
-            verbose=False,
-        )
-        return [
-            np.concatenate([r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()[:, None]], axis=1).astype(np.float32)
-            for r in results
-        ]
+        return detect(self.model, images, self.config, self.bundle.detector_input_size, self.device)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -28,7 +27,8 @@ from deployments.schemas import (
 )
 from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
 from pipeline.model_label import load_model_label, parse_label
-from pipeline.preprocessing import DECODE_MIN_SIDE, ImageError, Photo, classifier_input, decode_photo, detector_input
+from pipeline.preprocessing import ImageError, Photo
+from pipeline.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, prepare_photo
 
 logger = logging.getLogger("ray.serve")
 
@@ -56,7 +56,7 @@ RECOGNIZE_BODY = image_request_body("image", "the photo ('img' works too)", raw_
 api = FastAPI(
     title="Product recognition",
     version="1.0",
-    description=f"Finds the products in a phone photo (YOLO) and names each one (EfficientNet-B0). "
+    description=f"Finds the products in a phone photo (YOLO) and names each one (an ImageNet-pretrained EfficientNet-Lite0, fine-tuned on shop photos). "
     f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
 )
 
@@ -94,16 +94,8 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return error_response(422, "invalid_request", str(error.errors()))
 
 
-@dataclass(frozen=True)
-class RecognizerConfig:
-    """Live-tunable settings (the deployment's `user_config`)."""
-
-    detector_image_max_side: int = 640  # longest side of the image sent to the Detector
-    decode_min_side: int = DECODE_MIN_SIDE  # JPEGs decode at reduced size down to this longest side
-
-    def __post_init__(self) -> None:
-        if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
-            raise ValueError("detector_image_max_side must be >= 32 and decode_min_side >= detector_image_max_side")
+class RecognizerConfig(PhotoSettings):
+    """Live-tunable settings (the deployment's `user_config`): how an upload becomes the detector's image."""
 
 
 @serve.deployment
@@ -163,23 +155,19 @@ class Recognizer:
     async def _recognize(self, data: bytes, started: float) -> Recognition:
         config = self.config
         read_done = time.perf_counter()
-        photo, detector_image = await asyncio.to_thread(self._decode, data, config)
+        photo, detector_image = await asyncio.to_thread(prepare_photo, data, config)
         decoded = time.perf_counter()
 
         detection = await self._call(self.detector.detect, detector_image)
         detected = time.perf_counter()
 
-        # Boxes from detector-image pixels to decoded-photo pixels; largest first.
-        boxes = detection["boxes"].astype(np.float64)
-        boxes[:, :4] *= photo.image.width / detector_image.shape[1]
-        boxes = boxes[np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")]
+        boxes = boxes_in_photo(detection["boxes"], photo, detector_image)  # decoded-photo pixels, largest first
         whole_photo = len(boxes) == 0
-        crop_boxes = [None] if whole_photo else [tuple(box[:4]) for box in boxes]
         size = self.bundle.classifier_input_size
-        crops = await asyncio.to_thread(lambda: [classifier_input(photo.image, box, size) for box in crop_boxes])
+        photo_crops = await asyncio.to_thread(crops, photo.image, crop_boxes(boxes), size)
         cropped = time.perf_counter()
 
-        classification = await self._call(self.classifier.classify, crops)
+        classification = await self._call(self.classifier.classify, photo_crops)
         classified = time.perf_counter()
 
         products = []
@@ -215,11 +203,6 @@ class Recognizer:
                 total_ms=milliseconds(started, classified),
             ),
         )
-
-    @staticmethod
-    def _decode(data: bytes, config: RecognizerConfig) -> tuple[Photo, np.ndarray]:
-        photo = decode_photo(data, min_side=config.decode_min_side)
-        return photo, detector_input(photo.image, config.detector_image_max_side)
 
     @staticmethod
     def _original_box(box: np.ndarray, photo: Photo) -> Box:

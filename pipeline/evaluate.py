@@ -23,10 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.model_label import load_model_label
-from pipeline.preprocessing import classifier_input, decode_photo, detector_input
+from pipeline.recognition import (
+    SERVE_CONFIG, Box, ServingSettings, boxes_in_photo, crop_boxes, crops, detect, prepare_photo, serving_settings,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-Box = tuple[float, float, float, float]
 
 
 # ---------------------------------------------------------------- metric arithmetic (pure, tested directly)
@@ -125,11 +126,12 @@ def _read_class_folders(root: Path, labels: Sequence[str]) -> list[tuple[Path, i
 # ---------------------------------------------------------------- model passes
 
 
-def most_confident_boxes(detector_path: Path | str, images: Sequence[Path], imgsz: int, device: str = "cpu",
-                         conf: float = 0.25, batch: int = 16) -> list[tuple[Box, float] | None]:
-    """Per image, the detector's most confident box in decoded-photo pixels and its confidence (None: nothing).
+def hello_boxes(detector_path: Path | str, images: Sequence[Path], settings: ServingSettings, trained_size: int,
+                device: str = "cpu", batch: int = 16) -> list[tuple[Box, float] | None]:
+    """Per image, the box `/hello` answers for (the largest detection, in decoded-photo pixels) and its
+    detector confidence; None when nothing is detected (then `/hello` classifies the whole photo).
 
-    Done the way serving does it: decode_photo, detector_input at the detector's size, boxes scaled back.
+    The serving code path: prepare_photo, detect with serve_config.yaml's detector settings, boxes_in_photo.
     """
     from pipeline.yolo_offline import prepare_ultralytics
 
@@ -139,37 +141,57 @@ def most_confident_boxes(detector_path: Path | str, images: Sequence[Path], imgs
     model = YOLO(str(detector_path), task="detect")
     found: list[tuple[Box, float] | None] = []
     for start in range(0, len(images), batch):
-        photos = [decode_photo(Path(p).read_bytes()).image for p in images[start:start + batch]]
-        inputs = [detector_input(photo, imgsz) for photo in photos]
-        results = model.predict([x[..., ::-1] for x in inputs], imgsz=imgsz, conf=conf, device=device,
-                                verbose=False)  # ultralytics reads numpy arrays as BGR
-        for photo, x, result in zip(photos, inputs, results):
-            if len(result.boxes) == 0:
-                found.append(None)
-                continue
-            best = int(result.boxes.conf.argmax())
-            scale = photo.width / x.shape[1]
-            box = tuple(float(v) * scale for v in result.boxes.xyxy[best].tolist())
-            found.append((box, float(result.boxes.conf[best])))
+        prepared = [prepare_photo(Path(p).read_bytes(), settings.photo) for p in images[start:start + batch]]
+        detections = detect(model, [image for _, image in prepared], settings.detector, trained_size, device)
+        for (photo, image), boxes in zip(prepared, detections):
+            boxes = boxes_in_photo(boxes, photo, image)
+            found.append((crop_boxes(boxes)[0], float(boxes[0, 4])) if len(boxes) else None)
     return found
 
 
 def classify(classifier_dir: Path | str, images: Sequence[Path], box_sets: Sequence[Sequence[Box | None]],
-             size: int, batch: int = 32) -> list[np.ndarray]:
+             size: int, settings: ServingSettings | None = None, batch: int = 32) -> list[np.ndarray]:
     """Class probabilities [N, C] of the TF SavedModel for each set of boxes (one per image; None: whole photo).
 
-    Each photo is decoded once per batch and cut once per box set, as serving does.
+    Each photo is decoded once per batch, as serving decodes it, and cut once per box set.
     """
     import tensorflow as tf  # only here: after any torch work in this process
 
+    photo_settings = (settings or serving_settings()).photo
     model = tf.saved_model.load(str(classifier_dir))
     outputs: list[list[np.ndarray]] = [[] for _ in box_sets]
     for start in range(0, len(images), batch):
-        photos = [decode_photo(Path(p).read_bytes()).image for p in images[start:start + batch]]
+        photos = [prepare_photo(Path(p).read_bytes(), photo_settings)[0].image for p in images[start:start + batch]]
         for output, boxes in zip(outputs, box_sets):
-            crops = [classifier_input(photo, box, size) for photo, box in zip(photos, boxes[start:start + batch])]
-            output.append(model.serve(tf.constant(np.stack(crops).astype(np.float32))).numpy())
+            batch_crops = [crops(photo, [box], size)[0] for photo, box in zip(photos, boxes[start:start + batch])]
+            output.append(model.serve(tf.constant(np.stack(batch_crops).astype(np.float32))).numpy())
     return [np.concatenate(output) for output in outputs]
+
+
+def calibrate_unknown(probabilities: np.ndarray, targets: Sequence[int], target_precision: float = 0.95) -> dict[str, Any]:
+    """The lowest top-1 probability threshold at which the answers called known are right at least
+    `target_precision` of the time (ties: all answers at a probability are in or out together).
+
+    Returns the threshold, the precision and coverage (share of photos answered known) it gives; when no
+    threshold reaches the target, the one with the best precision, flagged `target_met: false`.
+    """
+    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    order = np.argsort(-confidence, kind="stable")
+    confidence, correct = confidence[order], correct[order]
+    cut = np.flatnonzero(np.append(confidence[1:] != confidence[:-1], True))  # last index of each distinct value
+    precision = np.cumsum(correct)[cut] / (cut + 1)
+    meets = np.flatnonzero(precision >= target_precision)
+    best = int(meets[-1]) if len(meets) else int(np.argmax(precision))
+    return {
+        "unknown_threshold": float(confidence[cut[best]]),
+        "target_precision": target_precision,
+        "target_met": bool(len(meets)),
+        "precision": float(precision[best]),
+        "coverage": float((cut[best] + 1) / len(confidence)),
+        "photos": int(len(confidence)),
+    }
 
 
 def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz: int, out: Path,
@@ -186,29 +208,53 @@ def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz
 # ---------------------------------------------------------------- the comparison
 
 
+ROWS = {  # report key: what the row measures (the original project's comparison table)
+    "backbone_baseline": "ImageNet backbone + linear classifier, whole photo",
+    "whole_photo": "fine-tuned classifier, whole photo",
+    "hello": "what /hello answers: largest detector box cropped + classifier",
+}
+
+
 def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: Sequence[str], classifier_size: int,
              detector_size: int, photos: Sequence[tuple[Path, int]], out: Path | str,
-             detector_data: Path | str | None = None, device: str = "cpu", conf: float = 0.25,
+             detector_data: Path | str | None = None, device: str = "cpu", settings: ServingSettings | None = None,
+             baseline_dir: Path | str | None = None, target_precision: float = 0.95,
              data_description: str = "") -> dict[str, Any]:
-    """Run both comparisons, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report."""
+    """Run the comparison, calibrate "unknown" on the /hello answers, write evaluation.{md,json} and
+    confusion_matrix.png to `out`; return the report.
+
+    `baseline_dir`: a SavedModel of the ImageNet backbone with a linear classifier (the classifier run's
+    baseline_export/), for the table's first row. `settings`: serve_config.yaml's unless given.
+    """
+    settings = settings or serving_settings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = [path for path, _ in photos]
     targets = np.array([target for _, target in photos])
 
-    report: dict[str, Any] = {"data": data_description, "images": len(images), "classes": len(labels)}
+    report: dict[str, Any] = {"data": data_description, "images": len(images), "classes": len(labels),
+                              "rows": dict(ROWS)}
     if detector_data is not None:  # torch work first, TensorFlow (classify) after
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
-    found = most_confident_boxes(detector_path, images, detector_size, device, conf)
-    crop_boxes = [f[0] if f else None for f in found]
-    whole, cropped = classify(classifier_dir, images, [[None] * len(images), crop_boxes], classifier_size)
+    found = hello_boxes(detector_path, images, settings, detector_size, device)
+    hello_crops = [f[0] if f else None for f in found]
+    whole, hello = classify(classifier_dir, images, [[None] * len(images), hello_crops], classifier_size, settings)
     if whole.shape[1] != len(labels):
         raise ValueError(f"the classifier has {whole.shape[1]} outputs but there are {len(labels)} labels")
-
-    report["classifier"] = {"whole_photo": summarize(whole, targets, labels),
-                            "detector_crop": summarize(cropped, targets, labels)}
-    report["classifier"]["detector_crop"]["no_detection_whole_photo_used"] = sum(f is None for f in found)
-    report["detector_confidence_threshold"] = conf
+    report["classifier"] = {}
+    if baseline_dir is not None:
+        (baseline,) = classify(baseline_dir, images, [[None] * len(images)], classifier_size, settings)
+        report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
+    report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
+    report["classifier"]["hello"] = summarize(hello, targets, labels)
+    report["classifier"]["hello"]["no_detection_whole_photo_used"] = sum(f is None for f in found)
+    report["calibration"] = {"answers": "hello", **calibrate_unknown(hello, targets, target_precision)}
+    report["answers"] = [  # per photo, what /hello answers (tests compare it with the served graph)
+        {"path": str(path), "target": labels[target], "label": labels[int(np.argmax(p))], "confidence": float(np.max(p)),
+         "whole_photo": f is None}
+        for path, target, p, f in zip(images, targets, hello, found)
+    ]
+    report["settings"] = {"photo": vars(settings.photo), "detector": vars(settings.detector)}
 
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     markdown = to_markdown(report)
@@ -219,27 +265,31 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The figures worth recording in a manifest: no per-class tables or matrices."""
-    classifier = {
-        mode: {"top1": r["top1"], "top5": r["top5"]} for mode, r in report["classifier"].items()
-    }
-    classifier["detector_crop"]["no_detection_whole_photo_used"] = \
-        report["classifier"]["detector_crop"]["no_detection_whole_photo_used"]
+    classifier = {row: {"top1": r["top1"], "top5": r["top5"]} for row, r in report["classifier"].items()}
+    classifier["hello"]["no_detection_whole_photo_used"] = report["classifier"]["hello"]["no_detection_whole_photo_used"]
     return {"data": report["data"], "images": report["images"], "classifier": classifier,
-            **({"detector": report["detector"]} if "detector" in report else {})}
+            "calibration": report["calibration"], **({"detector": report["detector"]} if "detector" in report else {})}
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    whole, crop = report["classifier"]["whole_photo"], report["classifier"]["detector_crop"]
+    rows = report["classifier"]
+    hello, calibration = rows["hello"], report["calibration"]
     lines = [
         f"# Evaluation on {report['data'] or 'the labelled set'}",
         "",
         f"{report['images']} photos, {report['classes']} classes.",
         "",
-        "| classifier input | top-1 | top-5 |",
+        "| | top-1 | top-5 |",
         "|---|---|---|",
-        f"| whole photo | {whole['top1']:.2%} | {whole['top5']:.2%} |",
-        f"| detector's most confident crop (whole photo when none: {crop['no_detection_whole_photo_used']}) "
-        f"| {crop['top1']:.2%} | {crop['top5']:.2%} |",
+    ]
+    for row, result in rows.items():
+        note = f" (no detection, whole photo: {hello['no_detection_whole_photo_used']})" if row == "hello" else ""
+        lines.append(f"| {ROWS[row]}{note} | {result['top1']:.2%} | {result['top5']:.2%} |")
+    lines += [
+        "",
+        f"Unknown threshold for /hello answers: **{calibration['unknown_threshold']:.3f}** — answers at or above it are "
+        f"right {calibration['precision']:.1%} of the time (target {calibration['target_precision']:.0%}"
+        f"{'' if calibration['target_met'] else ', not reached'}) and cover {calibration['coverage']:.1%} of the photos.",
         "",
     ]
     if "detector" in report:
@@ -252,11 +302,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {d['precision']:.3f} | {d['recall']:.3f} | {d['mAP50']:.3f} | {d['mAP50-95']:.3f} |",
             "",
         ]
-    lines += ["## Per-class accuracy", "", "| class | photos | whole photo | crop |", "|---|---|---|---|"]
-    for label, entry in whole["per_class"].items():
+    lines += ["## Per-class accuracy", "", "| class | photos | " + " | ".join(rows) + " |",
+              "|---|---|" + "---|" * len(rows)]
+    for label, entry in rows["whole_photo"]["per_class"].items():
         if entry["n"]:
-            lines.append(f"| {label} | {entry['n']} | {entry['accuracy']:.0%} | "
-                         f"{crop['per_class'][label]['accuracy']:.0%} |")
+            cells = " | ".join(f"{rows[row]['per_class'][label]['accuracy']:.0%}" for row in rows)
+            lines.append(f"| {label} | {entry['n']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +321,7 @@ def plot_confusion(report: dict[str, Any], labels: Sequence[str], path: Path) ->
     n = len(labels)
     side = max(6.0, min(24.0, 0.18 * n + 3))
     figure, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
-    for axis, (mode, title) in zip(axes, (("whole_photo", "whole photo"), ("detector_crop", "detector crop"))):
+    for axis, (mode, title) in zip(axes, (("whole_photo", "whole photo"), ("hello", "/hello (largest detector crop)"))):
         matrix = np.array(report["classifier"][mode]["confusion_matrix"], dtype=float)
         rows = matrix.sum(axis=1, keepdims=True)
         image = axis.imshow(np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0), vmin=0, vmax=1,
@@ -295,7 +346,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--detector-data", help="YOLO data.yaml (its val split) or YOLO-format folder (all)")
     parser.add_argument("--out", default="artifacts/evaluation")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold for crops")
+    parser.add_argument("--serve-config", default=str(SERVE_CONFIG), help="detector and photo settings, as served")
+    parser.add_argument("--baseline", help="ImageNet backbone + linear classifier SavedModel (a run's baseline_export/)")
+    parser.add_argument("--target-precision", type=float, default=0.95, help="of the answers called known")
     args = parser.parse_args(argv)
 
     from pipeline.yolo_offline import prepare_ultralytics
@@ -308,8 +361,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = evaluate(
         classifier_dir=bundle.classifier_path, detector_path=bundle.detector_path, labels=bundle.labels,
         classifier_size=bundle.classifier_input_size, detector_size=bundle.detector_input_size, photos=photos,
-        out=Path(args.out), detector_data=args.detector_data, device=args.device, conf=args.conf,
-        data_description=str(args.data),
+        out=Path(args.out), detector_data=args.detector_data, device=args.device,
+        settings=serving_settings(args.serve_config), baseline_dir=args.baseline,
+        target_precision=args.target_precision, data_description=str(args.data),
     )
     print((Path(args.out) / "evaluation.md").read_text(encoding="utf-8"))
     return report

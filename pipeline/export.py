@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline import model_label as ml
 from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
+from pipeline.recognition import SERVE_CONFIG, serving_settings
 from pipeline.yolo_offline import prepare_ultralytics
 
 PREPROCESSING = {
@@ -38,6 +39,7 @@ DETECTOR_DATA = (
     "bounding boxes from a later public project; every box is one class 'product'; research use with credit; "
     "a seeded 10% of images held back for the figures here"
 )
+BASELINE_EXPORT_DIR = "baseline_export"  # the classifier run's ImageNet backbone + linear classifier, if it made one
 MAX_SUMMARY_CHARS = 20_000  # larger training summaries are cut to their scalar entries: the manifest stays readable
 
 
@@ -49,6 +51,13 @@ def _compact(summary: dict[str, Any]) -> dict[str, Any]:
     if len(json.dumps(summary)) <= MAX_SUMMARY_CHARS:
         return summary
     return {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def _backbone_source(backbone: str) -> dict[str, Any] | None:
+    """What a local TF-Hub backbone folder says it is (pipeline.efficientnet_lite writes source.json)."""
+    if backbone.startswith("hub:"):
+        return _read_json(Path(backbone[len("hub:"):]) / "source.json") or {"handle": backbone[len("hub:"):]}
+    return None
 
 
 def _detector_checkpoint_info(path: Path) -> dict[str, Any]:
@@ -90,7 +99,7 @@ def _install(staging: Path, out: Path) -> None:
 
 def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path | str, out: Path | str, *,
            eval_split: str = "val", detector_data: Path | str | None = None, report_dir: Path | str | None = None,
-           device: str = "cpu", conf: float = 0.25) -> dict[str, Any]:
+           device: str = "cpu", serve_config: Path | str = SERVE_CONFIG, target_precision: float = 0.95) -> dict[str, Any]:
     """Build model_label/ at `out` and return its manifest; `load_model_label(out)` accepts the result."""
     prepare_ultralytics()
     import torch  # noqa: F401  (torch before TensorFlow, which evaluate imports later)
@@ -116,10 +125,13 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
         raise FileNotFoundError(f"the detector's held-back data {detector_data} is gone: pass --detector-data")
 
     photos = load_labelled_set(eval_data, labels, eval_split)
+    baseline = classifier_dir / BASELINE_EXPORT_DIR
     report = evaluate(
         classifier_dir=staging / ml.CLASSIFIER_NAME, detector_path=staging / ml.DETECTOR_NAME, labels=labels,
         classifier_size=classifier_size, detector_size=detector_size, photos=photos, out=report_dir,
-        detector_data=detector_data, device=device, conf=conf, data_description=f"{eval_data} ({eval_split})",
+        detector_data=detector_data, device=device, settings=serving_settings(serve_config),
+        baseline_dir=baseline if (baseline / "saved_model.pb").is_file() else None,
+        target_precision=target_precision, data_description=f"{eval_data} ({eval_split})",
     )
     figures = headline(report)
 
@@ -129,11 +141,14 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "input_size": classifier_size,
             "num_classes": len(labels),
             "backbone": classifier_model.get("backbone", "unknown"),
+            "backbone_source": _backbone_source(classifier_model.get("backbone", "")),
             "format": "tf_saved_model",
             "signature": "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]",
             "preprocessing": "pipeline.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
             "training": _compact(classifier_summary),
-            "metrics": {"data": figures["data"], "images": figures["images"], **figures["classifier"]},
+            "metrics": {"data": figures["data"], "images": figures["images"], "rows": report["rows"],
+                        **figures["classifier"]},
+            "calibration": {"data": figures["data"], **figures["calibration"]},
         },
         detector={
             "input_size": detector_size,
@@ -146,7 +161,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
         extra={
             "preprocessing": PREPROCESSING,
             "training_data": {"classifier": CLASSIFIER_DATA, "detector": DETECTOR_DATA},
-            "evaluation": {"report": str(report_dir / "evaluation.md"), "detector_confidence_threshold": conf},
+            "evaluation": {"report": str(report_dir / "evaluation.md"), "settings": report["settings"]},
         },
     )
     _install(staging, out)
@@ -165,11 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="model_label")
     parser.add_argument("--report-dir", help="where evaluation.md/json/png go (default: artifacts/evaluation)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--serve-config", default=str(SERVE_CONFIG), help="detector and photo settings, as served")
+    parser.add_argument("--target-precision", type=float, default=0.95, help="of the /hello answers called known")
     args = parser.parse_args(argv)
     manifest = export(args.classifier, args.detector, args.eval_data, args.out, eval_split=args.eval_split,
                       detector_data=args.detector_data, report_dir=args.report_dir, device=args.device,
-                      conf=args.conf)
+                      serve_config=args.serve_config, target_precision=args.target_precision)
     print(json.dumps({part: manifest[part].get("metrics") for part in ("classifier", "detector")}, indent=2,
                      ensure_ascii=False))
 

@@ -21,6 +21,8 @@ LABELS_NAME = "labels.txt"
 CLASSIFIER_NAME = "classifier"  # a TensorFlow SavedModel directory
 DETECTOR_NAME = "detector.pt"  # an ultralytics checkpoint
 FORMAT_VERSION = 1
+DEFAULT_UNKNOWN_THRESHOLD = 0.5
+"""For a manifest without a calibrated threshold (models exported before calibration existed)."""
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model_label"
 
@@ -92,6 +94,12 @@ class ModelLabel:
     @property
     def detector_input_size(self) -> int:
         return int(self.manifest["detector"]["input_size"])
+
+    @property
+    def unknown_threshold(self) -> float:
+        """Top-1 probability under which an answer is "unknown": calibrated at export (manifest), else 0.5."""
+        calibration = self.manifest["classifier"].get("calibration") or {}
+        return float(calibration.get("unknown_threshold", DEFAULT_UNKNOWN_THRESHOLD))
 
     @property
     def versions(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from pipeline import detector, evaluate
 from pipeline.model_label import ModelLabelError, load_model_label
 from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
 
+REPO = Path(__file__).resolve().parent.parent
 LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier below
 
 
@@ -87,7 +89,11 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
     # mean colour decides the class: every whole photo is right, and so is any crop of it
     metrics = manifest["classifier"]["metrics"]
     assert metrics["images"] == 6
-    assert metrics["whole_photo"]["top1"] == 1.0 and metrics["detector_crop"]["top1"] == 1.0
+    assert metrics["whole_photo"]["top1"] == 1.0 and metrics["hello"]["top1"] == 1.0
+    # every answer is right, so the calibrated threshold keeps them all known
+    calibration = manifest["classifier"]["calibration"]
+    assert calibration["precision"] == 1.0 and calibration["coverage"] == 1.0 and calibration["target_met"]
+    assert bundle.unknown_threshold == calibration["unknown_threshold"] > 1 / 3
     assert set(manifest["detector"]["metrics"]) >= {"precision", "recall", "mAP50", "mAP50-95"}
     assert "Freiburg" in manifest["training_data"]["detector"]
     for name in ("evaluation.md", "evaluation.json", "confusion_matrix.png"):
@@ -102,14 +108,35 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
 
 
 def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
+    import yaml
+
     from pipeline.export import export
 
     export(runs / "classifier", runs / "detector", runs / "photos", tmp_path / "model_label",
            report_dir=tmp_path / "export_report")
+    # serve_config.yaml with a detector threshold low enough that an untrained detector's boxes get cut
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    detector_config = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Detector")
+    detector_config["user_config"]["confidence_threshold"] = 0.000001
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     report = evaluate.main(["--model-label", str(tmp_path / "model_label"), "--data", str(runs / "photos"),
                             "--detector-data", str(runs / "yolo"), "--out", str(tmp_path / "eval"),
-                            "--conf", "0.000001"])  # an untrained detector's boxes: crops get cut and classified
-    assert report["classifier"]["detector_crop"]["no_detection_whole_photo_used"] == 0
-    assert report["classifier"]["whole_photo"]["top5"] == 1.0 and report["classifier"]["detector_crop"]["top1"] == 1.0
+                            "--serve-config", str(tmp_path / "serve_config.yaml")])
+    assert report["settings"]["detector"]["confidence_threshold"] == 0.000001
+    assert report["classifier"]["hello"]["no_detection_whole_photo_used"] == 0
+    assert report["classifier"]["whole_photo"]["top5"] == 1.0 and report["classifier"]["hello"]["top1"] == 1.0
+    assert [answer["label"] for answer in report["answers"]] == [answer["target"] for answer in report["answers"]]
     assert report["detector"]["data"].endswith("data.yaml")
-    assert "| whole photo | 100.00% | 100.00% |" in capsys.readouterr().out
+    assert "| fine-tuned classifier, whole photo | 100.00% | 100.00% |" in capsys.readouterr().out
+
+
+def test_calibration_picks_the_lowest_threshold_that_keeps_known_answers_precise():
+    # top-1 probabilities 0.9 (right), 0.8 (right), 0.7 (wrong), 0.6 (right), 0.5 (wrong)
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.5, 0.5]])
+    targets = [0, 1, 1, 1, 1]
+    result = evaluate.calibrate_unknown(probabilities, targets, target_precision=0.75)
+    assert result["unknown_threshold"] == 0.6 and result["precision"] == 0.75 and result["coverage"] == 0.8
+    strict = evaluate.calibrate_unknown(probabilities, targets, target_precision=0.95)
+    assert strict["unknown_threshold"] == 0.8 and strict["precision"] == 1.0 and strict["coverage"] == 0.4
+    unreachable = evaluate.calibrate_unknown(np.array([[0.6, 0.4]]), [1], target_precision=0.95)
+    assert not unreachable["target_met"] and unreachable["precision"] == 0.0

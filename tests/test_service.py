@@ -5,17 +5,19 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
 from pipeline.model_label import load_model_label
-from tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, jpeg_bytes, phone_photo
+from tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, phone_photo
 from tests.serve_app import ServeApp, deployment_config, free_port, shipped_config
 from tests.test_preprocessing import png_header_only
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,8 @@ def test_v1_answers_real_photos(app, bundle):
             assert len(confidences) == min(top_k, len(bundle.labels)) and confidences == sorted(confidences, reverse=True)
             assert {c["label"] for c in product["candidates"]} <= set(bundle.labels)
             assert product["confidence"] == confidences[0]
+            # unknown_threshold is null in serve_config.yaml: the threshold calibrated at export (manifest) applies
+            assert product["known"] == (product["confidence"] >= bundle.unknown_threshold)
             if product["known"]:
                 assert product["label"] == product["candidates"][0]["label"]
                 assert product["fields"]["name"] == product["label"].split("_")[0]
@@ -204,6 +208,34 @@ def test_hello_names_the_most_prominent_product(app):
         assert hello.status_code == 200, hello.text
         largest = max(products, key=lambda p: (p["box"]["x2"] - p["box"]["x1"]) * (p["box"]["y2"] - p["box"]["y1"]))
         assert base64.b64decode(hello.json()["item"]).decode("utf-8") == largest["candidates"][0]["label"]
+
+
+def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
+    """/hello and pipeline.evaluate go through one recognition core: for the same photos, the evaluation's
+    per-photo answers (label and confidence) are what the served graph answers."""
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    photos = grocery_val_photos(6)
+    (tmp_path / "val.txt").write_text("".join(f"{path}, {index}, 0\n" for index, path in enumerate(photos)))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.evaluate", "--model-label", MODEL_DIR, "--data", str(tmp_path / "val.txt"),
+         "--out", str(tmp_path / "evaluation")],
+        capture_output=True, text=True, timeout=600, cwd=REPO, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["answers"]
+    assert [Path(a["path"]) for a in answers] == photos
+    for path, measured in zip(photos, answers):
+        data = path.read_bytes()
+        hello = httpx.post(f"{app.url}/hello", files={"img": ("photo.jpg", data, "image/jpeg")}, timeout=60)
+        assert base64.b64decode(hello.json()["item"]).decode("utf-8") == measured["label"]
+        prominent = recognize(app, data).json()["products"][0]
+        assert prominent["candidates"][0]["label"] == measured["label"]
+        assert prominent["confidence"] == pytest.approx(measured["confidence"], abs=1e-4)
+        assert (prominent["source"] == "whole_photo") == measured["whole_photo"]
 
 
 def test_a_replica_killed_under_load_costs_no_answer(app):

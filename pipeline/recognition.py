@@ -1,0 +1,148 @@
+"""The recognition core: detector settings → boxes → which box → crops → classifier answer.
+
+Serving (deployments/), evaluation (pipeline/evaluate.py) and the benchmark's in-process pipeline
+(load_tests/inprocess.py) all go through these functions, so the figures the evaluation reports are those of
+the code that answers `/hello`. Only numpy and Pillow here (the CPU-only ingress imports it); the detector
+and classifier models are passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from pipeline.preprocessing import DECODE_MIN_SIDE, Photo, classifier_input, decode_photo, detector_input
+
+Box = tuple[float, float, float, float]
+
+SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How the detector is asked: thresholds, letterbox side and the most boxes per photo."""
+
+    confidence_threshold: float = 0.25
+    iou_threshold: float = 0.5
+    input_size: int | None = None  # letterbox side; None: the size the model was trained at
+    max_detections: int = 10
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.confidence_threshold <= 1 and 0 < self.iou_threshold <= 1):
+            raise ValueError("confidence_threshold must be in [0, 1] and iou_threshold in (0, 1]")
+        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
+            raise ValueError("input_size must be a multiple of 32 (the model's stride), at least 32")
+        if self.max_detections < 1:
+            raise ValueError("max_detections must be >= 1")
+
+
+@dataclass(frozen=True)
+class PhotoSettings:
+    """How the ingress turns an upload into the detector's image."""
+
+    detector_image_max_side: int = 640  # the shrunk photo sent to the detector (it letterboxes it itself)
+    decode_min_side: int = DECODE_MIN_SIDE  # JPEGs decode at reduced size while the long side stays this long
+
+    def __post_init__(self) -> None:
+        if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
+            raise ValueError("detector_image_max_side must be >= 32 and decode_min_side >= detector_image_max_side")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What serve_config.yaml's user_config says about recognition (evaluation and benchmarks reuse it)."""
+
+    photo: PhotoSettings
+    detector: DetectorSettings
+    top_k: int = 5
+    unknown_threshold: float | None = None  # None: the calibrated threshold in the manifest
+
+
+def serving_settings(path: Path | str = SERVE_CONFIG) -> ServingSettings:
+    """The recognition settings of serve_config.yaml (the one place they are written down)."""
+    import yaml
+
+    application = yaml.safe_load(Path(path).read_text(encoding="utf-8"))["applications"][0]
+    configs = {d["name"]: d.get("user_config") or {} for d in application["deployments"]}
+    detector_fields = DetectorSettings.__dataclass_fields__
+    classifier = configs.get("Classifier", {})
+    return ServingSettings(
+        photo=PhotoSettings(**{k: v for k, v in configs.get("Recognizer", {}).items() if k in PhotoSettings.__dataclass_fields__}),
+        detector=DetectorSettings(**{k: v for k, v in configs.get("Detector", {}).items() if k in detector_fields}),
+        top_k=int(classifier.get("top_k", 5)),
+        unknown_threshold=classifier.get("unknown_threshold"),
+    )
+
+
+def prepare_photo(data: bytes, settings: PhotoSettings) -> tuple[Photo, np.ndarray]:
+    """Decode an upload once; the shrunk uint8 RGB image the detector gets."""
+    photo = decode_photo(data, min_side=settings.decode_min_side)
+    return photo, detector_input(photo.image, settings.detector_image_max_side)
+
+
+def detect(model: Any, images: Sequence[np.ndarray], settings: DetectorSettings, trained_size: int,
+           device: str = "cpu") -> list[np.ndarray]:
+    """Boxes of each RGB uint8 image with an ultralytics YOLO model: float32 [K, 5] (x1, y1, x2, y2, conf)
+    in that image's pixels."""
+    results = model.predict(
+        [image[..., ::-1] for image in images],  # ultralytics reads numpy arrays as BGR
+        imgsz=settings.input_size or trained_size,
+        conf=settings.confidence_threshold,
+        iou=settings.iou_threshold,
+        max_det=settings.max_detections,
+        device=device,
+        half=False,
+        rect=False,  # always the same square letterbox: an image gets the same boxes alone or in any batch
+        verbose=False,
+    )
+    return [
+        np.concatenate([r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()[:, None]], axis=1).astype(np.float32)
+        for r in results
+    ]
+
+
+def boxes_in_photo(boxes: np.ndarray, photo: Photo, detector_image: np.ndarray) -> np.ndarray:
+    """Detector boxes [K, 5] from detector-image pixels to decoded-photo pixels, largest first.
+
+    The largest box is the product the shopper photographed: it is what `/hello` names.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5).copy()
+    boxes[:, :4] *= photo.image.width / detector_image.shape[1]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return boxes[np.argsort(-areas, kind="stable")]
+
+
+def crop_boxes(boxes: np.ndarray) -> list[Box | None]:
+    """The boxes to classify: every detected box, or [None] (the whole photo) when nothing was detected."""
+    return [None] if len(boxes) == 0 else [tuple(float(v) for v in box[:4]) for box in boxes]
+
+
+def crops(image: Image.Image, boxes: Sequence[Box | None], size: int) -> list[np.ndarray]:
+    """Classifier inputs (uint8 size x size RGB) for each box of the decoded photo."""
+    return [classifier_input(image, box, size) for box in boxes]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The classifier's answer for one crop."""
+
+    candidates: list[tuple[str, float]]  # top-k (label, probability), most likely first
+    known: bool  # the top probability reaches the unknown threshold
+
+    @property
+    def label(self) -> str:
+        """The top candidate, known or not (what the original client always got)."""
+        return self.candidates[0][0]
+
+
+def answer(probabilities: np.ndarray, labels: Sequence[str], top_k: int, unknown_threshold: float) -> Answer:
+    """Top-k candidates of one softmax row, and whether the top one is sure enough to be called known."""
+    top = np.argsort(-probabilities, kind="stable")[:top_k]
+    return Answer(
+        candidates=[(labels[i], float(probabilities[i])) for i in top],
+        known=bool(probabilities[top[0]] >= unknown_threshold),
+    )
