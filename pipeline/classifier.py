@@ -76,9 +76,24 @@ class Split:
 
     paths: list[str]
     class_ids: list[int]
+    boxes: list[tuple[float, float, float, float] | None] | None = None  # per item: the photo cut to a box; None: whole
 
     def counts(self, num_classes: int) -> list[int]:
         return np.bincount(np.asarray(self.class_ids, dtype=np.int64), minlength=num_classes).tolist()
+
+    def box_array(self) -> np.ndarray:
+        """[N, 4] float32 boxes, -1 where the item is the whole photo (tf.data needs one dense tensor)."""
+        boxes = self.boxes or [None] * len(self.paths)
+        return np.array([box if box is not None else (-1.0,) * 4 for box in boxes], dtype=np.float32).reshape(-1, 4)
+
+    def with_crops(self, crop_boxes: dict[str, list[float] | None]) -> "Split":
+        """These items, plus one item per photo cut to its box in `crop_boxes` ({photo path: box or null}, as
+        `python -m pipeline.detector boxes` writes): the classifier then also learns the crops /hello sends it."""
+        whole = self.boxes or [None] * len(self.paths)
+        extra = [(path, class_id, tuple(crop_boxes[path])) for path, class_id in zip(self.paths, self.class_ids)
+                 if crop_boxes.get(path)]
+        return Split(self.paths + [p for p, _, _ in extra], self.class_ids + [c for _, c, _ in extra],
+                     list(whole) + [b for _, _, b in extra])
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class LabelledData:
             "layout": self.layout,
             "num_classes": self.num_classes,
             "images": {"train": len(self.train.paths), "val": len(self.val.paths)},
+            "train_detector_crops": sum(box is not None for box in self.train.boxes or []),
             "images_per_class": {
                 "train": self.train.counts(self.num_classes),
                 "val": self.val.counts(self.num_classes),
@@ -263,10 +279,10 @@ class _ImageReader:
         self.size = size
         self.failures: list[str] = []
 
-    def __call__(self, path: bytes) -> np.ndarray:
+    def __call__(self, path: bytes, box: np.ndarray) -> np.ndarray:
         path = path.decode()
         try:
-            return load_training_image(path, self.size)
+            return load_training_image(path, self.size, tuple(float(v) for v in box) if box[0] >= 0 else None)
         except Exception as error:
             message = f"image {path} cannot be read: {error}"
             self.failures.append(message)
@@ -371,12 +387,12 @@ def make_dataset(split: Split, size: int, batch_size: int, training: bool, augme
     memory (decoded once), then (training) shuffle, batch, augment, prefetch. Yields (float32 0–255, id)."""
     import tensorflow as tf
 
-    def load(path, class_id):
-        image = tf.numpy_function(reader, [path], tf.uint8, stateful=False)
+    def load(path, box, class_id):
+        image = tf.numpy_function(reader, [path, box], tf.uint8, stateful=False)
         image.set_shape([size, size, 3])
         return image, class_id
 
-    dataset = tf.data.Dataset.from_tensor_slices((split.paths, np.asarray(split.class_ids, dtype=np.int32)))
+    dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.box_array(), np.asarray(split.class_ids, dtype=np.int32)))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if training:
         dataset = dataset.shuffle(len(split.paths), reshuffle_each_iteration=True)
@@ -521,6 +537,7 @@ class TrainConfig:
     resume: bool = False
     train_batchnorm: bool = False  # hub backbone, fine-tuning: let BatchNorm learn batch statistics
     init_from: str | None = None  # another run folder whose best weights start this one (fine-tuning stage)
+    crop_boxes: str | None = None  # JSON {photo path: detector box or null}: train on those crops as well
     cached_feature_copies: int = 0  # frozen backbone: train the head on features of this many augmented copies
     # of each training image (plus the image itself), computed once; 0: run the backbone at every step
     threads: int = 0  # TensorFlow intra- and inter-op threads; 0: all cores
@@ -765,6 +782,8 @@ def train(config: TrainConfig) -> dict:
         tf_keras.utils.set_random_seed(config.seed)
 
     data = load_labelled_data(config.data, config.labels_file, config.val_fraction)
+    if config.crop_boxes:
+        data = dataclasses.replace(data, train=data.train.with_crops(_read_json(Path(config.crop_boxes))))
     model_config = config.model_config(data.num_classes)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_labels(out / LABELS_NAME, data.labels)
@@ -781,9 +800,9 @@ def train(config: TrainConfig) -> dict:
         if config.trainable_backbone or config.resume or config.init_from:
             raise ValueError("--cached-feature-copies trains a head on a frozen backbone: not with "
                              "--trainable-backbone, --resume or --init-from")
-        with strategy.scope():
-            train_head_on_cached_features(config, data, model_config, reader)
-        return write_summary(out, replicas=strategy.num_replicas_in_sync)
+        # On cached features the head is small work: no distribution strategy (its scope also breaks exports).
+        train_head_on_cached_features(config, data, model_config, reader)
+        return write_summary(out, replicas=1)
     train_dataset = make_dataset(data.train, config.input_size, config.batch_size, True, config.augmentation if config.augment else AugmentationConfig.none(), reader)
     val_dataset = make_dataset(data.val, config.input_size, config.batch_size, False, AugmentationConfig.none(), reader)
 
@@ -942,6 +961,8 @@ def _parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--no-horizontal-flip", dest="horizontal_flip", action="store_false")
     train_cmd.add_argument("--crop-scale", type=float, nargs=2, default=aug.crop_scale)
     train_cmd.add_argument("--resume", action="store_true", help="continue from the last checkpoint and epoch in --out")
+    train_cmd.add_argument("--crop-boxes", help="JSON {photo path: box} from `python -m pipeline.detector boxes`: "
+                           "each training photo with a box is also a training item cut to it, as /hello cuts it")
     train_cmd.add_argument("--init-from", help="start from the best weights of another run folder (fine-tuning stage)")
     train_cmd.add_argument("--train-batchnorm", action="store_true",
                            help="hub backbone being fine-tuned: BatchNorm learns batch statistics (default: frozen)")

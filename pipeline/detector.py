@@ -199,6 +199,24 @@ def _epochs_completed(run_dir: Path) -> int | None:
     return max(0, len(results.read_text().strip().splitlines()) - 1)
 
 
+def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
+    """The box /hello would cut from each photo of a labelled split (serving's recognition core and settings),
+    as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
+    from pipeline.evaluate import hello_boxes, load_labelled_set
+    from pipeline.model_label import load_model_label
+    from pipeline.recognition import serving_settings
+
+    bundle = load_model_label(args.model_label)
+    photos = [str(path) for path, _ in load_labelled_set(args.data, bundle.labels, args.split)]
+    found = hello_boxes(bundle.detector_path, photos, serving_settings(args.serve_config), bundle.detector_input_size,
+                        args.device)
+    result = {path: (list(box) if box else None) for path, box in zip(photos, (f[0] if f else None for f in found))}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{sum(v is not None for v in result.values())} of {len(result)} photos have a box: {args.out}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.detector", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,6 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--plots", action="store_true", help="write ultralytics' training plots")
     t.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
     t.set_defaults(func=train)
+    b = commands.add_parser("boxes", help="the box /hello cuts from each photo of a labelled split (JSON)")
+    b.add_argument("--model-label", default="model_label", help="whose detector (and labels) to use")
+    b.add_argument("--data", required=True, help="split file, folder with <split>.txt, or folder per label")
+    b.add_argument("--split", default="train")
+    b.add_argument("--serve-config", default="serve_config.yaml", help="detector and photo settings, as served")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--out", required=True)
+    b.set_defaults(func=boxes)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in train_summary.json
     args.func(args)

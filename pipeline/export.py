@@ -3,10 +3,13 @@
     python -m pipeline.export --classifier artifacts/classifier --detector artifacts/detector \
         --eval-data ../shared/data/grocery_store --out model_label
 
-Copies <classifier>/export/ (a TF SavedModel) to classifier/, <detector>/best.pt to detector.pt and the
-classifier's labels.txt; evaluates them (classifier on the eval set's val split, whole photo vs detector
-crop; detector on its own held-back split from <detector>/train_summary.json) and writes manifest.json
-with pipeline.model_label.write_manifest. Evaluation reports go to --report-dir.
+Copies <classifier>/export/ (a TF SavedModel) to classifier/, <detector>/best.pt to detector.pt (or, when
+--detector is a model_label/ folder, its detector with its recorded training and held-back split) and the
+classifier's labels.txt; evaluates them with pipeline.evaluate (on the eval set's val split: the backbone
+baseline when the classifier run has one, the classifier on whole photos, what /hello answers; the unknown
+threshold calibrated on the /hello answers; the detector on its own held-back split) and writes manifest.json
+with pipeline.model_label.write_manifest. Evaluation reports go to --report-dir (default: beside the
+classifier run, evaluation/).
 """
 
 from __future__ import annotations
@@ -68,18 +71,34 @@ def _detector_checkpoint_info(path: Path) -> dict[str, Any]:
     return {"input_size": args.get("imgsz"), "architecture": Path(str(args.get("model", "unknown"))).stem}
 
 
-def _stage(classifier_dir: Path, detector_dir: Path, staging: Path) -> None:
+def _detector_run(detector_dir: Path, scratch: Path) -> tuple[Path, dict[str, Any], str | None]:
+    """(checkpoint, training summary, version to keep) of a detector run folder (best.pt), or of a model_label/
+    folder whose detector is shipped again unchanged: its recorded training summary, its version, and its
+    held-back split rebuilt from the recorded source, fraction and seed."""
+    if (detector_dir / ml.MANIFEST_NAME).is_file():
+        entry = _read_json(detector_dir / ml.MANIFEST_NAME)["detector"]
+        summary = dict(entry.get("training") or {})
+        dataset = summary.get("dataset") or {}
+        if dataset.get("source") and Path(dataset["source"]).is_dir():
+            from pipeline.detector import build_dataset_view
+
+            summary["data_yaml"] = str(build_dataset_view(Path(dataset["source"]), scratch / "detector_dataset",
+                                                          dataset.get("val_fraction", 0.1), dataset.get("split_seed", 0)))
+        return detector_dir / entry["path"], summary, entry.get("version")
+    return detector_dir / "best.pt", _read_json(detector_dir / "train_summary.json"), None
+
+
+def _stage(classifier_dir: Path, detector_checkpoint: Path, staging: Path) -> None:
     export_dir = classifier_dir / "export"
     if not (export_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.classifier` first")
-    best = detector_dir / "best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(f"{best} is missing: run `python -m pipeline.detector train` first")
+    if not detector_checkpoint.is_file():
+        raise FileNotFoundError(f"{detector_checkpoint} is missing: run `python -m pipeline.detector train` first")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     shutil.copytree(export_dir, staging / ml.CLASSIFIER_NAME)
-    shutil.copyfile(best, staging / ml.DETECTOR_NAME)
+    shutil.copyfile(detector_checkpoint, staging / ml.DETECTOR_NAME)
     ml.write_labels(staging / ml.LABELS_NAME, ml.read_labels(classifier_dir / ml.LABELS_NAME))
 
 
@@ -107,12 +126,12 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     from pipeline.evaluate import evaluate, headline, load_labelled_set
 
     classifier_dir, detector_dir, out = Path(classifier_dir), Path(detector_dir), Path(out)
-    report_dir = Path(report_dir) if report_dir else detector_dir.parent / "evaluation"
+    report_dir = Path(report_dir) if report_dir else classifier_dir.parent / "evaluation"
     staging = out.parent / f".{out.name}.staging"
-    _stage(classifier_dir, detector_dir, staging)
+    detector_checkpoint, detector_summary, detector_version = _detector_run(detector_dir, report_dir)
+    _stage(classifier_dir, detector_checkpoint, staging)
 
     classifier_summary = _read_json(classifier_dir / "train_summary.json")
-    detector_summary = _read_json(detector_dir / "train_summary.json")
     labels = ml.read_labels(staging / ml.LABELS_NAME)
     classifier_model = classifier_summary.get("model", {})
     classifier_size = int(classifier_model.get("input_size") or classifier_summary.get("input_size")
@@ -151,6 +170,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "calibration": {"data": figures["data"], **figures["calibration"]},
         },
         detector={
+            "version": detector_version,
             "input_size": detector_size,
             "classes": ["product"],
             "architecture": architecture,
@@ -173,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", default="artifacts/classifier", help="classifier run folder")
-    parser.add_argument("--detector", default="artifacts/detector", help="detector run folder")
+    parser.add_argument("--detector", default="artifacts/detector",
+                        help="detector run folder, or a model_label/ folder whose detector ships again unchanged")
     parser.add_argument("--eval-data", required=True, help="labelled photos: split file, folder with val.txt, ...")
     parser.add_argument("--eval-split", default="val")
     parser.add_argument("--detector-data", help="YOLO data.yaml/folder; default: the detector run's held-back split")

@@ -152,7 +152,10 @@ def classifier_input(
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def load_training_image(path: str, size: int = CLASSIFIER_INPUT_SIZE) -> np.ndarray:
-    """A labelled photo from disk as the classifier will see it when served (whole photo, no box)."""
+def load_training_image(
+    path: str, size: int = CLASSIFIER_INPUT_SIZE, box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
+    """A labelled photo from disk as the classifier will see it when served: whole, or the detector's box
+    (in decoded-photo pixels, as pipeline.recognition gives it)."""
     with open(path, "rb") as file:
-        return classifier_input(decode_photo(file.read()).image, None, size)
+        return classifier_input(decode_photo(file.read()).image, box, size)

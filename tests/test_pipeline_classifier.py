@@ -235,6 +235,22 @@ def test_training_input_is_the_serving_preprocessing(tmp_path):
     np.testing.assert_array_equal(images.numpy()[0], served.astype(np.float32))
 
 
+def test_detector_crops_are_extra_training_items_cut_as_serving_cuts_them(tmp_path):
+    """--crop-boxes: a photo with a box is also an item cut to that box, exactly as /hello's crop."""
+    pixels = np.random.default_rng(4).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in paths:
+        Image.fromarray(pixels).save(path)
+    box = [10.5, 5.0, 40.0, 30.0]
+    split = classifier.Split([str(p) for p in paths], [0, 1]).with_crops({str(paths[0]): box, str(paths[1]): None})
+    assert split.class_ids == [0, 1, 0] and split.boxes == [None, None, tuple(box)]
+    dataset = classifier.make_dataset(split, SIZE, 3, False, AugmentationConfig.none(), classifier._ImageReader(SIZE))
+    images, _ = next(iter(dataset))
+    image = decode_photo(paths[0].read_bytes()).image
+    np.testing.assert_array_equal(images.numpy()[0], classifier_input(image, size=SIZE).astype(np.float32))
+    np.testing.assert_array_equal(images.numpy()[2], classifier_input(image, tuple(box), SIZE).astype(np.float32))
+
+
 def test_split_files_layout_gives_grocery_store_labels(tmp_path):
     make_colour_folders(tmp_path / "images")
     (tmp_path / "classes.csv").write_text(
