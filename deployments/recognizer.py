@@ -8,7 +8,9 @@ arrays (a shrunk image for the detector, crops at the classifier's input size) t
 
 import asyncio
 import base64
+import hmac
 import logging
+import os
 import time
 
 import numpy as np
@@ -19,22 +21,40 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deployments.docs import add_docs
 from deployments.schemas import (
     Box, Candidate, ErrorBody, Health, HelloAnswer, LabelFields, Labels, ModelVersions, PhotoInfo, Product,
     Recognition, Timings,
 )
 from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
 from pipeline.model_label import load_model_label, parse_label
-from pipeline.preprocessing import ImageError, Photo
+from pipeline.preprocessing import DECODE_PEAK_BYTES, ImageError, Photo
 from pipeline.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, prepare_photo
 
 logger = logging.getLogger("ray.serve")
 
 IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image": 422, "too_many_pixels": 413}
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 503)}
+
+DECODE_MEMORY_BUDGET_BYTES = 2 * 1024**3
+"""What one ingress replica may spend on decoding photos at once, on top of its own footprint."""
+
+DECODE_SLOTS = max(1, DECODE_MEMORY_BUDGET_BYTES // DECODE_PEAK_BYTES)
+"""Concurrent decodes per replica: the budget over one decode's worst case (a 50 MP photo of the costliest
+format), so a burst of hostile photos cannot take a replica past it; other requests wait their turn."""
+
+API_KEY_ENV = "PRODUCT_API_KEY"
+"""Optional shared secret. Set (non-empty) in the replicas' environment, every request but the health checks
+must carry it, as `X-API-Key: <key>` or `Authorization: Bearer <key>`; unset (the default), nothing is asked,
+as the original client sends no key."""
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""Answered without the API key: load balancers and orchestrators probe them with none."""
 
 BINARY = {"type": "string", "format": "binary"}
 
@@ -58,7 +78,10 @@ api = FastAPI(
     version="1.0",
     description=f"Finds the products in a phone photo (YOLO) and names each one (an ImageNet-pretrained EfficientNet-Lite0, fine-tuned on shop photos). "
     f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
+    docs_url=None,  # add_docs below: the same page, readable offline
+    redoc_url=None,  # ReDoc's page loads from a CDN too, blank offline
 )
+add_docs(api)
 
 
 class ServiceError(Exception):
@@ -67,9 +90,15 @@ class ServiceError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON error every status the app controls answers with; `headers` are kept (405's Allow, 401's
+    WWW-Authenticate). A 408 closes the connection, whose unread body would otherwise pass for the next request."""
+    headers = dict(headers or {})
+    if status == 503:
+        headers.setdefault("Retry-After", "1")
+    if status == 408:
+        headers["Connection"] = "close"
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers or None)
 
 
 @api.exception_handler(UploadError)
@@ -86,12 +115,46 @@ async def _image_error(request: Request, error: ImageError) -> JSONResponse:
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return error_response(error.status_code, code, str(error.detail))
+    return error_response(error.status_code, code, str(error.detail), error.headers)
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     return error_response(422, "invalid_request", str(error.errors()))
+
+
+class ApiKeyCheck:
+    """ASGI middleware: without the configured key, 401 JSON `unauthorized` before any route runs, so unknown
+    paths, /docs and /openapi.json are covered too. Off while API_KEY_ENV is unset or empty."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = os.environ.get(API_KEY_ENV, "")
+        if scope["type"] != "http" or not key or self._path(scope) in OPEN_PATHS or self._carries(scope, key):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401, "unauthorized", "this service wants an API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _path(scope: Scope) -> str:
+        path, root = scope["path"], scope.get("root_path", "")
+        return path[len(root):] if root and path.startswith(root) else path
+
+    @staticmethod
+    def _carries(scope: Scope, key: str) -> bool:
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization", "")
+        offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        return hmac.compare_digest(offered.encode(), key.encode())
+
+
+api.add_middleware(ApiKeyCheck)  # before @serve.ingress below, which freezes a copy of the app
 
 
 class RecognizerConfig(PhotoSettings):
@@ -107,6 +170,9 @@ class Recognizer:
         # Checksums are verified by the model deployments; here only labels and sizes are needed.
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.config = RecognizerConfig()
+        self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
+        logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
+                    "required" if os.environ.get(API_KEY_ENV) else f"off ({API_KEY_ENV} unset)")
 
     def reconfigure(self, user_config: dict) -> None:
         self.config = RecognizerConfig(**user_config)
@@ -155,7 +221,8 @@ class Recognizer:
     async def _recognize(self, data: bytes, started: float) -> Recognition:
         config = self.config
         read_done = time.perf_counter()
-        photo, detector_image = await asyncio.to_thread(prepare_photo, data, config)
+        async with self.decode_slots:
+            photo, detector_image = await asyncio.to_thread(prepare_photo, data, config)
         decoded = time.perf_counter()
 
         detection = await self._call(self.detector.detect, detector_image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.datastructures import UploadFile
@@ -13,6 +14,15 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 256 * 1024
 """The image plus room for multipart headers and small extra fields."""
+
+BODY_GRACE_S = 2.0
+"""Seconds every body gets before the rate floor below applies (a slow first chunk, a busy client)."""
+
+BODY_MIN_BYTES_PER_S = 1024 * 1024
+"""Slowest upload accepted after the grace: by any moment, grace + received / this rate is all the time a body
+may have taken, so a 10 MB photo must be in within 2 + 10 s and a 300 KB one within 2.3 s. A client trickling
+a byte every few seconds then holds an ingress slot for the grace, not the proxy's 60 s request timeout, and
+gets a 408 `request_timeout`. A buffering reverse proxy in front is still what stops slow senders for good."""
 
 
 class UploadError(Exception):
@@ -29,14 +39,33 @@ class InMemoryMultiPartParser(MultiPartParser):
     """Starlette's parser, with files kept in memory up to the body cap: uploads never touch disk."""
 
     spool_max_size = MAX_BODY_BYTES
+    ended = False
+
+    def on_end(self) -> None:
+        """The closing boundary was read. Without it the body was cut short: malformed, not a form missing a part."""
+        self.ended = True
 
 
 async def _capped_body(request: Request, limit: int) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadError(413, "body_too_large", f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     received = 0
-    async for chunk in request.stream():
+    chunks = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout_at(started + BODY_GRACE_S + received / BODY_MIN_BYTES_PER_S):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadError(
+                408, "request_timeout",
+                f"the request body arrived too slowly ({received:,} bytes in {loop.time() - started:.1f} s); "
+                f"send it at {BODY_MIN_BYTES_PER_S:,} bytes/s or faster",
+            ) from None
         received += len(chunk)
         if received > limit:
             raise UploadError(413, "body_too_large", f"the request body exceeds the limit of {limit:,} bytes")
@@ -56,6 +85,9 @@ async def read_image(request: Request, part_names: tuple[str, ...], allow_raw_bo
             form = await parser.parse()
         except MultiPartException as error:
             raise UploadError(400, "bad_multipart", f"the multipart body cannot be parsed: {error.message}") from None
+        if not parser.ended:
+            await form.close()
+            raise UploadError(400, "bad_multipart", "the multipart body ends before its closing boundary")
         try:
             part = next((form[name] for name in part_names if name in form), None)
             if part is None:

@@ -13,21 +13,34 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 CLASSIFIER_INPUT_SIZE = 256
 """Side of the square the classifier sees (the recipe's 256 px)."""
 
 DECODE_MIN_SIDE = 1000
-"""A JPEG is decoded at a reduced scale (PIL draft) while its longest side stays at least this long:
-enough for the detector (640 px) and for classifier crops of products that fill a good part of the photo;
-a 12 MP phone JPEG (4032 px) then decodes at 1/4 scale, 16x fewer pixels than in full."""
+"""A photo is decoded at a reduced scale while its longest side stays at least this long: enough for the
+detector (640 px) and for classifier crops of products that fill a good part of the photo. A 12 MP phone JPEG
+(4032 px) then decodes at 1/4 scale (PIL draft: 16x fewer pixels than in full); other formats are decoded in
+full and reduced by a whole factor at once, so what the ingress keeps and converts stays small."""
 
 MAX_IMAGE_PIXELS = 50_000_000
 """Largest photo accepted (50 MP covers today's phone sensors); larger headers are refused before
 any pixel is decoded, so a decompression bomb costs nothing."""
 
+DECODE_PEAK_BYTES_PER_PIXEL = 17
+"""Upper bound of one decode's peak memory per pixel of the photo's header size (tests/test_hardening.py
+measures it). Non-JPEG photos are decoded in full (at most 4 bytes a pixel) before they are reduced: PNG, TIFF,
+BMP and GIF then peak at 4-5 bytes a pixel, 16-bit PNG at under 3; WebP is the costliest, as Pillow's decoder
+holds about four full copies (16 bytes a pixel). JPEGs are decoded at reduced size and cost far less."""
+
+DECODE_PEAK_BYTES = MAX_IMAGE_PIXELS * DECODE_PEAK_BYTES_PER_PIXEL
+"""The most one decode can cost at the pixel limit."""
+
 RESAMPLE = Image.Resampling.BILINEAR
+
+_BAND_ROWS = 256
+"""High-bit-depth pixels are rescaled this many rows at a time, so the float copies stay small."""
 
 # Pillow's own bomb check would warn (not fail) between its limit and twice it; ours is explicit.
 Image.MAX_IMAGE_PIXELS = None
@@ -60,10 +73,19 @@ class Photo:
 
 
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def decode_photo(data: bytes, min_side: int = DECODE_MIN_SIDE, max_pixels: int = MAX_IMAGE_PIXELS) -> Photo:
-    """Decode image bytes once: first frame, EXIF-rotated, RGB, JPEGs at reduced size.
+    """Decode image bytes once: first frame, EXIF-rotated, RGB, large photos at reduced size (JPEGs while decoding).
 
     Raises ImageError for empty, unreadable, truncated or oversized images.
     """
@@ -89,27 +111,71 @@ def decode_photo(data: bytes, min_side: int = DECODE_MIN_SIDE, max_pixels: int =
     image_format = image.format or "unknown"
 
     if image_format == "JPEG":
-        # draft() picks the largest DCT scale (1/2, 1/4, 1/8) that keeps the image at least this big.
+        # draft() picks the largest DCT scale (1/2, 1/4, 1/8) that keeps the image at least this big. No side is
+        # asked below 1 px: a 4032x4 or 1x1001 JPEG would round it to 0, and Pillow divides by it.
         ratio = max(1.0, max(width, height) / min_side)
-        image.draft("RGB", (int(width / ratio), int(height / ratio)))
+        image.draft("RGB", (max(1, int(width / ratio)), max(1, int(height / ratio))))
     try:
         image.seek(0)  # first frame of an animation
         image.load()
     except Exception as error:
         raise ImageError("truncated_image", f"the image data is truncated or corrupt: {error}") from None
 
-    image = ImageOps.exif_transpose(image)
+    image = _reduce(image, min_side)
+    if orientation in _EXIF_TRANSPOSE:  # ImageOps.exif_transpose's turn, without its full copy when there is none
+        image = image.transpose(_EXIF_TRANSPOSE[orientation])
     return Photo(image=_to_rgb(image), original_size=original_size, format=image_format)
+
+
+def _reduce(image: Image.Image, min_side: int) -> Image.Image:
+    """The decoded image shrunk by the largest whole factor that keeps its long side >= min_side (box filter).
+
+    What JPEG's draft does while decoding, done for every format after it: a 7000x7000 PNG becomes 1000x1000
+    before any mode conversion or EXIF rotation copies it. It goes in bands of whole boxes (the same pixels as
+    one reduce()), so the full-size image is never copied: RGBA's premultiplied pass and the 8-bit conversion
+    of modes reduce() cannot take (16-bit, palette, 1-bit) cost a band each.
+    """
+    factor = max(image.size) // min_side
+    if factor < 2:
+        return image
+    rows = factor * max(1, _BAND_ROWS // factor)
+    reduced: Image.Image | None = None
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(image.height, top + rows)))
+        if band.mode.startswith("I;16"):
+            band = _to_8_bit(band)  # always read as 0..65535, so a band rescales as the whole image would
+        elif band.mode in ("1", "P"):
+            band = band.convert("RGBA")  # a palette's transparency is kept for _to_rgb
+        band = band.reduce(factor)
+        if reduced is None:
+            reduced = Image.new(band.mode, (-(-image.width // factor), -(-image.height // factor)))
+        reduced.paste(band, (0, top // factor))
+    assert reduced is not None
+    return reduced
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float pixels as 8-bit grayscale (L), rescaled rather than clipped.
+
+    16-bit modes, and 32-bit ones with values over 255, are read as 0..65535; floats up to 1.0 as 0..1; the rest
+    as 0..255. Done in row bands at float32: a 7000x7000 16-bit PNG costs its 49 MB of output and one band,
+    where a float64 copy of the whole image cost over a gigabyte.
+    """
+    high = image.getextrema()[1]
+    top = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
+    if image.mode == "F" and high <= 1.0:
+        top = 1.0
+    pixels = np.empty((image.height, image.width), np.uint8)
+    for row in range(0, image.height, _BAND_ROWS):
+        band = np.asarray(image.crop((0, row, image.width, min(image.height, row + _BAND_ROWS))), dtype=np.float32)
+        pixels[row:row + band.shape[0]] = np.clip(np.nan_to_num(band * np.float32(255.0 / top) + 0.5), 0, 255)
+    return Image.fromarray(pixels)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: transparency onto white, 16/32-bit and float rescaled, CMYK converted."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        if image.mode == "F" and pixels.max() <= 1.0:
-            top = 1.0
-        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        image = _to_8_bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
