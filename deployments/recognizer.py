@@ -231,7 +231,7 @@ class Recognizer:
         boxes = boxes_in_photo(detection["boxes"], photo, detector_image)  # decoded-photo pixels, largest first
         whole_photo = len(boxes) == 0
         size = self.bundle.classifier_input_size
-        photo_crops = await asyncio.to_thread(crops, photo.image, crop_boxes(boxes), size)
+        photo_crops = await asyncio.to_thread(crops, photo.image, crop_boxes(boxes, config.crop_margin), size)
         cropped = time.perf_counter()
 
         classification = await self._call(self.classifier.classify, photo_crops)

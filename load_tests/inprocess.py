@@ -84,7 +84,7 @@ class InProcessPipeline:
         detected_at = time.perf_counter()
         photo_crops, owners = [], []
         for index, (photo, image, boxes) in enumerate(zip(decoded, detector_images, detections)):
-            boxes = crop_boxes(boxes_in_photo(boxes, photo, image))
+            boxes = crop_boxes(boxes_in_photo(boxes, photo, image), self.settings.photo.crop_margin)
             photo_crops += crops(photo.image, boxes, self.bundle.classifier_input_size)
             owners += [index] * len(boxes)
         cropped_at = time.perf_counter()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -90,8 +91,11 @@ class Split:
         """These items, plus one item per photo cut to its box in `crop_boxes` ({photo path: box or null}, as
         `python -m pipeline.detector boxes` writes): the classifier then also learns the crops /hello sends it."""
         whole = self.boxes or [None] * len(self.paths)
-        extra = [(path, class_id, tuple(crop_boxes[path])) for path, class_id in zip(self.paths, self.class_ids)
-                 if crop_boxes.get(path)]
+        by_file = {str(Path(path).resolve()): box for path, box in crop_boxes.items()}
+        if not any(str(Path(path).resolve()) in by_file for path in self.paths):
+            raise DatasetError("the crop boxes name none of the training photos: were they made for this data?")
+        extra = [(path, class_id, tuple(by_file[str(Path(path).resolve())]))
+                 for path, class_id in zip(self.paths, self.class_ids) if by_file.get(str(Path(path).resolve()))]
         return Split(self.paths + [p for p, _, _ in extra], self.class_ids + [c for _, c, _ in extra],
                      list(whole) + [b for _, _, b in extra])
 
@@ -667,17 +671,18 @@ def train_head_on_cached_features(config: TrainConfig, data: LabelledData, model
     model = build_model(model_config)
     first_head_layer = model.get_layer(f"head_dense_{model_config.head_units[0]}")
     feature_model = tf_keras.Model(model.input, first_head_layer.input)
-    # Features are kept per copy in feature_cache/, so a stopped run (or a rerun with other head settings)
-    # computes only what is missing.
+    # Features are kept per part and copy in feature_cache/, so a stopped run (or a rerun with other head
+    # settings, or with detector crops added) computes only what is missing.
+    whole_paths = [p for p, b in zip(data.train.paths, data.train.boxes or [None] * len(data.train.paths)) if b is None]
+    crop_items = [(p, c, b) for p, c, b in zip(data.train.paths, data.train.class_ids, data.train.boxes or []) if b is not None]
     cache = out / "feature_cache"
     key = json.dumps([model_config.backbone, model_config.backbone_weights, config.input_size,
-                      dataclasses.asdict(config.augmentation), config.seed, data.train.paths, data.val.paths])
+                      dataclasses.asdict(config.augmentation), config.seed, whole_paths, data.val.paths])
     if not (cache / "key.json").is_file() or (cache / "key.json").read_text() != key:
         shutil.rmtree(cache, ignore_errors=True)
         cache.mkdir(parents=True)
         (cache / "key.json").write_text(key)
     plain = AugmentationConfig.none()
-    train_images = make_dataset(data.train, config.input_size, config.batch_size, False, plain, reader)
 
     def cached(name: str, compute) -> np.ndarray:
         path = cache / f"{name}.npy"
@@ -687,14 +692,25 @@ def train_head_on_cached_features(config: TrainConfig, data: LabelledData, model
             np.save(path, compute())
         return np.load(path)
 
+    def part_features(name: str, split: Split) -> np.ndarray:
+        """[items, 1 + copies, features]: each item itself, then its augmented copies."""
+        images = make_dataset(split, config.input_size, config.batch_size, False, plain, reader)
+        return np.stack(
+            [cached(name, lambda: compute_features(feature_model, images))]
+            + [cached(f"{name}_augmented_{copy}", lambda: compute_features(feature_model, images, config.augmentation))
+               for copy in range(config.cached_feature_copies)],
+            axis=1,
+        )
+
     val_features = cached("val", lambda: compute_features(
         feature_model, make_dataset(data.val, config.input_size, config.batch_size, False, plain, reader)))
-    train_features = np.stack(
-        [cached("train", lambda: compute_features(feature_model, train_images))]
-        + [cached(f"train_augmented_{copy}", lambda: compute_features(feature_model, train_images, config.augmentation))
-           for copy in range(config.cached_feature_copies)],
-        axis=1,
-    )  # [images, copies, features]
+    parts = [part_features("train", Split(whole_paths, [0] * len(whole_paths)))]
+    if crop_items:
+        crops_split = Split([p for p, _, _ in crop_items], [c for _, c, _ in crop_items], [b for _, _, b in crop_items])
+        digest = hashlib.sha256(json.dumps([crops_split.paths, crops_split.boxes]).encode()).hexdigest()[:12]
+        parts.append(part_features(f"train_crops_{digest}", crops_split))
+    train_features = np.concatenate(parts)  # [items, copies, features], whole photos first, as in data.train
+    assert len(train_features) == len(data.train.paths)
 
     copies = train_features.shape[1]
     train_dataset = (

@@ -128,8 +128,9 @@ def _read_class_folders(root: Path, labels: Sequence[str]) -> list[tuple[Path, i
 
 def hello_boxes(detector_path: Path | str, images: Sequence[Path], settings: ServingSettings, trained_size: int,
                 device: str = "cpu", batch: int = 16) -> list[tuple[Box, float] | None]:
-    """Per image, the box `/hello` answers for (the largest detection, in decoded-photo pixels) and its
-    detector confidence; None when nothing is detected (then `/hello` classifies the whole photo).
+    """Per image, the region `/hello` classifies (the largest detection grown by the crop margin, in
+    decoded-photo pixels) and its detector confidence; None when nothing is detected (then `/hello`
+    classifies the whole photo).
 
     The serving code path: prepare_photo, detect with serve_config.yaml's detector settings, boxes_in_photo.
     """
@@ -145,7 +146,7 @@ def hello_boxes(detector_path: Path | str, images: Sequence[Path], settings: Ser
         detections = detect(model, [image for _, image in prepared], settings.detector, trained_size, device)
         for (photo, image), boxes in zip(prepared, detections):
             boxes = boxes_in_photo(boxes, photo, image)
-            found.append((crop_boxes(boxes)[0], float(boxes[0, 4])) if len(boxes) else None)
+            found.append((crop_boxes(boxes, settings.photo.crop_margin)[0], float(boxes[0, 4])) if len(boxes) else None)
     return found
 
 

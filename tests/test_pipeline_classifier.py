@@ -158,6 +158,34 @@ def test_hub_backbone_learns_separable_colours(hub_run, colour_data):
         assert (loaded.serve(tf.constant(batch)).numpy().argmax(axis=1) == class_id).all(), name
 
 
+def test_cached_feature_stage_with_crops_then_fine_tuning_from_it(hub_run, colour_data, tmp_path):
+    """The two-stage recipe on tiny data: a head on cached features of photos, augmented copies and detector
+    crops (with the linear baseline beside it), then a trainable-backbone run that starts from its weights."""
+    import tensorflow as tf
+
+    backbone = hub_run[1]["model"]["backbone"]
+    paths = sorted(str(p) for p in (colour_data / "train").rglob("*.jpg"))
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({path: [2.0, 2.0, 30.0, 30.0] if i % 2 else None for i, path in enumerate(paths)}))
+    head = tmp_path / "head"
+    summary = classifier.train(quick_config(colour_data, head, backbone=backbone, cached_feature_copies=2,
+                                            crop_boxes=str(boxes), **HUB_SETTINGS))
+    assert summary["data"]["images"]["train"] == 12 + 6 and summary["data"]["train_detector_crops"] == 6
+    assert summary["cached_feature_copies"] == 2 and summary["best_val_accuracy"] == 1.0
+    cache = sorted(p.name for p in (head / "feature_cache").glob("*.npy"))
+    assert len(cache) == 1 + 3 + 3 and np.load(head / "feature_cache" / "train.npy").shape == (12, 3)
+    baseline = json.loads((head / "checkpoints" / "state.json").read_text())["backbone_baseline"]
+    assert baseline["val_accuracy"] > 0.5  # better than chance (1/3): a real linear classifier on the features
+    probe = tf.constant(np.full((1, SIZE, SIZE, 3), 200.0, np.float32))
+    for export in ("export", "baseline_export"):
+        assert tf.saved_model.load(str(head / export)).serve(probe).shape == (1, 3)
+
+    tuned = classifier.train(quick_config(colour_data, tmp_path / "tuned", backbone=backbone, init_from=str(head),
+                                          **{**HUB_SETTINGS, "trainable_backbone": True, "epochs": 1}))
+    assert tuned["initialized_from"]["best_val_accuracy"] == 1.0
+    assert tuned["best_val_accuracy"] == 1.0  # started from the trained head, not from scratch
+
+
 def test_resume_continues_at_the_next_epoch(hub_run, colour_data, tmp_path):
     out = tmp_path / "classifier"
     shutil.copytree(hub_run[0], out)

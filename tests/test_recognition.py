@@ -28,6 +28,14 @@ def test_boxes_go_to_decoded_photo_pixels_largest_first():
     assert crop_boxes(boxes_in_photo(np.zeros((0, 5), np.float32), photo, detector_image)) == [None]
 
 
+def test_crop_margin_grows_each_box_by_its_own_size():
+    boxes = np.array([[100, 50, 200, 250, 0.9]], np.float64)
+    assert crop_boxes(boxes, margin=0.2) == [pytest.approx((80, 10, 220, 290))]
+    assert crop_boxes(np.zeros((0, 5)), margin=0.2) == [None]
+    near_edge = crops(Image.new("RGB", (100, 100), (0, 255, 0)), crop_boxes(np.array([[0, 0, 50, 50, 1.0]]), 0.5), 8)
+    assert near_edge[0].shape == (8, 8, 3) and (near_edge[0][..., 1] == 255).all()  # clipped to the photo
+
+
 def test_crops_cut_each_box_and_the_whole_photo_at_the_classifier_size():
     pixels = np.zeros((100, 200, 3), np.uint8)
     pixels[:, 100:] = (255, 0, 0)  # right half red
@@ -46,7 +54,7 @@ def test_answer_top_k_and_unknown_threshold():
 
 def test_serving_settings_are_read_from_serve_config():
     settings = serving_settings(REPO / "serve_config.yaml")
-    assert settings.photo == PhotoSettings(detector_image_max_side=640, decode_min_side=1000)
+    assert settings.photo == PhotoSettings(detector_image_max_side=640, decode_min_side=1000, crop_margin=0.2)
     assert settings.detector.iou_threshold == 0.5 and settings.detector.max_detections == 10
     assert settings.unknown_threshold is None  # the manifest's calibrated threshold is used
 
