@@ -1,9 +1,10 @@
-"""The original project's comparison on any labelled photo set: the classifier on whole photos vs on the
-detector's most confident crop (top-1 / top-5, per-class accuracy), and the detector's precision / recall /
-mAP50 / mAP50-95 on a YOLO-format set.
+"""The original project's comparison on any labelled photo set — the ImageNet backbone with a linear classifier,
+the classifier on whole photos, and what `/hello` answers (the largest detector box, cropped through the same
+recognition core as serving) — top-1 / top-5 and per class; the unknown threshold calibrated on the /hello
+answers; and the detector's precision / recall / mAP50 / mAP50-95 on a YOLO-format set.
 
     python -m pipeline.evaluate --model-label model_label --data ../shared/data/grocery_store/val.txt \
-        [--detector-data artifacts/detector/dataset/data.yaml] --out artifacts/evaluation
+        [--detector-data artifacts/detector/dataset/data.yaml] [--baseline RUN/baseline_export] --out artifacts/evaluation
 
 `--data` is a split file (`path, class_id, ...`, paths relative to the file, ids in labels.txt order), a
 folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json
@@ -211,7 +212,7 @@ def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz
 
 ROWS = {  # report key: what the row measures (the original project's comparison table)
     "backbone_baseline": "ImageNet backbone + linear classifier, whole photo",
-    "whole_photo": "fine-tuned classifier, whole photo",
+    "whole_photo": "the classifier (backbone + trained head), whole photo",
     "hello": "what /hello answers: largest detector box cropped + classifier",
 }
 
