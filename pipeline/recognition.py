@@ -98,7 +98,6 @@ def detect(model: Any, images: Sequence[np.ndarray], settings: DetectorSettings,
         iou=settings.iou_threshold,
         max_det=settings.max_detections,
         device=device,
-        half=False,
         rect=False,  # always the same square letterbox: an image gets the same boxes alone or in any batch
         verbose=False,
     )
