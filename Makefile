@@ -3,11 +3,17 @@
 
 VENV := .venv
 BIN := $(VENV)/bin
-# Ultralytics stays offline and keeps its settings inside the repo; Ray token auth stays consistent for the CLI.
+# Ultralytics stays offline and keeps its settings inside the repo.
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
 export YOLO_CONFIG_DIR := $(CURDIR)/.yolo
-export RAY_AUTH_MODE ?= disabled
+# Ray's control plane (job API, dashboard, GCS, raylet, agents) is no open door: token auth on (the local
+# `ray.init` writes ~/.ray/auth_token; `ray get-auth-token` prints it; `serve status`/`serve deploy` send it when
+# RAY_AUTH_MODE=token), and the local node on 127.0.0.1 (Ray's single-machine mode, its default on macOS and
+# Windows): beyond loopback only the HTTP port (8000) answers without the token (README, "Security").
+# Same values as load_tests/local_ray.py, which the tests and load tests use.
+export RAY_AUTH_MODE ?= token
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
 .PHONY: setup serve test
 

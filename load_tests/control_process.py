@@ -6,6 +6,7 @@ No gevent and no Ray here, so both the locust runs (gevent-patched) and the benc
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from load_tests.local_ray import apply_local_ray_env
 from load_tests.sampler import read_samples
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,8 +38,11 @@ class Control:
         if downscale_delay is not None:
             command += ["--downscale-delay", str(downscale_delay)]
         self.log = open(out_dir / "control.log", "w")
+        # Token auth as `make serve` has it; a fresh local cluster also binds its node to 127.0.0.1 (a driver
+        # joining a running cluster must not: its node address would be loopback). README, "Security".
+        env = apply_local_ray_env(dict(os.environ), local_node=not ray_address)
         self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True)
+                                        stderr=self.log, text=True, env=env)
         self.url, self.config, self.start_timeout_s = url, None, start_timeout_s
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -17,7 +17,7 @@ from locust import FastHttpUser, LoadTestShape, task
 
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.outcomes import (
-    ANSWER_KEY, BACKPRESSURE, CLIENT_STOPPED, IN_FLIGHT, OK, RequestRecord, classify, retry_after_s,
+    ANSWER_KEY, BACKPRESSURE, CLIENT_STOPPED, IN_FLIGHT, OK, RequestRecord, classify, read_answer,
 )
 
 class Requests:
@@ -38,8 +38,9 @@ class RecognitionUser(FastHttpUser):
     """A business server relaying shoppers' photos: sends the next one as soon as the last is answered.
 
     Closed loop, so `users` is the number of requests in flight: a peak of N users is N concurrent shoppers.
-    After a 503 it waits as the answer's Retry-After says (1 s without one), as a well-behaved client does;
-    re-sending at once would turn every shed request into a retry storm that keeps the service shedding.
+    After a 503 or a 408, JSON from the app or text/plain from Ray Serve's proxy (outcomes.read_answer), it
+    waits as the answer's Retry-After says (1 s without one), as a well-behaved client does; re-sending at once
+    would turn every shed request into a retry storm that keeps the service shedding.
     """
 
     network_timeout = 30.0  # no answer in this long counts as a hang ("timeout")
@@ -74,12 +75,17 @@ class RecognitionUser(FastHttpUser):
             record.latency_s = time.perf_counter() - began
             record.status = status = response.status_code or 0
             body = (response.content or b"") if status else b""
-            kind = classify(status, body, getattr(response, "error", None) or response.request_meta.get("exception"))
+            headers = response.headers if status else None
+            error = getattr(response, "error", None) or response.request_meta.get("exception")
+            kind = classify(status, body, error, headers)
             if kind == OK and ANSWER_KEY[endpoint] not in body:
                 kind = "bad_answer"  # a 200 without the answer's shape is an error too
             record.kind = kind
-            if status == 503:
-                self.backoff_s = retry_after_s(response.headers.get("Retry-After"))
+            if status >= 400:
+                answer = read_answer(status, body, headers)
+                record.code = answer.code
+                if answer.retry_after_s is not None:  # 503/408/429, JSON or the proxy's text/plain
+                    self.backoff_s = answer.retry_after_s
             if kind in (OK, BACKPRESSURE):
                 response.success()  # back-pressure is the service working as designed; it is counted, not failed
             else:
