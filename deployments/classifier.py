@@ -97,7 +97,7 @@ class Classifier:
         for p in probabilities:
             result = answer(p, self.labels, config.top_k, threshold)
             results.append({"candidates": result.candidates, "known": result.known})
-        return {"results": results, "version": self.version, "unknown_threshold": threshold}
+        return {"results": results, "version": self.version}
 
     async def ready(self) -> str:
         return self.version

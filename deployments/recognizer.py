@@ -76,7 +76,7 @@ RECOGNIZE_BODY = image_request_body("image", "the photo ('img' works too)", raw_
 api = FastAPI(
     title="Product recognition",
     version="1.0",
-    description=f"Finds the products in a phone photo (YOLO) and names each one (an ImageNet-pretrained EfficientNet-Lite0, fine-tuned on shop photos). "
+    description=f"Finds the products in a phone photo (YOLO) and names each one (an ImageNet-pretrained EfficientNet-Lite0 with a head trained on shop photos). "
     f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
     docs_url=None,  # add_docs below: the same page, readable offline
     redoc_url=None,  # ReDoc's page loads from a CDN too, blank offline

@@ -91,11 +91,12 @@ class Split:
         """These items, plus one item per photo cut to its box in `crop_boxes` ({photo path: box or null}, as
         `python -m pipeline.detector boxes` writes): the classifier then also learns the crops /hello sends it."""
         whole = self.boxes or [None] * len(self.paths)
-        by_file = {str(Path(path).resolve()): box for path, box in crop_boxes.items()}
-        if not any(str(Path(path).resolve()) in by_file for path in self.paths):
+        by_file = {Path(path).resolve(): box for path, box in crop_boxes.items()}
+        files = [Path(path).resolve() for path in self.paths]
+        if not any(file in by_file for file in files):
             raise DatasetError("the crop boxes name none of the training photos: were they made for this data?")
-        extra = [(path, class_id, tuple(by_file[str(Path(path).resolve())]))
-                 for path, class_id in zip(self.paths, self.class_ids) if by_file.get(str(Path(path).resolve()))]
+        extra = [(path, class_id, tuple(by_file[file])) for path, class_id, file in zip(self.paths, self.class_ids, files)
+                 if by_file.get(file)]
         return Split(self.paths + [p for p, _, _ in extra], self.class_ids + [c for _, c, _ in extra],
                      list(whole) + [b for _, _, b in extra])
 
@@ -484,11 +485,13 @@ def add_head(features, config: ModelConfig):
 HEAD_LAYER_PREFIXES = ("head_", "probabilities")
 
 
-def compile_model(model, learning_rate: float, num_classes: int) -> None:
+def compile_model(model, learning_rate: float, num_classes: int, optimizer: str = "rmsprop") -> None:
+    """Cross-entropy with accuracy and top-5 metrics; RMSprop is the recipe's optimizer."""
     import tf_keras
 
+    optimizers = {"rmsprop": tf_keras.optimizers.RMSprop, "adam": tf_keras.optimizers.Adam}
     model.compile(
-        optimizer=tf_keras.optimizers.RMSprop(learning_rate=learning_rate),
+        optimizer=optimizers[optimizer](learning_rate=learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(),
         metrics=[
             tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -765,9 +768,7 @@ def train_linear_baseline(model, backbone_output, train_features: np.ndarray, va
     targets = np.repeat(np.asarray(data.train.class_ids, np.int32), train_features.shape[1])
     dense = tf_keras.layers.Dense(data.num_classes, activation="softmax", name="probabilities")
     linear = tf_keras.Sequential([tf_keras.Input(shape=features.shape[1:]), dense])
-    linear.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=[
-        tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        tf_keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, data.num_classes), name="top5_accuracy")])
+    compile_model(linear, 1e-3, data.num_classes, optimizer="adam")
     train_dataset = tf.data.Dataset.from_tensor_slices((features, targets)).shuffle(len(features)).batch(config.batch_size)
     val_dataset = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(data.val.class_ids, np.int32))).batch(256)
     history = linear.fit(train_dataset, validation_data=val_dataset, epochs=100, verbose=0, callbacks=[

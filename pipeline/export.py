@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import model_label as ml
+from pipeline.classifier import BASELINE_EXPORT_DIR, EXPORT_DIR, HUB_PREFIX
 from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.recognition import SERVE_CONFIG, serving_settings
 from pipeline.yolo_offline import prepare_ultralytics
@@ -42,7 +43,6 @@ DETECTOR_DATA = (
     "bounding boxes from a later public project; every box is one class 'product'; research use with credit; "
     "a seeded 10% of images held back for the figures here"
 )
-BASELINE_EXPORT_DIR = "baseline_export"  # the classifier run's ImageNet backbone + linear classifier, if it made one
 MAX_SUMMARY_CHARS = 20_000  # larger training summaries are cut to their scalar entries: the manifest stays readable
 
 
@@ -58,8 +58,9 @@ def _compact(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _backbone_source(backbone: str) -> dict[str, Any] | None:
     """What a local TF-Hub backbone folder says it is (pipeline.efficientnet_lite writes source.json)."""
-    if backbone.startswith("hub:"):
-        return _read_json(Path(backbone[len("hub:"):]) / "source.json") or {"handle": backbone[len("hub:"):]}
+    if backbone.startswith(HUB_PREFIX):
+        handle = backbone[len(HUB_PREFIX):]
+        return _read_json(Path(handle) / "source.json") or {"handle": handle}
     return None
 
 
@@ -89,7 +90,7 @@ def _detector_run(detector_dir: Path, scratch: Path) -> tuple[Path, dict[str, An
 
 
 def _stage(classifier_dir: Path, detector_checkpoint: Path, staging: Path) -> None:
-    export_dir = classifier_dir / "export"
+    export_dir = classifier_dir / EXPORT_DIR
     if not (export_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.classifier` first")
     if not detector_checkpoint.is_file():

@@ -71,11 +71,14 @@ def serving_settings(path: Path | str = SERVE_CONFIG) -> ServingSettings:
 
     application = yaml.safe_load(Path(path).read_text(encoding="utf-8"))["applications"][0]
     configs = {d["name"]: d.get("user_config") or {} for d in application["deployments"]}
-    detector_fields = DetectorSettings.__dataclass_fields__
     classifier = configs.get("Classifier", {})
+
+    def fields_of(settings_type: type, deployment: str) -> dict:  # user_config also holds batching settings
+        return {k: v for k, v in configs.get(deployment, {}).items() if k in settings_type.__dataclass_fields__}
+
     return ServingSettings(
-        photo=PhotoSettings(**{k: v for k, v in configs.get("Recognizer", {}).items() if k in PhotoSettings.__dataclass_fields__}),
-        detector=DetectorSettings(**{k: v for k, v in configs.get("Detector", {}).items() if k in detector_fields}),
+        photo=PhotoSettings(**fields_of(PhotoSettings, "Recognizer")),
+        detector=DetectorSettings(**fields_of(DetectorSettings, "Detector")),
         top_k=int(classifier.get("top_k", 5)),
         unknown_threshold=classifier.get("unknown_threshold"),
     )
