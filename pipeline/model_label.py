@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.paths import MODEL_LABEL_DIR
+
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
 CLASSIFIER_NAME = "classifier"  # a TensorFlow SavedModel directory
@@ -24,7 +26,7 @@ FORMAT_VERSION = 1
 DEFAULT_UNKNOWN_THRESHOLD = 0.5
 """For a manifest without a calibrated threshold (models exported before calibration existed)."""
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model_label"
+DEFAULT_MODEL_DIR = MODEL_LABEL_DIR
 
 
 class ModelLabelError(RuntimeError):

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import DECODE_MIN_SIDE, Photo, classifier_input, decode_photo, detector_input
 
 Box = tuple[float, float, float, float]
 
-SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / ".yolo"
+from pipeline.paths import YOLO_CONFIG_DIR
+
+DEFAULT_CONFIG_DIR = YOLO_CONFIG_DIR
 """Ultralytics' settings and fonts live here (gitignored), not in the user's home directory."""
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")  # the names ultralytics looks for (ASCII / non-ASCII class names)
