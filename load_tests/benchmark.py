@@ -30,8 +30,8 @@ import numpy as np
 
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.photos import load_photos
+from pipeline.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration_s: float, warmup_s: float,
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             output = subprocess.run([sys.executable, "-m", "load_tests.benchmark", "--raw-worker", *model_args,
                                      "--raw-images", str(args.raw_images), "--raw-batch", str(args.raw_batch),
                                      "--originals", str(args.originals), "--phones", str(args.phones)],
-                                    cwd=REPO, check=True, capture_output=True, text=True).stdout
+                                    cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
         results["raw"] = json.loads(output.strip().splitlines()[-1])
         results["raw_cpu"] = cpu.result  # the whole worker, model loading included
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         with open(args.out / "baseline_server.log", "w") as log:
             server = subprocess.Popen([sys.executable, "-m", "load_tests.baseline_server", "--port", str(port), *model_args],
-                                      cwd=REPO, stdout=log, stderr=log)
+                                      cwd=REPO_ROOT, stdout=log, stderr=log)
             try:
                 wait_http(f"http://127.0.0.1:{port}/readyz")
                 with CpuShare() as cpu:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downscale-delay", type=float)
     args = parser.parse_args(argv)
 
-    from tests.serve_app import ServeApp, free_port, shipped_config
+    from load_tests.serve_app import ServeApp, free_port, shipped_config
 
     app = None
     if args.ray_address:

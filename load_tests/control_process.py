@@ -16,8 +16,8 @@ from pathlib import Path
 
 from load_tests.local_ray import apply_local_ray_env
 from load_tests.sampler import read_samples
+from pipeline.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 class Control:
@@ -41,7 +41,7 @@ class Control:
         # Token auth as `make serve` has it; a fresh local cluster also binds its node to 127.0.0.1 (a driver
         # joining a running cluster must not: its node address would be loopback). README, "Security".
         env = apply_local_ray_env(dict(os.environ), local_node=not ray_address)
-        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=env)
         self.url, self.config, self.start_timeout_s = url, None, start_timeout_s
         self.lines: queue.Queue = queue.Queue()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import gevent
 from locust.env import Environment
@@ -16,8 +15,8 @@ from locust.runners import STATE_STOPPED
 
 from load_tests.control_process import Control
 from load_tests.locustfile import PeakShape, RecognitionUser, Requests
+from pipeline.recognition import read_serve_config
 
-REPO = Path(__file__).resolve().parent.parent
 __all__ = ["Control", "RunResult", "autoscaling", "run_load"]
 
 
@@ -59,10 +58,8 @@ def run_load(control: Control, stages: list[tuple[float, int]], photos: list[tup
     return RunResult(control.url, control.config, t0, end, [r.to_dict() for r in Requests.records], samples, done_kills)
 
 
-def autoscaling(config: dict | None, fallback: Path = REPO / "serve_config.yaml") -> dict[str, dict]:
+def autoscaling(config: dict | None) -> dict[str, dict]:
     """Each deployment's autoscaling_config, from the deployed config (or serve_config.yaml for a running app)."""
     if config is None:
-        import yaml
-
-        config = yaml.safe_load(fallback.read_text())
+        config = read_serve_config()
     return {d["name"]: d.get("autoscaling_config", {}) for d in config["applications"][0]["deployments"]}

@@ -65,11 +65,21 @@ class ServingSettings:
     unknown_threshold: float | None = None  # None: the calibrated threshold in the manifest
 
 
-def serving_settings(path: Path | str = SERVE_CONFIG) -> ServingSettings:
-    """The recognition settings of serve_config.yaml (the one place they are written down)."""
+def read_serve_config(path: Path | str = SERVE_CONFIG) -> dict:
+    """serve_config.yaml as a dict: the one reader of the file (serving settings, tests, load tests)."""
     import yaml
 
-    application = yaml.safe_load(Path(path).read_text(encoding="utf-8"))["applications"][0]
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def deployment_config(config: dict, name: str) -> dict:
+    """The `deployments` entry called `name` of a serve config's (only) application."""
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+def serving_settings(path: Path | str = SERVE_CONFIG) -> ServingSettings:
+    """The recognition settings of serve_config.yaml (the one place they are written down)."""
+    application = read_serve_config(path)["applications"][0]
     configs = {d["name"]: d.get("user_config") or {} for d in application["deployments"]}
     classifier = configs.get("Classifier", {})
 

@@ -100,7 +100,8 @@ def test_the_proxys_overload_503_carries_retry_after_only_with_backpressure_conf
 def test_the_shipped_config_gives_the_ingress_a_retry_after():
     import yaml
 
-    from tests.serve_app import SERVE_CONFIG, deployment_config
+    from pipeline.paths import SERVE_CONFIG
+    from pipeline.recognition import deployment_config
 
     ingress = deployment_config(yaml.safe_load(SERVE_CONFIG.read_text()), "Recognizer")
     assert ingress["backpressure_config"]["retry_after_s"] == 1

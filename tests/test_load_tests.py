@@ -12,7 +12,7 @@ from load_tests.checks import (
     check_all_answered, check_only_backpressure, check_p99_bounded, check_recovered, check_rejections_fast,
     check_replaced, check_scaled_down, check_scaled_up, in_flight_at,
 )
-from tests.serve_app import REPO
+from pipeline.paths import REPO_ROOT as REPO
 from tests.tiny_models import make_model_label
 
 T0 = 1_000_000.0

@@ -3,18 +3,17 @@ answered, and the settings all three read from serve_config.yaml."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import Photo
 from pipeline.recognition import (
     DetectorSettings, PhotoSettings, answer, boxes_in_photo, crop_boxes, crops, serving_settings,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_boxes_go_to_decoded_photo_pixels_largest_first():
@@ -53,7 +52,7 @@ def test_answer_top_k_and_unknown_threshold():
 
 
 def test_serving_settings_are_read_from_serve_config():
-    settings = serving_settings(REPO / "serve_config.yaml")
+    settings = serving_settings(SERVE_CONFIG)
     assert settings.photo == PhotoSettings(detector_image_max_side=640, decode_min_side=1000, crop_margin=0.2)
     assert settings.detector.iou_threshold == 0.5 and settings.detector.max_detections == 10
     assert settings.unknown_threshold is None  # the manifest's calibrated threshold is used

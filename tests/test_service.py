@@ -11,13 +11,14 @@ import httpx
 import pytest
 
 from pipeline.model_label import load_model_label
-from tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, phone_photo
-from tests.serve_app import ServeApp, deployment_config, free_port, shipped_config
+from load_tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, phone_photo
+from load_tests.serve_app import ServeApp, free_port, shipped_config
+from pipeline.paths import REPO_ROOT
+from pipeline.recognition import deployment_config
 from tests.test_preprocessing import png_header_only
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +224,7 @@ def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.evaluate", "--model-label", MODEL_DIR, "--data", str(tmp_path / "val.txt"),
          "--out", str(tmp_path / "evaluation")],
-        capture_output=True, text=True, timeout=600, cwd=REPO, check=False,
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["answers"]

@@ -1,7 +1,13 @@
-"""Start the real application from serve_config.yaml on a local Ray, the way `serve run` does, for tests.
+"""Start the real application from serve_config.yaml on a local Ray, the way `serve run` does: for the tests
+and the load tests (one home for both).
 
 Only the model folder and the HTTP port are changed; everything else (resources, autoscaling, batching,
-user_config) comes from the shipped serve_config.yaml, so the tests exercise what users run.
+user_config) comes from the shipped serve_config.yaml, so tests and load tests exercise what users run.
+
+Why `serve_start` + `deploy_apps` (Ray's `_private.api`) and not `serve.run(build_app(args))`: those two calls
+are what `serve run serve_config.yaml` itself does, so the YAML's per-deployment settings (autoscaling,
+user_config, queue limits) are applied by Serve's controller exactly as for users; `serve.run` on the built
+app would drop them. `serve deploy`'s path (the dashboard's REST API) is tested in tests/test_cluster.py.
 """
 
 from __future__ import annotations
@@ -13,14 +19,13 @@ from pathlib import Path
 
 import httpx
 import ray
-import yaml
 from ray import serve
 from ray.serve._private import api as serve_private_api  # what `serve run config.yaml` itself calls
 from ray.serve.config import ProxyLocation
 from ray.serve.schema import ServeDeploySchema
 
-REPO = Path(__file__).resolve().parent.parent
-SERVE_CONFIG = REPO / "serve_config.yaml"
+from pipeline.recognition import read_serve_config
+
 APP_NAME = "recognizer"
 
 
@@ -31,17 +36,14 @@ def free_port() -> int:
 
 
 def shipped_config(model_dir: Path | str | None = None, port: int | None = None) -> dict:
-    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    """serve_config.yaml as shipped, on 127.0.0.1 (`port`: another HTTP port; `model_dir`: other models)."""
+    config = read_serve_config()
     config["http_options"]["host"] = "127.0.0.1"
     if port is not None:
         config["http_options"]["port"] = port
     if model_dir is not None:
         config["applications"][0]["args"]["model_dir"] = str(model_dir)
     return config
-
-
-def deployment_config(config: dict, name: str) -> dict:
-    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
 
 
 class ServeApp:
