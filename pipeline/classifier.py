@@ -30,11 +30,9 @@ them itself; the export is a plain SavedModel with a `serve` endpoint that needs
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -44,12 +42,22 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.model_label import LABELS_NAME, ModelLabelError, read_labels, write_labels
-from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE, load_training_image
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-EFFICIENTNET_B0 = "efficientnet_b0"
-HUB_PREFIX = "hub:"
+from pipeline.augmentation import AugmentationConfig, augment_batch
+from pipeline.classifier_data import ImageReader, make_dataset
+from pipeline.classifier_model import (
+    EFFICIENTNET_B0,
+    HEAD_LAYER_PREFIXES,
+    HUB_PREFIX,
+    ModelConfig,
+    add_head,
+    build_model,
+    compile_model,
+    export_model,
+)
+from pipeline.dataclass_cli import add_options, config_from_args, option
+from pipeline.datasets import DatasetError, LabelledData, Split, load_labelled_data
+from pipeline.model_label import LABELS_NAME, write_labels
+from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
 
 EXPORT_DIR = "export"
 BASELINE_EXPORT_DIR = "baseline_export"  # frozen backbone + linear classifier: the comparison's first row
@@ -64,492 +72,43 @@ MODEL_CONFIG_NAME = "model_config.json"  # what `export` needs to rebuild the mo
 RUN_NAME = "run.json"  # hyperparameters and data description, for the summary `export` writes
 
 
-class DatasetError(ValueError):
-    """The training data cannot be used; the message names the file or folder at fault."""
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Split:
-    """Image paths and their class ids (0-based, in label order)."""
-
-    paths: list[str]
-    class_ids: list[int]
-    boxes: list[tuple[float, float, float, float] | None] | None = None  # per item: the photo cut to a box; None: whole
-
-    def counts(self, num_classes: int) -> list[int]:
-        return np.bincount(np.asarray(self.class_ids, dtype=np.int64), minlength=num_classes).tolist()
-
-    def box_array(self) -> np.ndarray:
-        """[N, 4] float32 boxes, -1 where the item is the whole photo (tf.data needs one dense tensor)."""
-        boxes = self.boxes or [None] * len(self.paths)
-        return np.array([box if box is not None else (-1.0,) * 4 for box in boxes], dtype=np.float32).reshape(-1, 4)
-
-    def with_crops(self, crop_boxes: dict[str, list[float] | None]) -> "Split":
-        """These items, plus one item per photo cut to its box in `crop_boxes` ({photo path: box or null}, as
-        `python -m pipeline.detector boxes` writes): the classifier then also learns the crops /hello sends it."""
-        whole = self.boxes or [None] * len(self.paths)
-        by_file = {Path(path).resolve(): box for path, box in crop_boxes.items()}
-        files = [Path(path).resolve() for path in self.paths]
-        if not any(file in by_file for file in files):
-            raise DatasetError("the crop boxes name none of the training photos: were they made for this data?")
-        extra = [(path, class_id, tuple(by_file[file])) for path, class_id, file in zip(self.paths, self.class_ids, files)
-                 if by_file.get(file)]
-        return Split(self.paths + [p for p, _, _ in extra], self.class_ids + [c for _, c, _ in extra],
-                     list(whole) + [b for _, _, b in extra])
-
-
-@dataclass(frozen=True)
-class LabelledData:
-    """A training set: class names and labels in class-id order, a train and a validation split."""
-
-    source: str
-    layout: str  # "split_files" or "class_folders"
-    class_names: list[str]
-    labels: list[str]
-    train: Split
-    val: Split
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    def describe(self) -> dict:
-        """What the training data was, for train_summary.json and the model manifest."""
-        return {
-            "source": self.source,
-            "layout": self.layout,
-            "num_classes": self.num_classes,
-            "images": {"train": len(self.train.paths), "val": len(self.val.paths)},
-            "train_detector_crops": sum(box is not None for box in self.train.boxes or []),
-            "images_per_class": {
-                "train": self.train.counts(self.num_classes),
-                "val": self.val.counts(self.num_classes),
-            },
-        }
-
-
-def grocery_store_label(class_name: str) -> str:
-    """The original label format is name_container_size; GroceryStoreDataset classes have only a name,
-    and a blank field is a single space."""
-    return f"{class_name}_ _ "
-
-
-def load_labelled_data(data_dir: str | Path, labels_file: str | Path | None = None, val_fraction: float = 0.1) -> LabelledData:
-    """Read a data folder in one of the layouts below, check it, and return its splits.
-
-    - split files (GroceryStoreDataset): train.txt and val.txt with `path, class_id[, ...]` lines (paths
-      relative to the folder), class names in id order from classes.csv; labels `name_ _ `.
-    - class folders: `train/<class>/` and `val/<class>/`, or just `<class>/` folders, of which every
-      1/val_fraction-th image (in name order) is held back for validation; labels are the folder names.
-    Class folders are in name order. A `labels_file` (one label per line, in class order) overrides labels.
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DatasetError(f"{data_dir} is not a folder")
-    if (data_dir / "train.txt").is_file():
-        data = _load_split_files(data_dir)
-    else:
-        data = _load_class_folders(data_dir, val_fraction)
-    if labels_file is not None:
-        labels_file = Path(labels_file)
-        try:
-            labels = read_labels(labels_file)
-        except (OSError, ModelLabelError) as error:
-            raise DatasetError(f"{labels_file} cannot be read as a label file: {error}") from None
-        if len(labels) != len(data.class_names):
-            raise DatasetError(
-                f"{labels_file} has {len(labels)} labels but {data.source} has {len(data.class_names)} classes: "
-                "the label file must have one line per class, in class order"
-            )
-        data = dataclasses.replace(data, labels=labels)
-    return data
-
-
-def _load_split_files(data_dir: Path) -> LabelledData:
-    classes_csv = data_dir / "classes.csv"
-    if not classes_csv.is_file():
-        raise DatasetError(f"{classes_csv} is missing: split files need it to name the classes")
-    class_names = _read_classes_csv(classes_csv)
-    splits = {}
-    for name in ("train", "val"):
-        split_file = data_dir / f"{name}.txt"
-        if not split_file.is_file():
-            raise DatasetError(f"{split_file} is missing (found {data_dir / 'train.txt'}, so split files are expected)")
-        splits[name] = _read_split_file(split_file, data_dir, len(class_names))
-    return LabelledData(
-        source=str(data_dir),
-        layout="split_files",
-        class_names=class_names,
-        labels=[grocery_store_label(name) for name in class_names],
-        train=splits["train"],
-        val=splits["val"],
-    )
-
-
-def _read_classes_csv(path: Path) -> list[str]:
-    """classes.csv: a header, then `class name, class id, ...` rows; ids must be 0..n-1."""
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        rows = [row for row in csv.reader(file) if row]
-    names_by_id: dict[int, str] = {}
-    for line_number, row in enumerate(rows[1:], start=2):
-        try:
-            names_by_id[int(row[1])] = row[0].strip()
-        except (IndexError, ValueError):
-            raise DatasetError(f"{path}:{line_number}: expected `class name, class id, ...`, got {row}") from None
-    if sorted(names_by_id) != list(range(len(names_by_id))) or not names_by_id:
-        raise DatasetError(f"{path}: class ids must be 0..n-1 with none missing, got {sorted(names_by_id)}")
-    return [names_by_id[i] for i in range(len(names_by_id))]
-
-
-def _read_split_file(split_file: Path, data_dir: Path, num_classes: int) -> Split:
-    paths, class_ids = [], []
-    for line_number, line in enumerate(split_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        try:
-            relative_path, class_id = fields[0], int(fields[1])
-        except (IndexError, ValueError):
-            raise DatasetError(f"{split_file}:{line_number}: expected `path, class_id, ...`, got {line!r}") from None
-        if not 0 <= class_id < num_classes:
-            raise DatasetError(
-                f"{split_file}:{line_number}: class id {class_id} is out of range: there are {num_classes} classes "
-                f"(ids 0..{num_classes - 1})"
-            )
-        path = data_dir / relative_path
-        if not path.is_file():
-            raise DatasetError(f"{split_file}:{line_number}: image {path} does not exist")
-        paths.append(str(path))
-        class_ids.append(class_id)
-    if not paths:
-        raise DatasetError(f"{split_file} lists no images")
-    return Split(paths, class_ids)
-
-
-def _list_class_folders(folder: Path) -> dict[str, list[str]]:
-    """{class folder name: image paths}, both in name order; an empty class folder is an error."""
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DatasetError(f"{folder} has no class folders (expected one folder of images per class)")
-    images = {}
-    for class_dir in class_dirs:
-        files = sorted(str(p) for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DatasetError(f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        images[class_dir.name] = files
-    return images
-
-
-def _load_class_folders(data_dir: Path, val_fraction: float) -> LabelledData:
-    if (data_dir / "train").is_dir():
-        train_images = _list_class_folders(data_dir / "train")
-        if not (data_dir / "val").is_dir():
-            raise DatasetError(f"{data_dir / 'val'} is missing: with a train/ folder, a val/ folder is expected")
-        val_images = _list_class_folders(data_dir / "val")
-        if list(val_images) != list(train_images):
-            raise DatasetError(
-                f"{data_dir / 'val'} has class folders {list(val_images)} but {data_dir / 'train'} has {list(train_images)}"
-            )
-    else:
-        if not 0 < val_fraction < 1:
-            raise DatasetError(f"{data_dir} has no val/ folder, so --val-fraction must be between 0 and 1")
-        every = max(2, round(1 / val_fraction))
-        all_images = _list_class_folders(data_dir)
-        train_images = {name: [p for i, p in enumerate(files) if i % every != every - 1] for name, files in all_images.items()}
-        val_images = {name: [p for i, p in enumerate(files) if i % every == every - 1] for name, files in all_images.items()}
-    class_names = list(train_images)
-
-    def split(images: dict[str, list[str]]) -> Split:
-        pairs = [(path, class_id) for class_id, name in enumerate(class_names) for path in images[name]]
-        return Split([p for p, _ in pairs], [c for _, c in pairs])
-
-    return LabelledData(
-        source=str(data_dir),
-        layout="class_folders",
-        class_names=class_names,
-        labels=list(class_names),
-        train=split(train_images),
-        val=split(val_images),
-    )
-
-
-class _ImageReader:
-    """`load_training_image` for tf.numpy_function; remembers which file failed, because TensorFlow
-    wraps Python exceptions raised inside the input pipeline into its own error types."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.failures: list[str] = []
-
-    def __call__(self, path: bytes, box: np.ndarray) -> np.ndarray:
-        path = path.decode()
-        try:
-            return load_training_image(path, self.size, tuple(float(v) for v in box) if box[0] >= 0 else None)
-        except Exception as error:
-            message = f"image {path} cannot be read: {error}"
-            self.failures.append(message)
-            raise DatasetError(message) from None
-
-
-# ------------------------------------------------------------------------------------- augmentation
-
-
-@dataclass(frozen=True)
-class AugmentationConfig:
-    """Random geometric changes applied to training images (the recipe's bounds).
-
-    All of them make one affine transform per image, so each image is resampled once.
-    """
-
-    rotation_degrees: float = 20.0  # rotate by up to ± this
-    shift_fraction: float = 0.3  # shift horizontally and vertically by up to ± this fraction of the side
-    shear: float = 0.3  # shear factor (x += shear * y) of up to ± this
-    zoom_range: tuple[float, float] = (0.8, 1.2)  # scale each axis by a factor in this range
-    horizontal_flip: bool = True  # mirror half of the images left-right
-    crop_scale: tuple[float, float] = (0.6, 1.0)  # crop a square of this fraction of the area, resized back
-
-    @classmethod
-    def none(cls) -> "AugmentationConfig":
-        """No change at all (the identity transform)."""
-        return cls(0.0, 0.0, 0.0, (1.0, 1.0), False, (1.0, 1.0))
-
-
-def sample_augmentation(batch_size, size: int, config: AugmentationConfig) -> dict:
-    """Random parameters for `batch_size` images, each within the config's bounds."""
-    import tensorflow as tf
-
-    def uniform(low, high):
-        return tf.random.uniform([batch_size], low, high, dtype=tf.float32)
-
-    crop_area = uniform(*config.crop_scale)
-    crop_side = tf.sqrt(crop_area)  # as a fraction of the image side
-    shift = config.shift_fraction * size
-    return {
-        "flip": tf.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if config.horizontal_flip else tf.ones([batch_size]),
-        "crop_area": crop_area,
-        "crop_x": uniform(-0.5, 0.5) * (1.0 - crop_side) * size,  # crop centre offset, pixels
-        "crop_y": uniform(-0.5, 0.5) * (1.0 - crop_side) * size,
-        "zoom_x": uniform(*config.zoom_range),
-        "zoom_y": uniform(*config.zoom_range),
-        "shear": uniform(-config.shear, config.shear),
-        "rotation": uniform(-config.rotation_degrees, config.rotation_degrees) * (math.pi / 180.0),
-        "shift_x": uniform(-shift, shift),
-        "shift_y": uniform(-shift, shift),
-    }
-
-
-def augmentation_transforms(parameters: dict, size: int):
-    """[batch, 8] transforms for ImageProjectiveTransformV3: each maps an output pixel to the input pixel
-    it is sampled from, as flip, then crop, zoom, shear, rotation and shift, about the image centre."""
-    import tensorflow as tf
-
-    p = parameters
-    one, zero = tf.ones_like(p["flip"]), tf.zeros_like(p["flip"])
-
-    def matrix(rows):  # 3x3 per image from rows of per-image values
-        return tf.stack([tf.stack(row, axis=-1) for row in rows], axis=-2)
-
-    crop_side = tf.sqrt(p["crop_area"])
-    cos, sin = tf.cos(p["rotation"]), tf.sin(p["rotation"])
-    flip = matrix([[p["flip"], zero, zero], [zero, one, zero], [zero, zero, one]])
-    crop = matrix([[crop_side, zero, p["crop_x"]], [zero, crop_side, p["crop_y"]], [zero, zero, one]])
-    zoom = matrix([[p["zoom_x"], zero, zero], [zero, p["zoom_y"], zero], [zero, zero, one]])
-    shear = matrix([[one, p["shear"], zero], [zero, one, zero], [zero, zero, one]])
-    rotation = matrix([[cos, -sin, zero], [sin, cos, zero], [zero, zero, one]])
-    shift = matrix([[one, zero, p["shift_x"]], [zero, one, p["shift_y"]], [zero, zero, one]])
-    centre = (size - 1) / 2.0
-    to_centre = matrix([[one, zero, -centre * one], [zero, one, -centre * one], [zero, zero, one]])
-    from_centre = matrix([[one, zero, centre * one], [zero, one, centre * one], [zero, zero, one]])
-    output_to_input = from_centre @ shift @ rotation @ shear @ zoom @ crop @ flip @ to_centre
-    flat = tf.reshape(output_to_input, [-1, 9])
-    return flat[:, :8] / flat[:, 8:9]
-
-
-def augment_batch(images, config: AugmentationConfig):
-    """Randomly transform a float32 [batch, S, S, 3] batch; pixels falling outside repeat the edge."""
-    import tensorflow as tf
-
-    size = images.shape[1]
-    transforms = augmentation_transforms(sample_augmentation(tf.shape(images)[0], size, config), size)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=tf.constant([size, size], dtype=tf.int32),
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="NEAREST",
-    )
-
-
-# ------------------------------------------------------------------------------------------- input
-
-
-def make_dataset(split: Split, size: int, batch_size: int, training: bool, augmentation: AugmentationConfig, reader: _ImageReader):
-    """tf.data pipeline: decode in parallel with the shared preprocessing, cache the uint8 images in
-    memory (decoded once), then (training) shuffle, batch, augment, prefetch. Yields (float32 0–255, id)."""
-    import tensorflow as tf
-
-    def load(path, box, class_id):
-        image = tf.numpy_function(reader, [path, box], tf.uint8, stateful=False)
-        image.set_shape([size, size, 3])
-        return image, class_id
-
-    dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.box_array(), np.asarray(split.class_ids, dtype=np.int32)))
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    if training:
-        dataset = dataset.shuffle(len(split.paths), reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if training:
-        # Augmenting whole batches: one transform op per batch instead of one per image.
-        dataset = dataset.map(
-            lambda images, ids: (augment_batch(tf.cast(images, tf.float32), augmentation), ids),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        dataset = dataset.map(lambda images, ids: (tf.cast(images, tf.float32), ids))
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-# ------------------------------------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the network (saved next to the checkpoints for `export`)."""
-
-    num_classes: int
-    input_size: int = CLASSIFIER_INPUT_SIZE
-    backbone: str = EFFICIENTNET_B0  # "efficientnet_b0" or "hub:<URL or local SavedModel folder>"
-    backbone_weights: str | None = None  # efficientnet_b0 only: a weights file, or None for random
-    trainable_backbone: bool = False
-    head_units: tuple[int, ...] = (512, 256, 128, 64)
-    dropout: float = 0.2
-    l2: float = 0.005
-    train_batchnorm: bool = False  # hub backbone: BatchNorm in training mode when fine-tuning (large data only)
-
-
-def build_model(config: ModelConfig):
-    """float32 [None, S, S, 3] pixels 0–255 → softmax over the classes.
-
-    The rescaling is inside the model: keras.applications' EfficientNet rescales 0–255 itself, a TF-Hub
-    image module expects [0, 1] so a Rescaling layer comes first.
-    """
-    import tf_keras
-
-    inputs = tf_keras.Input(shape=(config.input_size, config.input_size, 3), dtype="float32", name="image")
-    if config.backbone == EFFICIENTNET_B0:
-        backbone = tf_keras.applications.EfficientNetB0(
-            include_top=False,
-            weights=config.backbone_weights,
-            input_shape=(config.input_size, config.input_size, 3),
-            pooling="avg",
-        )
-        backbone.trainable = config.trainable_backbone
-        # A frozen backbone keeps its BatchNorm statistics (inference mode) while the head trains.
-        features = backbone(inputs, training=None if config.trainable_backbone else False)
-    elif config.backbone.startswith(HUB_PREFIX):
-        features = hub_backbone(config)(
-            tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs),
-            # Small-data fine-tuning: BatchNorm keeps its ImageNet statistics unless asked otherwise.
-            training=None if config.train_batchnorm else False,
-        )
-    else:
-        raise ValueError(f"unknown backbone {config.backbone!r}: use {EFFICIENTNET_B0!r} or '{HUB_PREFIX}<handle>'")
-    return tf_keras.Model(inputs, add_head(features, config), name="product_classifier")
-
-
-def hub_backbone(config: ModelConfig):
-    """The TF-Hub image module ([0, 1] pixels → feature vector) as a Keras layer: a URL when online, or a local
-    SavedModel folder such as the one `python -m pipeline.efficientnet_lite export` writes."""
-    import tensorflow_hub as hub
-
-    return hub.KerasLayer(config.backbone[len(HUB_PREFIX):], trainable=config.trainable_backbone, name="backbone")
-
-
-def add_head(features, config: ModelConfig):
-    """The recipe's head on a feature vector: Dense 512→256→128→64 (ReLU, L2, dropout) → softmax."""
-    import tf_keras
-
-    x = features
-    for units in config.head_units:
-        x = tf_keras.layers.Dense(
-            units, activation="relu", kernel_regularizer=tf_keras.regularizers.L2(config.l2), name=f"head_dense_{units}"
-        )(x)
-        x = tf_keras.layers.Dropout(config.dropout, name=f"head_dropout_{units}")(x)
-    return tf_keras.layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)
-
-
-HEAD_LAYER_PREFIXES = ("head_", "probabilities")
-
-
-def compile_model(model, learning_rate: float, num_classes: int, optimizer: str = "rmsprop") -> None:
-    """Cross-entropy with accuracy and top-5 metrics; RMSprop is the recipe's optimizer."""
-    import tf_keras
-
-    optimizers = {"rmsprop": tf_keras.optimizers.RMSprop, "adam": tf_keras.optimizers.Adam}
-    model.compile(
-        optimizer=optimizers[optimizer](learning_rate=learning_rate),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[
-            tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            tf_keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5_accuracy"),
-        ],
-    )
-
-
-def export_model(model, export_dir: Path) -> None:
-    """Write a self-contained SavedModel with a `serve` endpoint (float32 [N,S,S,3] 0–255 → [N,C] softmax),
-    then load it back with plain TensorFlow and check it agrees with the Keras model."""
-    import tensorflow as tf
-
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    model.export(str(export_dir))
-    size = model.input_shape[1]
-    probe = tf.constant(np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype(np.float32))
-    loaded = tf.saved_model.load(str(export_dir))  # keep a reference: its variables die with it
-    exported = loaded.serve(probe).numpy()
-    expected = model(probe, training=False).numpy()
-    if not np.allclose(exported, expected, atol=1e-4):
-        raise RuntimeError(f"{export_dir} does not reproduce the model's output (max diff {np.abs(exported - expected).max()})")
-
-
-# ---------------------------------------------------------------------------------------- training
-
-
 @dataclass
 class TrainConfig:
-    """The training run; every default is the recipe's."""
+    """The training run; every default is the recipe's. Each field is a `train` option too (pipeline.dataclass_cli)."""
 
-    data: str
-    out: str
-    labels_file: str | None = None
-    val_fraction: float = 0.1
-    input_size: int = CLASSIFIER_INPUT_SIZE
-    backbone: str = EFFICIENTNET_B0
-    backbone_weights: str | None = None
-    trainable_backbone: bool = False
-    dropout: float = 0.2
-    l2: float = 0.005
-    learning_rate: float = 0.007
-    batch_size: int = 64
-    epochs: int = 50
-    patience: int = 5
-    early_stopping_start_epoch: int = 0  # epochs before early stopping watches (a warm-up for training from scratch)
-    augment: bool = True
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    resume: bool = False
-    train_batchnorm: bool = False  # hub backbone, fine-tuning: let BatchNorm learn batch statistics
-    init_from: str | None = None  # another run folder whose best weights start this one (fine-tuning stage)
-    crop_boxes: str | None = None  # JSON {photo path: detector box or null}: train on those crops as well
-    cached_feature_copies: int = 0  # frozen backbone: train the head on features of this many augmented copies
-    # of each training image (plus the image itself), computed once; 0: run the backbone at every step
-    threads: int = 0  # TensorFlow intra- and inter-op threads; 0: all cores
-    verbose: int = 1
-    seed: int | None = None
+    data: str = option(help="split files (train.txt, val.txt, classes.csv) or class folders")
+    out: str = option(help="run folder: export/, labels.txt, history.csv, checkpoints/, train_summary.json")
+    labels_file: str | None = option(None, flag="--labels",
+                                     help="label file, one per line in class order (overrides the data's names)")
+    val_fraction: float = option(0.1, help="held back for validation when class folders have no val/")
+    input_size: int = option(CLASSIFIER_INPUT_SIZE, help="side of the square model input, in pixels")
+    backbone: str = option(EFFICIENTNET_B0, help=f"{EFFICIENTNET_B0} or {HUB_PREFIX}<URL or local SavedModel folder>")
+    backbone_weights: str | None = option(None, help=f"{EFFICIENTNET_B0} weights file (default: random)")
+    trainable_backbone: bool = option(False, help="train the backbone too (needed without pretrained weights)")
+    dropout: float = option(0.2, help="dropout rate after each hidden head layer")
+    l2: float = option(0.005, help="L2 factor on the head's hidden layers")
+    learning_rate: float = option(0.007, help="RMSprop learning rate")
+    batch_size: int = option(64, help="images per step")
+    epochs: int = option(50, help="at most this many epochs")
+    patience: int = option(5, help="early stopping on validation accuracy")
+    early_stopping_start_epoch: int = option(
+        0, help="epochs of warm-up before early stopping watches (a warm-up for training from scratch)")
+    augment: bool = option(True, help="augment the training images")
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)  # its fields are options too
+    resume: bool = option(False, help="continue from the last checkpoint and epoch in --out")
+    train_batchnorm: bool = option(
+        False, help="hub backbone being fine-tuned: BatchNorm learns batch statistics (default: frozen)")
+    init_from: str | None = option(
+        None, help="start from the best weights of another run folder (fine-tuning stage)")
+    crop_boxes: str | None = option(
+        None, help="JSON {photo path: box} from `python -m pipeline.detector boxes`: each training photo with a box "
+                   "is also a training item cut to it, as /hello cuts it")
+    cached_feature_copies: int = option(
+        0, help="frozen backbone: compute features once for the image and this many augmented copies, and train the "
+                "head on them (0: run the backbone at every step)")
+    threads: int = option(0, help="TensorFlow intra- and inter-op threads (0: all cores)")
+    verbose: int = option(1, choices=(0, 1, 2), help="1: progress bars")
+    seed: int | None = option(None, help="random seed of weights, shuffling and augmentation")
 
     def model_config(self, num_classes: int) -> ModelConfig:
         return ModelConfig(
@@ -812,7 +371,7 @@ def train(config: TrainConfig) -> dict:
     _write_json(checkpoint_dir / RUN_NAME, {"hyperparameters": dataclasses.asdict(config), "data": data.describe()})
 
     strategy = tf.distribute.MirroredStrategy()  # all GPUs present; the CPU when there are none
-    reader = _ImageReader(config.input_size)
+    reader = ImageReader(config.input_size)
     if config.cached_feature_copies:
         if config.trainable_backbone or config.resume or config.init_from:
             raise ValueError("--cached-feature-copies trains a head on a frozen backbone: not with "
@@ -948,47 +507,10 @@ def export_checkpoint(out: str | Path) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig(data="", out="")
-    aug = AugmentationConfig()
     parser = argparse.ArgumentParser(prog="python -m pipeline.classifier", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-
     train_cmd = commands.add_parser("train", help="train, checkpoint every epoch, export the best weights")
-    train_cmd.add_argument("--data", required=True, help="split files (train.txt, val.txt, classes.csv) or class folders")
-    train_cmd.add_argument("--out", required=True, help="run folder: export/, labels.txt, history.csv, checkpoints/, train_summary.json")
-    train_cmd.add_argument("--labels", dest="labels_file", help="label file, one per line in class order (overrides the data's names)")
-    train_cmd.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="held back for validation when class folders have no val/")
-    train_cmd.add_argument("--input-size", type=int, default=defaults.input_size)
-    train_cmd.add_argument("--backbone", default=defaults.backbone, help=f"{EFFICIENTNET_B0} or {HUB_PREFIX}<URL or local SavedModel folder>")
-    train_cmd.add_argument("--backbone-weights", default=None, help=f"{EFFICIENTNET_B0} weights file (default: random)")
-    train_cmd.add_argument("--trainable-backbone", action="store_true", help="train the backbone too (needed without pretrained weights)")
-    train_cmd.add_argument("--dropout", type=float, default=defaults.dropout)
-    train_cmd.add_argument("--l2", type=float, default=defaults.l2)
-    train_cmd.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train_cmd.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train_cmd.add_argument("--epochs", type=int, default=defaults.epochs)
-    train_cmd.add_argument("--patience", type=int, default=defaults.patience, help="early stopping on validation accuracy")
-    train_cmd.add_argument("--early-stopping-start-epoch", type=int, default=defaults.early_stopping_start_epoch,
-                           help="epochs of warm-up before early stopping watches")
-    train_cmd.add_argument("--no-augment", dest="augment", action="store_false")
-    train_cmd.add_argument("--rotation-degrees", type=float, default=aug.rotation_degrees)
-    train_cmd.add_argument("--shift-fraction", type=float, default=aug.shift_fraction)
-    train_cmd.add_argument("--shear", type=float, default=aug.shear)
-    train_cmd.add_argument("--zoom-range", type=float, nargs=2, default=aug.zoom_range)
-    train_cmd.add_argument("--no-horizontal-flip", dest="horizontal_flip", action="store_false")
-    train_cmd.add_argument("--crop-scale", type=float, nargs=2, default=aug.crop_scale)
-    train_cmd.add_argument("--resume", action="store_true", help="continue from the last checkpoint and epoch in --out")
-    train_cmd.add_argument("--crop-boxes", help="JSON {photo path: box} from `python -m pipeline.detector boxes`: "
-                           "each training photo with a box is also a training item cut to it, as /hello cuts it")
-    train_cmd.add_argument("--init-from", help="start from the best weights of another run folder (fine-tuning stage)")
-    train_cmd.add_argument("--train-batchnorm", action="store_true",
-                           help="hub backbone being fine-tuned: BatchNorm learns batch statistics (default: frozen)")
-    train_cmd.add_argument("--cached-feature-copies", type=int, default=defaults.cached_feature_copies,
-                           help="frozen backbone: compute features once for the image and this many augmented copies")
-    train_cmd.add_argument("--threads", type=int, default=defaults.threads, help="TensorFlow threads (0: all cores)")
-    train_cmd.add_argument("--verbose", type=int, default=defaults.verbose, choices=(0, 1, 2), help="1: progress bars")
-    train_cmd.add_argument("--seed", type=int, default=None)
-
+    add_options(train_cmd, TrainConfig)
     export_cmd = commands.add_parser("export", help="export the best checkpoint of a run to <out>/export/")
     export_cmd.add_argument("--out", required=True, help="the run folder given to train")
     export_cmd.add_argument("--threads", type=int, default=0)
@@ -1001,18 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         print(export_checkpoint(args.out))
         return 0
-    options = vars(args)
-    augmentation = AugmentationConfig(
-        rotation_degrees=options.pop("rotation_degrees"),
-        shift_fraction=options.pop("shift_fraction"),
-        shear=options.pop("shear"),
-        zoom_range=tuple(options.pop("zoom_range")),
-        horizontal_flip=options.pop("horizontal_flip"),
-        crop_scale=tuple(options.pop("crop_scale")),
-    )
-    options.pop("command")
     try:
-        summary = train(TrainConfig(**options, augmentation=augmentation))
+        summary = train(config_from_args(TrainConfig, args))
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ must not be copied into the repository. Writes <out>/best.pt and <out>/train_sum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,13 +21,38 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.dataclass_cli import add_options, config_argv, config_from_args, option
+from pipeline.paths import IMAGE_SUFFIXES, SERVE_CONFIG
 from pipeline.yolo_offline import prepare_ultralytics
 
 CLASS_NAMES = ["product"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass
+class DetectorTrainConfig:
+    """The detector training run. Each field is a `train` option too (pipeline.dataclass_cli)."""
+
+    data: str = option(help="YOLO-format folder (images/, labels/) or a data.yaml")
+    out: str = option("artifacts/detector", help="run folder: best.pt, train_summary.json, train/, dataset/")
+    model: str = option("yolov8n.yaml", help="ultralytics model yaml (built from scratch)")
+    imgsz: int = option(224, help="input side, in pixels")
+    epochs: int = option(100, help="at most this many epochs")
+    time: float | None = option(None, help="hours; caps training time (overrides --epochs)")
+    batch: int = option(32, help="images per step")
+    workers: int = option(2, help="dataloader workers (ultralytics uses 0 on CPU)")
+    device: str = option("cpu", help="cpu, 0, 0,1, ...")
+    patience: int = option(20, help="epochs without improvement before stopping")
+    fraction: float = option(1.0, help="train on this share of the training split (timing runs)")
+    val_fraction: float = option(0.1, help="share of a YOLO folder's images held back for validation")
+    seed: int = option(0, help="training seed and validation-split seed")
+    cache: str | None = option(None, choices=("ram", "disk"), help="ultralytics image cache")
+    plots: bool = option(False, help="write ultralytics' training plots")
+    resume: bool = option(False, help="continue <out>/train/weights/last.pt")
 
 
 def is_validation(name: str, fraction: float, seed: int) -> bool:
@@ -134,34 +160,38 @@ def validate(weights: Path | str, data_yaml: Path | str, imgsz: int, device: str
     return {"precision": float(box.mp), "recall": float(box.mr), "mAP50": float(box.map50), "mAP50-95": float(box.map)}
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, copy the best checkpoint to <out>/best.pt, validate it and write train_summary.json."""
+def train(config: DetectorTrainConfig, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train, copy the best checkpoint to <out>/best.pt, validate it and write train_summary.json.
+
+    `argv`: the `train` command line the run was started with, for the summary (default: one that gives `config`).
+    """
     prepare_ultralytics()
     import torch
     from ultralytics import YOLO
 
-    out = Path(args.out).resolve()
+    argv = ["train", *config_argv(config)] if argv is None else list(argv)
+    out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data_yaml = resolve_data(Path(args.data), out, args.val_fraction, args.seed)
-    cuda = args.device not in ("cpu", "mps") and torch.cuda.is_available()
+    data_yaml = resolve_data(Path(config.data), out, config.val_fraction, config.seed)
+    cuda = config.device not in ("cpu", "mps") and torch.cuda.is_available()
     run_dir = out / "train"
     started = time.time()
-    if args.resume:
+    if config.resume:
         last = run_dir / "weights" / "last.pt"
         if not last.is_file():
             raise FileNotFoundError(f"--resume: {last} does not exist")
         model = YOLO(str(last))
         model.train(resume=True)
     else:
-        model = YOLO(args.model)  # a .yaml builds a fresh, randomly initialised network
-        options = dict(
-            data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
-            device=args.device, project=str(out), name="train", exist_ok=True, seed=args.seed,
-            patience=args.patience, fraction=args.fraction, pretrained=False, amp=cuda, plots=args.plots,
-            cache=args.cache or False, verbose=True,
-        )
-        if args.time:
-            options["time"] = args.time  # hours; ultralytics re-plans the epoch count to fit it
+        model = YOLO(config.model)  # a .yaml builds a fresh, randomly initialised network
+        options = {
+            "data": str(data_yaml), "epochs": config.epochs, "imgsz": config.imgsz, "batch": config.batch,
+            "workers": config.workers, "device": config.device, "project": str(out), "name": "train", "exist_ok": True,
+            "seed": config.seed, "patience": config.patience, "fraction": config.fraction, "pretrained": False,
+            "amp": cuda, "plots": config.plots, "cache": config.cache or False, "verbose": True,
+        }
+        if config.time:
+            options["time"] = config.time  # hours; ultralytics re-plans the epoch count to fit it
         model.train(**options)
     wall = time.time() - started
 
@@ -169,19 +199,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if not best.is_file():
         best = run_dir / "weights" / "last.pt"
     shutil.copyfile(best, out / "best.pt")
-    metrics = validate(out / "best.pt", data_yaml, args.imgsz, args.device)
+    metrics = validate(out / "best.pt", data_yaml, config.imgsz, config.device)
     data_info = json.loads(data_yaml.read_text()) if data_yaml.parent == out / "dataset" else {}
     summary = {
-        "command": " ".join(["python -m pipeline.detector", *map(shlex.quote, args.argv)]),
-        "args": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
-        "architecture": Path(args.model).stem,
+        "command": " ".join(["python -m pipeline.detector", *map(shlex.quote, argv)]),
+        "args": {"command": "train", **dataclasses.asdict(config)},
+        "architecture": Path(config.model).stem,
         "classes": CLASS_NAMES,
-        "input_size": args.imgsz,
+        "input_size": config.imgsz,
         "data_yaml": str(data_yaml),
         "dataset": {k: data_info[k] for k in ("source", "images", "boxes", "val_fraction", "split_seed") if k in data_info},
         "epochs_completed": _epochs_completed(run_dir),
         "wall_time_s": round(wall, 1),
-        "device": "cuda" if cuda else args.device,
+        "device": "cuda" if cuda else config.device,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "val_metrics": metrics,
         "best_checkpoint": str(out / "best.pt"),
@@ -202,12 +232,13 @@ def _epochs_completed(run_dir: Path) -> int | None:
 def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     """The box /hello would cut from each photo of a labelled split (serving's recognition core and settings),
     as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
-    from pipeline.evaluate import hello_boxes, load_labelled_set
+    from pipeline.datasets import load_labelled_photos
+    from pipeline.evaluate import hello_boxes
     from pipeline.model_label import load_model_label
     from pipeline.recognition import serving_settings
 
     bundle = load_model_label(args.model_label)
-    photos = [str(path) for path, _ in load_labelled_set(args.data, bundle.labels, args.split)]
+    photos = [str(path) for path, _ in load_labelled_photos(args.data, bundle.labels, args.split)]
     found = hello_boxes(bundle.detector_path, photos, serving_settings(args.serve_config), bundle.detector_input_size,
                         args.device)
     result = {path: (list(box) if box else None) for path, box in zip(photos, (f[0] if f else None for f in found))}
@@ -217,39 +248,29 @@ def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.detector", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    t = commands.add_parser("train", help="train the one-class product detector")
-    t.add_argument("--data", required=True, help="YOLO-format folder (images/, labels/) or a data.yaml")
-    t.add_argument("--out", default="artifacts/detector")
-    t.add_argument("--model", default="yolov8n.yaml", help="ultralytics model yaml (built from scratch)")
-    t.add_argument("--imgsz", type=int, default=224)
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--time", type=float, default=None, help="hours; caps training time (overrides --epochs)")
-    t.add_argument("--batch", type=int, default=32)
-    t.add_argument("--workers", type=int, default=2, help="dataloader workers (ultralytics uses 0 on CPU)")
-    t.add_argument("--device", default="cpu", help="cpu, 0, 0,1, ...")
-    t.add_argument("--patience", type=int, default=20, help="epochs without improvement before stopping")
-    t.add_argument("--fraction", type=float, default=1.0, help="train on this share of the training split (timing runs)")
-    t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0, help="training seed and validation-split seed")
-    t.add_argument("--cache", choices=["ram", "disk"], default=None, help="ultralytics image cache")
-    t.add_argument("--plots", action="store_true", help="write ultralytics' training plots")
-    t.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
-    t.set_defaults(func=train)
-    b = commands.add_parser("boxes", help="the box /hello cuts from each photo of a labelled split (JSON)")
-    b.add_argument("--model-label", default="model_label", help="whose detector (and labels) to use")
-    b.add_argument("--data", required=True, help="split file, folder with <split>.txt, or folder per label")
-    b.add_argument("--split", default="train")
-    b.add_argument("--serve-config", default="serve_config.yaml", help="detector and photo settings, as served")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--out", required=True)
-    b.set_defaults(func=boxes)
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in train_summary.json
-    args.func(args)
+    train_cmd = commands.add_parser("train", help="train the one-class product detector")
+    add_options(train_cmd, DetectorTrainConfig)
+    boxes_cmd = commands.add_parser("boxes", help="the box /hello cuts from each photo of a labelled split (JSON)")
+    boxes_cmd.add_argument("--model-label", default="model_label", help="whose detector (and labels) to use")
+    boxes_cmd.add_argument("--data", required=True, help="split file, folder with <split>.txt, or folder per label")
+    boxes_cmd.add_argument("--split", default="train")
+    boxes_cmd.add_argument("--serve-config", default=str(SERVE_CONFIG), help="detector and photo settings, as served")
+    boxes_cmd.add_argument("--device", default="cpu")
+    boxes_cmd.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        # the command line as given is recorded in train_summary.json
+        train(config_from_args(DetectorTrainConfig, args), sys.argv[1:] if argv is None else argv)
+    else:
+        boxes(args)
 
 
 if __name__ == "__main__":

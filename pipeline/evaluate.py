@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from pipeline.datasets import load_labelled_photos
 from pipeline.model_label import load_model_label
+from pipeline.paths import SERVE_CONFIG
 from pipeline.recognition import (
-    SERVE_CONFIG, Box, ServingSettings, boxes_in_photo, crop_boxes, crops, detect, prepare_photo, serving_settings,
+    Box,
+    ServingSettings,
+    boxes_in_photo,
+    crop_boxes,
+    crops,
+    detect,
+    prepare_photo,
+    serving_settings,
 )
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
 
 # ---------------------------------------------------------------- metric arithmetic (pure, tested directly)
 
@@ -68,60 +75,6 @@ def summarize(probabilities: np.ndarray, targets: Sequence[int], labels: Sequenc
         },
         "confusion_matrix": matrix.tolist(),
     }
-
-
-# ---------------------------------------------------------------- labelled photos
-
-
-def load_labelled_set(path: Path | str, labels: Sequence[str], split: str = "val") -> list[tuple[Path, int]]:
-    """(image path, class index) pairs from a split file, a folder holding <split>.txt, or folder-per-label."""
-    path = Path(path)
-    if path.is_dir() and (path / f"{split}.txt").is_file():
-        path = path / f"{split}.txt"
-    if path.is_file():
-        return _read_split_file(path, len(labels))
-    if path.is_dir():
-        return _read_class_folders(path, labels)
-    raise FileNotFoundError(f"{path} is neither a split file nor a folder of labelled photos")
-
-
-def _read_split_file(path: Path, num_classes: int) -> list[tuple[Path, int]]:
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = [field.strip() for field in line.split(",")]
-        try:
-            class_id = int(fields[1])
-        except (IndexError, ValueError):
-            raise ValueError(f"{path}:{number}: expected 'path, class_id, ...', got {line!r}") from None
-        if not 0 <= class_id < num_classes:
-            raise ValueError(f"{path}:{number}: class_id {class_id} is outside the {num_classes} labels")
-        image = path.parent / fields[0]
-        if not image.is_file():
-            raise FileNotFoundError(f"{path}:{number}: {image} does not exist")
-        items.append((image, class_id))
-    if not items:
-        raise ValueError(f"{path} lists no images")
-    return items
-
-
-def _read_class_folders(root: Path, labels: Sequence[str]) -> list[tuple[Path, int]]:
-    folders = {p.name: p for p in root.iterdir() if p.is_dir()}
-    unknown = sorted(set(folders) - set(labels))
-    if unknown:
-        raise ValueError(f"{root} has folders {unknown} that are not the model's labels: names must match labels.txt")
-    items = []
-    for index, label in enumerate(labels):  # class order; a label without a folder is simply not evaluated
-        if label not in folders:
-            continue
-        images = sorted(p for p in folders[label].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise ValueError(f"{folders[label]} holds no images")
-        items += [(image, index) for image in images]
-    if not items:
-        raise ValueError(f"{root} has no class folders")
-    return items
 
 
 # ---------------------------------------------------------------- model passes
@@ -192,7 +145,7 @@ def calibrate_unknown(probabilities: np.ndarray, targets: Sequence[int], target_
         "target_met": bool(len(meets)),
         "precision": float(precision[best]),
         "coverage": float((cut[best] + 1) / len(confidence)),
-        "photos": int(len(confidence)),
+        "photos": len(confidence),
     }
 
 
@@ -289,9 +242,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {ROWS[row]}{note} | {result['top1']:.2%} | {result['top5']:.2%} |")
     lines += [
         "",
-        f"Unknown threshold for /hello answers: **{calibration['unknown_threshold']:.3f}** — answers at or above it are "
-        f"right {calibration['precision']:.1%} of the time (target {calibration['target_precision']:.0%}"
-        f"{'' if calibration['target_met'] else ', not reached'}) and cover {calibration['coverage']:.1%} of the photos.",
+        (f"Unknown threshold for /hello answers: **{calibration['unknown_threshold']:.3f}** — answers at or above it are "
+         f"right {calibration['precision']:.1%} of the time (target {calibration['target_precision']:.0%}"
+         f"{'' if calibration['target_met'] else ', not reached'}) and cover {calibration['coverage']:.1%} of the photos."),
         "",
     ]
     if "detector" in report:
@@ -359,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch  # noqa: F401  (before TensorFlow, see the module docstring)
 
     bundle = load_model_label(args.model_label)
-    photos = load_labelled_set(args.data, bundle.labels, args.split)
+    photos = load_labelled_photos(args.data, bundle.labels, args.split)
     report = evaluate(
         classifier_dir=bundle.classifier_path, detector_path=bundle.detector_path, labels=bundle.labels,
         classifier_size=bundle.classifier_input_size, detector_size=bundle.detector_input_size, photos=photos,

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import model_label as ml
-from pipeline.classifier import BASELINE_EXPORT_DIR, EXPORT_DIR, HUB_PREFIX
+from pipeline.classifier import BASELINE_EXPORT_DIR, EXPORT_DIR
+from pipeline.classifier_model import HUB_PREFIX
+from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
-from pipeline.recognition import SERVE_CONFIG, serving_settings
+from pipeline.recognition import serving_settings
 from pipeline.yolo_offline import prepare_ultralytics
 
 PREPROCESSING = {
@@ -124,7 +126,8 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     prepare_ultralytics()
     import torch  # noqa: F401  (torch before TensorFlow, which evaluate imports later)
 
-    from pipeline.evaluate import evaluate, headline, load_labelled_set
+    from pipeline.datasets import load_labelled_photos
+    from pipeline.evaluate import evaluate, headline
 
     classifier_dir, detector_dir, out = Path(classifier_dir), Path(detector_dir), Path(out)
     report_dir = Path(report_dir) if report_dir else classifier_dir.parent / "evaluation"
@@ -144,7 +147,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     if detector_data and not Path(detector_data).exists():
         raise FileNotFoundError(f"the detector's held-back data {detector_data} is gone: pass --detector-data")
 
-    photos = load_labelled_set(eval_data, labels, eval_split)
+    photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
     report = evaluate(
         classifier_dir=staging / ml.CLASSIFIER_NAME, detector_path=staging / ml.DETECTOR_NAME, labels=labels,

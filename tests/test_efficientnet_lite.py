@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from photos import GROCERY
+from load_tests.photos import GROCERY
 from pipeline import efficientnet_lite
 from pipeline.preprocessing import load_training_image
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
 
 from pipeline import detector, evaluate
+from pipeline.datasets import DatasetError, load_labelled_photos
 from pipeline.model_label import ModelLabelError, load_model_label
-from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier below
@@ -33,18 +34,23 @@ def test_confusion_matrix_and_per_class_accuracy_known_answer():
     assert summary["per_class"]["b"] == {"n": 1, "accuracy": 0.0}
 
 
-def test_labelled_sets_from_split_file_and_folders(tmp_path):
+def test_labelled_photos_from_split_file_and_folders(tmp_path):
     photos = make_labelled_photos(tmp_path / "photos")
-    by_folder = evaluate.load_labelled_set(photos, LABELS)
-    assert [target for _, target in by_folder] == [0, 0, 1, 1, 2, 2]
+    by_folder = load_labelled_photos(photos, LABELS)
+    assert by_folder == [(photos / label / f"{label}{i}.jpg", index) for index, label in enumerate(LABELS) for i in (0, 1)]
+    (photos / "blue" / "more").mkdir()
+    (photos / "blue" / "blue0.jpg").rename(photos / "blue" / "more" / "blue0.jpg")
+    assert load_labelled_photos(photos, LABELS)[-2:] == [(photos / "blue/blue1.jpg", 2), (photos / "blue/more/blue0.jpg", 2)]
+    # indices are the labels' order; a label without a folder has no photos
+    assert load_labelled_photos(photos, ["green", "red", "blue", "white"])[:2] == [(p, 0) for p, _ in by_folder[2:4]]
     (photos / "val.txt").write_text("red/red0.jpg, 0, 0\nblue/blue1.jpg, 2, 0\n")
-    assert evaluate.load_labelled_set(photos, LABELS) == [(photos / "red/red0.jpg", 0), (photos / "blue/blue1.jpg", 2)]
+    assert load_labelled_photos(photos, LABELS) == [(photos / "red/red0.jpg", 0), (photos / "blue/blue1.jpg", 2)]
     (photos / "bad.txt").write_text("red/red0.jpg, 7, 0\n")
-    with pytest.raises(ValueError, match="outside the 3 labels"):
-        evaluate.load_labelled_set(photos / "bad.txt", LABELS)
+    with pytest.raises(DatasetError, match=r"bad\.txt:1: class id 7 is out of range: there are 3 classes"):
+        load_labelled_photos(photos / "bad.txt", LABELS)
     (photos / "purple").mkdir()
-    with pytest.raises(ValueError, match="purple"):
-        evaluate.load_labelled_set(photos, LABELS, split="test")
+    with pytest.raises(DatasetError, match=r"folders \['purple'\] that are not the model's labels"):
+        load_labelled_photos(photos, LABELS, split="test")
 
 
 def make_classifier_run(run, size=32):

@@ -18,14 +18,19 @@ import pytest
 from PIL import Image
 
 from pipeline import classifier
-from pipeline.classifier import AugmentationConfig, DatasetError, TrainConfig
+from pipeline.augmentation import AugmentationConfig, augment_batch, sample_augmentation
+from pipeline.classifier import TrainConfig
+from pipeline.classifier_data import ImageReader, make_dataset
+from pipeline.dataclass_cli import config_argv, config_from_args
+from pipeline.datasets import DatasetError, Split, load_labelled_data
 from pipeline.model_label import read_labels
 from pipeline.preprocessing import classifier_input, decode_photo
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}  # class folders sort this way
 SIZE = 32
-HUB_SETTINGS = dict(trainable_backbone=False, learning_rate=3e-3, l2=0.0, dropout=0.0, epochs=15, patience=15)
+HUB_SETTINGS = {"trainable_backbone": False, "learning_rate": 3e-3, "l2": 0.0, "dropout": 0.0, "epochs": 15,
+                "patience": 15}
 
 
 def write_colour_images(folder: Path, colour, count: int, seed: int) -> None:
@@ -64,7 +69,8 @@ def make_mean_colour_hub_module(path: Path) -> Path:
 
 
 def quick_config(data: Path, out: Path, **overrides) -> TrainConfig:
-    settings = dict(input_size=SIZE, trainable_backbone=True, learning_rate=1e-3, batch_size=4, epochs=2, verbose=0, seed=0)
+    settings = {"input_size": SIZE, "trainable_backbone": True, "learning_rate": 1e-3, "batch_size": 4, "epochs": 2,
+                "verbose": 0, "seed": 0}
     settings.update(overrides)
     return TrainConfig(data=str(data), out=str(out), **settings)
 
@@ -219,7 +225,7 @@ def test_augmentation_bounds_are_the_recipe_and_hold():
     assert (config.rotation_degrees, config.shift_fraction, config.shear) == (20.0, 0.3, 0.3)
     assert config.zoom_range == (0.8, 1.2) and config.crop_scale == (0.6, 1.0) and config.horizontal_flip
 
-    p = {k: v.numpy() for k, v in classifier.sample_augmentation(4000, 100, config).items()}
+    p = {k: v.numpy() for k, v in sample_augmentation(4000, 100, config).items()}
     assert np.abs(p["rotation"]).max() <= np.radians(20.0) and np.abs(p["rotation"]).max() > np.radians(19.0)
     for key in ("shift_x", "shift_y"):
         assert np.abs(p[key]).max() <= 30.0 and np.abs(p[key]).max() > 29.0
@@ -236,9 +242,9 @@ def test_augmentation_changes_images_and_the_identity_does_not():
     import tensorflow as tf
 
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32))
-    same = classifier.augment_batch(images, AugmentationConfig.none()).numpy()
+    same = augment_batch(images, AugmentationConfig.none()).numpy()
     np.testing.assert_allclose(same, images.numpy(), atol=1e-3)
-    changed = classifier.augment_batch(images, AugmentationConfig()).numpy()
+    changed = augment_batch(images, AugmentationConfig()).numpy()
     assert changed.shape == images.shape and changed.dtype == np.float32
     assert np.abs(changed - images.numpy()).mean() > 1.0
 
@@ -255,8 +261,8 @@ def test_training_input_is_the_serving_preprocessing(tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(buffer.getvalue())
 
-    split = classifier.Split([str(path)], [0])
-    dataset = classifier.make_dataset(split, SIZE, 1, False, AugmentationConfig.none(), classifier._ImageReader(SIZE))
+    split = Split([str(path)], [0])
+    dataset = make_dataset(split, SIZE, 1, False, AugmentationConfig.none(), ImageReader(SIZE))
     images, class_ids = next(iter(dataset))
     served = classifier_input(decode_photo(buffer.getvalue()).image, size=SIZE)
     assert images.dtype == tf.float32 and class_ids.numpy().tolist() == [0]
@@ -270,9 +276,9 @@ def test_detector_crops_are_extra_training_items_cut_as_serving_cuts_them(tmp_pa
     for path in paths:
         Image.fromarray(pixels).save(path)
     box = [10.5, 5.0, 40.0, 30.0]
-    split = classifier.Split([str(p) for p in paths], [0, 1]).with_crops({str(paths[0]): box, str(paths[1]): None})
+    split = Split([str(p) for p in paths], [0, 1]).with_crops({str(paths[0]): box, str(paths[1]): None})
     assert split.class_ids == [0, 1, 0] and split.boxes == [None, None, tuple(box)]
-    dataset = classifier.make_dataset(split, SIZE, 3, False, AugmentationConfig.none(), classifier._ImageReader(SIZE))
+    dataset = make_dataset(split, SIZE, 3, False, AugmentationConfig.none(), ImageReader(SIZE))
     images, _ = next(iter(dataset))
     image = decode_photo(paths[0].read_bytes()).image
     np.testing.assert_array_equal(images.numpy()[0], classifier_input(image, size=SIZE).astype(np.float32))
@@ -289,20 +295,20 @@ def test_split_files_layout_gives_grocery_store_labels(tmp_path):
         lines = [f"images/{split}/{name}/{p.name}, {i}, {i}" for i, name in enumerate(COLOURS)
                  for p in sorted((tmp_path / "images" / split / name).glob("*.jpg"))]
         (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    data = classifier.load_labelled_data(tmp_path)
+    data = load_labelled_data(tmp_path)
     assert data.layout == "split_files" and data.labels == ["Blue_ _ ", "Green_ _ ", "Red_ _ "]
     assert data.describe()["images"] == {"train": 12, "val": 6}
 
     (tmp_path / "val.txt").write_text("images/val/red/0.jpg, 3, 0\n")
     with pytest.raises(DatasetError, match=r"val\.txt:1: class id 3 is out of range"):
-        classifier.load_labelled_data(tmp_path)
+        load_labelled_data(tmp_path)
 
 
 def test_empty_class_folder_is_named(tmp_path):
     make_colour_folders(tmp_path)
     (tmp_path / "train" / "purple").mkdir()
     with pytest.raises(DatasetError, match=r"class folder .*train/purple holds no images"):
-        classifier.load_labelled_data(tmp_path)
+        load_labelled_data(tmp_path)
 
 
 def test_label_file_must_have_one_label_per_class(tmp_path):
@@ -310,9 +316,9 @@ def test_label_file_must_have_one_label_per_class(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("Blue_ _ \nGreen_ _ \n")
     with pytest.raises(DatasetError, match=r"labels\.txt has 2 labels but .* has 3 classes"):
-        classifier.load_labelled_data(tmp_path / "data", labels)
+        load_labelled_data(tmp_path / "data", labels)
     labels.write_text("Blue_ _ \nGreen_ _ \nRed_ _ \n")
-    assert classifier.load_labelled_data(tmp_path / "data", labels).labels == ["Blue_ _ ", "Green_ _ ", "Red_ _ "]
+    assert load_labelled_data(tmp_path / "data", labels).labels == ["Blue_ _ ", "Green_ _ ", "Red_ _ "]
 
 
 def test_unreadable_image_is_named(tmp_path):
@@ -336,3 +342,34 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     assert printed["epochs_run"] == 1
     hyperparameters = json.loads((tmp_path / "out" / "train_summary.json").read_text())["hyperparameters"]
     assert hyperparameters["learning_rate"] == 0.007 and hyperparameters["patience"] == 5  # the recipe's defaults
+
+
+def test_train_options_are_the_config_fields():
+    """`train`'s options are generated from TrainConfig: the flags the README and recorded runs use give the
+    config back, the defaults are the dataclass's, and any config is a command line that repeats it."""
+    def parse(argv):
+        return config_from_args(TrainConfig, classifier._parser().parse_args(["train", *argv]))
+
+    assert parse(["--data", "d", "--out", "o"]) == TrainConfig(data="d", out="o")
+    config = parse(["--data", "d", "--out", "o", "--labels", "l.txt", "--backbone", "hub:m", "--trainable-backbone",
+                    "--learning-rate", "5e-5", "--batch-size", "32", "--no-augment", "--zoom-range", "0.9", "1.1",
+                    "--no-horizontal-flip", "--cached-feature-copies", "3", "--verbose", "2", "--seed", "7"])
+    assert config == TrainConfig(
+        data="d", out="o", labels_file="l.txt", backbone="hub:m", trainable_backbone=True, learning_rate=5e-5,
+        batch_size=32, augment=False, augmentation=AugmentationConfig(zoom_range=(0.9, 1.1), horizontal_flip=False),
+        cached_feature_copies=3, verbose=2, seed=7)
+    assert parse(config_argv(config)) == config
+    with pytest.raises(SystemExit):
+        parse(["--data", "d"])  # --out is required: the field has no default
+
+
+def test_shipped_classifier_hyperparameters_are_a_command_line():
+    """The hyperparameters recorded in the shipped manifest, written as options, give the same config back."""
+    training = json.loads((REPO / "model_label" / "manifest.json").read_text())["classifier"]["training"]
+    if "hyperparameters" not in training:
+        pytest.skip("the shipped manifest keeps only the scalar entries of this classifier's training summary")
+    recorded = training["hyperparameters"]
+    augmentation = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded["augmentation"].items()}
+    config = TrainConfig(**{**recorded, "augmentation": AugmentationConfig(**augmentation)})
+    parsed = config_from_args(TrainConfig, classifier._parser().parse_args(["train", *config_argv(config)]))
+    assert json.loads(json.dumps(dataclasses.asdict(parsed))) == recorded

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.model_label import CLASSIFIER_NAME, DETECTOR_NAME, LABELS_NAME, write_labels, write_manifest
+from pipeline.model_label import (
+    CLASSIFIER_NAME,
+    DETECTOR_NAME,
+    LABELS_NAME,
+    write_labels,
+    write_manifest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL_DIR = REPO / "model_label"
