@@ -17,6 +17,7 @@ from ray import serve
 
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids
 from pipeline.model_label import load_model_label
+from deployments.payloads import Classification
 from pipeline.recognition import answer
 
 logger = logging.getLogger("ray.serve")
@@ -24,10 +25,11 @@ logger = logging.getLogger("ray.serve")
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Live-tunable settings (the deployment's `user_config`)."""
+    """Live-tunable settings (the deployment's `user_config`). The defaults also set `@serve.batch` below until
+    the first reconfigure()."""
 
     max_batch_size: int = 16
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.05
     top_k: int = 5
     unknown_threshold: float | None = None  # top-1 probability under this: "unknown"; None: the manifest's calibrated one
 
@@ -52,6 +54,11 @@ class Classifier:
                 tf.config.experimental.set_memory_growth(gpu, True)  # TF takes the whole card otherwise
         except RuntimeError:  # TensorFlow already started in this process (only outside Serve replicas)
             logger.warning("TensorFlow was initialised before the Classifier: thread and GPU settings unchanged")
+        if replica_gpu_ids() and not tf.config.list_physical_devices("GPU"):
+            logger.warning("Classifier: Ray assigned GPU %s to this replica but TensorFlow sees no GPU: "
+                           "falling back to CPU", ",".join(replica_gpu_ids()))
+            for handler in logger.handlers:  # throughput mode buffers replica logs (1,000 lines): write it now
+                handler.flush()
         self.tf = tf
         self.bundle = load_model_label(model_dir)
         self.version = self.bundle.versions["classifier"]
@@ -78,12 +85,12 @@ class Classifier:
         batch = self.tf.constant(np.stack(crops).astype(np.float32))
         return list(self.model.serve(batch).numpy())
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=ClassifierConfig.max_batch_size, batch_wait_timeout_s=ClassifierConfig.batch_wait_timeout_s)
     async def classify_batch(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         return await asyncio.to_thread(self._predict, crops)
 
-    async def classify(self, crops: list[np.ndarray]) -> dict:
-        """Top-k of each uint8 [S, S, 3] crop: {"results": [{"candidates", "known"}], "version"}.
+    async def classify(self, crops: list[np.ndarray]) -> Classification:
+        """Top-k of each uint8 [S, S, 3] crop, and whether it is known, in the order sent.
 
         Crops go into the batch queue one by one, so a photo with many products never exceeds a batch.
         """
@@ -93,11 +100,8 @@ class Classifier:
         config = self.config
         threshold = self.bundle.unknown_threshold if config.unknown_threshold is None else config.unknown_threshold
         probabilities = await asyncio.gather(*(self.classify_batch(crop) for crop in crops))
-        results = []
-        for p in probabilities:
-            result = answer(p, self.labels, config.top_k, threshold)
-            results.append({"candidates": result.candidates, "known": result.known})
-        return {"results": results, "version": self.version}
+        answers = [answer(p, self.labels, config.top_k, threshold) for p in probabilities]
+        return Classification(answers=answers, version=self.version)
 
     async def ready(self) -> str:
         return self.version

@@ -1,7 +1,8 @@
 """Detector deployment: finds products in a photo with the ultralytics YOLO checkpoint from model_label/.
 
-Requests from all concurrent callers are batched by `@serve.batch`; the model call runs in a thread so the
-next batch fills while one runs. Boxes come back in the pixel coordinates of the image the caller sent.
+The ingress sends each photo already letterboxed to the model's square input (pipeline.preprocessing), so
+requests from all concurrent callers are stacked by `@serve.batch` into one model call, run in a thread so the
+next batch fills meanwhile. Boxes come back in letterbox pixels; the ingress maps them to the photo.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ray import serve
 
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids
 from pipeline.model_label import load_model_label
+from deployments.payloads import Detection
 from pipeline.recognition import DetectorSettings, detect
 
 logger = logging.getLogger("ray.serve")
@@ -23,10 +25,12 @@ logger = logging.getLogger("ray.serve")
 
 @dataclass(frozen=True)
 class DetectorConfig(DetectorSettings):
-    """Live-tunable settings (the deployment's `user_config`): the detector settings and batching."""
+    """Live-tunable settings (the deployment's `user_config`): the detector settings, batching and precision.
+    The defaults also set `@serve.batch` below until the first reconfigure()."""
 
     max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.05
+    fp16_on_gpu: bool = True  # half precision when the replica has a CUDA device (ignored on CPU)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,6 +53,11 @@ class Detector:
         self.version = self.bundle.versions["detector"]
         gpus = replica_gpu_ids()
         self.device = "cuda:0" if gpus and torch.cuda.is_available() else "cpu"
+        if gpus and self.device == "cpu":
+            logger.warning("Detector: Ray assigned GPU %s to this replica but CUDA is not available to torch: "
+                           "falling back to CPU", ",".join(gpus))
+            for handler in logger.handlers:  # throughput mode buffers replica logs (1,000 lines): write it now
+                handler.flush()
         self.model = YOLO(str(self.bundle.detector_path), task="detect")
         self.config = DetectorConfig()
         self._predict([np.zeros((64, 64, 3), np.uint8)])  # load weights onto the device now, not on a request
@@ -65,15 +74,24 @@ class Detector:
         logger.info("Detector config: %s", self.config)
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return detect(self.model, images, self.config, self.bundle.detector_input_size, self.device)
+        """One model call per input size in the batch (one call, unless a live resize is under way)."""
+        fp16 = self.config.fp16_on_gpu and self.device != "cpu"
+        boxes: list[np.ndarray] = [np.empty((0, 5), np.float32)] * len(images)
+        for size in {image.shape for image in images}:
+            indices = [i for i, image in enumerate(images) if image.shape == size]
+            for index, found in zip(indices, detect(self.model, [images[i] for i in indices], self.config, self.device, fp16)):
+                boxes[index] = found
+        return boxes
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=DetectorConfig.max_batch_size, batch_wait_timeout_s=DetectorConfig.batch_wait_timeout_s)
     async def detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return await asyncio.to_thread(self._predict, images)
 
-    async def detect(self, image: np.ndarray) -> dict:
-        """Boxes of one RGB uint8 image: {"boxes": float32 [K, 5] (x1, y1, x2, y2, confidence), "version"}."""
-        return {"boxes": await self.detect_batch(image), "version": self.version}
+    async def detect(self, image: np.ndarray) -> Detection:
+        """Boxes of one letterboxed RGB uint8 image [S, S, 3] (S a multiple of 32)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[0] % 32 or image.shape[2] != 3:
+            raise ValueError(f"the detector takes letterboxed uint8 [S, S, 3] images, S a multiple of 32; got {image.dtype} {image.shape}")
+        return Detection(boxes=await self.detect_batch(image), version=self.version)
 
     async def ready(self) -> str:
         return self.version

@@ -2,7 +2,8 @@
 product from the decoded photo, asks the Classifier to name the crops, and answers JSON.
 
 Decoding and cropping are CPU work done in a thread, so the event loop keeps taking requests; only small
-arrays (a shrunk image for the detector, crops at the classifier's input size) travel to the model deployments.
+arrays travel to the model deployments: the photo letterboxed to the detector's input (~150 KB), crops at the
+classifier's input size.
 """
 
 
@@ -19,13 +20,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.docs import add_docs
+from deployments.metrics import RecognizerMetrics
+from deployments.payloads import Classification, Detection
 from deployments.schemas import (
     Box, Candidate, ErrorBody, Health, HelloAnswer, LabelFields, Labels, ModelVersions, PhotoInfo, Product,
     Recognition, Timings,
@@ -37,9 +40,12 @@ from pipeline.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crop
 
 logger = logging.getLogger("ray.serve")
 
+REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
+"""A model replica died under a call (killed, crashed, its node lost): worth one retry."""
+
 IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image": 422, "too_many_pixels": 413}
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 500, 503)}
 
 DECODE_MEMORY_BUDGET_BYTES = 2 * 1024**3
 """What one ingress replica may spend on decoding photos at once, on top of its own footprint."""
@@ -123,6 +129,14 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return error_response(422, "invalid_request", str(error.errors()))
 
 
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug, ours or a model deployment's (a bad crop shape): 500, logged with its traceback; never a 503
+    `model_unavailable`, which would send the operator looking for an outage."""
+    logger.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal_error", f"the service failed on this request ({type(error).__name__}); it is logged")
+
+
 class ApiKeyCheck:
     """ASGI middleware: without the configured key, 401 JSON `unauthorized` before any route runs, so unknown
     paths, /docs and /openapi.json are covered too. Off while API_KEY_ENV is unset or empty."""
@@ -157,6 +171,18 @@ class ApiKeyCheck:
 api.add_middleware(ApiKeyCheck)  # before @serve.ingress below, which freezes a copy of the app
 
 
+def error_outcome(error: Exception) -> tuple[int, str, bool]:
+    """(HTTP status, error code, whether the decoder refused the photo) of a request that failed with `error`:
+    what the exception handlers above answer, for the metrics."""
+    if isinstance(error, ImageError):
+        return IMAGE_ERROR_STATUS.get(error.code, 400), error.code, True
+    if isinstance(error, (UploadError, ServiceError)):
+        return error.status, error.code, False
+    if isinstance(error, StarletteHTTPException):
+        return error.status_code, "http_error", False
+    return 500, "internal_error", False
+
+
 class RecognizerConfig(PhotoSettings):
     """Live-tunable settings (the deployment's `user_config`): how an upload becomes the detector's image."""
 
@@ -171,6 +197,7 @@ class Recognizer:
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.config = RecognizerConfig()
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
+        self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
                     "required" if os.environ.get(API_KEY_ENV) else f"off ({API_KEY_ENV} unset)")
 
@@ -181,8 +208,9 @@ class Recognizer:
     @api.post("/hello", response_model=HelloAnswer, responses=ERRORS, openapi_extra=MULTIPART_BODY)
     async def hello(self, request: Request) -> HelloAnswer:
         """The original client's call: multipart part `img`; answers the most prominent product's label, base64."""
-        data = await read_image(request, ("img",), allow_raw_body=False)
-        recognition = await self._recognize(data, started=time.perf_counter())
+        async with self.metrics.photo("/hello") as record:
+            data = await read_image(request, ("img",), allow_raw_body=False)
+            recognition = record(await self._recognize(data, started=time.perf_counter()))
         prominent = recognition.products[0]  # largest first; never empty (whole photo when nothing detected)
         label = prominent.label or prominent.candidates[0].label  # the original always named something
         return HelloAnswer(item=base64.b64encode(label.encode("utf-8")).decode("ascii"))
@@ -191,8 +219,9 @@ class Recognizer:
     async def recognize(self, request: Request) -> Recognition:
         """Every product in the photo: box in original pixels, label, confidences, top-k, model versions, timings."""
         started = time.perf_counter()
-        data = await read_image(request, ("image", "img"), allow_raw_body=True)
-        return await self._recognize(data, started)
+        async with self.metrics.photo("/v1/recognize") as record:
+            data = await read_image(request, ("image", "img"), allow_raw_body=True)
+            return record(await self._recognize(data, started))
 
     @api.get("/v1/labels", response_model=Labels)
     async def labels(self) -> Labels:
@@ -222,29 +251,29 @@ class Recognizer:
         config = self.config
         read_done = time.perf_counter()
         async with self.decode_slots:
-            photo, detector_image = await asyncio.to_thread(prepare_photo, data, config)
+            photo, detector_image = await asyncio.to_thread(prepare_photo, data, config, self.bundle.detector_input_size)
         decoded = time.perf_counter()
 
-        detection = await self._call(self.detector.detect, detector_image)
+        detection: Detection = await self._call(self.detector.detect, detector_image.pixels)
         detected = time.perf_counter()
 
-        boxes = boxes_in_photo(detection["boxes"], photo, detector_image)  # decoded-photo pixels, largest first
+        boxes = boxes_in_photo(detection.boxes, photo, detector_image)  # decoded-photo pixels, largest first
         whole_photo = len(boxes) == 0
         size = self.bundle.classifier_input_size
         photo_crops = await asyncio.to_thread(crops, photo.image, crop_boxes(boxes, config.crop_margin), size)
         cropped = time.perf_counter()
 
-        classification = await self._call(self.classifier.classify, photo_crops)
+        classification: Classification = await self._call(self.classifier.classify, photo_crops)
         classified = time.perf_counter()
 
         products = []
-        for index, result in enumerate(classification["results"]):
+        for index, result in enumerate(classification.answers):
             if whole_photo:
                 box, detector_confidence = Box(x1=0, y1=0, x2=photo.original_size[0], y2=photo.original_size[1]), None
             else:
                 box, detector_confidence = self._original_box(boxes[index, :4], photo), float(boxes[index, 4])
-            candidates = [Candidate(label=label, confidence=min(1.0, confidence)) for label, confidence in result["candidates"]]
-            known = result["known"]
+            candidates = [Candidate(label=label, confidence=min(1.0, confidence)) for label, confidence in result.candidates]
+            known = result.known
             products.append(Product(
                 box=box,
                 source="whole_photo" if whole_photo else "detector",
@@ -260,7 +289,7 @@ class Recognizer:
             photo=PhotoInfo(width=photo.original_size[0], height=photo.original_size[1], format=photo.format),
             whole_photo=whole_photo,
             products=products,
-            models=ModelVersions(detector=detection["version"], classifier=classification["version"]),
+            models=ModelVersions(detector=detection.version, classifier=classification.version),
             timings=Timings(
                 read_ms=milliseconds(started, read_done),
                 decode_ms=milliseconds(read_done, decoded),
@@ -279,21 +308,22 @@ class Recognizer:
 
     @staticmethod
     async def _call(method, *args):
-        """A model deployment call; overload and failures become 503s with a JSON body, never a hang.
+        """A model deployment call; overload and a lost replica become 503s with a JSON body, never a hang.
 
         A replica that dies under the call (RayActorError: killed, crashed, its node lost) is retried once:
         model calls are pure, and the router sends the retry to a live replica or holds it until Serve has
-        started the replacement, so a replica loss costs the caller seconds, not its answer.
+        started the replacement, so a replica loss costs the caller seconds, not its answer. Any other
+        exception is the deployment's code failing on these arguments (a bug): it propagates and answers 500.
         """
         name = f"{method.deployment_name}.{method.handle_options.method_name}"
         try:
             try:
                 return await method.remote(*args)
-            except RayActorError as error:
+            except REPLICA_LOST as error:
                 logger.warning("model call %s lost its replica (%s); retrying once", name, type(error).__name__)
                 return await method.remote(*args)
         except BackPressureError:
             raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
-        except Exception as error:
-            logger.exception("model call %s failed", name)
-            raise ServiceError(503, "model_unavailable", f"a model deployment failed: {type(error).__name__}") from None
+        except (*REPLICA_LOST, DeploymentUnavailableError) as error:
+            logger.error("model call %s failed twice: %s", name, type(error).__name__)
+            raise ServiceError(503, "model_unavailable", f"a model deployment is unavailable: {type(error).__name__}") from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.preprocessing import Letterboxed
 from pipeline.recognition import ServingSettings, boxes_in_photo, crop_boxes, crops, detect, prepare_photo, serving_settings
 
 
@@ -67,10 +68,10 @@ class InProcessPipeline:
         Image.new("RGB", (640, 480), (128, 128, 128)).save(buffer, "JPEG")
         return buffer.getvalue()
 
-    def decode(self, photos: list[bytes]) -> tuple[list, list[np.ndarray], float]:
+    def decode(self, photos: list[bytes]) -> tuple[list, list[Letterboxed], float]:
         """Decode step on its own, so a caller can run it ahead in a thread (Pillow releases the GIL)."""
         started = time.perf_counter()
-        prepared = [prepare_photo(data, self.settings.photo) for data in photos]
+        prepared = [prepare_photo(data, self.settings.photo, self.bundle.detector_input_size) for data in photos]
         return [photo for photo, _ in prepared], [image for _, image in prepared], time.perf_counter() - started
 
     def recognize(self, photos: list[bytes], classifier_batch: int = 16, decoded: tuple | None = None) -> list[str]:
@@ -80,7 +81,7 @@ class InProcessPipeline:
         decoded, detector_images, decode_s = decoded or self.decode(photos)
         times.decode += decode_s
         decoded_at = time.perf_counter()
-        detections = detect(self.detector, detector_images, self.settings.detector, self.bundle.detector_input_size)
+        detections = detect(self.detector, [image.pixels for image in detector_images], self.settings.detector)
         detected_at = time.perf_counter()
         photo_crops, owners = [], []
         for index, (photo, image, boxes) in enumerate(zip(decoded, detector_images, detections)):

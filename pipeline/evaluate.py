@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.datasets import load_labelled_photos
 from pipeline.model_label import load_model_label
 from pipeline.paths import SERVE_CONFIG
+from pipeline.preprocessing import decode_photo
 from pipeline.recognition import (
     Box,
     ServingSettings,
@@ -96,8 +97,8 @@ def hello_boxes(detector_path: Path | str, images: Sequence[Path], settings: Ser
     model = YOLO(str(detector_path), task="detect")
     found: list[tuple[Box, float] | None] = []
     for start in range(0, len(images), batch):
-        prepared = [prepare_photo(Path(p).read_bytes(), settings.photo) for p in images[start:start + batch]]
-        detections = detect(model, [image for _, image in prepared], settings.detector, trained_size, device)
+        prepared = [prepare_photo(Path(p).read_bytes(), settings.photo, trained_size) for p in images[start:start + batch]]
+        detections = detect(model, [image.pixels for _, image in prepared], settings.detector, device)
         for (photo, image), boxes in zip(prepared, detections):
             boxes = boxes_in_photo(boxes, photo, image)
             found.append((crop_boxes(boxes, settings.photo.crop_margin)[0], float(boxes[0, 4])) if len(boxes) else None)
@@ -116,7 +117,8 @@ def classify(classifier_dir: Path | str, images: Sequence[Path], box_sets: Seque
     model = tf.saved_model.load(str(classifier_dir))
     outputs: list[list[np.ndarray]] = [[] for _ in box_sets]
     for start in range(0, len(images), batch):
-        photos = [prepare_photo(Path(p).read_bytes(), photo_settings)[0].image for p in images[start:start + batch]]
+        photos = [decode_photo(Path(p).read_bytes(), min_side=photo_settings.decode_min_side).image
+                  for p in images[start:start + batch]]  # the photo prepare_photo decodes, without the letterbox
         for output, boxes in zip(outputs, box_sets):
             batch_crops = [crops(photo, [box], size)[0] for photo, box in zip(photos, boxes[start:start + batch])]
             output.append(model.serve(tf.constant(np.stack(batch_crops).astype(np.float32))).numpy())

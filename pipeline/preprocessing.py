@@ -1,10 +1,10 @@
 """Image preprocessing shared by training (pipeline/) and serving (deployments/).
 
 Training and serving must see a product the same way, so both go through these functions: `decode_photo`
-turns uploaded bytes into an upright RGB picture, `detector_input` shrinks it for the detector and
-`classifier_input` cuts out (a box of) it at the classifier's input size. Pixel scaling is not done here:
-the classifier model rescales its uint8 input itself, so no caller can get it wrong.
-Only numpy and Pillow: the CPU-only ingress imports this without TensorFlow or torch.
+turns uploaded bytes into an upright RGB picture, `detector_input` shrinks it and `letterbox` pads it to the
+detector's square input exactly as ultralytics does, and `classifier_input` cuts out (a box of) it at the
+classifier's input size. Pixel scaling is not done here: the models rescale their uint8 input themselves.
+Only numpy, Pillow and OpenCV: the CPU-only ingress imports this without TensorFlow, torch or ultralytics.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -188,13 +189,51 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def detector_input(image: Image.Image, size: int) -> np.ndarray:
     """The photo shrunk (never enlarged) so its longest side is at most `size`, as uint8 HxWx3.
 
-    Ultralytics letterboxes it to its square input itself; sending this instead of the decoded photo keeps
-    the message between deployments small.
+    `letterbox` then fits it to the detector's square input, as ultralytics did with it in training.
     """
     ratio = max(image.width, image.height) / size
     if ratio > 1.0:
         image = image.resize((max(1, round(image.width / ratio)), max(1, round(image.height / ratio))), RESAMPLE)
     return np.asarray(image, dtype=np.uint8)
+
+
+LETTERBOX_PAD = 114
+"""The grey ultralytics pads its letterbox with (LetterBox's padding_value), in training and prediction."""
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """The detector's exact input, and where the shrunk photo sits inside it."""
+
+    pixels: np.ndarray  # uint8 [size, size, 3] RGB
+    source_size: tuple[int, int]  # (width, height) of the image that was letterboxed
+
+    def boxes_in_source(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes [K, 4+] from letterbox pixels to the source image's (ultralytics' scale_boxes, then clipped)."""
+        boxes = np.array(boxes, dtype=np.float64)  # a copy: the caller's boxes stay as they were
+        size, (width, height) = self.pixels.shape[0], self.source_size
+        gain = min(size / height, size / width)
+        new_h, new_w = max(round(height * gain), 1), max(round(width * gain), 1)
+        pad_x, pad_y = round((size - new_w) / 2 - 0.1), round((size - new_h) / 2 - 0.1)
+        boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_x) / (new_w / width)).clip(0, width)
+        boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_y) / (new_h / height)).clip(0, height)
+        return boxes
+
+
+def letterbox(image: np.ndarray, size: int) -> Letterboxed:
+    """`image` (uint8 HxWx3) resized to fit a size x size square and padded with grey: ultralytics' LetterBox
+    (center, scaleup, no stride rounding, OpenCV bilinear), so the detector sees the pixels its own predict()
+    would make. Done in the ingress, the detector gets ~150 KB instead of the shrunk photo; written here
+    rather than imported, as ultralytics would bring torch into the ingress (tests check it is identical)."""
+    height, width = image.shape[:2]
+    gain = min(size / height, size / width)
+    new_w, new_h = max(round(width * gain), 1), max(round(height * gain), 1)
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom, left, right = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+    pixels = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_PAD,) * 3)
+    return Letterboxed(pixels=np.ascontiguousarray(pixels), source_size=(width, height))
 
 
 def classifier_input(

@@ -2,8 +2,8 @@
 
 Serving (deployments/), evaluation (pipeline/evaluate.py) and the benchmark's in-process pipeline
 (load_tests/inprocess.py) all go through these functions, so the figures the evaluation reports are those of
-the code that answers `/hello`. Only numpy and Pillow here (the CPU-only ingress imports it); the detector
-and classifier models are passed in.
+the code that answers `/hello`. No TensorFlow, torch or ultralytics imports here (the CPU-only ingress imports
+it); the detector and classifier models are passed in.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image
 
 from pipeline.paths import SERVE_CONFIG
-from pipeline.preprocessing import DECODE_MIN_SIDE, Photo, classifier_input, decode_photo, detector_input
+from pipeline.preprocessing import (
+    DECODE_MIN_SIDE, Letterboxed, Photo, classifier_input, decode_photo, detector_input, letterbox,
+)
 
 Box = tuple[float, float, float, float]
 
@@ -24,33 +26,33 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """How the detector is asked: thresholds, letterbox side and the most boxes per photo."""
+    """How the detector is asked: thresholds and the most boxes per photo."""
 
     confidence_threshold: float = 0.25
     iou_threshold: float = 0.5
-    input_size: int | None = None  # letterbox side; None: the size the model was trained at
     max_detections: int = 10
 
     def __post_init__(self) -> None:
         if not (0 <= self.confidence_threshold <= 1 and 0 < self.iou_threshold <= 1):
             raise ValueError("confidence_threshold must be in [0, 1] and iou_threshold in (0, 1]")
-        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
-            raise ValueError("input_size must be a multiple of 32 (the model's stride), at least 32")
         if self.max_detections < 1:
             raise ValueError("max_detections must be >= 1")
 
 
 @dataclass(frozen=True)
 class PhotoSettings:
-    """How the ingress turns an upload into the detector's image."""
+    """How the ingress turns an upload into the detector's image, and boxes into crops."""
 
-    detector_image_max_side: int = 640  # the shrunk photo sent to the detector (it letterboxes it itself)
+    detector_image_max_side: int = 640  # the photo is shrunk to this, then letterboxed to the detector's input
+    detector_input_size: int | None = None  # the letterbox side; None: the size the detector was trained at
     decode_min_side: int = DECODE_MIN_SIDE  # JPEGs decode at reduced size while the long side stays this long
     crop_margin: float = 0.2  # each side of a box grows by this share of its size before the crop: context
 
     def __post_init__(self) -> None:
         if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
             raise ValueError("detector_image_max_side must be >= 32 and decode_min_side >= detector_image_max_side")
+        if self.detector_input_size is not None and (self.detector_input_size < 32 or self.detector_input_size % 32):
+            raise ValueError("detector_input_size must be a multiple of 32 (the model's stride), at least 32")
         if not 0 <= self.crop_margin <= 1:
             raise ValueError("crop_margin must be in [0, 1]")
 
@@ -94,19 +96,24 @@ def serving_settings(path: Path | str = SERVE_CONFIG) -> ServingSettings:
     )
 
 
-def prepare_photo(data: bytes, settings: PhotoSettings) -> tuple[Photo, np.ndarray]:
-    """Decode an upload once; the shrunk uint8 RGB image the detector gets."""
+def prepare_photo(data: bytes, settings: PhotoSettings, trained_size: int) -> tuple[Photo, Letterboxed]:
+    """Decode an upload once; the detector's exact input (the photo shrunk, then letterboxed)."""
     photo = decode_photo(data, min_side=settings.decode_min_side)
-    return photo, detector_input(photo.image, settings.detector_image_max_side)
+    shrunk = detector_input(photo.image, settings.detector_image_max_side)
+    return photo, letterbox(shrunk, settings.detector_input_size or trained_size)
 
 
-def detect(model: Any, images: Sequence[np.ndarray], settings: DetectorSettings, trained_size: int,
-           device: str = "cpu") -> list[np.ndarray]:
-    """Boxes of each RGB uint8 image with an ultralytics YOLO model: float32 [K, 5] (x1, y1, x2, y2, conf)
-    in that image's pixels."""
+def detect(model: Any, images: Sequence[np.ndarray], settings: DetectorSettings, device: str = "cpu",
+           fp16: bool = False) -> list[np.ndarray]:
+    """Boxes of letterboxed RGB uint8 images (all one square size) with an ultralytics YOLO model: float32
+    [K, 5] (x1, y1, x2, y2, conf) in letterbox pixels. `fp16`: half precision, for CUDA (CPU stays fp32)."""
+    sizes = {image.shape for image in images}
+    if len(sizes) != 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
+        raise ValueError(f"the detector takes letterboxed square images of one size; got shapes {sorted(sizes)}")
     results = model.predict(
         [image[..., ::-1] for image in images],  # ultralytics reads numpy arrays as BGR
-        imgsz=settings.input_size or trained_size,
+        imgsz=images[0].shape[0],  # already letterboxed: predict's own letterbox leaves them as they are
+        quantize=16 if fp16 else None,  # ultralytics 8.4's name for the former half=True
         conf=settings.confidence_threshold,
         iou=settings.iou_threshold,
         max_det=settings.max_detections,
@@ -120,13 +127,13 @@ def detect(model: Any, images: Sequence[np.ndarray], settings: DetectorSettings,
     ]
 
 
-def boxes_in_photo(boxes: np.ndarray, photo: Photo, detector_image: np.ndarray) -> np.ndarray:
-    """Detector boxes [K, 5] from detector-image pixels to decoded-photo pixels, largest first.
+def boxes_in_photo(boxes: np.ndarray, photo: Photo, detector_image: Letterboxed) -> np.ndarray:
+    """Detector boxes [K, 5] from letterbox pixels to decoded-photo pixels, largest first.
 
     The largest box is the product the shopper photographed: it is what `/hello` names.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5).copy()
-    boxes[:, :4] *= photo.image.width / detector_image.shape[1]
+    boxes = detector_image.boxes_in_source(np.asarray(boxes).reshape(-1, 5))
+    boxes[:, :4] *= photo.image.width / detector_image.source_size[0]
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return boxes[np.argsort(-areas, kind="stable")]
 

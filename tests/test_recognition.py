@@ -8,18 +8,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from load_tests.photos import freiburg_held_back_photos, grocery_val_photos
+from pipeline.model_label import load_model_label
 from pipeline.paths import SERVE_CONFIG
-from pipeline.preprocessing import Photo
+from pipeline.preprocessing import Letterboxed, Photo, detector_input, letterbox
 from pipeline.recognition import (
-    DetectorSettings, PhotoSettings, answer, boxes_in_photo, crop_boxes, crops, serving_settings,
+    DetectorSettings, PhotoSettings, answer, boxes_in_photo, crop_boxes, crops, detect, prepare_photo, serving_settings,
 )
-
 
 
 def test_boxes_go_to_decoded_photo_pixels_largest_first():
     photo = Photo(image=Image.new("RGB", (1000, 500)), original_size=(4000, 2000), format="JPEG")
-    detector_image = np.zeros((320, 640, 3), np.uint8)  # the photo shrunk by 1000/640
-    boxes = np.array([[0, 0, 64, 64, 0.9], [100, 100, 300, 200, 0.4], [10, 10, 20, 20, 0.99]], np.float32)
+    # the photo shrunk by 1000/640 to 640x320, letterboxed into 640x640: 160 px of padding above
+    detector_image = Letterboxed(pixels=np.zeros((640, 640, 3), np.uint8), source_size=(640, 320))
+    boxes = np.array([[0, 160, 64, 224, 0.9], [100, 260, 300, 360, 0.4], [10, 170, 20, 180, 0.99]], np.float32)
     placed = boxes_in_photo(boxes, photo, detector_image)
     assert placed[:, 4].tolist() == pytest.approx([0.4, 0.9, 0.99])  # largest, not most confident, first
     assert placed[0, :4].tolist() == pytest.approx([156.25, 156.25, 468.75, 312.5])
@@ -60,6 +62,49 @@ def test_serving_settings_are_read_from_serve_config():
 
 def test_settings_refuse_values_the_models_cannot_use():
     with pytest.raises(ValueError, match="multiple of 32"):
-        DetectorSettings(input_size=100)
+        PhotoSettings(detector_input_size=100)
+    with pytest.raises(ValueError, match="max_detections"):
+        DetectorSettings(max_detections=0)
     with pytest.raises(ValueError, match="decode_min_side"):
         PhotoSettings(detector_image_max_side=640, decode_min_side=320)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (640, 427), (333, 640), (640, 640), (50, 640), (120, 90)])
+def test_letterbox_is_ultralytics_letterbox(shape):
+    """The ingress letterboxes for the detector; it must be pixel for pixel what ultralytics' predict() does."""
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.utils.ops import scale_boxes
+
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours = letterbox(image, 224)
+    theirs = LetterBox((224, 224), auto=False, stride=32)(image=image)
+    assert ours.pixels.shape == (224, 224, 3) and np.array_equal(ours.pixels, theirs)
+    boxes = np.array([[3.5, 20.25, 100.0, 210.0], [0.0, 0.0, 224.0, 224.0]])
+    assert ours.boxes_in_source(boxes) == pytest.approx(scale_boxes((224, 224), boxes.copy(), shape))
+
+
+def test_letterboxed_in_the_ingress_gives_the_boxes_ultralytics_gave_on_the_shrunk_photo():
+    """Real photos: boxes from the ingress's letterbox (what is served now) equal those of ultralytics' predict()
+    on the shrunk photo (what was served before the letterbox moved to the ingress)."""
+    from pipeline.yolo_offline import prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    bundle = load_model_label()
+    model = YOLO(str(bundle.detector_path), task="detect")
+    settings = serving_settings(SERVE_CONFIG)
+    found = 0
+    for path in grocery_val_photos(3) + freiburg_held_back_photos(5):
+        photo, detector_image = prepare_photo(path.read_bytes(), settings.photo, bundle.detector_input_size)
+        served = boxes_in_photo(detect(model, [detector_image.pixels], settings.detector)[0], photo, detector_image)
+        shrunk = detector_input(photo.image, settings.photo.detector_image_max_side)
+        result = model.predict(shrunk[..., ::-1], imgsz=bundle.detector_input_size, conf=settings.detector.confidence_threshold,
+                               iou=settings.detector.iou_threshold, max_det=settings.detector.max_detections, verbose=False)[0]
+        before = np.concatenate([result.boxes.xyxy.numpy(), result.boxes.conf.numpy()[:, None]], axis=1)
+        before[:, :4] *= photo.image.width / shrunk.shape[1]  # the mapping served before: shrunk → decoded photo
+        before = before[np.argsort(-(before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1]), kind="stable")]
+        assert served.shape == before.shape and served == pytest.approx(before, abs=1e-3), path.name
+        found += len(served)
+    assert found > 0

@@ -239,6 +239,65 @@ def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
         assert (prominent["source"] == "whole_photo") == measured["whole_photo"]
 
 
+def scrape_product_metrics() -> dict[tuple[str, tuple], float]:
+    """Every `ray_product_*` sample of the Prometheus endpoints of Ray's nodes, summed over replicas:
+    {(sample name, sorted (tag, value) pairs without Serve's replica tags): value}."""
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[tuple[str, tuple], float] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        text = httpx.get(f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("ray_product_"):
+                    tags = tuple(sorted((k, v) for k, v in sample.labels.items()
+                                        if k in ("endpoint", "status", "code", "stage", "le")))
+                    samples[(sample.name, tags)] = samples.get((sample.name, tags), 0.0) + sample.value
+    return samples
+
+
+def test_product_metrics_are_exported_for_prometheus(app):
+    """The product's own metrics (deployments/metrics.py) reach Ray's Prometheus endpoint with sane values."""
+    def value(samples: dict, name: str, **tags: str) -> float:
+        return sum(v for (n, t), v in samples.items() if n == name and set(tags.items()) <= set(t))
+
+    time.sleep(3)  # what earlier tests did has been reported (ServeApp: every second)
+    before = scrape_product_metrics()
+    photos = grocery_val_photos(3)
+    for path in photos:
+        assert recognize(app, path.read_bytes()).status_code == 200
+    assert httpx.post(f"{app.url}/hello", files={"img": ("x.jpg", photos[0].read_bytes(), "image/jpeg")}, timeout=120).status_code == 200
+    assert recognize(app, b"this is not a photo").status_code == 415
+
+    def arrived(samples: dict) -> bool:
+        return value(samples, "ray_product_photos_total", endpoint="/v1/recognize", code="not_an_image") > \
+            value(before, "ray_product_photos_total", endpoint="/v1/recognize", code="not_an_image")
+
+    deadline, after = time.monotonic() + 60, before
+    while time.monotonic() < deadline and not arrived(after := scrape_product_metrics()):
+        time.sleep(1)
+    time.sleep(3)  # the last request's report, and any other replica's
+    after = scrape_product_metrics()
+    delta = lambda name, **tags: value(after, name, **tags) - value(before, name, **tags)  # noqa: E731
+    assert delta("ray_product_photos_total", endpoint="/v1/recognize", status="200", code="ok") == 3
+    assert delta("ray_product_photos_total", endpoint="/hello", status="200", code="ok") == 1
+    assert delta("ray_product_photos_total", endpoint="/v1/recognize", status="415", code="not_an_image") == 1
+    assert delta("ray_product_decode_refusals_total", code="not_an_image") == 1
+    answered = delta("ray_product_products_per_photo_count", endpoint="/v1/recognize")
+    products = delta("ray_product_products_per_photo_sum", endpoint="/v1/recognize")
+    assert answered == 3 and 3 <= products <= 30  # at least one product per answered photo, at most max_detections
+    assert delta("ray_product_unknown_products_total") <= products + 1
+    for stage in ("decode", "detect", "crop", "classify", "total"):
+        assert delta("ray_product_stage_latency_ms_count", stage=stage) == 4, stage
+        assert delta("ray_product_stage_latency_ms_sum", stage=stage) > 0, stage
+    total_ms = delta("ray_product_stage_latency_ms_sum", stage="total")
+    assert total_ms >= delta("ray_product_stage_latency_ms_sum", stage="classify") and total_ms < 4 * 120_000
+    assert value(after, "ray_product_photos_in_flight", endpoint="/v1/recognize") == 0
+
+
 def test_a_replica_killed_under_load_costs_no_answer(app):
     """ray.kill a Detector and then a Classifier replica while requests are in flight: Serve replaces each,
     the Recognizer retries the calls the dead replica held, and every request is answered 200."""

@@ -1,0 +1,26 @@
+"""What travels between the deployments: typed, so a field renamed on one side fails where it is read, not as
+a KeyError deep in the ingress. Plain frozen dataclasses of numpy arrays and strings pickle cheaply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.recognition import Answer
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The Detector's answer for one letterboxed image."""
+
+    boxes: np.ndarray  # float32 [K, 5]: x1, y1, x2, y2 in letterbox pixels, confidence
+    version: str  # the detector's model version
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The Classifier's answer for the crops of one photo, in the order they were sent."""
+
+    answers: list[Answer]
+    version: str  # the classifier's model version
