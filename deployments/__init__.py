@@ -1,1 +1,2 @@
-"""The Ray Serve graph: Recognizer (HTTP ingress) → Detector (YOLO) → Classifier (ImageNet-pretrained EfficientNet-Lite0 + a head trained on shop photos)."""
+"""The Ray Serve graph: Recognizer (HTTP ingress) → Detector (YOLO) → Classifier (ImageNet-pretrained
+EfficientNet-Lite0 + a head trained on shop photos)."""

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from ray import serve
 
+from deployments.payloads import Classification
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids
 from pipeline.model_label import load_model_label
-from deployments.payloads import Classification
 from pipeline.recognition import answer
 
 logger = logging.getLogger("ray.serve")
@@ -77,8 +77,9 @@ class Classifier:
     def reconfigure(self, user_config: dict) -> None:
         """Apply new top-k, unknown threshold and batching without a restart."""
         self.config = ClassifierConfig(**user_config)
-        self.classify_batch.set_max_batch_size(self.config.max_batch_size)
-        self.classify_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        # @serve.batch's wrapper has these setters; Ray annotates the decorator as returning a plain callable.
+        self.classify_batch.set_max_batch_size(self.config.max_batch_size)  # type: ignore[attr-defined]
+        self.classify_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)  # type: ignore[attr-defined]
         logger.info("Classifier config: %s", self.config)
 
     def _predict(self, crops: list[np.ndarray]) -> list[np.ndarray]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from ray import serve
 
+from deployments.payloads import Detection
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids
 from pipeline.model_label import load_model_label
-from deployments.payloads import Detection
 from pipeline.recognition import DetectorSettings, detect
 
 logger = logging.getLogger("ray.serve")
@@ -69,8 +69,9 @@ class Detector:
     def reconfigure(self, user_config: dict) -> None:
         """Apply new thresholds and batching without a restart (serve_config.yaml user_config)."""
         self.config = DetectorConfig(**user_config)
-        self.detect_batch.set_max_batch_size(self.config.max_batch_size)
-        self.detect_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        # @serve.batch's wrapper has these setters; Ray annotates the decorator as returning a plain callable.
+        self.detect_batch.set_max_batch_size(self.config.max_batch_size)  # type: ignore[attr-defined]
+        self.detect_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)  # type: ignore[attr-defined]
         logger.info("Detector config: %s", self.config)
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 STAGES = ("read", "decode", "detect", "crop", "classify", "total")
 """The stages of Recognition.timings, each observed as `stage` of product_stage_latency_ms."""
 
-LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0]
 PRODUCTS_BOUNDARIES = [0.5, 1.5, 2.5, 3.5, 5.5, 8.5, 10.5]  # 1, 2, 3, 4-5, 6-8, 9-10 products a photo
 
 Outcome = Callable[[Exception], tuple[int, str, bool]]
@@ -32,24 +32,31 @@ class RecognizerMetrics:
         self.outcome = outcome
         self.photos = Counter(
             "product_photos", description="Photos answered, by endpoint and outcome (HTTP status and error code; 'ok' for 200)",
-            tag_keys=("endpoint", "status", "code"),
+            tag_keys=("endpoint", "status", "code"),  # type: ignore[arg-type]  # Ray annotates tag_keys as a 1-tuple
         )
         self.in_flight = Gauge("product_photos_in_flight", description="Photos this replica is working on now", tag_keys=("endpoint",))
         self.products = Histogram(
             "product_products_per_photo", description="Products named in one answered photo (1 for a whole-photo answer)",
             boundaries=PRODUCTS_BOUNDARIES, tag_keys=("endpoint",),
         )
-        self.unknown = Counter("product_unknown_products", description="Products answered as unknown (under the unknown threshold)", tag_keys=("endpoint",))
-        self.whole_photo = Counter("product_whole_photo_answers", description="Photos where nothing was detected: the whole photo was classified", tag_keys=("endpoint",))
+        self.unknown = Counter(
+            "product_unknown_products", description="Products answered as unknown (under the unknown threshold)", tag_keys=("endpoint",),
+        )
+        self.whole_photo = Counter(
+            "product_whole_photo_answers", description="Photos where nothing was detected: the whole photo was classified",
+            tag_keys=("endpoint",),
+        )
         self.stage_latency = Histogram(
             "product_stage_latency_ms", description="Milliseconds per stage of an answered photo, queueing included",
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",),
         )
-        self.decode_refusals = Counter("product_decode_refusals", description="Uploads refused while decoding, by error code", tag_keys=("code",))
+        self.decode_refusals = Counter(
+            "product_decode_refusals", description="Uploads refused while decoding, by error code", tag_keys=("code",),
+        )
         self._in_flight: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
-    async def photo(self, endpoint: str) -> AsyncIterator[Callable[["Recognition"], "Recognition"]]:
+    async def photo(self, endpoint: str) -> AsyncIterator[Callable[[Recognition], Recognition]]:
         """Counts one request to `endpoint`: its outcome, and for an answer what `record(answer)` is given."""
         self._in_flight[endpoint] = self._in_flight.get(endpoint, 0) + 1
         self.in_flight.set(self._in_flight[endpoint], tags={"endpoint": endpoint})
@@ -67,7 +74,7 @@ class RecognizerMetrics:
             self._in_flight[endpoint] -= 1
             self.in_flight.set(self._in_flight[endpoint], tags={"endpoint": endpoint})
 
-    def _answered(self, endpoint: str, recognition: "Recognition") -> "Recognition":
+    def _answered(self, endpoint: str, recognition: Recognition) -> Recognition:
         tags = {"endpoint": endpoint}
         self.products.observe(len(recognition.products), tags=tags)
         unknown = sum(not product.known for product in recognition.products)

@@ -13,6 +13,8 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -30,8 +32,18 @@ from deployments.docs import add_docs
 from deployments.metrics import RecognizerMetrics
 from deployments.payloads import Classification, Detection
 from deployments.schemas import (
-    Box, Candidate, ErrorBody, Health, HelloAnswer, LabelFields, Labels, ModelVersions, PhotoInfo, Product,
-    Recognition, Timings,
+    Box,
+    Candidate,
+    ErrorBody,
+    Health,
+    HelloAnswer,
+    LabelFields,
+    Labels,
+    ModelVersions,
+    PhotoInfo,
+    Product,
+    Recognition,
+    Timings,
 )
 from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
 from pipeline.model_label import load_model_label, parse_label
@@ -45,7 +57,7 @@ REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
 
 IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image": 422, "too_many_pixels": 413}
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 500, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 500, 503)}
 
 DECODE_MEMORY_BUDGET_BYTES = 2 * 1024**3
 """What one ingress replica may spend on decoding photos at once, on top of its own footprint."""
@@ -65,12 +77,12 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 BINARY = {"type": "string", "format": "binary"}
 
 
-def image_request_body(part: str, description: str, raw_body: bool) -> dict:
+def image_request_body(part: str, description: str, raw_body: bool) -> dict[str, Any]:
     """OpenAPI requestBody for an endpoint that reads its upload itself (uploads.read_image), not via FastAPI."""
-    schema = {"type": "object", "properties": {part: {**BINARY, "description": description}}}
+    schema: dict[str, Any] = {"type": "object", "properties": {part: {**BINARY, "description": description}}}
     if not raw_body:
         schema["required"] = [part]
-    content = {"multipart/form-data": {"schema": schema}}
+    content: dict[str, Any] = {"multipart/form-data": {"schema": schema}}
     if raw_body:
         content |= {"image/*": {"schema": BINARY}, "application/octet-stream": {"schema": BINARY}}
     return {"requestBody": {"required": True, "content": content}}
@@ -82,7 +94,8 @@ RECOGNIZE_BODY = image_request_body("image", "the photo ('img' works too)", raw_
 api = FastAPI(
     title="Product recognition",
     version="1.0",
-    description=f"Finds the products in a phone photo (YOLO) and names each one (an ImageNet-pretrained EfficientNet-Lite0 with a head trained on shop photos). "
+    description="Finds the products in a phone photo (YOLO) and names each one "
+    "(an ImageNet-pretrained EfficientNet-Lite0 with a head trained on shop photos). "
     f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
     docs_url=None,  # add_docs below: the same page, readable offline
     redoc_url=None,  # ReDoc's page loads from a CDN too, blank offline
@@ -96,7 +109,7 @@ class ServiceError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON error every status the app controls answers with; `headers` are kept (405's Allow, 401's
     WWW-Authenticate). A 408 closes the connection, whose unread body would otherwise pass for the next request."""
     headers = dict(headers or {})

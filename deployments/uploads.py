@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -46,7 +46,7 @@ class InMemoryMultiPartParser(MultiPartParser):
         self.ended = True
 
 
-async def _capped_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _capped_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadError(413, "body_too_large", f"the request body is {int(declared):,} bytes; the limit is {limit:,}")

@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +133,8 @@ def configure_threads(threads: int) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # TensorFlow already ran in this process (main() called from Python): keep its pools
-        print(f"TensorFlow is already initialized: thread pools stay at {tf.config.threading.get_intra_op_parallelism_threads()}", file=sys.stderr)
+        print(f"TensorFlow is already initialized: thread pools stay at {tf.config.threading.get_intra_op_parallelism_threads()}",
+              file=sys.stderr)
     return threads
 
 
@@ -379,7 +381,8 @@ def train(config: TrainConfig) -> dict:
         # On cached features the head is small work: no distribution strategy (its scope also breaks exports).
         train_head_on_cached_features(config, data, model_config, reader)
         return write_summary(out, replicas=1)
-    train_dataset = make_dataset(data.train, config.input_size, config.batch_size, True, config.augmentation if config.augment else AugmentationConfig.none(), reader)
+    train_augmentation = config.augmentation if config.augment else AugmentationConfig.none()
+    train_dataset = make_dataset(data.train, config.input_size, config.batch_size, True, train_augmentation, reader)
     val_dataset = make_dataset(data.val, config.input_size, config.batch_size, False, AugmentationConfig.none(), reader)
 
     EpochCheckpoints, ResumableEarlyStopping = _callback_classes()
@@ -389,7 +392,8 @@ def train(config: TrainConfig) -> dict:
         epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epochs_done=epoch_variable)
         manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir / LAST_CHECKPOINT_DIR), max_to_keep=1)
-        state = {"epochs_done": 0, "best_epoch": None, "best_val_accuracy": None, "best_val_top5_accuracy": None, "wall_seconds": 0.0}
+        state: dict[str, Any] = {"epochs_done": 0, "best_epoch": None, "best_val_accuracy": None, "best_val_top5_accuracy": None,
+                                 "wall_seconds": 0.0}
         if config.init_from and not config.resume:
             init_weights = Path(config.init_from) / CHECKPOINT_DIR / BEST_WEIGHTS_NAME
             if not _has_weights(init_weights):
@@ -406,7 +410,8 @@ def train(config: TrainConfig) -> dict:
                 best_weights = model.get_weights()
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             if int(epoch_variable.numpy()) != state["epochs_done"]:
-                raise RuntimeError(f"{manager.latest_checkpoint} is at epoch {int(epoch_variable.numpy())} but {state_path} says {state['epochs_done']}")
+                raise RuntimeError(f"{manager.latest_checkpoint} is at epoch {int(epoch_variable.numpy())} "
+                                   f"but {state_path} says {state['epochs_done']}")
             if state["best_epoch"] is not None:
                 resumed_early_stopping = {
                     "best": state["best_val_accuracy"],

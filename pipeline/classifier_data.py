@@ -19,11 +19,12 @@ class ImageReader:
         self.failures: list[str] = []
 
     def __call__(self, path: bytes, box: np.ndarray) -> np.ndarray:
-        path = path.decode()
+        name = path.decode()
         try:
-            return load_training_image(path, self.size, tuple(float(v) for v in box) if box[0] >= 0 else None)
+            crop = (float(box[0]), float(box[1]), float(box[2]), float(box[3])) if box[0] >= 0 else None
+            return load_training_image(name, self.size, crop)
         except Exception as error:  # noqa: BLE001 (whatever the failure, it is named and raised again)
-            message = f"image {path} cannot be read: {error}"
+            message = f"image {name} cannot be read: {error}"
             self.failures.append(message)
             raise DatasetError(message) from None
 

@@ -49,8 +49,12 @@ class Split:
         files = [Path(path).resolve() for path in self.paths]
         if not any(file in by_file for file in files):
             raise DatasetError("the crop boxes name none of the training photos: were they made for this data?")
-        extra = [(path, class_id, tuple(by_file[file])) for path, class_id, file in zip(self.paths, self.class_ids, files)
-                 if by_file.get(file)]
+        extra: list[tuple[str, int, tuple[float, float, float, float]]] = []
+        for path, class_id, file in zip(self.paths, self.class_ids, files):
+            box = by_file.get(file)
+            if box:
+                x1, y1, x2, y2 = box
+                extra.append((path, class_id, (x1, y1, x2, y2)))
         return Split(self.paths + [p for p, _, _ in extra], self.class_ids + [c for _, c, _ in extra],
                      list(whole) + [b for _, _, b in extra])
 

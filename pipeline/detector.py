@@ -108,7 +108,7 @@ def build_dataset_view(source: Path, view: Path, val_fraction: float = 0.1, seed
         (view / "images" / split).mkdir(parents=True, exist_ok=True)
         (view / "labels" / split).mkdir(parents=True, exist_ok=True)
         (view / "images" / split / image.name).symlink_to(image)
-        (view / "labels" / split / image.name).with_suffix(".txt").write_text("".join(f"{l}\n" for l in lines))
+        (view / "labels" / split / image.name).with_suffix(".txt").write_text("".join(f"{line}\n" for line in lines))
         counts[split] += 1
         boxes[split] += len(lines)
     if not counts["val"] or (not counts["train"] and val_fraction < 1.0):

@@ -141,7 +141,7 @@ def load_state_dict(model, state: dict[str, np.ndarray]) -> None:
         elif isinstance(layer, layers.Dense):  # torch [out, in] → keras [in, out]
             layer.set_weights([take(f"{torch_name}.weight").T, take(f"{torch_name}.bias")])
     unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
-                    and not (k.startswith("_fc.") and not any(l.name == "fc" for l in model.layers)))
+                    and not (k.startswith("_fc.") and not any(layer.name == "fc" for layer in model.layers)))
     if unused:
         raise ValueError(f"the state dict has tensors this network does not use: {unused[:5]}")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pipeline.datasets import load_labelled_photos
 from pipeline.model_label import load_model_label
@@ -42,7 +43,7 @@ from pipeline.recognition import (
 # ---------------------------------------------------------------- metric arithmetic (pure, tested directly)
 
 
-def top_k_accuracy(probabilities: np.ndarray, targets: Sequence[int], k: int) -> float:
+def top_k_accuracy(probabilities: np.ndarray, targets: ArrayLike, k: int) -> float:
     """Share of rows whose target is among the k highest scores (ties go to the lower class index)."""
     probabilities, targets = np.asarray(probabilities), np.asarray(targets)
     if len(targets) == 0:
@@ -51,7 +52,7 @@ def top_k_accuracy(probabilities: np.ndarray, targets: Sequence[int], k: int) ->
     return float(np.mean(np.any(top == targets[:, None], axis=1)))
 
 
-def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
+def confusion_matrix(targets: ArrayLike, predictions: ArrayLike, num_classes: int) -> np.ndarray:
     """Counts with rows = true class and columns = predicted class."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
@@ -64,7 +65,7 @@ def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
     return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
 
 
-def summarize(probabilities: np.ndarray, targets: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
+def summarize(probabilities: np.ndarray, targets: ArrayLike, labels: Sequence[str]) -> dict[str, Any]:
     """Top-1 / top-5 accuracy, per-class accuracy and the confusion matrix of one set of predictions."""
     matrix = confusion_matrix(targets, np.argmax(probabilities, axis=1), len(labels))
     return {
@@ -81,7 +82,7 @@ def summarize(probabilities: np.ndarray, targets: Sequence[int], labels: Sequenc
 # ---------------------------------------------------------------- model passes
 
 
-def hello_boxes(detector_path: Path | str, images: Sequence[Path], settings: ServingSettings, trained_size: int,
+def hello_boxes(detector_path: Path | str, images: Sequence[Path | str], settings: ServingSettings, trained_size: int,
                 device: str = "cpu", batch: int = 16) -> list[tuple[Box, float] | None]:
     """Per image, the region `/hello` classifies (the largest detection grown by the crop margin, in
     decoded-photo pixels) and its detector confidence; None when nothing is detected (then `/hello`
@@ -101,11 +102,12 @@ def hello_boxes(detector_path: Path | str, images: Sequence[Path], settings: Ser
         detections = detect(model, [image.pixels for _, image in prepared], settings.detector, device)
         for (photo, image), boxes in zip(prepared, detections):
             boxes = boxes_in_photo(boxes, photo, image)
-            found.append((crop_boxes(boxes, settings.photo.crop_margin)[0], float(boxes[0, 4])) if len(boxes) else None)
+            region = crop_boxes(boxes, settings.photo.crop_margin)[0]  # None only when nothing was detected
+            found.append((region, float(boxes[0, 4])) if region is not None else None)
     return found
 
 
-def classify(classifier_dir: Path | str, images: Sequence[Path], box_sets: Sequence[Sequence[Box | None]],
+def classify(classifier_dir: Path | str, images: Sequence[Path | str], box_sets: Sequence[Sequence[Box | None]],
              size: int, settings: ServingSettings | None = None, batch: int = 32) -> list[np.ndarray]:
     """Class probabilities [N, C] of the TF SavedModel for each set of boxes (one per image; None: whole photo).
 
@@ -125,7 +127,7 @@ def classify(classifier_dir: Path | str, images: Sequence[Path], box_sets: Seque
     return [np.concatenate(output) for output in outputs]
 
 
-def calibrate_unknown(probabilities: np.ndarray, targets: Sequence[int], target_precision: float = 0.95) -> dict[str, Any]:
+def calibrate_unknown(probabilities: np.ndarray, targets: ArrayLike, target_precision: float = 0.95) -> dict[str, Any]:
     """The lowest top-1 probability threshold at which the answers called known are right at least
     `target_precision` of the time (ties: all answers at a probability are in or out together).
 

@@ -171,7 +171,7 @@ def write_manifest(
     """
     directory = Path(directory)
     labels = read_labels(directory / LABELS_NAME)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "created": now.isoformat(timespec="seconds")}
     for part, name, info in (("classifier", CLASSIFIER_NAME, classifier), ("detector", DETECTOR_NAME, detector)):
         checksum = sha256_of(directory / name)

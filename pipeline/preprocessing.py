@@ -93,7 +93,7 @@ def decode_photo(data: bytes, min_side: int = DECODE_MIN_SIDE, max_pixels: int =
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))  # reassigned below to plain Images (_reduce, transpose)
     except UnidentifiedImageError:
         raise ImageError("not_an_image", "the bytes are not an image format we can read (JPEG, PNG, WebP, ...)") from None
     except Exception as error:  # corrupt headers raise a zoo of exception types
@@ -163,6 +163,7 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
     where a float64 copy of the whole image cost over a gigabyte.
     """
     high = image.getextrema()[1]
+    assert isinstance(high, (int, float)), f"{image.mode} is not a single-band mode"  # one band: (min, max) numbers
     top = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
     if image.mode == "F" and high <= 1.0:
         top = 1.0

@@ -8,16 +8,23 @@ it); the detector and classifier models are passed in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import (
-    DECODE_MIN_SIDE, Letterboxed, Photo, classifier_input, decode_photo, detector_input, letterbox,
+    DECODE_MIN_SIDE,
+    Letterboxed,
+    Photo,
+    classifier_input,
+    decode_photo,
+    detector_input,
+    letterbox,
 )
 
 Box = tuple[float, float, float, float]
@@ -85,7 +92,8 @@ def serving_settings(path: Path | str = SERVE_CONFIG) -> ServingSettings:
     configs = {d["name"]: d.get("user_config") or {} for d in application["deployments"]}
     classifier = configs.get("Classifier", {})
 
-    def fields_of(settings_type: type, deployment: str) -> dict:  # user_config also holds batching settings
+    # user_config also holds batching settings: keep the keys the settings dataclass has
+    def fields_of(settings_type: type[PhotoSettings | DetectorSettings], deployment: str) -> dict:
         return {k: v for k, v in configs.get(deployment, {}).items() if k in settings_type.__dataclass_fields__}
 
     return ServingSettings(
@@ -146,7 +154,7 @@ def crop_boxes(boxes: np.ndarray, margin: float = 0.0) -> list[Box | None]:
     head trained on unexpanded crops from 63.9% to 67.2% top-1)."""
     if len(boxes) == 0:
         return [None]
-    regions = []
+    regions: list[Box | None] = []
     for x1, y1, x2, y2 in (tuple(float(v) for v in box[:4]) for box in boxes):
         dx, dy = margin * (x2 - x1), margin * (y2 - y1)
         regions.append((x1 - dx, y1 - dy, x2 + dx, y2 + dy))
