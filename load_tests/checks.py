@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from load_tests.outcomes import BACKPRESSURE, CLIENT_STOPPED, OK
-from load_tests.sampler import replica_count
+from load_tests.sampler import pending_count, replica_count, running_count, starting_count, target_count, unplaced_for
 
 UNANSWERED = {"timeout", "connection", "in_flight"}  # kinds of a request that got no HTTP answer at all
 EXPECTED_UNDER_LOAD = {OK, BACKPRESSURE, CLIENT_STOPPED}  # client_stopped: locust's doing, counted in the report
@@ -54,8 +54,6 @@ def scale_up_times(samples: list[dict], deployments: list[str], peak_start: floa
 def running_up_times(samples: list[dict], deployments: list[str], peak_start: float, peak_end: float) -> dict[str, float | None]:
     """Seconds from the peak's start until each deployment had more RUNNING replicas than at the start
     (scale-up decision plus the new replica's placement and model loading)."""
-    from load_tests.sampler import running_count
-
     times = {}
     for name in deployments:
         before = [running_count(s, name) for s in samples if s["t"] <= peak_start]
@@ -127,8 +125,6 @@ def in_flight_at(records: list[dict], t: float) -> dict[str, int]:
 def check_replaced(samples: list[dict], deployment: str, killed: str, killed_at: float, within_s: float) -> Check:
     """After replica actor `killed` was killed, the deployment again has as many RUNNING replicas as before,
     none of them the killed actor (samples carry the live replica actor names), within `within_s`."""
-    from load_tests.sampler import running_count
-
     before = [running_count(s, deployment) for s in samples if s["t"] <= killed_at]
     wanted = max(1, before[-1] if before else 1)
     back = next((s["t"] - killed_at for s in samples if s["t"] > killed_at and running_count(s, deployment) >= wanted
@@ -136,3 +132,78 @@ def check_replaced(samples: list[dict], deployment: str, killed: str, killed_at:
     passed = back is not None and back <= within_s
     detail = f"{wanted} RUNNING before; " + (f"replaced and RUNNING after {back:.1f}s" if back is not None else "not replaced")
     return Check(f"killed {deployment} replica replaced", passed, detail + f" (limit {within_s:.0f}s)")
+
+
+def timeline(samples: list[dict], deployment: str) -> list[tuple[float, int, int, int, int]]:
+    """(t, wanted, running, starting, pending) per sample: what the autoscaler wanted, the RUNNING replicas,
+    those placed and loading, and those no node has taken yet."""
+    return [(s["t"], target_count(s, deployment), running_count(s, deployment), starting_count(s, deployment),
+             pending_count(s, deployment)) for s in samples]
+
+
+def unplaced_stretches(samples: list[dict], deployment: str) -> list[tuple[float, float, int, int]]:
+    """Stretches (from, to, most wanted, fewest running) where the autoscaler wanted more replicas than were
+    RUNNING while some of them sat pending, not placed on any node, and (when the samples carry the cluster's
+    resource requests) Ray reported a request of this deployment's shape it could not place."""
+    stretches, current = [], None
+    for s in samples:
+        unplaced = unplaced_for(s, deployment)
+        stuck = (target_count(s, deployment) > running_count(s, deployment) and pending_count(s, deployment) > 0
+                 and (unplaced is None or unplaced > 0))
+        if stuck:
+            wanted, running = target_count(s, deployment), running_count(s, deployment)
+            current = [s["t"], s["t"], wanted, running] if current is None else \
+                [current[0], s["t"], max(current[2], wanted), min(current[3], running)]
+        elif current is not None:
+            stretches.append(tuple(current))
+            current = None
+    if current is not None:
+        stretches.append(tuple(current))
+    return stretches
+
+
+def check_placed(samples: list[dict], deployments: list[str], bound_s: float, t0: float | None = None) -> Check:
+    """Wanted more than it could place: fails when a deployment's autoscaler target stayed above its RUNNING
+    replicas, with replicas pending (not placed on a node), for longer than `bound_s`: the maxima do not fit
+    the cluster, so the autoscaler asks for replicas that never come (a short pending stretch is a worker
+    process starting)."""
+    t0 = t0 if t0 is not None else (samples[0]["t"] if samples else 0.0)
+    worst = {}
+    for name in deployments:
+        stretches = unplaced_stretches(samples, name)
+        if stretches:
+            worst[name] = max(stretches, key=lambda st: st[1] - st[0])
+    failed = {name: st for name, st in worst.items() if st[1] - st[0] > bound_s}
+    detail = ", ".join(f"{name} wanted {w}, {r} RUNNING, pending {b - a:.0f}s from +{a - t0:.0f}s"
+                       for name, (a, b, w, r) in worst.items()) or "no replica waited for a place"
+    return Check("wanted no more than it could place", not failed, f"{detail} (bound {bound_s:.0f}s)")
+
+
+def reach_and_return(samples: list[dict], deployment: str, peak_start: float, peak_end: float,
+                     count: int) -> tuple[float | None, float | None, int]:
+    """(seconds into the peak when `count` replicas were first RUNNING, seconds after the peak's end when
+    the deployment was back to its pre-peak size and stayed there to the last sample, pre-peak RUNNING)."""
+    before = [running_count(s, deployment) for s in samples if s["t"] <= peak_start]
+    base = before[-1] if before else (running_count(samples[0], deployment) if samples else 0)
+    reached = next((s["t"] - peak_start for s in samples
+                    if peak_start <= s["t"] <= peak_end and running_count(s, deployment) >= count), None)
+    back = None
+    for s in samples:
+        if s["t"] < peak_end:
+            continue
+        down = replica_count(s, deployment) <= base and target_count(s, deployment) <= base
+        back = (s["t"] - peak_end if back is None else back) if down else None
+    return reached, back, base
+
+
+def check_models_scaled(samples: list[dict], deployments: list[str], peak_start: float, peak_end: float,
+                        count: int = 2) -> Check:
+    """Each of `deployments` (the models) had `count` RUNNING replicas during the peak, and was back to its
+    pre-peak size (wanted and replicas) after it, to the end of the run."""
+    rows = {name: reach_and_return(samples, name, peak_start, peak_end, count) for name in deployments}
+    passed = bool(rows) and all(reached is not None and back is not None for reached, back, _ in rows.values())
+    detail = ", ".join(
+        f"{name} " + (f"{count} RUNNING at +{reached:.0f}s of the peak" if reached is not None else f"never {count} RUNNING in the peak")
+        + ("; " + (f"back to {base} at +{back:.0f}s after it" if back is not None else f"not back to {base} by the end"))
+        for name, (reached, back, base) in rows.items())
+    return Check(f"{' and '.join(deployments)} reached {count} RUNNING in the peak, back after", passed, detail)

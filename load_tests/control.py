@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ray
 
-from load_tests.sampler import Sampler, serve_status_snapshot
+from load_tests.sampler import Sampler, cluster_snapshot, serve_status_snapshot
 
 APP_NAME = "recognizer"
 
@@ -55,7 +55,28 @@ def replica_actors(app_name: str = APP_NAME) -> dict[str, list[str]]:
 
 
 def snapshot() -> dict:
-    return serve_status_snapshot(APP_NAME) | {"actors": replica_actors(APP_NAME)}
+    return serve_status_snapshot(APP_NAME) | {"actors": replica_actors(APP_NAME), "cluster": cluster_snapshot()}
+
+
+def num_cpus_arg(value: str) -> float | str | None:
+    """--num-cpus: `auto` (None: Ray counts the machine's cores, as `serve run` does), `declared` (the node
+    serve_config.yaml declares, args.node_cpus) or a number."""
+    if value.lower() in ("auto", "none"):
+        return None
+    if value.lower() == "declared":
+        return "declared"
+    if not float(value).is_integer():
+        raise argparse.ArgumentTypeError(f"{value}: a Ray node's CPUs are a whole number")
+    return float(value)
+
+
+def local_num_cpus(value: float | str | None, config: dict) -> float | None:
+    if value == "declared":
+        declared = (config["applications"][0].get("args") or {}).get("node_cpus")
+        if declared is None:
+            raise SystemExit("--num-cpus declared: serve_config.yaml's args declare no node_cpus")
+        return float(declared)
+    return value
 
 
 def kill_one_replica(deployment: str, app_name: str = APP_NAME) -> str | None:
@@ -81,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray-address", help="connect to this running cluster instead of starting one")
     parser.add_argument("--model-dir", help="model_label folder for a fresh app (default: MODEL_LABEL_DIR or model_label/)")
     parser.add_argument("--port", type=int, default=0, help="HTTP port of a fresh app (0: a free one)")
-    parser.add_argument("--num-cpus", type=float, default=3, help="logical CPUs of a fresh local Ray")
+    parser.add_argument("--num-cpus", type=num_cpus_arg, default=None,
+                        help="logical CPUs of a fresh local Ray: auto (default: the machine's cores, what `make serve` "
+                             "gets), declared (serve_config.yaml's args.node_cpus) or a number")
     parser.add_argument("--upscale-delay", type=float)
     parser.add_argument("--downscale-delay", type=float)
     args = parser.parse_args(argv)
@@ -98,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
         # One histogram bucket per batch size up to 64, so batch sizes formed are read exactly, not by bucket.
         os.environ.setdefault("RAY_SERVE_BATCH_SIZE_BUCKETS", ",".join(str(n) for n in range(1, 65)))
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, namespace="serve", log_to_driver=False)
+        num_cpus = local_num_cpus(args.num_cpus, shipped_config())
+        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="serve", log_to_driver=False)
         # The port is picked once Ray's own processes hold theirs, so no Ray worker takes it first.
         config = shipped_config(model_dir, args.port or free_port())
         config = override_autoscaling(config, args.upscale_delay, args.downscale_delay)

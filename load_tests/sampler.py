@@ -17,29 +17,109 @@ GONE_STATES = {"STOPPING", "STOPPED"}
 """Replicas on their way out; every other state (STARTING, RUNNING, ...) counts toward the deployment's size."""
 
 
-def serve_status_snapshot(app_name: str = "recognizer") -> dict:
-    """One sample: {"t": wall time, "app": status, "deployments": {name: {"status", "replicas": {state: n}}}}."""
-    from ray import serve
+def _value(enum_or_str) -> str:
+    return str(getattr(enum_or_str, "value", enum_or_str))
 
-    app = serve.status().applications.get(app_name)
+
+def serve_status_snapshot(app_name: str = "recognizer") -> dict:
+    """One sample: {"t": wall time, "app": status, "deployments": {name: {...}}}, each deployment with
+    - "status", and "replicas": {state: n} (STARTING, RUNNING, STOPPING, ...);
+    - "target": the replicas the autoscaler wants (Serve's DeploymentDetails.target_num_replicas);
+    - "pending": STARTING replicas not yet on any node (Ray has not placed the actor: no room, or its worker
+      is still starting); the other STARTING ones are placed and loading their model;
+    - "resources": what one replica asks Ray for ({"CPU": 0.4, ...}).
+
+    The details come from Serve's controller, as `serve.status()` gets them (it keeps only the state counts),
+    and as the dashboard's /api/serve/applications/ and `serve status` show them.
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeInstanceDetails
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    details = ServeInstanceDetails(**client.get_serve_details()) if client is not None else None
+    app = details.applications.get(app_name) if details is not None else None
     deployments = {}
     if app is not None:
         for name, deployment in app.deployments.items():
+            states: dict[str, int] = {}
+            pending = 0
+            for replica in deployment.replicas:
+                state = _value(replica.state)
+                states[state] = states.get(state, 0) + 1
+                pending += state == "STARTING" and not replica.node_id
             deployments[name] = {
-                "status": str(getattr(deployment.status, "value", deployment.status)),
-                "replicas": {str(getattr(state, "value", state)): int(n) for state, n in deployment.replica_states.items()},
+                "status": _value(deployment.status),
+                "replicas": states,
+                "target": int(deployment.target_num_replicas),
+                "pending": pending,
+                "resources": {k: float(v) for k, v in (deployment.required_resources or {}).items()},
             }
-    return {"t": time.time(), "app": str(getattr(app.status, "value", app.status)) if app else "MISSING", "deployments": deployments}
+    return {"t": time.time(), "app": _value(app.status) if app else "MISSING", "deployments": deployments}
+
+
+def cluster_snapshot(gcs_address: str | None = None) -> dict:
+    """Logical CPU/GPU of the cluster, what is free, and the resource requests Ray could not place yet
+    ("unplaced": [{"bundle": {"CPU": 0.4}, "count": 1}], from the GCS's autoscaler state, as `ray status`
+    shows under "Pending"; None when that state cannot be read)."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    out = {"total": {r: float(total.get(r, 0.0)) for r in ("CPU", "GPU")},
+           "available": {r: float(free.get(r, 0.0)) for r in ("CPU", "GPU")}, "unplaced": None}
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(gcs_address or ray.get_runtime_context().gcs_address)
+        out["unplaced"] = [{"bundle": dict(b.bundle), "count": int(b.count)}
+                           for demand in status.resource_demands.ray_task_actor_demand for b in demand.bundles_by_count]
+    except Exception:  # an older or remote GCS without it: the pending replica counts still tell
+        pass
+    return out
+
+
+def _deployment(sample: dict, deployment: str) -> dict:
+    return sample["deployments"].get(deployment, {})
 
 
 def replica_count(sample: dict, deployment: str) -> int:
-    """Replicas of a deployment that are starting or serving (what the autoscaler asked for, roughly)."""
-    states = sample["deployments"].get(deployment, {}).get("replicas", {})
+    """Replicas of a deployment that are starting or serving (pending ones included)."""
+    states = _deployment(sample, deployment).get("replicas", {})
     return sum(n for state, n in states.items() if state not in GONE_STATES)
 
 
 def running_count(sample: dict, deployment: str) -> int:
-    return sample["deployments"].get(deployment, {}).get("replicas", {}).get("RUNNING", 0)
+    return _deployment(sample, deployment).get("replicas", {}).get("RUNNING", 0)
+
+
+def target_count(sample: dict, deployment: str) -> int:
+    """The replicas the autoscaler wanted (samples without a target: the replicas there were)."""
+    target = _deployment(sample, deployment).get("target")
+    return replica_count(sample, deployment) if target is None else target
+
+
+def pending_count(sample: dict, deployment: str) -> int:
+    """Replicas not placed on a node yet (STARTING with no node)."""
+    return _deployment(sample, deployment).get("pending", 0)
+
+
+def starting_count(sample: dict, deployment: str) -> int:
+    """Replicas placed and starting (loading their model): STARTING minus the pending ones."""
+    states = _deployment(sample, deployment).get("replicas", {})
+    return max(0, states.get("STARTING", 0) - pending_count(sample, deployment))
+
+
+def unplaced_for(sample: dict, deployment: str) -> int | None:
+    """Requests the cluster could not place that have this deployment's replica shape (None: not known).
+    Deployments with the same shape (Detector and Classifier both 0.4 CPU) share the count."""
+    cluster = sample.get("cluster") or {}
+    if cluster.get("unplaced") is None:
+        return None
+    shape = _deployment(sample, deployment).get("resources") or {}
+
+    def same(bundle: dict) -> bool:
+        return all(abs(bundle.get(r, 0.0) - shape.get(r, 0.0)) < 1e-6 for r in ("CPU", "GPU")) and bool(shape)
+
+    return sum(item["count"] for item in cluster["unplaced"] if same(item["bundle"]))
 
 
 class Sampler:

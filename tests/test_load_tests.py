@@ -9,8 +9,19 @@ import pytest
 
 from load_tests.bodies import rest_template_body
 from load_tests.checks import (
-    check_all_answered, check_only_backpressure, check_p99_bounded, check_recovered, check_rejections_fast,
-    check_replaced, check_scaled_down, check_scaled_up, in_flight_at,
+    check_all_answered,
+    check_models_scaled,
+    check_only_backpressure,
+    check_p99_bounded,
+    check_placed,
+    check_recovered,
+    check_rejections_fast,
+    check_replaced,
+    check_scaled_down,
+    check_scaled_up,
+    in_flight_at,
+    reach_and_return,
+    timeline,
 )
 from pipeline.paths import REPO_ROOT as REPO
 from tests.tiny_models import make_model_label
@@ -27,6 +38,19 @@ def sample(t: float, recognizer: int, detector: int, starting: int = 0, actors: 
         "Recognizer": {"status": "HEALTHY", "replicas": states(recognizer)},
         "Detector": {"status": "HEALTHY", "replicas": {"RUNNING": detector}},
     }, "actors": actors or {}}
+
+
+def model_sample(t: float, detector: tuple, classifier: tuple, unplaced: list | None = None) -> dict:
+    """A sample with the autoscaler's view: each model (wanted, running, starting, pending); `unplaced`: the
+    cluster's requests Ray could not place (None: not sampled)."""
+    def deployment(wanted: int, running: int, starting: int, pending: int) -> dict:
+        states = {"RUNNING": running} | ({"STARTING": starting + pending} if starting + pending else {})
+        return {"status": "HEALTHY", "replicas": states, "target": wanted, "pending": pending, "resources": {"CPU": 0.4}}
+
+    cluster = {"total": {"CPU": 2.0, "GPU": 0.0}, "available": {"CPU": 1.0, "GPU": 0.0}, "unplaced": unplaced}
+    return {"t": T0 + t, "app": "RUNNING", "deployments": {
+        "Recognizer": {"status": "HEALTHY", "replicas": {"RUNNING": 1}, "target": 1, "pending": 0},
+        "Detector": deployment(*detector), "Classifier": deployment(*classifier)}, "actors": {}, "cluster": cluster}
 
 
 def record(start: float, latency: float = 0.5, kind: str = "ok") -> dict:
@@ -47,6 +71,76 @@ def test_scale_checks_pass_on_a_good_run_and_fail_on_bad_ones():
     stuck = [sample(t, 1, 1) for t in range(10)] + [sample(t, 3, 2) for t in range(10, 50)]
     down = check_scaled_down(stuck, DEPLOYMENTS, T0 + 8, T0 + 50)
     assert not down.passed and "Recognizer 1→3→3" in down.detail
+
+
+MODELS = ["Detector", "Classifier"]
+ONE, STARTING, TWO, PENDING = (1, 1, 0, 0), (2, 1, 1, 0), (2, 2, 0, 0), (2, 1, 0, 1)
+
+
+def test_models_reach_two_running_in_the_peak_and_come_back():
+    # peak from +10 to +60; both models want 2 at +15, the second replica loads, serves from +25, gone by +80
+    good = [model_sample(t, ONE, ONE) for t in range(15)] + [model_sample(t, STARTING, STARTING) for t in range(15, 25)]
+    good += [model_sample(t, TWO, TWO) for t in range(25, 70)] + [model_sample(t, (1, 2, 0, 0), (1, 2, 0, 0)) for t in range(70, 75)]
+    good += [model_sample(t, ONE, ONE) for t in range(75, 100)]
+    check = check_models_scaled(good, MODELS, T0 + 10, T0 + 60)
+    assert check.passed, check
+    assert "Detector 2 RUNNING at +15s of the peak; back to 1 at +15s after it" in check.detail
+    assert reach_and_return(good, "Classifier", T0 + 10, T0 + 60, 2) == (15.0, 15.0, 1)
+    assert check_placed(good, MODELS + ["Recognizer"], bound_s=5).passed  # a STARTING replica on a node is fine
+    assert timeline(good, "Detector")[20][1:] == (2, 1, 1, 0)
+
+    # the issue's run: the Detector wants 2, its second replica never gets a node; the Classifier never grows
+    stuck = [model_sample(t, ONE, ONE) for t in range(15)]
+    stuck += [model_sample(t, PENDING, ONE, unplaced=[{"bundle": {"CPU": 0.4}, "count": 1}]) for t in range(15, 60)]
+    stuck += [model_sample(t, ONE, ONE, unplaced=[]) for t in range(60, 100)]
+    scaled = check_models_scaled(stuck, MODELS, T0 + 10, T0 + 60)
+    assert not scaled.passed and "Detector never 2 RUNNING in the peak" in scaled.detail
+    placed = check_placed(stuck, MODELS, bound_s=10)
+    assert not placed.passed and placed.name == "wanted no more than it could place"
+    assert "Detector wanted 2, 1 RUNNING, pending 44s from +15s" in placed.detail
+
+    # 2 RUNNING only after the peak, or still 2 at the end: not what was asked
+    late = [model_sample(t, ONE, ONE) for t in range(62)] + [model_sample(t, TWO, TWO) for t in range(62, 100)]
+    assert not check_models_scaled(late, MODELS, T0 + 10, T0 + 60).passed
+    held = [model_sample(t, ONE, ONE) for t in range(15)] + [model_sample(t, TWO, TWO) for t in range(15, 100)]
+    kept = check_models_scaled(held, MODELS, T0 + 10, T0 + 60)
+    assert not kept.passed and "not back to 1 by the end" in kept.detail
+
+
+def test_pending_counts_only_while_the_cluster_cannot_place_it():
+    # a replica briefly pending while its worker process starts, the cluster placing it: no failure
+    starting = [model_sample(t, ONE, ONE) for t in range(5)]
+    starting += [model_sample(t, PENDING, ONE, unplaced=[]) for t in range(5, 30)]  # Ray placed it, worker starting
+    assert check_placed(starting, MODELS, bound_s=10).passed
+    # without the cluster's view, a pending replica longer than the bound is reported all the same
+    unknown = [model_sample(t, ONE, ONE) for t in range(5)] + [model_sample(t, PENDING, ONE) for t in range(5, 30)]
+    assert not check_placed(unknown, MODELS, bound_s=10).passed
+    short = [model_sample(t, ONE, ONE) for t in range(5)] + [model_sample(t, PENDING, ONE) for t in range(5, 9)]
+    assert check_placed(short + [model_sample(t, TWO, ONE) for t in range(9, 30)], MODELS, bound_s=10).passed
+
+
+def test_report_shows_the_replica_timeline(tmp_path):
+    from load_tests.report import write_report
+
+    samples = [model_sample(t, ONE, ONE) for t in range(15)]
+    samples += [model_sample(t, PENDING, STARTING, unplaced=[{"bundle": {"CPU": 0.4}, "count": 1}]) for t in range(15, 30)]
+    samples += [model_sample(t, TWO, TWO, unplaced=[]) for t in range(30, 60)] + [model_sample(t, ONE, ONE) for t in range(60, 80)]
+    records = [record(t / 2) for t in range(150)]
+    checks = [check_placed(samples, MODELS, 10, T0), check_models_scaled(samples, MODELS, T0 + 10, T0 + 50)]
+    md = write_report(tmp_path, "peak", title="t", command="c", notes=[], records=records, samples=samples,
+                      deployments=["Recognizer"] + MODELS, t0=T0, end=T0 + 80,
+                      phases=[("baseline", T0), ("peak", T0 + 10), ("quiet", T0 + 50)], peak=(T0 + 10, T0 + 50),
+                      checks=checks, models=MODELS)
+    text = md.read_text()
+    assert "## Replicas over time" in text and "Detector w/r/s/p" in text
+    assert "| 15 | peak | 1/1/0/0 | 2/1/0/1 | 2/1/1/0 | 1.0/2 | 1 x {'CPU': 0.4} |" in text
+    assert "| 30 | peak | 1/1/0/0 | 2/2/0/0 | 2/2/0/0 | 1.0/2 | - |" in text
+    figures = json.loads((tmp_path / "peak.json").read_text())["figures"]
+    assert figures["max_wanted"] == {"Recognizer": 1, "Detector": 2, "Classifier": 2}
+    assert figures["max_pending"]["Detector"] == 1 and figures["max_running"]["Classifier"] == 2
+    assert figures["Detector_2_running_at_s"] == 20 and figures["Detector_back_to_1_at_s"] == 10
+    assert figures["longest_unplaced_s"]["Detector"] == 14 and figures["cluster_cpus"] == 2
+    assert (tmp_path / "peak.png").stat().st_size > 0
 
 
 def test_request_checks_fail_on_hangs_drops_errors_and_slow_answers():
@@ -149,9 +243,12 @@ def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
     assert {"Recognizer", "Detector", "Classifier"} <= set(samples[-1]["deployments"])
     assert len(samples) >= 15  # one a second over the run
     checks = {c["name"]: c for c in report["checks"]}
-    assert len(checks) == 5 and checks["every request answered"]["passed"], checks
+    assert len(checks) == 7 and checks["every request answered"]["passed"], checks
+    assert "wanted no more than it could place" in checks
+    assert {"target", "pending", "resources"} <= set(samples[-1]["deployments"]["Detector"])
+    assert samples[-1]["cluster"]["total"]["CPU"] > 0  # the local Ray's logical CPUs, sampled
     markdown = (tmp_path / "peak.md").read_text()
-    assert "## Checks" in markdown and "![chart](peak.png)" in markdown
+    assert "## Checks" in markdown and "![chart](peak.png)" in markdown and "## Replicas over time" in markdown
     assert report["figures"]["max_replicas"]["Recognizer"] >= 1
 
 
