@@ -55,6 +55,11 @@ logger = logging.getLogger("ray.serve")
 REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
 """A model replica died under a call (killed, crashed, its node lost): worth one retry."""
 
+MODEL_CALL_TIMEOUT_S = 30.0
+"""The longest a photo waits for one model deployment, queueing included. Queues are bounded, so a healthy
+graph answers far sooner; past this the models are gone (a lost GPU node, replicas still starting) and the
+client gets 503 `model_unavailable` with Retry-After, not the proxy's 408 after its 60 s request timeout."""
+
 IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image": 422, "too_many_pixels": 413}
 
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 500, 503)}
@@ -325,16 +330,24 @@ class Recognizer:
 
         A replica that dies under the call (RayActorError: killed, crashed, its node lost) is retried once:
         model calls are pure, and the router sends the retry to a live replica or holds it until Serve has
-        started the replacement, so a replica loss costs the caller seconds, not its answer. Any other
-        exception is the deployment's code failing on these arguments (a bug): it propagates and answers 500.
+        started the replacement, so a replica loss costs the caller seconds, not its answer; the wait is bounded
+        by MODEL_CALL_TIMEOUT_S. Any other exception is the deployment's code failing on these arguments (a
+        bug): it propagates and answers 500.
         """
         name = f"{method.deployment_name}.{method.handle_options.method_name}"
-        try:
+
+        async def answer() -> Any:
             try:
                 return await method.remote(*args)
             except REPLICA_LOST as error:
                 logger.warning("model call %s lost its replica (%s); retrying once", name, type(error).__name__)
                 return await method.remote(*args)
+
+        try:
+            return await asyncio.wait_for(answer(), MODEL_CALL_TIMEOUT_S)  # on timeout the request is cancelled
+        except TimeoutError:
+            logger.error("model call %s got no answer in %.0f s", name, MODEL_CALL_TIMEOUT_S)
+            raise ServiceError(503, "model_unavailable", f"a model deployment did not answer within {MODEL_CALL_TIMEOUT_S:.0f} s") from None
         except BackPressureError:
             raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
         except (*REPLICA_LOST, DeploymentUnavailableError) as error:
