@@ -15,7 +15,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.yolo
 export RAY_AUTH_MODE ?= token
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: setup serve test
+.PHONY: setup serve test test-fast lint
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,13 @@ serve: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The fast tier, in seconds: the ingress's HTTP behaviour with fake model handles, the deployments' own logic, the
+# recognition core and the client's side (tests marked `fast`; no Ray cluster, no TensorFlow). `make test` runs it too.
+test-fast: setup
+	$(BIN)/python -m pytest -m fast
+
+# Lint (ruff) and types (mypy on deployments/ and pipeline/), as configured in pyproject.toml; CI runs it first.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy

@@ -65,6 +65,7 @@ def readme_rayservice() -> dict:
     return manifests[0]
 
 
+@pytest.mark.fast
 def test_readme_rayservice_serves_serve_config_yaml():
     manifest = readme_rayservice()
     assert manifest["apiVersion"] == "ray.io/v1"

@@ -10,8 +10,15 @@ import pytest
 from PIL import Image
 
 from pipeline.preprocessing import (
-    MAX_IMAGE_PIXELS, ImageError, classifier_input, decode_photo, detector_input, load_training_image,
+    MAX_IMAGE_PIXELS,
+    ImageError,
+    classifier_input,
+    decode_photo,
+    detector_input,
+    load_training_image,
 )
+
+pytestmark = pytest.mark.fast  # `make test-fast`
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GROCERY_PHOTO = DATA / "grocery_store" / "val" / "Fruit" / "Banana" / "Banana_001.jpg"

@@ -3,7 +3,6 @@ answered, and the settings all three read from serve_config.yaml."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,8 +12,18 @@ from pipeline.model_label import load_model_label
 from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import Letterboxed, Photo, detector_input, letterbox
 from pipeline.recognition import (
-    DetectorSettings, PhotoSettings, answer, boxes_in_photo, crop_boxes, crops, detect, prepare_photo, serving_settings,
+    DetectorSettings,
+    PhotoSettings,
+    answer,
+    boxes_in_photo,
+    crop_boxes,
+    crops,
+    detect,
+    prepare_photo,
+    serving_settings,
 )
+
+pytestmark = pytest.mark.fast  # `make test-fast`
 
 
 def test_boxes_go_to_decoded_photo_pixels_largest_first():

@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
-from deployments.app import AppArgs, app_placement
-from deployments.placement import Placement, max_replicas
+from deployments.placement import AppArgs, Placement, app_placement, max_replicas
 from pipeline.recognition import read_serve_config
+
+pytestmark = pytest.mark.fast
 
 
 def application(config: dict | None = None) -> dict:

@@ -10,12 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.model_label import load_model_label
 from load_tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
+from pipeline.model_label import load_model_label
 from pipeline.paths import REPO_ROOT
 from pipeline.recognition import deployment_config
-from tests.test_preprocessing import png_header_only
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
@@ -122,17 +121,11 @@ def test_concurrent_requests_each_get_their_own_answer(app):
     assert len({str(answer_key(a)) for a in alone}) > 4, "the photos should not all get the same answer"
 
 
-BAD_REQUESTS = {
-    "empty body": (dict(content=b"", headers={"content-type": "image/jpeg"}), 400, "empty_image"),
-    "empty part": (dict(files={"image": ("a.jpg", b"", "image/jpeg")}), 400, "empty_image"),
+BAD_REQUESTS = {  # each error through the real proxy and graph; every other bad input: tests/test_ingress.py
     "not an image": (dict(files={"image": ("a.jpg", b"<html>no photo here</html>", "image/jpeg")}), 415, "not_an_image"),
     "truncated jpeg": (dict(content=None, truncated=True), 422, "truncated_image"),
-    "decompression bomb": (dict(files={"image": ("b.png", png_header_only(60_000, 60_000), "image/png")}), 413, "too_many_pixels"),
-    "oversized body": (dict(content=b"\xff\xd8" + b"\0" * (11 * 1024 * 1024), headers={"content-type": "image/jpeg"}), 413, "body_too_large"),
-    "oversized part": (dict(files={"image": ("a.jpg", b"\xff\xd8" + b"\0" * (11 * 1024 * 1024), "image/jpeg")}), 413, "body_too_large"),
-    "wrong content type": (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"),
-    "missing part": (dict(files={"photo": ("a.jpg", b"\xff\xd8", "image/jpeg")}), 400, "missing_image_part"),
-    "broken multipart": (dict(content=b"garbage", headers={"content-type": "multipart/form-data; boundary=xyz"}), 400, "bad_multipart"),
+    "oversized body": (dict(content=b"\xff\xd8" + b"\0" * (11 * 1024 * 1024), headers={"content-type": "image/jpeg"}),
+                       413, "body_too_large"),
 }
 
 
@@ -148,17 +141,12 @@ def test_bad_input_gets_a_json_4xx_and_the_service_keeps_serving(app, case):
     assert recognize(app, grocery_val_photos(1)[0].read_bytes()).status_code == 200
 
 
-def test_labels_health_and_openapi(app, bundle):
+def test_labels_and_health_name_the_served_models(app, bundle):
     labels = httpx.get(f"{app.url}/v1/labels").json()
     assert labels["labels"] == bundle.labels and labels["count"] == len(bundle.labels)
     assert httpx.get(f"{app.url}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{app.url}/readyz").json()
     assert ready["status"] == "ok" and ready["detail"] == bundle.versions
-    schema = httpx.get(f"{app.url}/openapi.json").json()
-    assert {"/hello", "/v1/recognize", "/v1/labels", "/healthz", "/readyz"} <= set(schema["paths"])
-    assert httpx.get(f"{app.url}/docs").status_code == 200
-    missing = httpx.get(f"{app.url}/v2/nothing")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
 def test_live_user_config_change_loses_no_request(app, bundle):
