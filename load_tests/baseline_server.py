@@ -12,12 +12,12 @@ import base64
 
 
 def make_app(model_dir: str | None):
-    from load_tests.inprocess import InProcessPipeline  # torch before TensorFlow, inside
-
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
+    from load_tests.inprocess import InProcessPipeline  # torch before TensorFlow, inside
 
     pipeline = InProcessPipeline(model_dir)
 

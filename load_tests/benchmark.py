@@ -33,7 +33,6 @@ from load_tests.photos import load_photos
 from pipeline.paths import REPO_ROOT
 
 
-
 def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration_s: float, warmup_s: float,
           endpoint: str = "/hello", timeout_s: float = 120) -> dict:
     """Closed-loop client: `concurrency` threads each send the next photo when the last is answered.
@@ -84,7 +83,7 @@ class CpuShare:
     replicas) and by everything else on the machine: on a shared machine the figures only compare when the
     others' share was similar."""
 
-    def __enter__(self) -> "CpuShare":
+    def __enter__(self) -> CpuShare:
         import psutil
 
         self._psutil = psutil
@@ -145,7 +144,7 @@ def batch_metrics(urls: list[str]) -> dict[tuple[str, str], dict]:
             name = line.split("{", 1)[0]
             if not name.startswith("ray_serve_") or 'deployment="' not in line:
                 continue
-            label = lambda key: line.split(f'{key}="', 1)[1].split('"', 1)[0] if f'{key}="' in line else ""  # noqa: E731
+            label = lambda key, line=line: line.split(f'{key}="', 1)[1].split('"', 1)[0] if f'{key}="' in line else ""  # noqa: E731
             entry = series.setdefault((label("deployment"), label("replica")), {"sizes": {}})
             value = float(line.rsplit(" ", 1)[1])
             if name == "ray_serve_actual_batch_size_bucket" and label("le") != "+Inf":
@@ -254,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-batch", type=int, default=8, help="batch of the raw pipeline (the Detector's shipped max)")
     p.add_argument("--originals", type=int, default=8)
     p.add_argument("--phones", type=int, default=4)
-    p.add_argument("--num-cpus", type=float, default=3)
+    p.add_argument("--num-cpus", default="auto",
+                   help="logical CPUs of the fresh local Ray: auto (the machine's cores, as `make serve`), "
+                        "declared (serve_config.yaml's node_cpus) or a number")
     p.add_argument("--only", choices=["raw", "baseline", "served"], action="append", help="run only these (repeatable)")
     p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
@@ -371,7 +372,8 @@ def render(results: dict) -> str:
     for name, title in titles.items():
         if name in results:
             r = results[name]
-            lines.append(f"| {title} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {cpu(r)} | {per_cpu(r)} |")
+            lines.append(f"| {title} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
+                         f"| {cpu(r)} | {per_cpu(r)} |")
             if r.get("batches"):
                 notes.append(f"- {name}: batches formed (Serve's own metrics): {r['batches']}")
             if r.get("cpu", {}).get("cores_by_process"):
@@ -392,11 +394,13 @@ def render(results: dict) -> str:
         lines.append(f"- served, mean ms per stage of /v1/recognize at saturation (queueing included): {results['served_stage_ms']}")
     if results.get("sweep"):
         lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
-                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) | CPU cores: ours / others | images per CPU-second |",
+                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) "
+                  "| CPU cores: ours / others | images per CPU-second |",
                   "|---|---|---|---|---|---|---|---|"]
         for batch, r in results["sweep"].items():
             formed = " / ".join(str(r.get("batches", {}).get(d, {}).get("mean_batch", "-")) for d in ("Detector", "Classifier"))
-            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} | {formed} | {cpu(r)} | {per_cpu(r)} |")
+            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
+                         f"| {formed} | {cpu(r)} | {per_cpu(r)} |")
     return "\n".join(lines) + "\n"
 
 

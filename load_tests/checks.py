@@ -58,7 +58,8 @@ def running_up_times(samples: list[dict], deployments: list[str], peak_start: fl
     for name in deployments:
         before = [running_count(s, name) for s in samples if s["t"] <= peak_start]
         base = before[-1] if before else running_count(samples[0], name)
-        times[name] = next((s["t"] - peak_start for s in samples if peak_start <= s["t"] <= peak_end and running_count(s, name) > base), None)
+        times[name] = next((s["t"] - peak_start for s in samples
+                            if peak_start <= s["t"] <= peak_end and running_count(s, name) > base), None)
     return times
 
 

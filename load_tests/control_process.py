@@ -19,12 +19,11 @@ from load_tests.sampler import read_samples
 from pipeline.paths import REPO_ROOT
 
 
-
 class Control:
     """The control process: starts with the app ready (or connected), answers kill/stop commands."""
 
     def __init__(self, out_dir: Path, *, url: str | None, ray_address: str | None, model_dir: str | None,
-                 num_cpus: float, upscale_delay: float | None, downscale_delay: float | None,
+                 num_cpus: float | str, upscale_delay: float | None, downscale_delay: float | None,
                  start_timeout_s: float = 600) -> None:
         self.samples_path = out_dir / "samples.jsonl"
         self.samples_path.unlink(missing_ok=True)

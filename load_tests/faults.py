@@ -12,15 +12,21 @@ answer 200s again once the load drops.
 
 from __future__ import annotations
 
-import locust  # noqa: F401  (gevent monkey-patching first)
-
 import argparse
 import shlex
 import sys
 from pathlib import Path
 
+import locust  # noqa: F401  (gevent monkey-patching first)
+
 from load_tests.checks import (
-    check_all_answered, check_p99_bounded, check_recovered, check_rejections_fast, check_replaced, in_flight_at, kinds,
+    check_all_answered,
+    check_p99_bounded,
+    check_recovered,
+    check_rejections_fast,
+    check_replaced,
+    in_flight_at,
+    kinds,
 )
 from load_tests.photos import load_photos
 from load_tests.report import write_report
@@ -35,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="a running app's base URL; without it a fresh app is started and stopped")
     p.add_argument("--ray-address", default="auto", help="with --url: the cluster whose replicas are killed")
     p.add_argument("--model-dir")
-    p.add_argument("--num-cpus", type=float, default=3)
+    p.add_argument("--num-cpus", default="auto",
+                   help="logical CPUs of the fresh local Ray: auto (the machine's cores, as `make serve`), "
+                        "declared (serve_config.yaml's node_cpus) or a number")
     p.add_argument("--steady-users", type=int, default=8)
     p.add_argument("--steady-s", type=float, default=40, help="replicas are killed at 1/4 and 1/2 of it")
     p.add_argument("--overload-users", type=int, default=200, help="far past capacity (queues hold 32 + 64 per replica)")
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     phases = [("steady", t0)] + [(f"kill {k['deployment']}", k["t"]) for k in result.kills]
     phases += [("overload", t0 + overload_at), ("recover", t0 + recover_at)]
     md = write_report(
-        args.out, args.name, title=f"Faults and overload: {args.steady_users} users, kills, {args.overload_users} users, {args.recover_users}",
+        args.out, args.name,
+        title=f"Faults and overload: {args.steady_users} users, kills, {args.overload_users} users, {args.recover_users}",
         command="python -m load_tests.faults " + shlex.join(argv if argv is not None else sys.argv[1:]),
         notes=[f"target {result.url}; killed actors: {[k['actor'] for k in result.kills]}",
                "a clean error is any HTTP answer (503 with a JSON code, or the proxy's 503/500); "

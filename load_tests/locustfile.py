@@ -17,8 +17,16 @@ from locust import FastHttpUser, LoadTestShape, task
 
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.outcomes import (
-    ANSWER_KEY, BACKPRESSURE, CLIENT_STOPPED, IN_FLIGHT, OK, RequestRecord, classify, read_answer,
+    ANSWER_KEY,
+    BACKPRESSURE,
+    CLIENT_STOPPED,
+    IN_FLIGHT,
+    OK,
+    RequestRecord,
+    classify,
+    read_answer,
 )
+
 
 class Requests:
     """Bodies built once per photo (building a 3 MB body per request would load the client, not the service)."""

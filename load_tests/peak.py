@@ -14,16 +14,21 @@ Classifier) reaching 2 RUNNING during the peak and going back after.
 
 from __future__ import annotations
 
-import locust  # noqa: F401  (gevent monkey-patching first, before anything opens sockets)
-
 import argparse
 import shlex
 import sys
 from pathlib import Path
 
+import locust  # noqa: F401  (gevent monkey-patching first, before anything opens sockets)
+
 from load_tests.checks import (
-    check_all_answered, check_models_scaled, check_only_backpressure, check_p99_bounded, check_placed,
-    check_scaled_down, check_scaled_up,
+    check_all_answered,
+    check_models_scaled,
+    check_only_backpressure,
+    check_p99_bounded,
+    check_placed,
+    check_scaled_down,
+    check_scaled_up,
 )
 from load_tests.locustfile import peak_stages
 from load_tests.photos import load_photos

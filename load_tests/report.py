@@ -82,7 +82,7 @@ def chart(path: Path, records: list[dict], samples: list[dict], deployments: lis
     axes[-1].set_ylabel("errors/s")
     axes[-1].set_xlabel("seconds since start")
     for ax in axes:
-        for name, at in phases:
+        for _name, at in phases:
             ax.axvline(at - t0, color="grey", linewidth=0.8, linestyle="--")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=8)

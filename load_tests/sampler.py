@@ -131,7 +131,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="serve-status-sampler", daemon=True)
         self.errors = 0
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._thread.start()
         return self
 

@@ -59,7 +59,7 @@ class ServeApp:
         self.client.deploy_apps(schema, _blocking=False)
         self.config = copy.deepcopy(config)
 
-    def start(self, timeout_s: float = 240) -> "ServeApp":
+    def start(self, timeout_s: float = 240) -> ServeApp:
         if not ray.is_initialized():
             # Replicas report metrics every second instead of every 10 s: tests and benchmarks read fresh values.
             os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")

@@ -38,7 +38,8 @@ from load_tests.control_process import Control
 from load_tests.local_ray import LOCAL_RAY_ENV
 from load_tests.outcomes import APP, BACKPRESSURE, PROXY, PROXY_TIMEOUT, classify, read_answer
 from load_tests.serve_app import free_port
-from pipeline.paths import REPO_ROOT as REPO, SERVE_CONFIG
+from pipeline.paths import REPO_ROOT as REPO
+from pipeline.paths import SERVE_CONFIG
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
@@ -422,7 +423,8 @@ def test_a_killed_ingress_replica_fails_its_requests_with_text_500s_and_a_retry_
 
     print(f"\nin flight when {killed['actor']} was killed:")
     for status, answer_headers, body, took in answers:
-        print(f"  {status} {answer_headers.get('content-type')} {body[:60]!r} after {took:.1f}s -> {read_answer(status, body, answer_headers)}")
+        outcome = read_answer(status, body, answer_headers)
+        print(f"  {status} {answer_headers.get('content-type')} {body[:60]!r} after {took:.1f}s -> {outcome}")
     read = [read_answer(status, body, answer_headers) for status, answer_headers, body, _ in answers]
     assert any(a.status == 500 and a.source == PROXY and a.code == "replica_failed" for a in read), read
     assert all(a.retry for a in read), read  # 500 from the dead replica, or the app's 408 if the kill came late

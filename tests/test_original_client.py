@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from load_tests.bodies import rest_template_body
-from pipeline.model_label import read_labels
 from load_tests.photos import grocery_val_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
+from pipeline.model_label import read_labels
 from tests.test_model_label import ORIGINAL_LABELS
 from tests.tiny_models import make_model_label
 
