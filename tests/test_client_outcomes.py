@@ -100,12 +100,10 @@ def test_the_proxys_overload_503_carries_retry_after_only_with_backpressure_conf
 
 
 def test_the_shipped_config_gives_the_ingress_a_retry_after():
-    import yaml
 
-    from pipeline.paths import SERVE_CONFIG
-    from pipeline.recognition import deployment_config
+    from pipeline.recognition import deployment_config, read_serve_config
 
-    ingress = deployment_config(yaml.safe_load(SERVE_CONFIG.read_text()), "Recognizer")
+    ingress = deployment_config(read_serve_config(), "Recognizer")
     assert ingress["backpressure_config"]["retry_after_s"] == 1
     assert ingress.get("backpressure_config", {}).get("status_code", 503) == 503  # the README promises 503s
 

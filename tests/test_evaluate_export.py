@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
 from pipeline import detector, evaluate
 from pipeline.datasets import DatasetError, load_labelled_photos
 from pipeline.model_label import ModelLabelError, load_model_label
+from pipeline.recognition import deployment_config, read_serve_config
 
-REPO = Path(__file__).resolve().parent.parent
 LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier below
 
 
@@ -121,8 +120,8 @@ def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
     export(runs / "classifier", runs / "detector", runs / "photos", tmp_path / "model_label",
            report_dir=tmp_path / "export_report")
     # serve_config.yaml with a detector threshold low enough that an untrained detector's boxes get cut
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    detector_config = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Detector")
+    config = read_serve_config()
+    detector_config = deployment_config(config, "Detector")
     detector_config["user_config"]["confidence_threshold"] = 0.000001
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     report = evaluate.main(["--model-label", str(tmp_path / "model_label"), "--data", str(runs / "photos"),

@@ -39,7 +39,7 @@ from load_tests.local_ray import LOCAL_RAY_ENV
 from load_tests.outcomes import APP, BACKPRESSURE, PROXY, PROXY_TIMEOUT, classify, read_answer
 from load_tests.serve_app import free_port
 from pipeline.paths import REPO_ROOT as REPO
-from pipeline.paths import SERVE_CONFIG
+from pipeline.recognition import read_serve_config
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
@@ -95,7 +95,7 @@ def start_served(folder: Path, ray_env: dict[str, str]) -> Served:
     """`serve run` of the shipped config on a free port, with `ray_env` for Ray (the Makefile's, for the tests);
     returns once /readyz answers 200."""
     port = free_port()
-    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config = read_serve_config()
     config["http_options"]["port"] = port  # host stays 0.0.0.0: the proxy faces the network, as shipped
     config["applications"][0]["args"]["model_dir"] = MODEL_DIR
     config_path = folder / "serve_config.yaml"

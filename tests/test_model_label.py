@@ -7,9 +7,10 @@ import pytest
 
 from deployments.classifier import Classifier
 from pipeline.model_label import ModelLabelError, load_model_label, parse_label, read_labels, sha256_of, write_labels
-from tests.tiny_models import REPO, make_model_label
+from pipeline.paths import SHARED_DATA
+from tests.tiny_models import make_model_label
 
-ORIGINAL_LABELS = REPO.parent / "shared" / "reference" / "original_labels.txt"
+ORIGINAL_LABELS = SHARED_DATA.parent / "reference" / "original_labels.txt"
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from pipeline.classifier_data import ImageReader, make_dataset
 from pipeline.dataclass_cli import config_argv, config_from_args
 from pipeline.datasets import DatasetError, Split, load_labelled_data
 from pipeline.model_label import read_labels
+from pipeline.paths import MODEL_LABEL_DIR, REPO_ROOT
 from pipeline.preprocessing import classifier_input, decode_photo
 
-REPO = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}  # class folders sort this way
 SIZE = 32
 HUB_SETTINGS = {"trainable_backbone": False, "learning_rate": 3e-3, "l2": 0.0, "dropout": 0.0, "epochs": 15,
@@ -93,7 +93,7 @@ def load_in_plain_tensorflow(export_dirs: list[Path], batch: np.ndarray) -> list
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, "-c", script, str(batch_file), *map(str, export_dirs)],
-        capture_output=True, text=True, env=env, timeout=120, check=False, cwd=REPO,
+        capture_output=True, text=True, env=env, timeout=120, check=False, cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return [np.asarray(r) for r in json.loads(result.stdout.strip().splitlines()[-1])]
@@ -365,7 +365,7 @@ def test_train_options_are_the_config_fields():
 
 def test_shipped_classifier_hyperparameters_are_a_command_line():
     """The hyperparameters recorded in the shipped manifest, written as options, give the same config back."""
-    training = json.loads((REPO / "model_label" / "manifest.json").read_text())["classifier"]["training"]
+    training = json.loads((MODEL_LABEL_DIR / "manifest.json").read_text())["classifier"]["training"]
     if "hyperparameters" not in training:
         pytest.skip("the shipped manifest keeps only the scalar entries of this classifier's training summary")
     recorded = training["hyperparameters"]

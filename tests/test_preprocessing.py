@@ -3,12 +3,12 @@
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.paths import SHARED_DATA
 from pipeline.preprocessing import (
     MAX_IMAGE_PIXELS,
     ImageError,
@@ -20,7 +20,7 @@ from pipeline.preprocessing import (
 
 pytestmark = pytest.mark.fast  # `make test-fast`
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 GROCERY_PHOTO = DATA / "grocery_store" / "val" / "Fruit" / "Banana" / "Banana_001.jpg"
 
 

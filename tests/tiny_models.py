@@ -12,9 +12,9 @@ from pipeline.model_label import (
     write_labels,
     write_manifest,
 )
+from pipeline.paths import MODEL_LABEL_DIR
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL_DIR = REPO / "model_label"
+SHIPPED_MODEL_DIR = MODEL_LABEL_DIR
 
 
 def tiny_classifier(path: Path, num_classes: int, input_size: int = 64, favourite: int | None = None) -> None:
