@@ -16,7 +16,7 @@ import numpy as np
 from ray import serve
 
 from deployments.payloads import Classification
-from deployments.runtime import replica_cpu_threads, replica_gpu_ids
+from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
 from pipeline.model_label import load_model_label
 from pipeline.recognition import answer
 
@@ -55,10 +55,7 @@ class Classifier:
         except RuntimeError:  # TensorFlow already started in this process (only outside Serve replicas)
             logger.warning("TensorFlow was initialised before the Classifier: thread and GPU settings unchanged")
         if replica_gpu_ids() and not tf.config.list_physical_devices("GPU"):
-            logger.warning("Classifier: Ray assigned GPU %s to this replica but TensorFlow sees no GPU: "
-                           "falling back to CPU", ",".join(replica_gpu_ids()))
-            for handler in logger.handlers:  # throughput mode buffers replica logs (1,000 lines): write it now
-                handler.flush()
+            warn_gpu_fallback("Classifier", replica_gpu_ids(), "TensorFlow")
         self.tf = tf
         self.bundle = load_model_label(model_dir)
         self.version = self.bundle.versions["classifier"]

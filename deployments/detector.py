@@ -16,7 +16,7 @@ import numpy as np
 from ray import serve
 
 from deployments.payloads import Detection
-from deployments.runtime import replica_cpu_threads, replica_gpu_ids
+from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
 from pipeline.model_label import load_model_label
 from pipeline.recognition import DetectorSettings, detect
 
@@ -54,10 +54,7 @@ class Detector:
         gpus = replica_gpu_ids()
         self.device = "cuda:0" if gpus and torch.cuda.is_available() else "cpu"
         if gpus and self.device == "cpu":
-            logger.warning("Detector: Ray assigned GPU %s to this replica but CUDA is not available to torch: "
-                           "falling back to CPU", ",".join(gpus))
-            for handler in logger.handlers:  # throughput mode buffers replica logs (1,000 lines): write it now
-                handler.flush()
+            warn_gpu_fallback("Detector", gpus, "torch (CUDA)")
         self.model = YOLO(str(self.bundle.detector_path), task="detect")
         self.config = DetectorConfig()
         self._predict([np.zeros((64, 64, 3), np.uint8)])  # load weights onto the device now, not on a request

@@ -125,26 +125,38 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers or None)
 
 
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def status_and_code(error: Exception) -> tuple[int, str]:
+    """The HTTP status and error code the app answers `error` with: the one mapping the exception handlers below
+    and the metrics (error_outcome) both use. Anything unforeseen is a bug: 500 `internal_error`."""
+    if isinstance(error, ImageError):
+        return IMAGE_ERROR_STATUS.get(error.code, 400), error.code
+    if isinstance(error, (UploadError, ServiceError)):
+        return error.status, error.code
+    if isinstance(error, StarletteHTTPException):
+        return error.status_code, HTTP_ERROR_CODES.get(error.status_code, "http_error")
+    if isinstance(error, RequestValidationError):
+        return 422, "invalid_request"
+    return 500, "internal_error"
+
+
 @api.exception_handler(UploadError)
 @api.exception_handler(ServiceError)
-async def _known_error(request: Request, error: UploadError | ServiceError) -> JSONResponse:
-    return error_response(error.status, error.code, error.message)
-
-
 @api.exception_handler(ImageError)
-async def _image_error(request: Request, error: ImageError) -> JSONResponse:
-    return error_response(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)
+async def _known_error(request: Request, error: UploadError | ServiceError | ImageError) -> JSONResponse:
+    return error_response(*status_and_code(error), error.message)
 
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return error_response(error.status_code, code, str(error.detail), error.headers)
+    return error_response(*status_and_code(error), str(error.detail), error.headers)
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    return error_response(422, "invalid_request", str(error.errors()))
+    return error_response(*status_and_code(error), str(error.errors()))
 
 
 @api.exception_handler(Exception)
@@ -152,7 +164,7 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
     """A bug, ours or a model deployment's (a bad crop shape): 500, logged with its traceback; never a 503
     `model_unavailable`, which would send the operator looking for an outage."""
     logger.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(500, "internal_error", f"the service failed on this request ({type(error).__name__}); it is logged")
+    return error_response(*status_and_code(error), f"the service failed on this request ({type(error).__name__}); it is logged")
 
 
 class ApiKeyCheck:
@@ -192,13 +204,7 @@ api.add_middleware(ApiKeyCheck)  # before @serve.ingress below, which freezes a 
 def error_outcome(error: Exception) -> tuple[int, str, bool]:
     """(HTTP status, error code, whether the decoder refused the photo) of a request that failed with `error`:
     what the exception handlers above answer, for the metrics."""
-    if isinstance(error, ImageError):
-        return IMAGE_ERROR_STATUS.get(error.code, 400), error.code, True
-    if isinstance(error, (UploadError, ServiceError)):
-        return error.status, error.code, False
-    if isinstance(error, StarletteHTTPException):
-        return error.status_code, "http_error", False
-    return 500, "internal_error", False
+    return (*status_and_code(error), isinstance(error, ImageError))
 
 
 class RecognizerConfig(PhotoSettings):

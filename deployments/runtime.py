@@ -18,6 +18,15 @@ def replica_cpu_threads() -> int:
     return max(1, math.ceil(share))
 
 
+def warn_gpu_fallback(deployment: str, gpus: list[str], framework: str) -> None:
+    """Logs, at once, that Ray gave this replica GPUs its framework cannot use, so it runs on CPU. Written out
+    now: Serve's throughput mode buffers replica logs (1,000 lines), which would hide it for a long time."""
+    logger.warning("%s: Ray assigned GPU %s to this replica but %s sees no GPU: falling back to CPU",
+                   deployment, ",".join(gpus), framework)
+    for handler in logger.handlers:
+        handler.flush()
+
+
 def replica_gpu_ids() -> list[str]:
     """GPUs Ray assigned to this replica (empty on CPU-only nodes and when num_gpus is 0)."""
     if not ray.is_initialized():

@@ -230,14 +230,6 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
     return out
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir")
@@ -284,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "baseline" in only:
         print("baseline server ...", flush=True)
+        from load_tests.serve_app import free_port
+
         port = free_port()
         with open(args.out / "baseline_server.log", "w") as log:
             server = subprocess.Popen([sys.executable, "-m", "load_tests.baseline_server", "--port", str(port), *model_args],

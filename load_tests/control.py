@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downscale-delay", type=float)
     args = parser.parse_args(argv)
 
-    from load_tests.serve_app import ServeApp, free_port, shipped_config
+    from load_tests.serve_app import ServeApp, free_port, init_local_ray, shipped_config
 
     app = None
     if args.ray_address:
@@ -117,12 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         config, url = None, None
     else:
         model_dir = args.model_dir or os.environ.get("MODEL_LABEL_DIR")
-        # Replicas report metrics every second instead of every 10 s, so the benchmark reads fresh batch sizes.
-        os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
         # One histogram bucket per batch size up to 64, so batch sizes formed are read exactly, not by bucket.
         os.environ.setdefault("RAY_SERVE_BATCH_SIZE_BUCKETS", ",".join(str(n) for n in range(1, 65)))
-        num_cpus = local_num_cpus(args.num_cpus, shipped_config())
-        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="serve", log_to_driver=False)
+        init_local_ray(local_num_cpus(args.num_cpus, shipped_config()))
         # The port is picked once Ray's own processes hold theirs, so no Ray worker takes it first.
         config = shipped_config(model_dir, args.port or free_port())
         config = override_autoscaling(config, args.upscale_delay, args.downscale_delay)

@@ -47,6 +47,13 @@ def shipped_config(model_dir: Path | str | None = None, port: int | None = None)
     return config
 
 
+def init_local_ray(num_cpus: float | None = 2) -> None:
+    """The local Ray that tests and load tests start (num_cpus None: the machine's cores, as `serve run`).
+    Replicas report metrics every second instead of every 10 s, so tests and benchmarks read fresh values."""
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="serve", log_to_driver=False)
+
+
 class ServeApp:
     """A running application: `url`, `config` (as deployed) and `redeploy(config)` for live changes."""
 
@@ -61,9 +68,7 @@ class ServeApp:
 
     def start(self, timeout_s: float = 240) -> ServeApp:
         if not ray.is_initialized():
-            # Replicas report metrics every second instead of every 10 s: tests and benchmarks read fresh values.
-            os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
-            ray.init(num_cpus=2, include_dashboard=False, namespace="serve", log_to_driver=False)
+            init_local_ray()
         schema = ServeDeploySchema.model_validate(self.config)
         self.client = serve_private_api.serve_start(
             http_options=schema.http_options.model_dump(), proxy_location=ProxyLocation.EveryNode
