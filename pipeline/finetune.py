@@ -1,0 +1,466 @@
+"""Fine-tune a whole ImageNet-pretrained EfficientNet-Lite (0, 1 or 2) on the shop photos, in torch, then port it to
+the TF SavedModel that serving loads.
+
+    python -m pipeline.finetune train --backbone lite2 --out artifacts/finetune_lite2     # ~35 min on 2 cores
+    python -m pipeline.finetune train ... --resume                                         # after an interruption
+    python -m pipeline.finetune export --out artifacts/finetune_lite2                      # → <out>/export/
+
+Why torch: the TF-Hub path (hub.KerasLayer, trainable) with the same recipe stayed near the frozen probe
+(issue 16's trials); torch's loop reaches the recipe's figures. Serving keeps loading a TF SavedModel, ported by
+pipeline.efficientnet_lite (agrees with torch to ~1e-5), and the manifest says which path made it.
+
+The recipe: head = one linear layer started from the frozen network's linear probe (so epoch 1 starts at the
+probe's accuracy, not at chance); AdamW, head 1e-3 and backbone 2e-4, weight decay 1e-2 except biases and
+BatchNorm, warm-up then cosine; label smoothing 0.1; BatchNorm statistics frozen (eval mode) while its scale and
+shift train; random-resized crops (scale 0.6-1) from a whole-photo resize, flips, colour jitter.
+
+Every choice is made on a *selection split* held back from train (stratified by class, seeded, recorded in
+split.json); GroceryStore val is not read here. Photos are decoded once (pipeline.preprocessing, as served) and
+kept as uint8 arrays; a checkpoint is written after every epoch so `--resume` goes on where a run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.dataclass_cli import add_options, config_from_args, option
+from pipeline.datasets import Split, load_labelled_data
+from pipeline.efficientnet_lite import MEAN, STDDEV, VARIANTS
+from pipeline.model_label import LABELS_NAME, write_labels
+from pipeline.preprocessing import classifier_input, decode_photo
+
+SPLIT_NAME = "split.json"  # the fit / selection photos of this run
+LAST_NAME = "last.pt"  # model, optimizer, scheduler, epoch: to resume from
+BEST_NAME = "best.pt"  # the weights of the best selection top-1, to export
+HISTORY_NAME = "history.csv"
+SUMMARY_NAME = "train_summary.json"
+CONFIG_NAME = "finetune_config.json"
+PROBE_NAME = "probe.npz"  # the frozen network's linear probe: the head's start, and the baseline row
+EXPORT_DIR = "export"
+BASELINE_EXPORT_DIR = "baseline_export"  # ImageNet backbone + the linear probe, for the evaluation's first row
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run; the defaults are the recipe that reached the figures in the README."""
+
+    out: str = option(help="run folder: split, checkpoints, history, summary, export")
+    data: str = option("../shared/data/grocery_store", help="GroceryStore-layout data (train.txt; val.txt is not read)")
+    backbone: str = option("lite0", help="EfficientNet-Lite variant", choices=tuple(VARIANTS))
+    selection_fraction: float = option(0.15, help="share of each class of train held back for every choice")
+    group_similarity: float = option(0.8, help="photos of a class closer than this (cosine, ImageNet Lite0 features) "
+                                               "are one session: held back or kept together")
+    epochs: int = option(8, help="epochs of fine-tuning")
+    batch_size: int = option(32)
+    head_lr: float = option(1e-3, help="AdamW learning rate of the linear head")
+    backbone_lr: float = option(2e-4, help="AdamW learning rate of the backbone")
+    weight_decay: float = option(1e-2, help="AdamW weight decay (none on biases and BatchNorm)")
+    warmup_steps: int = option(40, help="linear warm-up, then cosine decay to 0")
+    label_smoothing: float = option(0.1)
+    probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
+    resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
+    crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")
+    color_jitter: float = option(0.2, help="brightness, contrast and saturation x (1 ± this)")
+    max_per_class: int | None = option(None, help="at most this many train photos per class (small test runs)")
+    max_steps: int | None = option(None, help="stop each epoch after this many steps (small test runs)")
+    threads: int = option(0, help="torch threads (0: all cores)")
+    seed: int = option(0)
+    resume: bool = option(False, help="go on from <out>/last.pt")
+
+
+# ---------------------------------------------------------------- data
+
+
+def photo_groups(features: np.ndarray, class_ids: list[int], threshold: float) -> np.ndarray:
+    """Group ids joining photos of one class whose frozen-feature cosine similarity exceeds `threshold`, and so on
+    transitively: GroceryStore's train photos come in sessions of near-duplicates (the same bin shot again), and a
+    selection photo whose twin is in the fit set would make every choice look better than it is."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    ids = np.asarray(class_ids)
+    parent = np.arange(len(ids))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for class_id in np.unique(ids):
+        members = np.flatnonzero(ids == class_id)
+        similar = np.triu(unit[members] @ unit[members].T > threshold, 1)
+        for a, b in zip(*np.nonzero(similar)):
+            parent[root(members[a])] = root(members[b])
+    return np.array([root(i) for i in range(len(ids))])
+
+
+def selection_split(split: Split, fraction: float, seed: int = 0, groups: np.ndarray | None = None) -> tuple[Split, Split]:
+    """(fit, selection): about `fraction` of each class's photos held back, whole groups at a time (`photo_groups`;
+    None: every photo its own group), at least one photo of each class with two or more on each side."""
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(split.class_ids)
+    groups = np.arange(len(ids)) if groups is None else np.asarray(groups)
+    held: list[int] = []
+    for class_id in np.unique(ids):
+        members = np.flatnonzero(ids == class_id)
+        target = max(1, round(fraction * len(members)))
+        taken: list[int] = []
+        for group in rng.permutation(np.unique(groups[members])):
+            in_group = members[groups[members] == group].tolist()
+            if len(taken) >= target:
+                break
+            if len(taken) + len(in_group) <= max(1.5 * target, 1) and len(taken) + len(in_group) < len(members):
+                taken += in_group
+        held += taken
+    held_set = set(held)
+
+    def part(indices: list[int]) -> Split:
+        return Split([split.paths[i] for i in indices], [split.class_ids[i] for i in indices])
+
+    return part([i for i in range(len(ids)) if i not in held_set]), part(sorted(held_set))
+
+
+def limit_per_class(split: Split, count: int | None) -> Split:
+    if count is None:
+        return split
+    seen: dict[int, int] = {}
+    keep = []
+    for i, class_id in enumerate(split.class_ids):
+        seen[class_id] = seen.get(class_id, 0) + 1
+        if seen[class_id] <= count:
+            keep.append(i)
+    return Split([split.paths[i] for i in keep], [split.class_ids[i] for i in keep])
+
+
+def load_photos(paths: list[str], size: int) -> np.ndarray:
+    """Whole photos decoded once as served (pipeline.preprocessing) and squashed to size x size: uint8 [N, S, S, 3]."""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = classifier_input(decode_photo(Path(path).read_bytes()).image, None, size)
+    return out
+
+
+# ---------------------------------------------------------------- network
+
+
+def build_network(variant: str, num_classes: int):
+    """The torch EfficientNet-Lite with its ImageNet weights (strict) and a new `num_classes` linear head."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_name(f"efficientnet-{variant}")
+    network.load_state_dict(torch.load(VARIANTS[variant].weights_path(), map_location="cpu", weights_only=True))
+    network._fc = torch.nn.Linear(network._fc.in_features, num_classes)
+    return network
+
+
+def to_input(images):
+    """uint8 NHWC (numpy or torch) → the network's normalised float NCHW."""
+    import torch
+
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
+    return (x - MEAN) / STDDEV
+
+
+def pooled_features(network, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The frozen network's pooled features [N, 1280] (eval mode)."""
+    import torch
+
+    network.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = network.extract_features(to_input(images[start:start + batch]))
+            out.append(network._avg_pooling(x).flatten(1).numpy())
+    return np.concatenate(out)
+
+
+def logits_of(network, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    network.eval()
+    with torch.no_grad():
+        return np.concatenate([network(to_input(images[s:s + batch])).numpy() for s in range(0, len(images), batch)])
+
+
+def linear_probe(features: np.ndarray, targets: np.ndarray, num_classes: int, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression (L-BFGS) on standardised features, folded back to raw features: (W [C, F], b [C])."""
+    import torch
+
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    x = torch.from_numpy((features - mean) / std).float()
+    y = torch.from_numpy(targets).long()
+    weight = torch.zeros(num_classes, x.shape[1], requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=500, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + l2 * (weight ** 2).sum() / 2
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    w = weight.detach().numpy() / std
+    return w.astype(np.float32), (bias.detach().numpy() - w @ mean).astype(np.float32)
+
+
+def freeze_batchnorm_statistics(network) -> None:
+    """BatchNorm layers in eval mode (ImageNet running statistics kept); their scale and shift still train."""
+    import torch
+
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+
+
+def parameter_groups(network, config: FinetuneConfig) -> list[dict[str, Any]]:
+    """Head and backbone at their own rates; no weight decay on biases and BatchNorm (1-d parameters)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in network.named_parameters():
+        groups.setdefault((name.startswith("_fc."), parameter.ndim > 1), []).append(parameter)
+    return [{"params": params, "lr": config.head_lr if head else config.backbone_lr,
+             "weight_decay": config.weight_decay if decay else 0.0}
+            for (head, decay), params in sorted(groups.items())]
+
+
+def warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
+
+
+def augment(batch, size: int, config: FinetuneConfig):
+    """Random-resized crop to `size`, horizontal flip, brightness/contrast/saturation jitter (uint8 NHWC tensor in)."""
+    from torchvision.transforms import v2
+
+    jitter = config.color_jitter
+    transform = v2.Compose([
+        v2.RandomResizedCrop(size, scale=config.crop_scale, ratio=(3 / 4, 4 / 3), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+    ])
+    import torch
+
+    return torch.stack([transform(image) for image in batch.permute(0, 3, 1, 2)]).permute(0, 2, 3, 1)
+
+
+def train_step(network, optimizer, scheduler, loss_function, images, targets: np.ndarray) -> float:
+    """One update on a batch of uint8 NHWC images; the batch's loss before it."""
+    import torch
+
+    loss = loss_function(network(to_input(images)), torch.from_numpy(targets).long())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
+def top_k(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == targets[:, None], axis=1)))
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(config: FinetuneConfig) -> dict[str, Any]:
+    import torch
+
+    started = time.time()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    variant = VARIANTS[config.backbone]
+    data = load_labelled_data(config.data)
+    train_split = limit_per_class(data.train, config.max_per_class)
+    # Sessions found with the same ImageNet Lite0 features whatever the backbone: every backbone gets the same split.
+    groups = photo_groups(pooled_features(build_network("lite0", data.num_classes), load_photos(train_split.paths, 224)),
+                          train_split.class_ids, config.group_similarity)
+    fit, selection = selection_split(train_split, config.selection_fraction, config.seed, groups)
+    split_record = {"seed": config.seed, "fraction": config.selection_fraction, "source": data.source,
+                    "grouping": {"features": "ImageNet EfficientNet-Lite0, pooled, whole photo at 224 px",
+                                 "cosine_above": config.group_similarity, "groups": int(len(np.unique(groups))),
+                                 "classes_in_selection": len(set(selection.class_ids))},
+                    "fit": fit.paths, "selection": selection.paths,
+                    "fit_class_ids": fit.class_ids, "selection_class_ids": selection.class_ids}
+    if config.resume and (out / SPLIT_NAME).is_file():
+        if json.loads((out / SPLIT_NAME).read_text())["selection"] != selection.paths:
+            raise ValueError(f"{out / SPLIT_NAME} holds another selection split: resume with the same data and seed")
+    (out / SPLIT_NAME).write_text(json.dumps(split_record) + "\n")
+    (out / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    write_labels(out / LABELS_NAME, data.labels)
+
+    size = variant.input_size
+    fit_photos = load_photos(fit.paths, round(size * config.resize_margin))
+    selection_photos = load_photos(selection.paths, size)
+    fit_targets, selection_targets = np.asarray(fit.class_ids), np.asarray(selection.class_ids)
+    print(f"{len(fit.paths)} fit / {len(selection.paths)} selection photos, {data.num_classes} classes, "
+          f"decoded in {time.time() - started:.0f} s", flush=True)
+
+    network = build_network(config.backbone, data.num_classes)
+    steps_per_epoch = math.ceil(len(fit.paths) / config.batch_size)
+    if config.max_steps:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    optimizer = torch.optim.AdamW(parameter_groups(network, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, steps_per_epoch * config.epochs))
+    state: dict[str, Any] = {"epoch": 0, "best_selection_top1": -1.0, "best_epoch": 0, "probe": None}
+    if config.resume and (out / LAST_NAME).is_file():
+        checkpoint = torch.load(out / LAST_NAME, map_location="cpu", weights_only=False)
+        network.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        state = checkpoint["state"]
+        print(f"resumed after epoch {state['epoch']}", flush=True)
+    else:
+        # The head starts from the frozen network's linear probe (on the fit photos at the native size, unaugmented).
+        center = load_photos(fit.paths, size)
+        weight, bias = linear_probe(pooled_features(network, center), fit_targets, data.num_classes, config.probe_l2)
+        np.savez(out / PROBE_NAME, weight=weight, bias=bias)
+        with torch.no_grad():
+            network._fc.weight.copy_(torch.from_numpy(weight))
+            network._fc.bias.copy_(torch.from_numpy(bias))
+        probe = logits_of(network, selection_photos)
+        state["probe"] = {"selection_top1": top_k(probe, selection_targets, 1), "selection_top5": top_k(probe, selection_targets, 5)}
+        print(f"linear probe: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
+        with (out / HISTORY_NAME).open("w", newline="") as file:
+            csv.writer(file).writerow(["epoch", "train_loss", "selection_top1", "selection_top5", "seconds"])
+
+    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    generator = np.random.default_rng(config.seed + state["epoch"])
+    while state["epoch"] < config.epochs:
+        epoch_started = time.time()
+        network.train()
+        freeze_batchnorm_statistics(network)
+        order = generator.permutation(len(fit.paths))
+        losses = []
+        for step in range(steps_per_epoch):
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            images = augment(torch.from_numpy(fit_photos[index]), size, config)
+            losses.append(train_step(network, optimizer, scheduler, loss_function, images, fit_targets[index]))
+        logits = logits_of(network, selection_photos)
+        top1, top5 = top_k(logits, selection_targets, 1), top_k(logits, selection_targets, 5)
+        state["epoch"] += 1
+        if top1 > state["best_selection_top1"]:
+            state.update(best_selection_top1=top1, best_selection_top5=top5, best_epoch=state["epoch"])
+            torch.save(network.state_dict(), out / BEST_NAME)
+        seconds = time.time() - epoch_started
+        with (out / HISTORY_NAME).open("a", newline="") as file:
+            csv.writer(file).writerow([state["epoch"], f"{np.mean(losses):.4f}", f"{top1:.4f}", f"{top5:.4f}", f"{seconds:.0f}"])
+        state.setdefault("first_loss", losses[0])
+        state["last_loss"] = float(np.mean(losses[-max(1, len(losses) // 4):]))
+        _save_atomically({"model": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "torch_rng": torch.get_rng_state(), "state": state}, out / LAST_NAME)
+        print(f"epoch {state['epoch']}/{config.epochs}: loss {np.mean(losses):.3f}, selection top-1 {top1:.3f} "
+              f"top-5 {top5:.3f}, {seconds:.0f} s", flush=True)
+
+    summary = {
+        "trainer": "pipeline.finetune (torch, whole network), ported to TF by pipeline.efficientnet_lite",
+        "backbone": config.backbone, "input_size": size, "hyperparameters": asdict(config),
+        "data": {"source": data.source, "num_classes": data.num_classes, "fit_photos": len(fit.paths),
+                 "selection_photos": len(selection.paths), "selection_seed": config.seed,
+                 "selection_fraction": config.selection_fraction},
+        "linear_probe": state["probe"], "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+        "best_selection_top1": state["best_selection_top1"], "best_selection_top5": state.get("best_selection_top5"),
+        "first_loss": state.get("first_loss"), "last_loss": state.get("last_loss"),
+        "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _save_atomically(content: Any, path: Path) -> None:
+    import torch
+
+    partial = path.with_suffix(".partial")
+    torch.save(content, partial)
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------- export
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The softmax temperature that minimises the negative log-likelihood (on the selection photos)."""
+    import torch
+
+    x, y = torch.from_numpy(logits).double(), torch.from_numpy(targets).long()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def export(out: Path | str) -> Path:
+    """The best checkpoint as a TF SavedModel (pipeline.classifier_model's `serve` contract: float32 0-255 →
+    softmax), its softmax temperature fitted on the selection photos; writes <out>/export and updates the summary."""
+    import torch
+
+    from pipeline import efficientnet_lite
+    from pipeline.classifier_model import export_model
+
+    out = Path(out)
+    config = FinetuneConfig(**{**json.loads((out / CONFIG_NAME).read_text()), "out": str(out)})
+    config.crop_scale = tuple(config.crop_scale)  # type: ignore[assignment]
+    split = json.loads((out / SPLIT_NAME).read_text())
+    variant = VARIANTS[config.backbone]
+    labels_count = len((out / LABELS_NAME).read_text(encoding="utf-8").splitlines())
+    network = build_network(config.backbone, labels_count)
+    network.load_state_dict(torch.load(out / BEST_NAME, map_location="cpu", weights_only=True))
+    selection_photos = load_photos(split["selection"], variant.input_size)
+    temperature = fit_temperature(logits_of(network, selection_photos), np.asarray(split["selection_class_ids"]))
+    state = {key: value.detach().numpy() for key, value in network.state_dict().items()}
+    model = efficientnet_lite.classifier_from_state_dict(config.backbone, state, labels_count, temperature)
+    export_model(model, out / EXPORT_DIR)
+    if (out / PROBE_NAME).is_file():  # the comparison's first row: the ImageNet network, frozen, with its probe
+        probe = np.load(out / PROBE_NAME)
+        imagenet = {key: value.detach().numpy() for key, value in build_network(config.backbone, labels_count).state_dict().items()}
+        imagenet.update({"_fc.weight": probe["weight"], "_fc.bias": probe["bias"]})
+        export_model(efficientnet_lite.classifier_from_state_dict(config.backbone, imagenet, labels_count), out / BASELINE_EXPORT_DIR)
+    summary = json.loads((out / SUMMARY_NAME).read_text()) if (out / SUMMARY_NAME).is_file() else {}
+    summary["temperature"] = temperature
+    summary["model"] = {"num_classes": labels_count, "input_size": variant.input_size,
+                        "backbone": f"efficientnet-{config.backbone} (fine-tuned whole, torch; ported to TF)"}
+    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return out / EXPORT_DIR
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.finetune", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_options(commands.add_parser("train", help="fine-tune, checkpointing every epoch"), FinetuneConfig)
+    export_parser = commands.add_parser("export", help="port the best checkpoint to a TF SavedModel")
+    export_parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        print(json.dumps(train(config_from_args(FinetuneConfig, args)), indent=2))
+    else:
+        print(export(args.out))
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,115 @@
+"""The training path that made the shipped classifier (pipeline.finetune), on a small real subset of GroceryStore:
+the selection split kept apart from train's fit photos and from val, updates that lower the loss with BatchNorm
+statistics frozen, checkpoints that resume, and the TF export agreeing with the torch network it comes from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from load_tests.photos import GROCERY
+from pipeline import finetune
+from pipeline.datasets import load_labelled_data
+
+pytestmark = pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs ../shared/data/grocery_store")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_labelled_data(GROCERY)
+
+
+def test_selection_split_holds_back_whole_sessions_seeded(data):
+    subset = finetune.limit_per_class(data.train, 8)
+    features = finetune.pooled_features(finetune.build_network("lite0", data.num_classes), finetune.load_photos(subset.paths, 224))
+    groups = finetune.photo_groups(features, subset.class_ids, 0.8)
+    assert len(np.unique(groups)) < 0.8 * len(subset.paths)  # train photos do come in near-duplicate sessions
+    fit, selection = finetune.selection_split(subset, 0.15, seed=0, groups=groups)
+    assert not set(fit.paths) & set(selection.paths)
+    assert sorted(fit.paths + selection.paths) == sorted(subset.paths)
+    assert not set(selection.paths) & set(data.val.paths)  # val is never a selection photo
+    assert 0.08 * len(subset.paths) < len(selection.paths) < 0.25 * len(subset.paths)
+    assert set(fit.class_ids) == set(subset.class_ids)  # every class keeps photos to learn from
+    held = {p for p in selection.paths}
+    group_of = dict(zip(subset.paths, groups))
+    assert not {group_of[p] for p in held} & {group_of[p] for p in fit.paths}  # no session on both sides
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    index = {p: i for i, p in enumerate(subset.paths)}
+    for path, class_id in zip(selection.paths, selection.class_ids):  # so no selection photo has a twin in fit
+        twins = [index[p] for p, c in zip(fit.paths, fit.class_ids) if c == class_id]
+        assert (unit[twins] @ unit[index[path]]).max() <= 0.8
+    assert finetune.selection_split(subset, 0.15, seed=0, groups=groups)[1].paths == selection.paths
+    assert finetune.selection_split(subset, 0.15, seed=1, groups=groups)[1].paths != selection.paths
+
+
+def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
+    import torch
+
+    torch.manual_seed(0)
+    subset = finetune.limit_per_class(data.train, 1)
+    images = finetune.load_photos(subset.paths[:24], 224)
+    targets = np.asarray(subset.class_ids[:24])
+    config = finetune.FinetuneConfig(out="unused")
+    network = finetune.build_network("lite0", data.num_classes)
+    optimizer = torch.optim.AdamW(finetune.parameter_groups(network, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, finetune.warmup_cosine(2, 8))
+    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    statistics = network._bn1.running_mean.clone()
+    head = network._fc.weight.clone()
+    network.train()
+    finetune.freeze_batchnorm_statistics(network)
+    losses = [finetune.train_step(network, optimizer, scheduler, loss_function, torch.from_numpy(images), targets)
+              for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0]
+    assert torch.equal(network._bn1.running_mean, statistics)  # ImageNet statistics kept
+    assert not torch.equal(network._fc.weight, head)
+    # No weight decay on biases and BatchNorm; the head's and the backbone's own rates.
+    groups = {(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups}
+    assert groups == {(config.head_lr, 0.0), (config.head_lr, config.weight_decay),
+                      (config.backbone_lr, 0.0), (config.backbone_lr, config.weight_decay)}
+
+
+def test_linear_probe_names_photos_of_its_classes(data):
+    network = finetune.build_network("lite0", data.num_classes)
+    subset = finetune.limit_per_class(data.train, 3)
+    features = finetune.pooled_features(network, finetune.load_photos(subset.paths, 224))
+    targets = np.asarray(subset.class_ids)
+    weight, bias = finetune.linear_probe(features, targets, data.num_classes, 0.03)
+    assert np.mean((features @ weight.T + bias).argmax(axis=1) == targets) > 0.9  # the photos it was fitted on
+    val = finetune.limit_per_class(data.val, 1)
+    val_features = finetune.pooled_features(network, finetune.load_photos(val.paths, 224))
+    assert np.mean((val_features @ weight.T + bias).argmax(axis=1) == np.asarray(val.class_ids)) > 0.2  # chance: 1/81
+
+
+def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path):
+    import torch
+
+    out = tmp_path / "run"
+    config = finetune.FinetuneConfig(out=str(out), data=str(GROCERY), backbone="lite0", max_per_class=3, epochs=1,
+                                     max_steps=2, batch_size=8)
+    first = finetune.train(config)
+    assert first["epochs_run"] == 1 and (out / finetune.LAST_NAME).is_file() and (out / finetune.BEST_NAME).is_file()
+    split = json.loads((out / finetune.SPLIT_NAME).read_text())
+    assert split["selection"] and not set(split["selection"]) & set(split["fit"])
+    config.epochs, config.resume = 2, True
+    second = finetune.train(config)
+    assert second["epochs_run"] == 2
+    assert len((out / finetune.HISTORY_NAME).read_text().splitlines()) == 3  # header + one line per epoch, once
+
+    export_dir = finetune.export(out)
+    summary = json.loads((out / finetune.SUMMARY_NAME).read_text())
+    assert 0.2 < summary["temperature"] < 5
+    network = finetune.build_network("lite0", 81)
+    network.load_state_dict(torch.load(out / finetune.BEST_NAME, weights_only=True))
+    photos = finetune.load_photos(split["selection"][:4], 224)
+    expected = torch.softmax(torch.from_numpy(finetune.logits_of(network, photos)) / summary["temperature"], 1).numpy()
+
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(export_dir))  # keep a reference: its variables die with it
+    served = loaded.serve(tf.constant(photos.astype(np.float32))).numpy()
+    assert np.abs(served - expected).max() < 1e-4  # float32 summation order only
+    assert (served.argmax(1) == expected.argmax(1)).all()
