@@ -18,7 +18,7 @@ from ray import serve
 from deployments.payloads import Classification
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
 from pipeline.model_label import load_model_label
-from pipeline.recognition import answer
+from pipeline.recognition import answer, prominent_probabilities
 
 logger = logging.getLogger("ray.serve")
 
@@ -87,17 +87,22 @@ class Classifier:
     async def classify_batch(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         return await asyncio.to_thread(self._predict, crops)
 
-    async def classify(self, crops: list[np.ndarray]) -> Classification:
+    async def classify(self, crops: list[np.ndarray], whole_photo_last: bool = False) -> Classification:
         """Top-k of each uint8 [S, S, 3] crop, and whether it is known, in the order sent.
 
-        Crops go into the batch queue one by one, so a photo with many products never exceeds a batch.
+        `whole_photo_last`: the last crop is the whole photo, folded into the first (the prominent product's) answer
+        by the manifest's hello_policy; it gets no answer of its own. Crops go into the batch queue one by one, so
+        a photo with many products never exceeds a batch.
         """
         for crop in crops:
             if crop.shape != (self.input_size, self.input_size, 3):
                 raise ValueError(f"crop shape {crop.shape}; the model takes ({self.input_size}, {self.input_size}, 3)")
         config = self.config
         threshold = self.bundle.unknown_threshold if config.unknown_threshold is None else config.unknown_threshold
-        probabilities = await asyncio.gather(*(self.classify_batch(crop) for crop in crops))
+        probabilities = list(await asyncio.gather(*(self.classify_batch(crop) for crop in crops)))
+        if whole_photo_last:
+            whole_photo = probabilities.pop()
+            probabilities[0] = prominent_probabilities(probabilities[0], whole_photo, self.bundle.hello_policy)
         answers = [answer(p, self.labels, config.top_k, threshold) for p in probabilities]
         return Classification(answers=answers, version=self.version)
 

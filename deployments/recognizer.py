@@ -48,7 +48,7 @@ from deployments.schemas import (
 from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
 from pipeline.model_label import load_model_label, parse_label
 from pipeline.preprocessing import DECODE_PEAK_BYTES, ImageError, Photo
-from pipeline.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, prepare_photo
+from pipeline.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, needs_whole_photo, prepare_photo
 
 logger = logging.getLogger("ray.serve")
 
@@ -284,10 +284,14 @@ class Recognizer:
         boxes = boxes_in_photo(detection.boxes, photo, detector_image)  # decoded-photo pixels, largest first
         whole_photo = len(boxes) == 0
         size = self.bundle.classifier_input_size
-        photo_crops = await asyncio.to_thread(crops, photo.image, crop_boxes(boxes, config.crop_margin), size)
+        regions = crop_boxes(boxes, config.crop_margin)
+        # The prominent product's answer may also look at the whole photo (the manifest's hello_policy, chosen at
+        # export on the selection split): then the whole photo goes last and the Classifier folds it into the first.
+        with_whole_photo = needs_whole_photo(self.bundle.hello_policy) and not whole_photo
+        photo_crops = await asyncio.to_thread(crops, photo.image, regions + [None] * with_whole_photo, size)
         cropped = time.perf_counter()
 
-        classification: Classification = await self._call(self.classifier.classify, photo_crops)
+        classification: Classification = await self._call(self.classifier.classify, photo_crops, with_whole_photo)
         classified = time.perf_counter()
 
         products = []

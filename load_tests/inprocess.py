@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.preprocessing import Letterboxed
-from pipeline.recognition import ServingSettings, boxes_in_photo, crop_boxes, crops, detect, prepare_photo, serving_settings
+from pipeline.recognition import (
+    ServingSettings,
+    boxes_in_photo,
+    crop_boxes,
+    crops,
+    detect,
+    needs_whole_photo,
+    prepare_photo,
+    prominent_probabilities,
+    serving_settings,
+)
 
 
 @dataclass
@@ -84,10 +94,14 @@ class InProcessPipeline:
         detections = detect(self.detector, [image.pixels for image in detector_images], self.settings.detector)
         detected_at = time.perf_counter()
         photo_crops, owners = [], []
+        whole_photo_of: dict[int, int] = {}  # photo → index of its whole-photo crop, when the policy asks for one
         for index, (photo, image, boxes) in enumerate(zip(decoded, detector_images, detections)):
-            boxes = crop_boxes(boxes_in_photo(boxes, photo, image), self.settings.photo.crop_margin)
-            photo_crops += crops(photo.image, boxes, self.bundle.classifier_input_size)
-            owners += [index] * len(boxes)
+            regions = crop_boxes(boxes_in_photo(boxes, photo, image), self.settings.photo.crop_margin)
+            if needs_whole_photo(self.bundle.hello_policy) and regions[0] is not None:
+                whole_photo_of[index] = len(photo_crops) + len(regions)
+                regions = regions + [None]
+            photo_crops += crops(photo.image, regions, self.bundle.classifier_input_size)
+            owners += [index] * len(regions)
         cropped_at = time.perf_counter()
         probabilities = []
         for at in range(0, len(photo_crops), classifier_batch):
@@ -98,7 +112,8 @@ class InProcessPipeline:
         labels: list[str | None] = [None] * len(photos)
         for owner, p in zip(owners, probabilities):
             if labels[owner] is None:  # the first crop of a photo is its largest product
-                labels[owner] = self.labels[int(np.argmax(p))]
+                whole = probabilities[whole_photo_of[owner]] if owner in whole_photo_of else None
+                labels[owner] = self.labels[int(np.argmax(prominent_probabilities(p, whole, self.bundle.hello_policy)))]
         times.detect += detected_at - decoded_at
         times.crop += cropped_at - detected_at
         times.classify += classified_at - cropped_at

@@ -30,6 +30,7 @@ from pipeline.model_label import load_model_label
 from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import decode_photo
 from pipeline.recognition import (
+    HELLO_POLICIES,
     Box,
     ServingSettings,
     boxes_in_photo,
@@ -37,6 +38,7 @@ from pipeline.recognition import (
     crops,
     detect,
     prepare_photo,
+    prominent_probabilities,
     serving_settings,
 )
 
@@ -108,10 +110,11 @@ def hello_boxes(detector_path: Path | str, images: Sequence[Path | str], setting
 
 
 def classify(classifier_dir: Path | str, images: Sequence[Path | str], box_sets: Sequence[Sequence[Box | None]],
-             size: int, settings: ServingSettings | None = None, batch: int = 32) -> list[np.ndarray]:
+             size: int, settings: ServingSettings | None = None, batch: int = 32, flip: bool = False) -> list[np.ndarray]:
     """Class probabilities [N, C] of the TF SavedModel for each set of boxes (one per image; None: whole photo).
 
-    Each photo is decoded once per batch, as serving decodes it, and cut once per box set.
+    Each photo is decoded once per batch, as serving decodes it, and cut once per box set. `flip`: each crop
+    mirrored left-right (to measure flip averaging, which serving does not do).
     """
     import tensorflow as tf  # only here: after any torch work in this process
 
@@ -123,6 +126,7 @@ def classify(classifier_dir: Path | str, images: Sequence[Path | str], box_sets:
                   for p in images[start:start + batch]]  # the photo prepare_photo decodes, without the letterbox
         for output, boxes in zip(outputs, box_sets):
             batch_crops = [crops(photo, [box], size)[0] for photo, box in zip(photos, boxes[start:start + batch])]
+            batch_crops = [crop[:, ::-1] for crop in batch_crops] if flip else batch_crops
             output.append(model.serve(tf.constant(np.stack(batch_crops).astype(np.float32))).numpy())
     return [np.concatenate(output) for output in outputs]
 
@@ -153,6 +157,45 @@ def calibrate_unknown(probabilities: np.ndarray, targets: ArrayLike, target_prec
     }
 
 
+def precision_at(probabilities: np.ndarray, targets: ArrayLike, threshold: float) -> dict[str, Any]:
+    """Precision and coverage of the answers at or above a threshold fitted elsewhere (on the selection split)."""
+    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
+    known = probabilities.max(axis=1) >= threshold
+    correct = probabilities.argmax(axis=1) == targets
+    return {"unknown_threshold": float(threshold), "precision": float(correct[known].mean()) if known.any() else float("nan"),
+            "coverage": float(known.mean()), "photos": int(len(targets))}
+
+
+def policy_probabilities(crop: np.ndarray, whole: np.ndarray, found: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Per /hello policy (pipeline.recognition.HELLO_POLICIES), the prominent product's probabilities of each photo;
+    a photo with no detection has only its whole photo."""
+    return {policy: np.stack([prominent_probabilities(c, w if f is not None else None, policy)
+                              for c, w, f in zip(crop, whole, found)]) for policy in HELLO_POLICIES}
+
+
+def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, photos: Sequence[tuple[Path, int]],
+                        settings: ServingSettings, detector_size: int, classifier_size: int, device: str = "cpu",
+                        target_precision: float = 0.95) -> dict[str, Any]:
+    """On the selection photos (never val): each /hello policy's top-1 / top-5, the best (ties: the cheaper crop
+    first, as HELLO_POLICIES lists them), and the unknown threshold calibrated on its answers."""
+    images = [path for path, _ in photos]
+    targets = np.array([target for _, target in photos])
+    found = hello_boxes(detector_path, images, settings, detector_size, device)
+    whole, crop = classify(classifier_dir, images, [[None] * len(images), [f[0] if f else None for f in found]],
+                           classifier_size, settings)
+    by_policy = policy_probabilities(crop, whole, found)
+    figures = {policy: {"top1": top_k_accuracy(p, targets, 1), "top5": top_k_accuracy(p, targets, 5)}
+               for policy, p in by_policy.items()}
+    chosen = max(HELLO_POLICIES, key=lambda policy: figures[policy]["top1"])  # max keeps the first of equals
+    # Flip averaging, measured and not served: it doubles the classifier's work per photo.
+    whole_flipped, crop_flipped = classify(classifier_dir, images, [[None] * len(images), [f[0] if f else None for f in found]],
+                                           classifier_size, settings, flip=True)
+    flipped = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, found)[chosen]
+    return {"photos": len(images), "policies": figures, "hello_policy": chosen,
+            "flip_averaged": {"top1": top_k_accuracy(flipped, targets, 1), "top5": top_k_accuracy(flipped, targets, 5)},
+            "calibration": calibrate_unknown(by_policy[chosen], targets, target_precision)}
+
+
 def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz: int, out: Path,
                      device: str = "cpu") -> dict[str, Any]:
     """Precision / recall / mAP on a data.yaml's val split, or on every image of a YOLO-format folder."""
@@ -169,8 +212,9 @@ def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz
 
 ROWS = {  # report key: what the row measures (the original project's comparison table)
     "backbone_baseline": "ImageNet backbone + linear classifier, whole photo",
-    "whole_photo": "the classifier (backbone + trained head), whole photo",
-    "hello": "what /hello answers: largest detector box cropped + classifier",
+    "whole_photo": "the classifier, whole photo",
+    "hello_crop": "the classifier on the largest detector box, cropped",
+    "hello": "what /hello answers (its policy: see below)",
 }
 
 
@@ -178,10 +222,14 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
              detector_size: int, photos: Sequence[tuple[Path, int]], out: Path | str,
              detector_data: Path | str | None = None, device: str = "cpu", settings: ServingSettings | None = None,
              baseline_dir: Path | str | None = None, target_precision: float = 0.95,
-             data_description: str = "") -> dict[str, Any]:
-    """Run the comparison, calibrate "unknown" on the /hello answers, write evaluation.{md,json} and
-    confusion_matrix.png to `out`; return the report.
+             data_description: str = "", selection: dict[str, Any] | None = None,
+             hello_policy: str = "crop", unknown_threshold: float | None = None) -> dict[str, Any]:
+    """Run the comparison, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report.
 
+    `selection`: what `choose_hello_policy` found on the selection split; its policy makes the /hello row and its
+    threshold is applied here (precision and coverage on these photos, fitted elsewhere). Without it, `hello_policy`
+    makes the row and `unknown_threshold` (a model_label's, fitted elsewhere) is applied, or when None "unknown" is
+    calibrated on these photos themselves (optimistic: say so when reporting).
     `baseline_dir`: a SavedModel of the ImageNet backbone with a linear classifier (the classifier run's
     baseline_export/), for the table's first row. `settings`: serve_config.yaml's unless given.
     """
@@ -205,9 +253,24 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
         (baseline,) = classify(baseline_dir, images, [[None] * len(images)], classifier_size, settings)
         report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
     report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
+    policy = selection["hello_policy"] if selection else hello_policy
+    by_policy = policy_probabilities(hello, whole, found)
+    report["classifier"]["hello_crop"] = summarize(by_policy["crop"], targets, labels)
+    hello = by_policy[policy]
     report["classifier"]["hello"] = summarize(hello, targets, labels)
     report["classifier"]["hello"]["no_detection_whole_photo_used"] = sum(f is None for f in found)
-    report["calibration"] = {"answers": "hello", **calibrate_unknown(hello, targets, target_precision)}
+    report["hello_policy"] = policy
+    if selection or unknown_threshold is not None:
+        if selection:
+            report["selection"] = selection
+        threshold = selection["calibration"]["unknown_threshold"] if selection else float(unknown_threshold or 0)
+        measured = precision_at(hello, targets, threshold)
+        report["calibration"] = {"answers": "hello", "fitted_on": "the selection split" if selection else "the model_label",
+                                 "target_precision": target_precision,
+                                 "target_met": bool(measured["precision"] >= target_precision), **measured}
+    else:
+        report["calibration"] = {"answers": "hello", "fitted_on": "these photos",
+                                 **calibrate_unknown(hello, targets, target_precision)}
     report["answers"] = [  # per photo, what /hello answers (tests compare it with the served graph)
         {"path": str(path), "target": labels[target], "label": labels[int(np.argmax(p))], "confidence": float(np.max(p)),
          "whole_photo": f is None}
@@ -227,6 +290,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     classifier = {row: {"top1": r["top1"], "top5": r["top5"]} for row, r in report["classifier"].items()}
     classifier["hello"]["no_detection_whole_photo_used"] = report["classifier"]["hello"]["no_detection_whole_photo_used"]
     return {"data": report["data"], "images": report["images"], "classifier": classifier,
+            "hello_policy": report["hello_policy"], **({"selection": report["selection"]} if "selection" in report else {}),
             "calibration": report["calibration"], **({"detector": report["detector"]} if "detector" in report else {})}
 
 
@@ -246,11 +310,25 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {ROWS[row]}{note} | {result['top1']:.2%} | {result['top5']:.2%} |")
     lines += [
         "",
-        (f"Unknown threshold for /hello answers: **{calibration['unknown_threshold']:.3f}** — answers at or above it are "
-         f"right {calibration['precision']:.1%} of the time (target {calibration['target_precision']:.0%}"
+        f"/hello's policy: **{report['hello_policy']}** ({HELLO_POLICIES[report['hello_policy']]}).",
+        "",
+        (f"Unknown threshold for /hello answers (fitted on {calibration['fitted_on']}): "
+         f"**{calibration['unknown_threshold']:.3f}** — answers at or above it are "
+         f"right {calibration['precision']:.1%} of the time here (target {calibration['target_precision']:.0%}"
          f"{'' if calibration['target_met'] else ', not reached'}) and cover {calibration['coverage']:.1%} of the photos."),
         "",
     ]
+    if "selection" in report:
+        selection = report["selection"]
+        lines += [f"Chosen on the selection split ({selection['photos']} photos held back from train):", "",
+                  "| /hello policy | top-1 | top-5 |", "|---|---|---|"]
+        lines += [f"| {policy} | {f['top1']:.2%} | {f['top5']:.2%} |" for policy, f in selection["policies"].items()]
+        if "flip_averaged" in selection:
+            f = selection["flip_averaged"]
+            lines.append(f"| {report['hello_policy']}, flip-averaged (not served: 2x the classifier) | {f['top1']:.2%} | {f['top5']:.2%} |")
+        fitted = selection["calibration"]
+        lines += ["", f"Threshold there: {fitted['unknown_threshold']:.3f}, precision {fitted['precision']:.1%} at coverage "
+                  f"{fitted['coverage']:.1%}.", ""]
     if "detector" in report:
         d = report["detector"]
         lines += [
@@ -280,7 +358,7 @@ def plot_confusion(report: dict[str, Any], labels: Sequence[str], path: Path) ->
     n = len(labels)
     side = max(6.0, min(24.0, 0.18 * n + 3))
     figure, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
-    for axis, (mode, title) in zip(axes, (("whole_photo", "whole photo"), ("hello", "/hello (largest detector crop)"))):
+    for axis, (mode, title) in zip(axes, (("whole_photo", "whole photo"), ("hello", f"/hello ({report['hello_policy']})"))):
         matrix = np.array(report["classifier"][mode]["confusion_matrix"], dtype=float)
         rows = matrix.sum(axis=1, keepdims=True)
         image = axis.imshow(np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0), vmin=0, vmax=1,
@@ -308,6 +386,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--serve-config", default=str(SERVE_CONFIG), help="detector and photo settings, as served")
     parser.add_argument("--baseline", help="ImageNet backbone + linear classifier SavedModel (a run's baseline_export/)")
     parser.add_argument("--target-precision", type=float, default=0.95, help="of the answers called known")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="fit the unknown threshold on these photos (default: apply the model_label's)")
     args = parser.parse_args(argv)
 
     from pipeline.yolo_offline import prepare_ultralytics
@@ -322,7 +402,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         classifier_size=bundle.classifier_input_size, detector_size=bundle.detector_input_size, photos=photos,
         out=Path(args.out), detector_data=args.detector_data, device=args.device,
         settings=serving_settings(args.serve_config), baseline_dir=args.baseline,
-        target_precision=args.target_precision, data_description=str(args.data),
+        target_precision=args.target_precision, data_description=str(args.data), hello_policy=bundle.hello_policy,
+        unknown_threshold=None if args.recalibrate else bundle.unknown_threshold,
     )
     print((Path(args.out) / "evaluation.md").read_text(encoding="utf-8"))
     return report

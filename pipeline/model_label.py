@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.paths import MODEL_LABEL_DIR
+from pipeline.recognition import HELLO_POLICIES
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -104,6 +105,11 @@ class ModelLabel:
         return float(calibration.get("unknown_threshold", DEFAULT_UNKNOWN_THRESHOLD))
 
     @property
+    def hello_policy(self) -> str:
+        """What the prominent product's answer is made of (pipeline.recognition.HELLO_POLICIES), chosen at export."""
+        return str(self.manifest["classifier"].get("hello_policy", "crop"))
+
+    @property
     def versions(self) -> dict[str, str]:
         return {part: self.manifest[part]["version"] for part in ("classifier", "detector")}
 
@@ -154,6 +160,9 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
             f"{directory / manifest['labels']['path']} has {len(labels)} labels but the manifest's classifier "
             f"has num_classes={expected}"
         )
+    policy = manifest["classifier"].get("hello_policy", "crop")
+    if policy not in HELLO_POLICIES:
+        raise ModelLabelError(f"{manifest_path} has classifier.hello_policy {policy!r}; this code knows {sorted(HELLO_POLICIES)}")
     return ModelLabel(directory=directory, manifest=manifest, labels=labels)
 
 

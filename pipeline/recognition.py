@@ -166,6 +166,29 @@ def crops(image: Image.Image, boxes: Sequence[Box | None], size: int) -> list[np
     return [classifier_input(image, box, size) for box in boxes]
 
 
+HELLO_POLICIES = {  # what the prominent product's (and /hello's) answer is made of; the manifest says which ships
+    "crop": "the largest detector box, cropped with the margin",
+    "whole_photo": "the whole photo",
+    "average": "the mean of the probabilities of the largest box's crop and of the whole photo",
+}
+DEFAULT_HELLO_POLICY = "crop"
+
+
+def prominent_probabilities(crop: np.ndarray, whole_photo: np.ndarray | None, policy: str) -> np.ndarray:
+    """The prominent product's class probabilities under `policy` (HELLO_POLICIES), from the largest box's crop
+    and the whole photo's (None when the crop already is the whole photo: nothing was detected)."""
+    if policy not in HELLO_POLICIES:
+        raise ValueError(f"unknown prominent-product policy {policy!r}; one of {sorted(HELLO_POLICIES)}")
+    if whole_photo is None or policy == "crop":
+        return crop
+    return whole_photo if policy == "whole_photo" else (crop + whole_photo) / 2
+
+
+def needs_whole_photo(policy: str) -> bool:
+    """Whether the policy classifies the whole photo besides the crops."""
+    return policy != "crop"
+
+
 @dataclass(frozen=True)
 class Answer:
     """The classifier's answer for one crop."""

@@ -132,7 +132,7 @@ def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
     assert report["classifier"]["whole_photo"]["top5"] == 1.0 and report["classifier"]["hello"]["top1"] == 1.0
     assert [answer["label"] for answer in report["answers"]] == [answer["target"] for answer in report["answers"]]
     assert report["detector"]["data"].endswith("data.yaml")
-    assert "| the classifier (backbone + trained head), whole photo | 100.00% | 100.00% |" in capsys.readouterr().out
+    assert "| the classifier, whole photo | 100.00% | 100.00% |" in capsys.readouterr().out
 
 
 def test_calibration_picks_the_lowest_threshold_that_keeps_known_answers_precise():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,7 @@ from deployments.detector import Detector, DetectorConfig
 from deployments.payloads import Classification, Detection
 from deployments.recognizer import API_KEY_ENV, DECODE_SLOTS, Recognizer, RecognizerConfig
 from deployments.schemas import Recognition
-from pipeline.model_label import load_model_label, parse_label
+from pipeline.model_label import ModelLabel, load_model_label, parse_label
 from pipeline.preprocessing import decode_photo
 from pipeline.recognition import answer, deployment_config, read_serve_config
 from tests.test_preprocessing import png_header_only
@@ -100,16 +101,22 @@ def probabilities(label: str, top: float) -> np.ndarray:
     return p
 
 
-def name_by_colour(crops: list[np.ndarray]) -> Classification:
+def name_by_colour(crops: list[np.ndarray], whole_photo_last: bool = False) -> Classification:
     """The fake Classifier: a mostly red crop is RED_LABEL, a mostly blue one BLUE_LABEL (both sure); anything
-    else is OTHER_LABEL at 0.3, under the unknown threshold."""
+    else is OTHER_LABEL at 0.3, under the unknown threshold. A whole photo sent last gets no answer of its own."""
     answers = []
     for crop in crops:
         assert crop.shape == (BUNDLE.classifier_input_size,) * 2 + (3,) and crop.dtype == np.uint8
         red, blue = colour_mask(crop, RED).mean(), colour_mask(crop, BLUE).mean()
         label, top = (RED_LABEL, 0.9) if red > max(blue, 0.2) else (BLUE_LABEL, 0.9) if blue > 0.2 else (OTHER_LABEL, 0.3)
         answers.append(answer(probabilities(label, top), BUNDLE.labels, TOP_K, UNKNOWN_THRESHOLD))
-    return Classification(answers=answers, version=CLASSIFIER_VERSION)
+    return Classification(answers=answers[:-1] if whole_photo_last else answers, version=CLASSIFIER_VERSION)
+
+
+def with_policy(bundle: ModelLabel, policy: str) -> ModelLabel:
+    """The bundle with another /hello policy in its manifest."""
+    return dataclasses.replace(bundle, manifest={**bundle.manifest, "classifier": {**bundle.manifest["classifier"],
+                                                                                   "hello_policy": policy}})
 
 
 # The ingress, as a replica runs it ---------------------------------------------------------------------------
@@ -153,6 +160,7 @@ def service(monkeypatch):
     detector = FakeHandle("Detector", detect=find_rectangles, ready=lambda: DETECTOR_VERSION)
     classifier = FakeHandle("Classifier", classify=name_by_colour, ready=lambda: CLASSIFIER_VERSION)
     replica = start_replica(detector, classifier)
+    replica.bundle = with_policy(replica.bundle, "crop")  # the tests that need the whole photo too say so
     # The routes' `self` is what Serve's class-based view asks for: the replica's servable object.
     monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=replica))
     with TestClient(replica) as client:
@@ -237,8 +245,20 @@ def test_every_product_is_answered_in_upright_original_pixels_of_an_exif_rotated
     assert len(service.classifier.classify.calls[-1][0]) == 2  # one crop per box, one call per photo
 
 
+@pytest.mark.parametrize("policy", ["average", "whole_photo"])
+def test_a_policy_that_looks_at_the_whole_photo_sends_it_last(service, policy):
+    service.replica.bundle = with_policy(service.replica.bundle, policy)
+    products = service.recognize(shelf_photo()).json()["products"]
+    crops, whole_photo_last = service.classifier.classify.calls[-1]
+    assert whole_photo_last and len(crops) == 3 and len(products) == 2  # red, blue, then the whole (mostly white) photo
+    assert colour_mask(crops[-1], (255, 255, 255)).mean() > 0.5
+    service.recognize(shelf_photo(size=(800, 600), red=None, blue=None))  # nothing detected: the crop is the whole photo
+    crops, whole_photo_last = service.classifier.classify.calls[-1]
+    assert not whole_photo_last and len(crops) == 1
+
+
 def test_an_unknown_product_has_no_label_but_keeps_its_candidates(service):
-    service.classifier.classify.answer = lambda crops: Classification(
+    service.classifier.classify.answer = lambda crops, *_: Classification(
         [answer(probabilities(OTHER_LABEL, 0.3), BUNDLE.labels, TOP_K, UNKNOWN_THRESHOLD) for _ in crops], CLASSIFIER_VERSION)
     products = service.recognize(shelf_photo()).json()["products"]
     assert len(products) == 2
@@ -255,7 +275,7 @@ def test_nothing_detected_classifies_the_whole_photo(service):
     assert product["source"] == "whole_photo" and product["detector_confidence"] is None
     assert product["box"] == {"x1": 0, "y1": 0, "x2": 800, "y2": 600}
     assert not product["known"] and product["label"] is None  # white: the fake classifier is unsure
-    (crops,) = service.classifier.classify.calls[-1]
+    crops, _ = service.classifier.classify.calls[-1]
     assert len(crops) == 1
     # /hello always names something: the top candidate, even when it is unknown
     hello = service.hello(data)
@@ -600,7 +620,7 @@ def test_api_key_when_set(service, monkeypatch):
 
 
 def red_share_of_crops(service: Service) -> float:
-    (crops,) = service.classifier.classify.calls[-1]
+    crops, _ = service.classifier.classify.calls[-1]
     return float(colour_mask(crops[0], RED).mean())
 
 
@@ -793,6 +813,8 @@ def test_classifier_batches_the_crops_of_concurrent_photos_and_answers_each_in_o
 
 def test_classifier_unknown_threshold_comes_from_the_manifest_unless_configured(in_a_replica):
     classifier = classifier_without_a_model()
+    classifier.bundle = dataclasses.replace(BUNDLE, manifest={**BUNDLE.manifest, "classifier": {
+        **BUNDLE.manifest["classifier"], "calibration": {"unknown_threshold": 0.95}}})
 
     async def scene():  # one event loop, as in a replica: the batch queue belongs to the loop that first used it
         (default,) = (await classifier.classify(crops_of(3))).answers
@@ -801,9 +823,21 @@ def test_classifier_unknown_threshold_comes_from_the_manifest_unless_configured(
         return default, configured
 
     default, configured = asyncio.run(asyncio.wait_for(scene(), 10))
-    assert BUNDLE.unknown_threshold > 0.9 and not default.known  # 0.9 is under the shipped calibrated threshold
+    assert classifier.bundle.unknown_threshold == 0.95 and not default.known  # 0.9 is under the calibrated threshold
     assert len(default.candidates) == ClassifierConfig().top_k
     assert configured.known and configured.candidates == [(BUNDLE.labels[3], pytest.approx(0.9))]
+
+
+@pytest.mark.parametrize("policy, expected", [("average", (1, 3, 0.45)), ("whole_photo", (3, 3, 0.9)), ("crop", (1, 1, 0.9))])
+def test_classifier_folds_the_whole_photo_into_the_first_answer_by_the_manifest_policy(in_a_replica, policy, expected):
+    classifier = classifier_without_a_model()
+    classifier.bundle = with_policy(BUNDLE, policy)
+    classifier.reconfigure({"top_k": 2, "unknown_threshold": 0.5})
+    first, second = asyncio.run(asyncio.wait_for(classifier.classify(crops_of(1, 2, 3), True), 10)).answers
+    top, runner_up, confidence = expected
+    assert first.candidates[0] == (BUNDLE.labels[top], pytest.approx(confidence, abs=0.01))
+    assert first.candidates[1][0] == BUNDLE.labels[runner_up] or top == runner_up
+    assert second.label == BUNDLE.labels[2]  # the other products keep their own answers
 
 
 def test_classifier_refuses_a_crop_of_the_wrong_size(in_a_replica):

@@ -67,6 +67,18 @@ def test_label_count_must_match_the_manifest(copy_of):
         load_model_label(copy_of)
 
 
+def test_an_unknown_hello_policy_is_refused_and_none_means_crop(copy_of):
+    assert load_model_label(copy_of).hello_policy == "crop"  # manifests from before the policy existed
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["classifier"]["hello_policy"] = "average"
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    assert load_model_label(copy_of).hello_policy == "average"
+    manifest["classifier"]["hello_policy"] = "largest_only"
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLabelError, match="hello_policy 'largest_only'"):
+        load_model_label(copy_of)
+
+
 def test_label_count_must_match_the_classifier_outputs(tmp_path, model_dir):
     # A manifest that is consistent with itself, around a classifier with 3 outputs but 4 labels.
     other = make_model_label(tmp_path / "four", ["a_ _ ", "b_ _ ", "c_ _ ", "d_ _ "], detector_from=model_dir / "detector.pt")

@@ -20,6 +20,7 @@ from pipeline.recognition import (
     crops,
     detect,
     prepare_photo,
+    prominent_probabilities,
     serving_settings,
 )
 
@@ -117,3 +118,13 @@ def test_letterboxed_in_the_ingress_gives_the_boxes_ultralytics_gave_on_the_shru
         assert served.shape == before.shape and served == pytest.approx(before, abs=1e-3), path.name
         found += len(served)
     assert found > 0
+
+
+def test_prominent_probabilities_by_policy():
+    crop, whole = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.6, 0.3])
+    assert prominent_probabilities(crop, whole, "crop") is crop
+    assert prominent_probabilities(crop, whole, "whole_photo") is whole
+    assert prominent_probabilities(crop, whole, "average") == pytest.approx([0.4, 0.4, 0.2])
+    assert prominent_probabilities(crop, None, "average") is crop  # nothing detected: the crop is the whole photo
+    with pytest.raises(ValueError, match="unknown prominent-product policy"):
+        prominent_probabilities(crop, whole, "max")
