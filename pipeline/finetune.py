@@ -448,13 +448,17 @@ def export(out: Path | str) -> Path:
     return out / EXPORT_DIR
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.finetune", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_options(commands.add_parser("train", help="fine-tune, checkpointing every epoch"), FinetuneConfig)
     export_parser = commands.add_parser("export", help="port the best checkpoint to a TF SavedModel")
     export_parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     if args.command == "train":
         print(json.dumps(train(config_from_args(FinetuneConfig, args)), indent=2))
     else:

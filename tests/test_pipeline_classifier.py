@@ -369,6 +369,14 @@ def test_shipped_classifier_hyperparameters_are_a_command_line():
     if "hyperparameters" not in training:
         pytest.skip("the shipped manifest keeps only the scalar entries of this classifier's training summary")
     recorded = training["hyperparameters"]
+    if str(training.get("trainer", "")).startswith("pipeline.finetune"):  # the whole network fine-tuned in torch
+        from pipeline import finetune
+
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
+        argv = ["train", *config_argv(finetune.FinetuneConfig(**tuples))]
+        parsed_run = config_from_args(finetune.FinetuneConfig, finetune._parser().parse_args(argv))
+        assert json.loads(json.dumps(dataclasses.asdict(parsed_run))) == recorded
+        return
     augmentation = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded["augmentation"].items()}
     config = TrainConfig(**{**recorded, "augmentation": AugmentationConfig(**augmentation)})
     parsed = config_from_args(TrainConfig, classifier._parser().parse_args(["train", *config_argv(config)]))
