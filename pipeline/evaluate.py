@@ -30,6 +30,7 @@ from pipeline.model_label import load_model_label
 from pipeline.paths import SERVE_CONFIG
 from pipeline.preprocessing import decode_photo
 from pipeline.recognition import (
+    DEFAULT_HELLO_POLICY,
     HELLO_POLICIES,
     Box,
     ServingSettings,
@@ -131,6 +132,17 @@ def classify(classifier_dir: Path | str, images: Sequence[Path | str], box_sets:
     return [np.concatenate(output) for output in outputs]
 
 
+def hello_pass(detector_path: Path | str, classifier_dir: Path | str, images: Sequence[Path | str],
+               settings: ServingSettings, detector_size: int, classifier_size: int,
+               device: str = "cpu") -> tuple[list[tuple[Box, float] | None], np.ndarray, np.ndarray]:
+    """What /hello's policies are made of, per photo: the detector's region (None: nothing detected), and the class
+    probabilities of the whole photo and of that region (the whole photo again when nothing was detected)."""
+    found = hello_boxes(detector_path, images, settings, detector_size, device)
+    whole, crop = classify(classifier_dir, images, [[None] * len(images), [f[0] if f else None for f in found]],
+                           classifier_size, settings)
+    return found, whole, crop
+
+
 def calibrate_unknown(probabilities: np.ndarray, targets: ArrayLike, target_precision: float = 0.95) -> dict[str, Any]:
     """The lowest top-1 probability threshold at which the answers called known are right at least
     `target_precision` of the time (ties: all answers at a probability are in or out together).
@@ -186,9 +198,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, p
     and the unknown threshold calibrated on its answers."""
     images = [path for path, _ in photos]
     targets = np.array([target for _, target in photos])
-    found = hello_boxes(detector_path, images, settings, detector_size, device)
-    regions = [f[0] if f else None for f in found]
-    whole, crop = classify(classifier_dir, images, [[None] * len(images), regions], classifier_size, settings)
+    found, whole, crop = hello_pass(detector_path, classifier_dir, images, settings, detector_size, classifier_size, device)
     by_policy = policy_probabilities(crop, whole, found)
     calibrations = {policy: calibrate_unknown(p, targets, target_precision) for policy, p in by_policy.items()}
     figures = {policy: {"top1": top_k_accuracy(p, targets, 1), "top5": top_k_accuracy(p, targets, 5),
@@ -198,6 +208,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, p
     equals = [policy for policy in HELLO_POLICIES if figures[policy]["top1"] >= best - POLICY_TOP1_TOLERANCE]
     chosen = max(equals, key=lambda policy: figures[policy]["coverage_at_target"])  # max keeps the first of equals
     # Flip averaging, measured and not served: it doubles the classifier's work per photo.
+    regions = [f[0] if f else None for f in found]
     whole_flipped, crop_flipped = classify(classifier_dir, images, [[None] * len(images), regions], classifier_size,
                                            settings, flip=True)
     flipped = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, found)[chosen]
@@ -233,7 +244,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
              detector_data: Path | str | None = None, device: str = "cpu", settings: ServingSettings | None = None,
              baseline_dir: Path | str | None = None, target_precision: float = 0.95,
              data_description: str = "", selection: dict[str, Any] | None = None,
-             hello_policy: str = "crop", unknown_threshold: float | None = None) -> dict[str, Any]:
+             hello_policy: str = DEFAULT_HELLO_POLICY, unknown_threshold: float | None = None) -> dict[str, Any]:
     """Run the comparison, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report.
 
     `selection`: what `choose_hello_policy` found on the selection split; its policy makes the /hello row and its
@@ -253,9 +264,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
                               "rows": dict(ROWS)}
     if detector_data is not None:  # torch work first, TensorFlow (classify) after
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
-    found = hello_boxes(detector_path, images, settings, detector_size, device)
-    hello_crops = [f[0] if f else None for f in found]
-    whole, hello = classify(classifier_dir, images, [[None] * len(images), hello_crops], classifier_size, settings)
+    found, whole, crop = hello_pass(detector_path, classifier_dir, images, settings, detector_size, classifier_size, device)
     if whole.shape[1] != len(labels):
         raise ValueError(f"the classifier has {whole.shape[1]} outputs but there are {len(labels)} labels")
     report["classifier"] = {}
@@ -263,24 +272,23 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
         (baseline,) = classify(baseline_dir, images, [[None] * len(images)], classifier_size, settings)
         report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
     report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
-    policy = selection["hello_policy"] if selection else hello_policy
-    by_policy = policy_probabilities(hello, whole, found)
-    report["classifier"]["hello_crop"] = summarize(by_policy["crop"], targets, labels)
-    hello = by_policy[policy]
+    fitted_on = "the model_label"
+    if selection:
+        report["selection"] = selection
+        hello_policy, unknown_threshold = selection["hello_policy"], selection["calibration"]["unknown_threshold"]
+        fitted_on = "the selection split"
+    report["classifier"]["hello_crop"] = summarize(crop, targets, labels)
+    hello = policy_probabilities(crop, whole, found)[hello_policy]
     report["classifier"]["hello"] = summarize(hello, targets, labels)
     report["classifier"]["hello"]["no_detection_whole_photo_used"] = sum(f is None for f in found)
-    report["hello_policy"] = policy
-    if selection or unknown_threshold is not None:
-        if selection:
-            report["selection"] = selection
-        threshold = selection["calibration"]["unknown_threshold"] if selection else float(unknown_threshold or 0)
-        measured = precision_at(hello, targets, threshold)
-        report["calibration"] = {"answers": "hello", "fitted_on": "the selection split" if selection else "the model_label",
-                                 "target_precision": target_precision,
-                                 "target_met": bool(measured["precision"] >= target_precision), **measured}
-    else:
+    report["hello_policy"] = hello_policy
+    if unknown_threshold is None:
         report["calibration"] = {"answers": "hello", "fitted_on": "these photos",
                                  **calibrate_unknown(hello, targets, target_precision)}
+    else:
+        measured = precision_at(hello, targets, unknown_threshold)
+        report["calibration"] = {"answers": "hello", "fitted_on": fitted_on, "target_precision": target_precision,
+                                 "target_met": bool(measured["precision"] >= target_precision), **measured}
     report["answers"] = [  # per photo, what /hello answers (tests compare it with the served graph)
         {"path": str(path), "target": labels[target], "label": labels[int(np.argmax(p))], "confidence": float(np.max(p)),
          "whole_photo": f is None}

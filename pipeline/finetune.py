@@ -36,7 +36,8 @@ import numpy as np
 from pipeline.dataclass_cli import add_options, config_from_args, option
 from pipeline.datasets import Split, load_labelled_data
 from pipeline.efficientnet_lite import MEAN, STDDEV, VARIANTS
-from pipeline.model_label import LABELS_NAME, write_labels
+from pipeline.evaluate import top_k_accuracy
+from pipeline.model_label import LABELS_NAME, read_labels, write_labels
 from pipeline.preprocessing import classifier_input, decode_photo
 
 SPLIT_NAME = "split.json"  # the fit / selection photos of this run
@@ -268,11 +269,6 @@ def train_step(network, optimizer, scheduler, loss_function, images, targets: np
     return float(loss.detach())
 
 
-def top_k(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == targets[:, None], axis=1)))
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -289,8 +285,8 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     data = load_labelled_data(config.data)
     train_split = limit_per_class(data.train, config.max_per_class)
     # Sessions found with the same ImageNet Lite0 features whatever the backbone: every backbone gets the same split.
-    groups = photo_groups(pooled_features(build_network("lite0", data.num_classes), load_photos(train_split.paths, 224)),
-                          train_split.class_ids, config.group_similarity)
+    lite0_features = pooled_features(build_network("lite0", data.num_classes), load_photos(train_split.paths, VARIANTS["lite0"].input_size))
+    groups = photo_groups(lite0_features, train_split.class_ids, config.group_similarity)
     fit, selection = selection_split(train_split, config.selection_fraction, config.seed, groups)
     split_record = {"seed": config.seed, "fraction": config.selection_fraction, "source": data.source,
                     "grouping": {"features": "ImageNet EfficientNet-Lite0, pooled, whole photo at 224 px",
@@ -328,15 +324,21 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         state = checkpoint["state"]
         print(f"resumed after epoch {state['epoch']}", flush=True)
     else:
-        # The head starts from the frozen network's linear probe (on the fit photos at the native size, unaugmented).
-        center = load_photos(fit.paths, size)
-        weight, bias = linear_probe(pooled_features(network, center), fit_targets, data.num_classes, config.probe_l2)
+        # The head starts from the frozen network's linear probe (on the fit photos at the native size, unaugmented);
+        # for Lite0 those features are the ones the sessions were found with.
+        if config.backbone == "lite0":
+            position = {path: i for i, path in enumerate(train_split.paths)}
+            fit_features = lite0_features[[position[path] for path in fit.paths]]
+        else:
+            fit_features = pooled_features(network, load_photos(fit.paths, size))
+        weight, bias = linear_probe(fit_features, fit_targets, data.num_classes, config.probe_l2)
         np.savez(out / PROBE_NAME, weight=weight, bias=bias)
         with torch.no_grad():
             network._fc.weight.copy_(torch.from_numpy(weight))
             network._fc.bias.copy_(torch.from_numpy(bias))
         probe = logits_of(network, selection_photos)
-        state["probe"] = {"selection_top1": top_k(probe, selection_targets, 1), "selection_top5": top_k(probe, selection_targets, 5)}
+        state["probe"] = {"selection_top1": top_k_accuracy(probe, selection_targets, 1),
+                          "selection_top5": top_k_accuracy(probe, selection_targets, 5)}
         print(f"linear probe: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
         with (out / HISTORY_NAME).open("w", newline="") as file:
             csv.writer(file).writerow(["epoch", "train_loss", "selection_top1", "selection_top5", "seconds"])
@@ -354,7 +356,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
             images = augment(torch.from_numpy(fit_photos[index]), size, config)
             losses.append(train_step(network, optimizer, scheduler, loss_function, images, fit_targets[index]))
         logits = logits_of(network, selection_photos)
-        top1, top5 = top_k(logits, selection_targets, 1), top_k(logits, selection_targets, 5)
+        top1, top5 = top_k_accuracy(logits, selection_targets, 1), top_k_accuracy(logits, selection_targets, 5)
         state["epoch"] += 1
         if top1 > state["best_selection_top1"]:
             state.update(best_selection_top1=top1, best_selection_top5=top5, best_epoch=state["epoch"])
@@ -423,27 +425,26 @@ def export(out: Path | str) -> Path:
     from pipeline.classifier_model import export_model
 
     out = Path(out)
-    config = FinetuneConfig(**{**json.loads((out / CONFIG_NAME).read_text()), "out": str(out)})
-    config.crop_scale = tuple(config.crop_scale)  # type: ignore[assignment]
+    backbone = json.loads((out / CONFIG_NAME).read_text())["backbone"]
     split = json.loads((out / SPLIT_NAME).read_text())
-    variant = VARIANTS[config.backbone]
-    labels_count = len((out / LABELS_NAME).read_text(encoding="utf-8").splitlines())
-    network = build_network(config.backbone, labels_count)
+    variant = VARIANTS[backbone]
+    labels_count = len(read_labels(out / LABELS_NAME))
+    network = build_network(backbone, labels_count)
     network.load_state_dict(torch.load(out / BEST_NAME, map_location="cpu", weights_only=True))
     selection_photos = load_photos(split["selection"], variant.input_size)
     temperature = fit_temperature(logits_of(network, selection_photos), np.asarray(split["selection_class_ids"]))
     state = {key: value.detach().numpy() for key, value in network.state_dict().items()}
-    model = efficientnet_lite.classifier_from_state_dict(config.backbone, state, labels_count, temperature)
+    model = efficientnet_lite.classifier_from_state_dict(backbone, state, labels_count, temperature)
     export_model(model, out / EXPORT_DIR)
     if (out / PROBE_NAME).is_file():  # the comparison's first row: the ImageNet network, frozen, with its probe
         probe = np.load(out / PROBE_NAME)
-        imagenet = {key: value.detach().numpy() for key, value in build_network(config.backbone, labels_count).state_dict().items()}
+        imagenet = {key: value.detach().numpy() for key, value in build_network(backbone, labels_count).state_dict().items()}
         imagenet.update({"_fc.weight": probe["weight"], "_fc.bias": probe["bias"]})
-        export_model(efficientnet_lite.classifier_from_state_dict(config.backbone, imagenet, labels_count), out / BASELINE_EXPORT_DIR)
+        export_model(efficientnet_lite.classifier_from_state_dict(backbone, imagenet, labels_count), out / BASELINE_EXPORT_DIR)
     summary = json.loads((out / SUMMARY_NAME).read_text()) if (out / SUMMARY_NAME).is_file() else {}
     summary["temperature"] = temperature
     summary["model"] = {"num_classes": labels_count, "input_size": variant.input_size,
-                        "backbone": f"efficientnet-{config.backbone} (fine-tuned whole, torch; ported to TF)"}
+                        "backbone": f"efficientnet-{backbone} (fine-tuned whole, torch; ported to TF)"}
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return out / EXPORT_DIR
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.paths import MODEL_LABEL_DIR
-from pipeline.recognition import HELLO_POLICIES
+from pipeline.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -107,7 +107,7 @@ class ModelLabel:
     @property
     def hello_policy(self) -> str:
         """What the prominent product's answer is made of (pipeline.recognition.HELLO_POLICIES), chosen at export."""
-        return str(self.manifest["classifier"].get("hello_policy", "crop"))
+        return str(self.manifest["classifier"].get("hello_policy", DEFAULT_HELLO_POLICY))
 
     @property
     def versions(self) -> dict[str, str]:
@@ -160,7 +160,7 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
             f"{directory / manifest['labels']['path']} has {len(labels)} labels but the manifest's classifier "
             f"has num_classes={expected}"
         )
-    policy = manifest["classifier"].get("hello_policy", "crop")
+    policy = manifest["classifier"].get("hello_policy", DEFAULT_HELLO_POLICY)
     if policy not in HELLO_POLICIES:
         raise ModelLabelError(f"{manifest_path} has classifier.hello_policy {policy!r}; this code knows {sorted(HELLO_POLICIES)}")
     return ModelLabel(directory=directory, manifest=manifest, labels=labels)
