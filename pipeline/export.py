@@ -166,9 +166,19 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
     settings = serving_settings(serve_config)
-    selection = None
+    selection, model_selection = None, None
     if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.finetune run: choices on its selection split, not on val
         split = _read_json(classifier_dir / SPLIT_NAME)
+        model_selection = {
+            "selection_split": {"photos": len(split["selection"]), "held_back_from": "train", "seed": split["seed"],
+                                "fraction": split["fraction"], "grouping": split.get("grouping")},
+            "epoch": (f"the best selection top-1 of {classifier_summary.get('epochs_run')} epochs "
+                      f"(epoch {classifier_summary.get('best_epoch')})"),
+            "temperature": "fitted on the selection split (pipeline.finetune export)",
+            "hello_policy": "chosen on the selection split (pipeline.evaluate.choose_hello_policy)",
+            "unknown_threshold": "fitted on the selection split",
+            "val": f"{eval_split} is measured once, here, for the figures; nothing is chosen on it",
+        }
         selection = choose_hello_policy(
             staging / ml.DETECTOR_NAME, staging / ml.CLASSIFIER_NAME,
             [(Path(p), c) for p, c in zip(split["selection"], split["selection_class_ids"])],
@@ -200,6 +210,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             # The threshold serving applies: fitted on the selection split when the run has one (figures: val's).
             "calibration": {"data": figures["data"], **figures["calibration"]},
             **({"selection": figures["selection"]} if "selection" in figures else {}),
+            **({"model_selection": model_selection} if model_selection else {}),
         },
         detector={
             "version": detector_version,
