@@ -21,7 +21,7 @@ from deployments.classifier import Classifier
 from deployments.detector import Detector
 from deployments.placement import AppArgs, Placement, app_placement
 from deployments.recognizer import Recognizer
-from pipeline.model_label import DEFAULT_MODEL_DIR, load_model_label
+from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
 
 logger = logging.getLogger("ray.serve")
 

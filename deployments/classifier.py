@@ -17,8 +17,8 @@ from ray import serve
 
 from deployments.payloads import Classification
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
-from pipeline.model_label import load_model_label
-from pipeline.recognition import answer, prominent_probabilities
+from pipeline.core.model_label import load_model_label
+from pipeline.core.recognition import answer, prominent_probabilities
 
 logger = logging.getLogger("ray.serve")
 

@@ -1,6 +1,6 @@
 """Detector deployment: finds products in a photo with the ultralytics YOLO checkpoint from model_label/.
 
-The ingress sends each photo already letterboxed to the model's square input (pipeline.preprocessing), so
+The ingress sends each photo already letterboxed to the model's square input (pipeline.core.preprocessing), so
 requests from all concurrent callers are stacked by `@serve.batch` into one model call, run in a thread so the
 next batch fills meanwhile. Boxes come back in letterbox pixels; the ingress maps them to the photo.
 """
@@ -17,8 +17,8 @@ from ray import serve
 
 from deployments.payloads import Detection
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
-from pipeline.model_label import load_model_label
-from pipeline.recognition import DetectorSettings, detect
+from pipeline.core.model_label import load_model_label
+from pipeline.core.recognition import DetectorSettings, detect
 
 logger = logging.getLogger("ray.serve")
 
@@ -41,7 +41,7 @@ class DetectorConfig(DetectorSettings):
 @serve.deployment
 class Detector:
     def __init__(self, model_dir: str | None = None) -> None:
-        from pipeline.yolo_offline import prepare_ultralytics
+        from pipeline.core.yolo_offline import prepare_ultralytics
 
         prepare_ultralytics()
         import torch

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.recognition import Answer
+from pipeline.core.recognition import Answer
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ from deployments.schemas import (
     Timings,
 )
 from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
-from pipeline.model_label import load_model_label, parse_label
-from pipeline.preprocessing import DECODE_PEAK_BYTES, ImageError, Photo
-from pipeline.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, needs_whole_photo, prepare_photo
+from pipeline.core.model_label import load_model_label, parse_label
+from pipeline.core.preprocessing import DECODE_PEAK_BYTES, ImageError, Photo
+from pipeline.core.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, needs_whole_photo, prepare_photo
 
 logger = logging.getLogger("ray.serve")
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.photos import load_photos
-from pipeline.paths import REPO_ROOT
+from pipeline.core.paths import REPO_ROOT
 
 
 def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration_s: float, warmup_s: float,

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from load_tests.photos import grocery_val_photos
-from pipeline.model_label import load_model_label
-from pipeline.preprocessing import load_training_image
+from pipeline.core.model_label import load_model_label
+from pipeline.core.preprocessing import load_training_image
 
 
 def cpu_name() -> str:

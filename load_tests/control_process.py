@@ -16,7 +16,7 @@ from pathlib import Path
 
 from load_tests.local_ray import apply_local_ray_env
 from load_tests.sampler import read_samples
-from pipeline.paths import REPO_ROOT
+from pipeline.core.paths import REPO_ROOT
 
 
 class Control:

@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 from load_tests.photos import load_photos
-from pipeline.model_label import load_model_label
-from pipeline.preprocessing import detector_input
-from pipeline.recognition import detect, prepare_photo, serving_settings
+from pipeline.core.model_label import load_model_label
+from pipeline.core.preprocessing import detector_input
+from pipeline.core.recognition import detect, prepare_photo, serving_settings
 
 
 def timed(call, repeats: int) -> float:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a Detector replica gets ceil(its CPU share))")
     args = parser.parse_args(argv)
 
-    from pipeline.yolo_offline import prepare_ultralytics
+    from pipeline.core.yolo_offline import prepare_ultralytics
 
     prepare_ultralytics()
     import torch

@@ -1,6 +1,6 @@
 """The recognition pipeline in one plain process, no Ray and no HTTP framework of ours: what the benchmark
 compares the served graph against. Same models (the model_label loader), same recognition core
-(pipeline.recognition), same settings (serve_config.yaml's user_config), so only the serving differs.
+(pipeline.core.recognition), same settings (serve_config.yaml's user_config), so only the serving differs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.preprocessing import Letterboxed
-from pipeline.recognition import (
+from pipeline.core.preprocessing import Letterboxed
+from pipeline.core.recognition import (
     ServingSettings,
     boxes_in_photo,
     crop_boxes,
@@ -42,13 +42,13 @@ class InProcessPipeline:
     """decode → YOLO → crop → classify, on lists of photos (one at a time: the original module's shape)."""
 
     def __init__(self, model_dir: str | None, settings: ServingSettings | None = None, threads: int | None = None) -> None:
-        from pipeline.yolo_offline import prepare_ultralytics
+        from pipeline.core.yolo_offline import prepare_ultralytics
 
         prepare_ultralytics()
         import torch
         from ultralytics import YOLO
 
-        from pipeline.model_label import load_model_label
+        from pipeline.core.model_label import load_model_label
 
         threads = threads or os.cpu_count() or 1
         torch.set_num_threads(threads)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.core.paths import SHARED_DATA
 from pipeline.detector import is_validation
-from pipeline.paths import SHARED_DATA
 
 GROCERY = SHARED_DATA / "grocery_store"
 FREIBURG_IMAGES = SHARED_DATA / "freiburg_groceries" / "images" / "train"

@@ -1,1 +1,2 @@
-"""Training pipeline: turns labelled photos into the models that the serving graph loads from model_label/."""
+"""The serving core (pipeline.core) and, beside it, the training pipeline that turns labelled photos into the
+models in model_label/: training, evaluation and export."""

@@ -16,7 +16,7 @@ Two stages, each a run folder:
     python -m pipeline.classifier train ... --out artifacts/classifier --trainable-backbone \
         --init-from artifacts/classifier_head --learning-rate 5e-5 --batch-size 32 --epochs 6 --patience 2
 
-Images are read with `pipeline.preprocessing.load_training_image`, the function serving uses too, so a
+Images are read with `pipeline.core.preprocessing.load_training_image`, the function serving uses too, so a
 product looks the same in training and in production. The model takes float32 0–255 pixels and rescales
 them itself; the export is a plain SavedModel with a `serve` endpoint that needs neither tf_keras nor TF-Hub:
 
@@ -55,10 +55,10 @@ from pipeline.classifier_model import (
     compile_model,
     export_model,
 )
+from pipeline.core.model_label import LABELS_NAME, write_labels
+from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.dataclass_cli import add_options, config_from_args, option
 from pipeline.datasets import DatasetError, LabelledData, Split, load_labelled_data
-from pipeline.model_label import LABELS_NAME, write_labels
-from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
 
 EXPORT_DIR = "export"
 BASELINE_EXPORT_DIR = "baseline_export"  # frozen backbone + linear classifier: the comparison's first row

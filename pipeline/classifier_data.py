@@ -1,13 +1,13 @@
 """The classifier's tf.data input: the photos of a Split read with serving's preprocessing
-(`pipeline.preprocessing.load_training_image`), batched and, for training, augmented."""
+(`pipeline.core.preprocessing.load_training_image`), batched and, for training, augmented."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.augmentation import AugmentationConfig, augment_batch
+from pipeline.core.preprocessing import load_training_image
 from pipeline.datasets import DatasetError, Split
-from pipeline.preprocessing import load_training_image
 
 
 class ImageReader:

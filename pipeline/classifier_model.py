@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
+from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
 
 EFFICIENTNET_B0 = "efficientnet_b0"
 HUB_PREFIX = "hub:"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.model_label import ModelLabelError, read_labels
-from pipeline.paths import IMAGE_SUFFIXES
+from pipeline.core.model_label import ModelLabelError, read_labels
+from pipeline.core.paths import IMAGE_SUFFIXES
 
 
 class DatasetError(ValueError):

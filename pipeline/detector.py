@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.paths import IMAGE_SUFFIXES, SERVE_CONFIG
+from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.dataclass_cli import add_options, config_argv, config_from_args, option
-from pipeline.paths import IMAGE_SUFFIXES, SERVE_CONFIG
-from pipeline.yolo_offline import prepare_ultralytics
 
 CLASS_NAMES = ["product"]
 
@@ -232,10 +232,10 @@ def _epochs_completed(run_dir: Path) -> int | None:
 def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     """The box /hello would cut from each photo of a labelled split (serving's recognition core and settings),
     as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
+    from pipeline.core.model_label import load_model_label
+    from pipeline.core.recognition import serving_settings
     from pipeline.datasets import load_labelled_photos
     from pipeline.evaluate import hello_boxes
-    from pipeline.model_label import load_model_label
-    from pipeline.recognition import serving_settings
 
     bundle = load_model_label(args.model_label)
     photos = [str(path) for path, _ in load_labelled_photos(args.data, bundle.labels, args.split)]

@@ -10,7 +10,7 @@ answers; and the detector's precision / recall / mAP50 / mAP50-95 on a YOLO-form
 folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json
 and confusion_matrix.png to --out, and prints the markdown.
 
-Images go through pipeline.preprocessing exactly as in serving. torch/ultralytics run before TensorFlow is
+Images go through pipeline.core.preprocessing exactly as in serving. torch/ultralytics run before TensorFlow is
 imported (inside `classify`): the other order can crash the process.
 """
 
@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pipeline.datasets import load_labelled_photos
-from pipeline.model_label import load_model_label
-from pipeline.paths import SERVE_CONFIG
-from pipeline.preprocessing import decode_photo
-from pipeline.recognition import (
+from pipeline.core.model_label import load_model_label
+from pipeline.core.paths import SERVE_CONFIG
+from pipeline.core.preprocessing import decode_photo
+from pipeline.core.recognition import (
     DEFAULT_HELLO_POLICY,
     HELLO_POLICIES,
     Box,
@@ -42,6 +41,7 @@ from pipeline.recognition import (
     prominent_probabilities,
     serving_settings,
 )
+from pipeline.datasets import load_labelled_photos
 
 # ---------------------------------------------------------------- metric arithmetic (pure, tested directly)
 
@@ -93,7 +93,7 @@ def hello_boxes(detector_path: Path | str, images: Sequence[Path | str], setting
 
     The serving code path: prepare_photo, detect with serve_config.yaml's detector settings, boxes_in_photo.
     """
-    from pipeline.yolo_offline import prepare_ultralytics
+    from pipeline.core.yolo_offline import prepare_ultralytics
 
     prepare_ultralytics()
     from ultralytics import YOLO
@@ -179,7 +179,7 @@ def precision_at(probabilities: np.ndarray, targets: ArrayLike, threshold: float
 
 
 def policy_probabilities(crop: np.ndarray, whole: np.ndarray, found: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Per /hello policy (pipeline.recognition.HELLO_POLICIES), the prominent product's probabilities of each photo;
+    """Per /hello policy (pipeline.core.recognition.HELLO_POLICIES), the prominent product's probabilities of each photo;
     a photo with no detection has only its whole photo."""
     return {policy: np.stack([prominent_probabilities(c, w if f is not None else None, policy)
                               for c, w, f in zip(crop, whole, found)]) for policy in HELLO_POLICIES}
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="fit the unknown threshold on these photos (default: apply the model_label's)")
     args = parser.parse_args(argv)
 
-    from pipeline.yolo_offline import prepare_ultralytics
+    from pipeline.core.yolo_offline import prepare_ultralytics
 
     prepare_ultralytics()
     import torch  # noqa: F401  (before TensorFlow, see the module docstring)

@@ -8,7 +8,7 @@ Copies <classifier>/export/ (a TF SavedModel) to classifier/, <detector>/best.pt
 classifier's labels.txt; evaluates them with pipeline.evaluate (on the eval set's val split: the backbone
 baseline when the classifier run has one, the classifier on whole photos, what /hello answers; the unknown
 threshold calibrated on the /hello answers; the detector on its own held-back split) and writes manifest.json
-with pipeline.model_label.write_manifest. Evaluation reports go to --report-dir (default: beside the
+with pipeline.core.model_label.write_manifest. Evaluation reports go to --report-dir (default: beside the
 classifier run, evaluation/).
 """
 
@@ -20,18 +20,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline import model_label as ml
 from pipeline.classifier import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.classifier_model import HUB_PREFIX
+from pipeline.core import model_label as ml
+from pipeline.core.paths import SERVE_CONFIG
+from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
+from pipeline.core.recognition import serving_settings
+from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.efficientnet_lite import VARIANTS
 from pipeline.finetune import SPLIT_NAME
-from pipeline.paths import SERVE_CONFIG
-from pipeline.preprocessing import CLASSIFIER_INPUT_SIZE
-from pipeline.recognition import serving_settings
-from pipeline.yolo_offline import prepare_ultralytics
 
 PREPROCESSING = {
-    "module": "pipeline.preprocessing",
+    "module": "pipeline.core.preprocessing",
     "decode": "decode_photo (first frame, EXIF-rotated, RGB, JPEG decoded at reduced size)",
     "detector": "detector_input (longest side shrunk to the detector input size; ultralytics letterboxes)",
     "classifier": "classifier_input (box or whole photo squashed to input_size x input_size, uint8 RGB; "
@@ -202,7 +202,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
                                or _finetuned_source(classifier_summary),
             "format": "tf_saved_model",
             "signature": "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]",
-            "preprocessing": "pipeline.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
+            "preprocessing": "pipeline.core.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
             "training": _compact(classifier_summary),
             "hello_policy": report["hello_policy"],
             "metrics": {"data": figures["data"], "images": figures["images"], "rows": report["rows"],

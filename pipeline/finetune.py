@@ -15,7 +15,7 @@ BatchNorm, warm-up then cosine; label smoothing 0.1; BatchNorm statistics frozen
 shift train; random-resized crops (scale 0.6-1) from a whole-photo resize, flips, colour jitter.
 
 Every choice is made on a *selection split* held back from train (stratified by class, seeded, recorded in
-split.json); GroceryStore val is not read here. Photos are decoded once (pipeline.preprocessing, as served) and
+split.json); GroceryStore val is not read here. Photos are decoded once (pipeline.core.preprocessing, as served) and
 kept as uint8 arrays; a checkpoint is written after every epoch so `--resume` goes on where a run stopped.
 """
 
@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.model_label import LABELS_NAME, read_labels, write_labels
+from pipeline.core.preprocessing import classifier_input, decode_photo
 from pipeline.dataclass_cli import add_options, config_from_args, option
 from pipeline.datasets import Split, load_labelled_data
 from pipeline.efficientnet_lite import MEAN, STDDEV, VARIANTS
 from pipeline.evaluate import top_k_accuracy
-from pipeline.model_label import LABELS_NAME, read_labels, write_labels
-from pipeline.preprocessing import classifier_input, decode_photo
 
 SPLIT_NAME = "split.json"  # the fit / selection photos of this run
 LAST_NAME = "last.pt"  # model, optimizer, scheduler, epoch: to resume from
@@ -143,7 +143,7 @@ def limit_per_class(split: Split, count: int | None) -> Split:
 
 
 def load_photos(paths: list[str], size: int) -> np.ndarray:
-    """Whole photos decoded once as served (pipeline.preprocessing) and squashed to size x size: uint8 [N, S, S, 3]."""
+    """Whole photos decoded once as served (pipeline.core.preprocessing) and squashed to size x size: uint8 [N, S, S, 3]."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         out[i] = classifier_input(decode_photo(Path(path).read_bytes()).image, None, size)

@@ -39,7 +39,7 @@ import yaml
 
 from load_tests.outcomes import OK, classify, read_answer
 from load_tests.serve_app import APP_NAME, free_port, shipped_config
-from pipeline.paths import REPO_ROOT, SERVE_CONFIG, SHARED_DATA
+from pipeline.core.paths import REPO_ROOT, SERVE_CONFIG, SHARED_DATA
 
 README = REPO_ROOT / "README.md"
 REPORT = REPO_ROOT / "artifacts" / "cluster" / "placement.md"

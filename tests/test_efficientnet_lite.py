@@ -8,7 +8,7 @@ import pytest
 
 from load_tests.photos import GROCERY
 from pipeline import efficientnet_lite
-from pipeline.preprocessing import load_training_image
+from pipeline.core.preprocessing import load_training_image
 
 BANANA = 954  # ImageNet class index
 TOLERANCE = 1e-4  # max abs difference of the 1,280-d features (they range up to ~6): float32 summation order only

@@ -12,13 +12,13 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pipeline.preprocessing import DECODE_PEAK_BYTES_PER_PIXEL
+from pipeline.core.preprocessing import DECODE_PEAK_BYTES_PER_PIXEL
 
 # Item 3: memory amplification -------------------------------------------------------------------------------
 
 MEASURE = """
 import sys
-from pipeline.preprocessing import decode_photo
+from pipeline.core.preprocessing import decode_photo
 def kib(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
 data = open(sys.argv[1], "rb").read()

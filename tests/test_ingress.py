@@ -38,9 +38,9 @@ from deployments.detector import Detector, DetectorConfig
 from deployments.payloads import Classification, Detection
 from deployments.recognizer import API_KEY_ENV, DECODE_SLOTS, Recognizer, RecognizerConfig
 from deployments.schemas import Recognition
-from pipeline.model_label import ModelLabel, load_model_label, parse_label
-from pipeline.preprocessing import decode_photo
-from pipeline.recognition import answer, deployment_config, read_serve_config
+from pipeline.core.model_label import ModelLabel, load_model_label, parse_label
+from pipeline.core.preprocessing import decode_photo
+from pipeline.core.recognition import answer, deployment_config, read_serve_config
 from tests.test_preprocessing import png_header_only
 from tests.tiny_models import SHIPPED_MODEL_DIR
 

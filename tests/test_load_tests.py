@@ -23,7 +23,7 @@ from load_tests.checks import (
     reach_and_return,
     timeline,
 )
-from pipeline.paths import REPO_ROOT as REPO
+from pipeline.core.paths import REPO_ROOT as REPO
 from tests.tiny_models import make_model_label
 
 T0 = 1_000_000.0

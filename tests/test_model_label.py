@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from deployments.classifier import Classifier
-from pipeline.model_label import ModelLabelError, load_model_label, parse_label, read_labels, sha256_of, write_labels
-from pipeline.paths import SHARED_DATA
+from pipeline.core.model_label import ModelLabelError, load_model_label, parse_label, read_labels, sha256_of, write_labels
+from pipeline.core.paths import SHARED_DATA
 from tests.tiny_models import make_model_label
 
 ORIGINAL_LABELS = SHARED_DATA.parent / "reference" / "original_labels.txt"

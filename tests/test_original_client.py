@@ -8,7 +8,7 @@ import pytest
 from load_tests.bodies import rest_template_body
 from load_tests.photos import grocery_val_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
-from pipeline.model_label import read_labels
+from pipeline.core.model_label import read_labels
 from tests.test_model_label import ORIGINAL_LABELS
 from tests.tiny_models import make_model_label
 

@@ -21,11 +21,11 @@ from pipeline import classifier
 from pipeline.augmentation import AugmentationConfig, augment_batch, sample_augmentation
 from pipeline.classifier import TrainConfig
 from pipeline.classifier_data import ImageReader, make_dataset
+from pipeline.core.model_label import read_labels
+from pipeline.core.paths import MODEL_LABEL_DIR, REPO_ROOT
+from pipeline.core.preprocessing import classifier_input, decode_photo
 from pipeline.dataclass_cli import config_argv, config_from_args
 from pipeline.datasets import DatasetError, Split, load_labelled_data
-from pipeline.model_label import read_labels
-from pipeline.paths import MODEL_LABEL_DIR, REPO_ROOT
-from pipeline.preprocessing import classifier_input, decode_photo
 
 COLOURS = {"blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}  # class folders sort this way
 SIZE = 32

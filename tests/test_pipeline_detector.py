@@ -14,10 +14,10 @@ import pytest
 from synthetic_data import make_yolo_folder
 
 from pipeline import detector
+from pipeline.core.paths import IMAGE_SUFFIXES, REPO_ROOT, SHARED_DATA
+from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.dataclass_cli import config_argv, config_from_args
 from pipeline.detector import DetectorTrainConfig
-from pipeline.paths import IMAGE_SUFFIXES, REPO_ROOT, SHARED_DATA
-from pipeline.yolo_offline import prepare_ultralytics
 
 
 def test_prepare_ultralytics_sets_offline_mode_and_font():

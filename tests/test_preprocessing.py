@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.paths import SHARED_DATA
-from pipeline.preprocessing import (
+from pipeline.core.paths import SHARED_DATA
+from pipeline.core.preprocessing import (
     MAX_IMAGE_PIXELS,
     ImageError,
     classifier_input,

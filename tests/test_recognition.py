@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from load_tests.photos import freiburg_held_back_photos, grocery_val_photos
-from pipeline.model_label import load_model_label
-from pipeline.paths import SERVE_CONFIG
-from pipeline.preprocessing import Letterboxed, Photo, detector_input, letterbox
-from pipeline.recognition import (
+from pipeline.core.model_label import load_model_label
+from pipeline.core.paths import SERVE_CONFIG
+from pipeline.core.preprocessing import Letterboxed, Photo, detector_input, letterbox
+from pipeline.core.recognition import (
     DetectorSettings,
     PhotoSettings,
     answer,
@@ -97,7 +97,7 @@ def test_letterbox_is_ultralytics_letterbox(shape):
 def test_letterboxed_in_the_ingress_gives_the_boxes_ultralytics_gave_on_the_shrunk_photo():
     """Real photos: boxes from the ingress's letterbox (what is served now) equal those of ultralytics' predict()
     on the shrunk photo (what was served before the letterbox moved to the ingress)."""
-    from pipeline.yolo_offline import prepare_ultralytics
+    from pipeline.core.yolo_offline import prepare_ultralytics
 
     prepare_ultralytics()
     from ultralytics import YOLO

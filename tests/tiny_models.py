@@ -5,14 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.model_label import (
+from pipeline.core.model_label import (
     CLASSIFIER_NAME,
     DETECTOR_NAME,
     LABELS_NAME,
     write_labels,
     write_manifest,
 )
-from pipeline.paths import MODEL_LABEL_DIR
+from pipeline.core.paths import MODEL_LABEL_DIR
 
 SHIPPED_MODEL_DIR = MODEL_LABEL_DIR
 
@@ -39,7 +39,7 @@ def tiny_classifier(path: Path, num_classes: int, input_size: int = 64, favourit
 
 def tiny_detector(path: Path) -> None:
     """An untrained YOLOv8n checkpoint, built from its yaml (enough where only the file format matters)."""
-    from pipeline.yolo_offline import prepare_ultralytics
+    from pipeline.core.yolo_offline import prepare_ultralytics
 
     prepare_ultralytics()
     from ultralytics import YOLO

@@ -262,6 +262,6 @@ def load_training_image(
     path: str, size: int = CLASSIFIER_INPUT_SIZE, box: tuple[float, float, float, float] | None = None
 ) -> np.ndarray:
     """A labelled photo from disk as the classifier will see it when served: whole, or the detector's box
-    (in decoded-photo pixels, as pipeline.recognition gives it)."""
+    (in decoded-photo pixels, as pipeline.core.recognition gives it)."""
     with open(path, "rb") as file:
         return classifier_input(decode_photo(file.read()).image, box, size)

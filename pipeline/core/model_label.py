@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.paths import MODEL_LABEL_DIR
-from pipeline.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
+from pipeline.core.paths import MODEL_LABEL_DIR
+from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -106,7 +106,7 @@ class ModelLabel:
 
     @property
     def hello_policy(self) -> str:
-        """What the prominent product's answer is made of (pipeline.recognition.HELLO_POLICIES), chosen at export."""
+        """What the prominent product's answer is made of (pipeline.core.recognition.HELLO_POLICIES), chosen at export."""
         return str(self.manifest["classifier"].get("hello_policy", DEFAULT_HELLO_POLICY))
 
     @property

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
 MODEL_LABEL_DIR = REPO_ROOT / "model_label"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # read-only photos (DESIGN.md), beside the checkout

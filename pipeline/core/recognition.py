@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.paths import SERVE_CONFIG
-from pipeline.preprocessing import (
+from pipeline.core.paths import SERVE_CONFIG
+from pipeline.core.preprocessing import (
     DECODE_MIN_SIDE,
     Letterboxed,
     Photo,

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.paths import YOLO_CONFIG_DIR
+from pipeline.core.paths import YOLO_CONFIG_DIR
 
 DEFAULT_CONFIG_DIR = YOLO_CONFIG_DIR
 """Ultralytics' settings and fonts live here (gitignored), not in the user's home directory."""
