@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.recognition import Answer
-
 
 @dataclass(frozen=True)
 class Detection:
@@ -22,5 +20,5 @@ class Detection:
 class Classification:
     """The Classifier's answer for the crops of one photo, in the order they were sent."""
 
-    answers: list[Answer]
+    probabilities: np.ndarray  # float32 [N, C]
     version: str  # the classifier's model version

@@ -47,8 +47,9 @@ from deployments.schemas import (
 )
 from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
 from pipeline.core.model_label import load_model_label, parse_label
+from pipeline.core.photo_to_answer import PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, ImageError, Photo
-from pipeline.core.recognition import PhotoSettings, boxes_in_photo, crop_boxes, crops, needs_whole_photo, prepare_photo
+from pipeline.core.settings import RecognizerSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -207,10 +208,6 @@ def error_outcome(error: Exception) -> tuple[int, str, bool]:
     return (*status_and_code(error), isinstance(error, ImageError))
 
 
-class RecognizerConfig(PhotoSettings):
-    """Live-tunable settings (the deployment's `user_config`): how an upload becomes the detector's image."""
-
-
 @serve.deployment
 @serve.ingress(api)
 class Recognizer:
@@ -219,15 +216,16 @@ class Recognizer:
         self.classifier = classifier
         # Checksums are verified by the model deployments; here only labels and sizes are needed.
         self.bundle = load_model_label(model_dir, verify_checksums=False)
-        self.config = RecognizerConfig()
+        self.photo_to_answer = PhotoToAnswer(self.bundle, RecognizerSettings())
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
         self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
                     "required" if os.environ.get(API_KEY_ENV) else f"off ({API_KEY_ENV} unset)")
 
     def reconfigure(self, user_config: dict) -> None:
-        self.config = RecognizerConfig(**user_config)
-        logger.info("Recognizer config: %s", self.config)
+        """Apply new photo, crop and answer settings without a restart (serve_config.yaml user_config)."""
+        self.photo_to_answer = PhotoToAnswer(self.bundle, RecognizerSettings.from_config(user_config))
+        logger.info("Recognizer settings: %s", self.photo_to_answer.settings)
 
     @api.post("/hello", response_model=HelloAnswer, responses=ERRORS, openapi_extra=MULTIPART_BODY)
     async def hello(self, request: Request) -> HelloAnswer:
@@ -272,34 +270,28 @@ class Recognizer:
         return JSONResponse(health.model_dump(), status_code=200 if ready else 503)
 
     async def _recognize(self, data: bytes, started: float) -> Recognition:
-        config = self.config
+        """The photo through the core's loop, with the model deployments as its model calls."""
         read_done = time.perf_counter()
-        async with self.decode_slots:
-            photo, detector_image = await asyncio.to_thread(prepare_photo, data, config, self.bundle.detector_input_size)
-        decoded = time.perf_counter()
+        versions: dict[str, str] = {}
 
-        detection: Detection = await self._call(self.detector.detect, detector_image.pixels)
-        detected = time.perf_counter()
+        async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
+            detections: list[Detection] = [await self._call("Detector.detect", self.detector.detect, image) for image in images]
+            versions["detector"] = detections[0].version
+            return [detection.boxes for detection in detections]
 
-        boxes = boxes_in_photo(detection.boxes, photo, detector_image)  # decoded-photo pixels, largest first
-        whole_photo = len(boxes) == 0
-        size = self.bundle.classifier_input_size
-        regions = crop_boxes(boxes, config.crop_margin)
-        # The prominent product's answer may also look at the whole photo (the manifest's hello_policy, chosen at
-        # export on the selection split): then the whole photo goes last and the Classifier folds it into the first.
-        with_whole_photo = needs_whole_photo(self.bundle.hello_policy) and not whole_photo
-        photo_crops = await asyncio.to_thread(crops, photo.image, regions + [None] * with_whole_photo, size)
-        cropped = time.perf_counter()
+        async def classify(photo_crops: list[np.ndarray]) -> np.ndarray:
+            classification: Classification = await self._call("Classifier.classify", self.classifier.classify, photo_crops)
+            versions["classifier"] = classification.version
+            return classification.probabilities
 
-        classification: Classification = await self._call(self.classifier.classify, photo_crops, with_whole_photo)
-        classified = time.perf_counter()
-
+        (recognized,), times = await self.photo_to_answer([data], detect, classify, decode_slots=self.decode_slots)
+        photo, whole_photo = recognized.photo, not recognized.detected
         products = []
-        for index, result in enumerate(classification.answers):
+        for index, result in enumerate(recognized.answers):
             if whole_photo:
                 box, detector_confidence = Box(x1=0, y1=0, x2=photo.original_size[0], y2=photo.original_size[1]), None
             else:
-                box, detector_confidence = self._original_box(boxes[index, :4], photo), float(boxes[index, 4])
+                box, detector_confidence = self._original_box(recognized.boxes[index, :4], photo), float(recognized.boxes[index, 4])
             candidates = [Candidate(label=label, confidence=min(1.0, confidence)) for label, confidence in result.candidates]
             known = result.known
             products.append(Product(
@@ -312,19 +304,19 @@ class Recognizer:
                 confidence=candidates[0].confidence,
                 candidates=candidates,
             ))
-        milliseconds = lambda a, b: round((b - a) * 1000, 2)  # noqa: E731
+        milliseconds = lambda seconds: round(seconds * 1000, 2)  # noqa: E731
         return Recognition(
             photo=PhotoInfo(width=photo.original_size[0], height=photo.original_size[1], format=photo.format),
             whole_photo=whole_photo,
             products=products,
-            models=ModelVersions(detector=detection.version, classifier=classification.version),
+            models=ModelVersions(**versions),
             timings=Timings(
-                read_ms=milliseconds(started, read_done),
-                decode_ms=milliseconds(read_done, decoded),
-                detect_ms=milliseconds(decoded, detected),
-                crop_ms=milliseconds(detected, cropped),
-                classify_ms=milliseconds(cropped, classified),
-                total_ms=milliseconds(started, classified),
+                read_ms=milliseconds(read_done - started),
+                decode_ms=milliseconds(times.decode),
+                detect_ms=milliseconds(times.detect),
+                crop_ms=milliseconds(times.crop),
+                classify_ms=milliseconds(times.classify),
+                total_ms=milliseconds(time.perf_counter() - started),
             ),
         )
 
@@ -335,7 +327,7 @@ class Recognizer:
         return Box(x1=max(0.0, x1), y1=max(0.0, y1), x2=min(float(width), x2), y2=min(float(height), y2))
 
     @staticmethod
-    async def _call(method, *args):
+    async def _call(name: str, method, *args):
         """A model deployment call; overload and a lost replica become 503s with a JSON body, never a hang.
 
         A replica that dies under the call (RayActorError: killed, crashed, its node lost) is retried once:
@@ -344,8 +336,6 @@ class Recognizer:
         by MODEL_CALL_TIMEOUT_S. Any other exception is the deployment's code failing on these arguments (a
         bug): it propagates and answers 500.
         """
-        name = f"{method.deployment_name}.{method.handle_options.method_name}"
-
         async def answer() -> Any:
             try:
                 return await method.remote(*args)

@@ -1,6 +1,6 @@
 """The benchmark's baseline, shaped like the original module: one process, one request at a time, per
 request decode → YOLO → crop → classify with no batching, behind a plain HTTP server (starlette + uvicorn,
-one worker). The handler does the model work on the event loop on purpose: requests are served one by one.
+one worker). The model work takes one lock: requests are served one by one.
 
     python -m load_tests.baseline_server --port 8100 [--model-dir DIR]
 """
@@ -8,7 +8,9 @@ one worker). The handler does the model work on the event loop on purpose: reque
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import threading
 
 
 def make_app(model_dir: str | None):
@@ -24,8 +26,14 @@ def make_app(model_dir: str | None):
     async def hello(request: Request) -> JSONResponse:
         form = await request.form()
         data = await form["img"].read()
-        label = pipeline.recognize([data])[0]  # blocking: the original served one request at a time
+        label = await asyncio.to_thread(recognize_one, data)  # the loop runs its own event loop, in a thread
         return JSONResponse({"item": base64.b64encode(label.encode("utf-8")).decode("ascii")})
+
+    one_at_a_time = threading.Lock()
+
+    def recognize_one(data: bytes) -> str:
+        with one_at_a_time:  # the original served one request at a time
+            return pipeline.recognize([data])[0]
 
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

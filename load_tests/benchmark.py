@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -202,7 +201,7 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
     from load_tests.inprocess import InProcessPipeline
 
     photos = [data for _, data in load_photos(originals, phones)]
-    pipeline = InProcessPipeline(model_dir)
+    pipeline = InProcessPipeline(model_dir, classifier_batch=max(16, max(batch_sizes)))
     out = {}
     for batch in batch_sizes:
         from load_tests.inprocess import StageTimes
@@ -211,14 +210,7 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
         stream = [photos[i % len(photos)] for i in range(images)]
         chunks = [stream[at:at + batch] for at in range(0, images, batch)]
         started, cpu_started = time.perf_counter(), time.process_time()
-        # The next batch is decoded in a thread while the models run on this one (a plain input pipeline).
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead = pool.submit(pipeline.decode, chunks[0])
-            for index, chunk in enumerate(chunks):
-                decoded = ahead.result()
-                if index + 1 < len(chunks):
-                    ahead = pool.submit(pipeline.decode, chunks[index + 1])
-                pipeline.recognize(chunk, classifier_batch=max(16, batch), decoded=decoded)
+        pipeline.recognize_chunks(chunks)
         elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         t = pipeline.times
         out[str(batch)] = {

@@ -3,7 +3,7 @@ real crops, calls interleaved so that the machine's drift hits every model alike
 
     python -m load_tests.classifier_cost --model-dir OLD_MODEL_LABEL --model-dir model_label [--threads 1] [--rounds 30]
 
-Each round times one `serve` call per model and batch size (the crops of GroceryStore val photos, squashed to each
+Each round times one classifier call per model and batch size (the crops of GroceryStore val photos, squashed to each
 model's own input size as serving does); the report gives the median ms per crop and the ratio to the first model.
 Threads: 1 is what a Classifier replica gets from serve_config.yaml's CPU share on a 2-core node.
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from load_tests.photos import grocery_val_photos
 from pipeline.core.model_label import load_model_label
+from pipeline.core.models import SavedModelClassifier
 from pipeline.core.preprocessing import load_training_image
 
 
@@ -31,26 +32,22 @@ def cpu_name() -> str:
 
 
 def measure(model_dirs: list[str], batches: tuple[int, ...] = (1, 8), rounds: int = 30, threads: int = 1) -> dict:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
     photos = grocery_val_photos(max(batches))
     models = []
     for directory in model_dirs:
         bundle = load_model_label(directory)
         size = bundle.classifier_input_size
-        crops = np.stack([load_training_image(str(p), size) for p in photos]).astype(np.float32)
-        model = tf.saved_model.load(str(bundle.classifier_path))
+        crops = [load_training_image(str(p), size) for p in photos]
+        model = SavedModelClassifier(bundle.classifier_path, threads=threads, batch=max(batches))
         for batch in batches:  # warm-up: tracing and the first allocations are not what a crop costs
-            model.serve(tf.constant(crops[:batch]))
+            model(crops[:batch])
         models.append((directory, bundle, model, crops))
     seconds: dict[tuple[int, int], list[float]] = {(m, b): [] for m in range(len(models)) for b in batches}
     for _ in range(rounds):
         for index, (_, _, model, crops) in enumerate(models):
             for batch in batches:
                 started = time.perf_counter()
-                model.serve(tf.constant(crops[:batch])).numpy()
+                model(crops[:batch])
                 seconds[(index, batch)].append((time.perf_counter() - started) / batch)
     rows = []
     for index, (directory, bundle, _, _) in enumerate(models):

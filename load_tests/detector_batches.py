@@ -10,6 +10,7 @@ torch and ultralytics only (no Ray, no TensorFlow), so it also runs on a GPU mac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 import time
 
@@ -17,8 +18,10 @@ import numpy as np
 
 from load_tests.photos import load_photos
 from pipeline.core.model_label import load_model_label
+from pipeline.core.models import YoloDetector
 from pipeline.core.preprocessing import detector_input
-from pipeline.core.recognition import detect, prepare_photo, serving_settings
+from pipeline.core.recognition import prepare_photo
+from pipeline.core.settings import serving_settings
 
 
 def timed(call, repeats: int) -> float:
@@ -40,28 +43,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a Detector replica gets ceil(its CPU share))")
     args = parser.parse_args(argv)
 
-    from pipeline.core.yolo_offline import prepare_ultralytics
-
-    prepare_ultralytics()
-    import torch
-    from ultralytics import YOLO
-
-    torch.set_num_threads(args.threads)
-    device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     bundle, settings = load_model_label(), serving_settings()
-    model = YOLO(str(bundle.detector_path), task="detect")
-    prepared = [prepare_photo(data, settings.photo, bundle.detector_input_size) for _, data in load_photos(8, 4)]
-    letterboxed = [image.pixels for _, image in prepared]
-    shrunk = [detector_input(photo.image, settings.photo.detector_image_max_side) for photo, _ in prepared]  # 640 px
+    model = YoloDetector(bundle.detector_path, use_gpu=args.device != "cpu", threads=args.threads)
+    device = model.device
+    import torch
 
-    def before(images: list[np.ndarray]) -> list:
-        return model.predict([i[..., ::-1] for i in images], imgsz=bundle.detector_input_size, device=device, verbose=False,
+    prepared = [prepare_photo(data, settings.recognizer, bundle.detector_input_size) for _, data in load_photos(8, 4)]
+    letterboxed = [image.pixels for _, image in prepared]
+    shrunk = [detector_input(photo.image, settings.recognizer.detector_image_max_side) for photo, _ in prepared]  # 640 px
+    fp32, fp16 = dataclasses.replace(settings.detector, fp16_on_gpu=False), dataclasses.replace(settings.detector, fp16_on_gpu=True)
+
+    def before(images: list[np.ndarray]) -> list:  # ultralytics' own predict on the shrunk photo: what was served before
+        return model.model.predict([i[..., ::-1] for i in images], imgsz=bundle.detector_input_size, device=device, verbose=False,
                              conf=settings.detector.confidence_threshold, iou=settings.detector.iou_threshold)
 
-    rows = [("letterboxed in the ingress (served)", letterboxed, lambda b: detect(model, b, settings.detector, device)),
+    rows = [("letterboxed in the ingress (served)", letterboxed, lambda b: model.detect(b, fp32)),
             ("shrunk 640 px photo, ultralytics letterboxes (before)", shrunk, before)]
     if device != "cpu":
-        rows.insert(1, ("letterboxed, fp16", letterboxed, lambda b: detect(model, b, settings.detector, device, fp16=True)))
+        rows.insert(1, ("letterboxed, fp16", letterboxed, lambda b: model.detect(b, fp16)))
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"# Detector batch handler, {device}, {torch.get_num_threads()} torch thread(s), shipped {bundle.versions['detector']}\n")
     print("| input | bytes/photo sent | " + " | ".join(f"batch {n} ms/photo" for n in sizes) + " |")

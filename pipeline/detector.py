@@ -233,15 +233,18 @@ def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     """The box /hello would cut from each photo of a labelled split (serving's recognition core and settings),
     as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
     from pipeline.core.model_label import load_model_label
-    from pipeline.core.recognition import serving_settings
+    from pipeline.core.models import YoloDetector
+    from pipeline.core.photo_to_answer import PhotoToAnswer
+    from pipeline.core.settings import serving_settings
     from pipeline.datasets import load_labelled_photos
-    from pipeline.evaluate import hello_boxes
 
     bundle = load_model_label(args.model_label)
+    settings = serving_settings(args.serve_config)
     photos = [str(path) for path, _ in load_labelled_photos(args.data, bundle.labels, args.split)]
-    found = hello_boxes(bundle.detector_path, photos, serving_settings(args.serve_config), bundle.detector_input_size,
-                        args.device)
-    result = {path: (list(box) if box else None) for path, box in zip(photos, (f[0] if f else None for f in found))}
+    detector = YoloDetector(bundle.detector_path, use_gpu=args.device != "cpu")
+    found = PhotoToAnswer(bundle, settings.recognizer).run_files(
+        photos, lambda pixels: detector.detect(pixels, settings.detector), classify=None, prominent_only=True)
+    result = {path: (list(r.regions[0]) if r.regions[0] else None) for path, r in zip(photos, found)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{sum(v is not None for v in result.values())} of {len(result)} photos have a box: {args.out}")

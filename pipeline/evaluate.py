@@ -10,15 +10,16 @@ answers; and the detector's precision / recall / mAP50 / mAP50-95 on a YOLO-form
 folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json
 and confusion_matrix.png to --out, and prints the markdown.
 
-Images go through pipeline.core.preprocessing exactly as in serving. torch/ultralytics run before TensorFlow is
-imported (inside `classify`): the other order can crash the process.
+Photos go through serving's photo→answer loop (pipeline.core.photo_to_answer) with serving's model adapters.
+torch/ultralytics load before TensorFlow (ModelsUnderTest.load): the other order can crash the process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +27,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from pipeline.core.model_label import load_model_label
+from pipeline.core.models import SavedModelClassifier, YoloDetector
 from pipeline.core.paths import SERVE_CONFIG
-from pipeline.core.preprocessing import decode_photo
-from pipeline.core.recognition import (
-    DEFAULT_HELLO_POLICY,
-    HELLO_POLICIES,
-    Box,
-    ServingSettings,
-    boxes_in_photo,
-    crop_boxes,
-    crops,
-    detect,
-    prepare_photo,
-    prominent_probabilities,
-    serving_settings,
-)
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized, nothing_detected
+from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, prominent_probabilities
+from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.datasets import load_labelled_photos
 
 # ---------------------------------------------------------------- metric arithmetic (pure, tested directly)
@@ -85,62 +76,50 @@ def summarize(probabilities: np.ndarray, targets: ArrayLike, labels: Sequence[st
 # ---------------------------------------------------------------- model passes
 
 
-def hello_boxes(detector_path: Path | str, images: Sequence[Path | str], settings: ServingSettings, trained_size: int,
-                device: str = "cpu", batch: int = 16) -> list[tuple[Box, float] | None]:
-    """Per image, the region `/hello` classifies (the largest detection grown by the crop margin, in
-    decoded-photo pixels) and its detector confidence; None when nothing is detected (then `/hello`
-    classifies the whole photo).
-
-    The serving code path: prepare_photo, detect with serve_config.yaml's detector settings, boxes_in_photo.
-    """
-    from pipeline.core.yolo_offline import prepare_ultralytics
-
-    prepare_ultralytics()
-    from ultralytics import YOLO
-
-    model = YOLO(str(detector_path), task="detect")
-    found: list[tuple[Box, float] | None] = []
-    for start in range(0, len(images), batch):
-        prepared = [prepare_photo(Path(p).read_bytes(), settings.photo, trained_size) for p in images[start:start + batch]]
-        detections = detect(model, [image.pixels for _, image in prepared], settings.detector, device)
-        for (photo, image), boxes in zip(prepared, detections):
-            boxes = boxes_in_photo(boxes, photo, image)
-            region = crop_boxes(boxes, settings.photo.crop_margin)[0]  # None only when nothing was detected
-            found.append((region, float(boxes[0, 4])) if region is not None else None)
-    return found
+ClassifyCrops = Callable[[list[np.ndarray]], np.ndarray]
 
 
-def classify(classifier_dir: Path | str, images: Sequence[Path | str], box_sets: Sequence[Sequence[Box | None]],
-             size: int, settings: ServingSettings | None = None, batch: int = 32, flip: bool = False) -> list[np.ndarray]:
-    """Class probabilities [N, C] of the TF SavedModel for each set of boxes (one per image; None: whole photo).
+@dataclass(frozen=True)
+class ModelsUnderTest:
+    """The models evaluated, loaded through serving's adapters, and what the loop must know of them."""
 
-    Each photo is decoded once per batch, as serving decodes it, and cut once per box set. `flip`: each crop
-    mirrored left-right (to measure flip averaging, which serving does not do).
-    """
-    import tensorflow as tf  # only here: after any torch work in this process
+    facts: ModelFacts
+    detector: YoloDetector
+    classifier: SavedModelClassifier
 
-    photo_settings = (settings or serving_settings()).photo
-    model = tf.saved_model.load(str(classifier_dir))
-    outputs: list[list[np.ndarray]] = [[] for _ in box_sets]
-    for start in range(0, len(images), batch):
-        photos = [decode_photo(Path(p).read_bytes(), min_side=photo_settings.decode_min_side).image
-                  for p in images[start:start + batch]]  # the photo prepare_photo decodes, without the letterbox
-        for output, boxes in zip(outputs, box_sets):
-            batch_crops = [crops(photo, [box], size)[0] for photo, box in zip(photos, boxes[start:start + batch])]
-            batch_crops = [crop[:, ::-1] for crop in batch_crops] if flip else batch_crops
-            output.append(model.serve(tf.constant(np.stack(batch_crops).astype(np.float32))).numpy())
-    return [np.concatenate(output) for output in outputs]
+    @classmethod
+    def load(cls, detector_path: Path | str, classifier_dir: Path | str, labels: Sequence[str], classifier_size: int,
+             detector_size: int, device: str = "cpu") -> ModelsUnderTest:
+        detector = YoloDetector(detector_path, use_gpu=device != "cpu")  # torch first, TensorFlow after
+        return cls(ModelFacts(labels, classifier_size, detector_size), detector, SavedModelClassifier(classifier_dir))
+
+    def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False) -> list[Recognized]:
+        """`photo_pass` with these models; `mirrored`: crops flipped left-right."""
+        return photo_pass(self.facts, self.detector, flipped(self.classifier) if mirrored else self.classifier,
+                          images, settings)
 
 
-def hello_pass(detector_path: Path | str, classifier_dir: Path | str, images: Sequence[Path | str],
-               settings: ServingSettings, detector_size: int, classifier_size: int,
-               device: str = "cpu") -> tuple[list[tuple[Box, float] | None], np.ndarray, np.ndarray]:
-    """What /hello's policies are made of, per photo: the detector's region (None: nothing detected), and the class
-    probabilities of the whole photo and of that region (the whole photo again when nothing was detected)."""
-    found = hello_boxes(detector_path, images, settings, detector_size, device)
-    whole, crop = classify(classifier_dir, images, [[None] * len(images), [f[0] if f else None for f in found]],
-                           classifier_size, settings)
-    return found, whole, crop
+def flipped(classifier: ClassifyCrops) -> ClassifyCrops:
+    """The classifier on crops mirrored left-right (to measure flip averaging, which serving does not do)."""
+    return lambda crops: classifier([crop[:, ::-1] for crop in crops])
+
+
+def photo_pass(models: ModelFacts, detector: YoloDetector | None, classifier: ClassifyCrops | None,
+               images: Sequence[Path | str], settings: ServingSettings) -> list[Recognized]:
+    """Labelled photos through serving's photo→answer loop, classifying only the prominent product: the largest
+    box and the whole photo (policy "average" looks at both, so every policy can be compared from one pass).
+    `detector` None: nothing is detected, whole photos are classified."""
+    detect = (lambda pixels: detector.detect(pixels, settings.detector)) if detector else nothing_detected
+    return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, prominent_only=True,
+                                                                 hello_policy="average")
+
+
+def crop_and_whole(recognized: Sequence[Recognized]) -> tuple[np.ndarray, np.ndarray]:
+    """Per photo, the probabilities of the largest box's crop and of the whole photo (the same when nothing was
+    detected)."""
+    crop = np.stack([r.probabilities[0] for r in recognized])
+    whole = np.stack([r.whole_photo if r.whole_photo is not None else r.probabilities[0] for r in recognized])
+    return crop, whole
 
 
 def calibrate_unknown(probabilities: np.ndarray, targets: ArrayLike, target_precision: float = 0.95) -> dict[str, Any]:
@@ -178,11 +157,11 @@ def precision_at(probabilities: np.ndarray, targets: ArrayLike, threshold: float
             "coverage": float(known.mean()), "photos": int(len(targets))}
 
 
-def policy_probabilities(crop: np.ndarray, whole: np.ndarray, found: Sequence[Any]) -> dict[str, np.ndarray]:
+def policy_probabilities(crop: np.ndarray, whole: np.ndarray, detected: Sequence[bool]) -> dict[str, np.ndarray]:
     """Per /hello policy (pipeline.core.recognition.HELLO_POLICIES), the prominent product's probabilities of each photo;
     a photo with no detection has only its whole photo."""
-    return {policy: np.stack([prominent_probabilities(c, w if f is not None else None, policy)
-                              for c, w, f in zip(crop, whole, found)]) for policy in HELLO_POLICIES}
+    return {policy: np.stack([prominent_probabilities(c, w if d else None, policy)
+                              for c, w, d in zip(crop, whole, detected)]) for policy in HELLO_POLICIES}
 
 
 POLICY_TOP1_TOLERANCE = 0.01
@@ -190,16 +169,19 @@ POLICY_TOP1_TOLERANCE = 0.01
 among them the one whose answers can be called known most often wins."""
 
 
-def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, photos: Sequence[tuple[Path, int]],
-                        settings: ServingSettings, detector_size: int, classifier_size: int, device: str = "cpu",
-                        target_precision: float = 0.95) -> dict[str, Any]:
+def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, labels: Sequence[str],
+                        photos: Sequence[tuple[Path, int]], settings: ServingSettings, detector_size: int,
+                        classifier_size: int, device: str = "cpu", target_precision: float = 0.95) -> dict[str, Any]:
     """On the selection photos (never val): each /hello policy's top-1 / top-5 and the coverage of its answers at
     `target_precision`; the chosen policy (top-1 within POLICY_TOP1_TOLERANCE of the best, then the most coverage)
     and the unknown threshold calibrated on its answers."""
     images = [path for path, _ in photos]
     targets = np.array([target for _, target in photos])
-    found, whole, crop = hello_pass(detector_path, classifier_dir, images, settings, detector_size, classifier_size, device)
-    by_policy = policy_probabilities(crop, whole, found)
+    models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device)
+    recognized = models.pass_over(images, settings)
+    detected = [r.detected for r in recognized]
+    crop, whole = crop_and_whole(recognized)
+    by_policy = policy_probabilities(crop, whole, detected)
     calibrations = {policy: calibrate_unknown(p, targets, target_precision) for policy, p in by_policy.items()}
     figures = {policy: {"top1": top_k_accuracy(p, targets, 1), "top5": top_k_accuracy(p, targets, 5),
                         "coverage_at_target": calibrations[policy]["coverage"] if calibrations[policy]["target_met"] else 0.0}
@@ -208,12 +190,10 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, p
     equals = [policy for policy in HELLO_POLICIES if figures[policy]["top1"] >= best - POLICY_TOP1_TOLERANCE]
     chosen = max(equals, key=lambda policy: figures[policy]["coverage_at_target"])  # max keeps the first of equals
     # Flip averaging, measured and not served: it doubles the classifier's work per photo.
-    regions = [f[0] if f else None for f in found]
-    whole_flipped, crop_flipped = classify(classifier_dir, images, [[None] * len(images), regions], classifier_size,
-                                           settings, flip=True)
-    flipped = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, found)[chosen]
+    crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True))
+    averaged = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, detected)[chosen]
     return {"photos": len(images), "policies": figures, "hello_policy": chosen,
-            "flip_averaged": {"top1": top_k_accuracy(flipped, targets, 1), "top5": top_k_accuracy(flipped, targets, 5)},
+            "flip_averaged": {"top1": top_k_accuracy(averaged, targets, 1), "top5": top_k_accuracy(averaged, targets, 5)},
             "calibration": calibrations[chosen]}
 
 
@@ -264,12 +244,16 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
                               "rows": dict(ROWS)}
     if detector_data is not None:  # torch work first, TensorFlow (classify) after
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
-    found, whole, crop = hello_pass(detector_path, classifier_dir, images, settings, detector_size, classifier_size, device)
+    models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device)
+    recognized = models.pass_over(images, settings)
+    detected = [r.detected for r in recognized]
+    crop, whole = crop_and_whole(recognized)
     if whole.shape[1] != len(labels):
         raise ValueError(f"the classifier has {whole.shape[1]} outputs but there are {len(labels)} labels")
     report["classifier"] = {}
     if baseline_dir is not None:
-        (baseline,) = classify(baseline_dir, images, [[None] * len(images)], classifier_size, settings)
+        whole_photos = photo_pass(models.facts, None, SavedModelClassifier(baseline_dir), images, settings)
+        baseline = np.stack([r.probabilities[0] for r in whole_photos])
         report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
     report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
     fitted_on = "the model_label"
@@ -278,9 +262,9 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
         hello_policy, unknown_threshold = selection["hello_policy"], selection["calibration"]["unknown_threshold"]
         fitted_on = "the selection split"
     report["classifier"]["hello_crop"] = summarize(crop, targets, labels)
-    hello = policy_probabilities(crop, whole, found)[hello_policy]
+    hello = policy_probabilities(crop, whole, detected)[hello_policy]
     report["classifier"]["hello"] = summarize(hello, targets, labels)
-    report["classifier"]["hello"]["no_detection_whole_photo_used"] = sum(f is None for f in found)
+    report["classifier"]["hello"]["no_detection_whole_photo_used"] = detected.count(False)
     report["hello_policy"] = hello_policy
     if unknown_threshold is None:
         report["calibration"] = {"answers": "hello", "fitted_on": "these photos",
@@ -291,10 +275,10 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
                                  "target_met": bool(measured["precision"] >= target_precision), **measured}
     report["answers"] = [  # per photo, what /hello answers (tests compare it with the served graph)
         {"path": str(path), "target": labels[target], "label": labels[int(np.argmax(p))], "confidence": float(np.max(p)),
-         "whole_photo": f is None}
-        for path, target, p, f in zip(images, targets, hello, found)
+         "whole_photo": not d}
+        for path, target, p, d in zip(images, targets, hello, detected)
     ]
-    report["settings"] = {"photo": vars(settings.photo), "detector": vars(settings.detector)}
+    report["settings"] = {"recognizer": vars(settings.recognizer), "detector": vars(settings.detector)}
 
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     markdown = to_markdown(report)

@@ -25,7 +25,7 @@ from pipeline.classifier_model import HUB_PREFIX
 from pipeline.core import model_label as ml
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
-from pipeline.core.recognition import serving_settings
+from pipeline.core.settings import serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.efficientnet_lite import VARIANTS
 from pipeline.finetune import SPLIT_NAME
@@ -180,7 +180,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "val": f"{eval_split} is measured once, here, for the figures; nothing is chosen on it",
         }
         selection = choose_hello_policy(
-            staging / ml.DETECTOR_NAME, staging / ml.CLASSIFIER_NAME,
+            staging / ml.DETECTOR_NAME, staging / ml.CLASSIFIER_NAME, labels,
             [(Path(p), c) for p, c in zip(split["selection"], split["selection_class_ids"])],
             settings, detector_size, classifier_size, device, target_precision)
     report = evaluate(

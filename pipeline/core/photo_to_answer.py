@@ -1,0 +1,170 @@
+"""The one photo → answer loop: decode → detector input → boxes → regions → classifier input → answer.
+
+Serving (deployments/recognizer.py), evaluation (pipeline/evaluate.py) and the in-process benchmark
+(load_tests/inprocess.py) all run photos through `PhotoToAnswer`, with the model calls as parameters (Ray
+handles in serving, pipeline.core.models' adapters elsewhere), as ultralytics' BasePredictor runs one
+stream_inference for its CLI, its Python API and its validator: what evaluation reports is what serving answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.model_label import ModelLabel
+from pipeline.core.preprocessing import Letterboxed, Photo
+from pipeline.core.recognition import (
+    DEFAULT_HELLO_POLICY,
+    Answer,
+    Box,
+    answer,
+    boxes_in_photo,
+    crop_boxes,
+    crops,
+    needs_whole_photo,
+    prepare_photo,
+    prominent_probabilities,
+)
+from pipeline.core.settings import RecognizerSettings
+
+Detect = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]
+"""Letterboxed RGB uint8 images → per image, boxes [K, 5] (x1, y1, x2, y2, confidence) in letterbox pixels."""
+
+Classify = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
+"""uint8 crops [S, S, 3] → class probabilities [N, C], in the order sent."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the loop must know of the models: input sizes, labels, the hello policy and the calibrated threshold
+    (a model_label/'s, or a model being evaluated before it has one)."""
+
+    labels: Sequence[str]
+    classifier_input_size: int
+    detector_input_size: int
+    hello_policy: str = DEFAULT_HELLO_POLICY
+    unknown_threshold: float = 0.5
+
+    @classmethod
+    def of(cls, bundle: ModelLabel) -> ModelFacts:
+        return cls(bundle.labels, bundle.classifier_input_size, bundle.detector_input_size, bundle.hello_policy,
+                   bundle.unknown_threshold)
+
+
+def nothing_detected(images: list[np.ndarray]) -> list[np.ndarray]:
+    """A detector that finds nothing: the loop then classifies whole photos (evaluation's whole-photo rows)."""
+    return [np.empty((0, 5), np.float32) for _ in images]
+
+
+@dataclass
+class StageSeconds:
+    """Wall seconds per stage of one pass of the loop (all its photos together)."""
+
+    decode: float = 0.0
+    detect: float = 0.0
+    crop: float = 0.0
+    classify: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """One photo's way through the loop."""
+
+    photo: Photo
+    boxes: np.ndarray  # float [K, 5] detector boxes in decoded-photo pixels, largest first; empty: nothing detected
+    regions: list[Box | None]  # what was classified: each box grown by the crop margin, or [None]: the whole photo
+    probabilities: np.ndarray  # float [R, C], one row per region
+    whole_photo: np.ndarray | None  # [C] the whole photo's, when the policy looked at it besides the largest box
+    prominent: np.ndarray | None  # [C] the prominent product's (what /hello names), by the hello policy
+    answers: list[Answer] = field(default_factory=list)  # one per region, the first from `prominent`
+
+    @property
+    def detected(self) -> bool:
+        return len(self.boxes) > 0
+
+
+class PhotoToAnswer:
+    """The loop, for one set of models (their ModelFacts) and the ingress settings."""
+
+    def __init__(self, models: ModelLabel | ModelFacts, settings: RecognizerSettings) -> None:
+        self.models = models if isinstance(models, ModelFacts) else ModelFacts.of(models)
+        self.settings = settings
+
+    async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
+                       prominent_only: bool = False, hello_policy: str | None = None,
+                       decode_slots: asyncio.Semaphore | None = None) -> tuple[list[Recognized], StageSeconds]:
+        """Every photo through the loop: one detector call for all of them, one classifier call for all their crops.
+
+        `classify` None stops after the regions (no probabilities). `prominent_only`: classify only the largest
+        box (what /hello names). `hello_policy`: another than the manifest's (evaluation compares them).
+        `decode_slots`: bounds the concurrent decodes (the ingress's memory). Decoding and cropping run in a
+        thread, so an event loop keeps taking requests meanwhile.
+        """
+        settings, models, times = self.settings, self.models, StageSeconds()
+        policy = hello_policy or models.hello_policy
+        started = time.perf_counter()
+        prepared = await asyncio.gather(*(self._decode(data, decode_slots) for data in photos))
+        decoded = time.perf_counter()
+        detections = await detect([image.pixels for _, image in prepared])
+        detected = time.perf_counter()
+
+        plans = []
+        for (photo, image), found in zip(prepared, detections):
+            boxes = boxes_in_photo(found, photo, image)  # decoded-photo pixels, largest first
+            regions = crop_boxes(boxes, settings.crop_margin)[:1 if prominent_only else None]
+            with_whole_photo = needs_whole_photo(policy) and regions[0] is not None
+            plans.append((photo, boxes, regions, with_whole_photo))
+        size = models.classifier_input_size
+        photo_crops = await asyncio.to_thread(
+            lambda: [crop for photo, _, regions, whole in plans for crop in crops(photo.image, regions + [None] * whole, size)])
+        cropped = time.perf_counter()
+        probabilities = await classify(photo_crops) if classify is not None else None
+        classified = time.perf_counter()
+        times.decode, times.detect = decoded - started, detected - decoded
+        times.crop, times.classify = cropped - detected, classified - cropped
+
+        top_k = settings.top_k
+        threshold = models.unknown_threshold if settings.unknown_threshold is None else settings.unknown_threshold
+        recognized, at = [], 0
+        for photo, boxes, regions, with_whole_photo in plans:
+            if probabilities is None:
+                recognized.append(Recognized(photo, boxes, regions, np.empty((0, 0)), None, None))
+                continue
+            rows = probabilities[at:at + len(regions)]
+            whole = probabilities[at + len(regions)] if with_whole_photo else None
+            at += len(regions) + with_whole_photo
+            prominent = prominent_probabilities(rows[0], whole, policy)
+            answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
+            recognized.append(Recognized(photo, boxes, regions, rows, whole, prominent, answers))
+        return recognized, times
+
+    def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
+            classify: Callable[[list[np.ndarray]], np.ndarray] | None, **options) -> tuple[list[Recognized], StageSeconds]:
+        """The loop for plain scripts: synchronous model calls, no event loop of the caller's."""
+
+        async def detect_now(images: list[np.ndarray]) -> list[np.ndarray]:
+            return detect(images)
+
+        async def classify_now(batch: list[np.ndarray]) -> np.ndarray:
+            assert classify is not None
+            return classify(batch)
+
+        return asyncio.run(self(photos, detect_now, classify_now if classify else None, **options))
+
+    def run_files(self, paths: Sequence[Path | str], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
+                  classify: Callable[[list[np.ndarray]], np.ndarray] | None, batch: int = 16, **options) -> list[Recognized]:
+        """`run` over photo files, `batch` at a time (evaluation, training crops)."""
+        recognized: list[Recognized] = []
+        for start in range(0, len(paths), batch):
+            recognized += self.run([Path(path).read_bytes() for path in paths[start:start + batch]], detect, classify, **options)[0]
+        return recognized
+
+    async def _decode(self, data: bytes, slots: asyncio.Semaphore | None) -> tuple[Photo, Letterboxed]:
+        async with slots or contextlib.nullcontext():
+            return await asyncio.to_thread(prepare_photo, data, self.settings, self.models.detector_input_size)
