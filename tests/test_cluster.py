@@ -41,7 +41,7 @@ from load_tests.outcomes import OK, classify, read_answer
 from load_tests.serve_app import APP_NAME, free_port, shipped_config
 from pipeline.core.paths import REPO_ROOT, SERVE_CONFIG, SHARED_DATA
 
-README = REPO_ROOT / "README.md"
+CLUSTER_DOC = REPO_ROOT / "docs" / "cluster.md"
 REPORT = REPO_ROOT / "artifacts" / "cluster" / "placement.md"
 
 HEAD_CPUS = 2  # logical CPUs: Serve's controller and proxies take none, the Recognizer 0.2 a replica
@@ -54,14 +54,14 @@ FALLBACK_LOG = "falling back to CPU"
 needs_photos = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data (the photos) is missing")
 
 
-# --- the README's RayService: its serveConfigV2 is serve_config.yaml ------------------------------------------
+# --- docs/cluster.md's RayService: its serveConfigV2 is serve_config.yaml ------------------------------------
 
 def readme_rayservice() -> dict:
-    """The RayService manifest of README.md's "Running on a Ray cluster" (its ```yaml block with kind: RayService)."""
-    blocks = re.findall(r"^```yaml\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.M | re.S)
+    """The RayService manifest of docs/cluster.md (its ```yaml block with kind: RayService)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", CLUSTER_DOC.read_text(encoding="utf-8"), flags=re.M | re.S)
     manifests = [doc for block in blocks for doc in yaml.safe_load_all(block)
                  if isinstance(doc, dict) and doc.get("kind") == "RayService"]
-    assert len(manifests) == 1, f"README.md should hold one RayService manifest, found {len(manifests)}"
+    assert len(manifests) == 1, f"docs/cluster.md should hold one RayService manifest, found {len(manifests)}"
     return manifests[0]
 
 
@@ -70,7 +70,7 @@ def test_readme_rayservice_serves_serve_config_yaml():
     manifest = readme_rayservice()
     assert manifest["apiVersion"] == "ray.io/v1"
     assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == yaml.safe_load(SERVE_CONFIG.read_text()), (
-        "README.md's RayService serveConfigV2 differs from serve_config.yaml: copy the file into it again")
+        "docs/cluster.md's RayService serveConfigV2 differs from serve_config.yaml: copy the file into it again")
     cluster = manifest["spec"]["rayClusterConfig"]
     assert cluster["authOptions"]["mode"] == "token"
 
@@ -383,7 +383,7 @@ def send_until(url: str, photos: list[bytes], stop: threading.Event, deadline: f
 def test_losing_the_gpu_node_under_load_hangs_no_request_and_a_new_node_recovers(serve_cluster, photos_and_labels):
     """SIGKILL the GPU node (its raylet and every process it started: both model replicas and that node's proxy)
     under 4 clients, then add another GPU node: no request outlives the proxy's request_timeout_s, each is
-    answered or refused with a status a client retries (README, "Answers that are not JSON"), and /hello answers
+    answered or refused with a status a client retries (docs/operating.md, "Answers that are not JSON"), and /hello answers
     200 again once Serve has placed the model replicas on the new node."""
     photos, _ = photos_and_labels
     cluster = serve_cluster.cluster
