@@ -1,6 +1,9 @@
 """Can every deployment's `max_replicas` be placed at once? The resource arithmetic of a serve config, in one
-place (build_app checks the deployed config against the cluster; tests/test_serve_config.py checks
-serve_config.yaml against the node it declares).
+place: tests/test_serve_config.py holds serve_config.yaml to the node it declares, and the command checks a
+config against the node it declares and, with --cluster, against the running Ray cluster (through Ray's public
+API), before or after `serve deploy`:
+
+    python -m deployments.placement [serve_config.yaml] [--cluster]
 
 The sum over deployments of max_replicas × the replica's CPU (and GPU) share must fit the node(s): Ray places a
 replica only where its whole share is free, and a replica that does not fit stays PENDING while the autoscaler
@@ -11,6 +14,7 @@ No Ray import (plain arithmetic over config dicts), so the load tests' report us
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -155,3 +159,46 @@ def app_placement(application: dict, *, use_gpu: bool, capacity: dict[str, float
         where = f"the declared node, {config.node_cpus:g} CPU" + (f" + {config.node_gpus:g} GPU" if use_gpu else "")
     maxima = {name: max_replicas(entries.get(name, {})) for name in per_replica}
     return Placement(per_replica, maxima, capacity, where)
+
+
+def check(application: dict, use_gpu: bool, capacity: dict[str, float] | None = None, where: str = "this cluster") -> Placement:
+    """Prints whether the maxima fit (`capacity` None: the declared node) and what to change when they do not."""
+    placement = app_placement(application, use_gpu=use_gpu, capacity=capacity, where=where)
+    if placement.fits:
+        print(f"Replica maxima fit: {placement.arithmetic()}")
+    else:
+        print(f"Replica maxima cannot all be placed: {placement.arithmetic()}. {'; '.join(placement.problems())}. "
+              "Replicas past what fits stay PENDING while the autoscaler wants them; lower max_replicas or the "
+              "CPU/GPU shares (serve_config.yaml's comments give the arithmetic), or add nodes.")
+    return placement
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from pipeline.core.paths import SERVE_CONFIG
+    from pipeline.core.settings import read_serve_config
+
+    parser = argparse.ArgumentParser(prog="python -m deployments.placement", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", default=str(SERVE_CONFIG))
+    parser.add_argument("--cluster", action="store_true", help="also check against the running Ray cluster (address auto)")
+    parser.add_argument("--gpu", action="store_true", help="with no --cluster: check the GPU shares (default: CPU node)")
+    args = parser.parse_args(argv)
+    application = read_serve_config(args.config)["applications"][0]
+    capacity, use_gpu = None, args.gpu
+    if args.cluster:
+        import ray
+
+        ray.init(address="auto", logging_level=logging.ERROR)
+        resources = ray.cluster_resources()
+        capacity = {"CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0)}
+        use_gpu = capacity["GPU"] > 0 if AppArgs(**(application.get("args") or {})).accelerator == "auto" else use_gpu
+    fits = [check(application, use_gpu).fits] if application.get("args", {}).get("node_cpus") is not None else []
+    if capacity is not None:
+        fits.append(check(application, use_gpu, capacity, "this cluster, all nodes together").fits)
+    return 0 if all(fits) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
