@@ -71,7 +71,7 @@ def placement_notes(config: dict | None) -> list[str]:
     """The config's resource arithmetic against the node it declares (deployments/placement.py), as text;
     for a running app, serve_config.yaml's."""
     from deployments.placement import app_placement  # no Ray import there: fine in this gevent-patched process
-    from pipeline.core.recognition import read_serve_config
+    from pipeline.core.settings import read_serve_config
 
     try:
         placement = app_placement((config or read_serve_config())["applications"][0], use_gpu=False)

@@ -15,7 +15,7 @@ from locust.runners import STATE_STOPPED
 
 from load_tests.control_process import Control
 from load_tests.locustfile import PeakShape, RecognitionUser, Requests
-from pipeline.core.recognition import read_serve_config
+from pipeline.core.settings import read_serve_config
 
 __all__ = ["Control", "RunResult", "autoscaling", "run_load"]
 

@@ -25,7 +25,7 @@ from ray.serve._private import api as serve_private_api  # what `serve run confi
 from ray.serve.config import ProxyLocation
 from ray.serve.schema import ServeDeploySchema
 
-from pipeline.core.recognition import read_serve_config
+from pipeline.core.settings import read_serve_config
 
 APP_NAME = "recognizer"
 

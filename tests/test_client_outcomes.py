@@ -101,7 +101,7 @@ def test_the_proxys_overload_503_carries_retry_after_only_with_backpressure_conf
 
 def test_the_shipped_config_gives_the_ingress_a_retry_after():
 
-    from pipeline.core.recognition import deployment_config, read_serve_config
+    from pipeline.core.settings import deployment_config, read_serve_config
 
     ingress = deployment_config(read_serve_config(), "Recognizer")
     assert ingress["backpressure_config"]["retry_after_s"] == 1

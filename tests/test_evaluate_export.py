@@ -10,7 +10,7 @@ from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
 
 from pipeline import detector, evaluate
 from pipeline.core.model_label import ModelLabelError, load_model_label
-from pipeline.core.recognition import deployment_config, read_serve_config
+from pipeline.core.settings import deployment_config, read_serve_config
 from pipeline.datasets import DatasetError, load_labelled_photos
 
 LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier below

@@ -39,7 +39,7 @@ from load_tests.local_ray import LOCAL_RAY_ENV
 from load_tests.outcomes import APP, BACKPRESSURE, PROXY, PROXY_TIMEOUT, classify, read_answer
 from load_tests.serve_app import free_port
 from pipeline.core.paths import REPO_ROOT as REPO
-from pipeline.core.recognition import read_serve_config
+from pipeline.core.settings import read_serve_config
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)

@@ -1,5 +1,5 @@
 """The recognition core shared by serving, evaluation and the benchmark: which box, how it is cut, what is
-answered, and the settings all three read from serve_config.yaml."""
+answered."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ from load_tests.photos import freiburg_held_back_photos, grocery_val_photos
 from pipeline.core.model_label import load_model_label
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.preprocessing import Letterboxed, Photo, detector_input, letterbox
-from pipeline.core.recognition import (
-    DetectorSettings,
-    PhotoSettings,
-    answer,
-    boxes_in_photo,
-    crop_boxes,
-    crops,
-    detect,
-    prepare_photo,
-    prominent_probabilities,
-    serving_settings,
-)
+from pipeline.core.models import YoloDetector
+from pipeline.core.recognition import answer, boxes_in_photo, crop_boxes, crops, prepare_photo, prominent_probabilities
+from pipeline.core.settings import serving_settings
 
 pytestmark = pytest.mark.fast  # `make test-fast`
 
@@ -63,22 +54,6 @@ def test_answer_top_k_and_unknown_threshold():
     assert not answer(probabilities, ["a", "b", "c"], top_k=2, unknown_threshold=0.61).known
 
 
-def test_serving_settings_are_read_from_serve_config():
-    settings = serving_settings(SERVE_CONFIG)
-    assert settings.photo == PhotoSettings(detector_image_max_side=640, decode_min_side=1000, crop_margin=0.2)
-    assert settings.detector.iou_threshold == 0.5 and settings.detector.max_detections == 10
-    assert settings.unknown_threshold is None  # the manifest's calibrated threshold is used
-
-
-def test_settings_refuse_values_the_models_cannot_use():
-    with pytest.raises(ValueError, match="multiple of 32"):
-        PhotoSettings(detector_input_size=100)
-    with pytest.raises(ValueError, match="max_detections"):
-        DetectorSettings(max_detections=0)
-    with pytest.raises(ValueError, match="decode_min_side"):
-        PhotoSettings(detector_image_max_side=640, decode_min_side=320)
-
-
 @pytest.mark.parametrize("shape", [(480, 640), (640, 427), (333, 640), (640, 640), (50, 640), (120, 90)])
 def test_letterbox_is_ultralytics_letterbox(shape):
     """The ingress letterboxes for the detector; it must be pixel for pixel what ultralytics' predict() does."""
@@ -97,20 +72,15 @@ def test_letterbox_is_ultralytics_letterbox(shape):
 def test_letterboxed_in_the_ingress_gives_the_boxes_ultralytics_gave_on_the_shrunk_photo():
     """Real photos: boxes from the ingress's letterbox (what is served now) equal those of ultralytics' predict()
     on the shrunk photo (what was served before the letterbox moved to the ingress)."""
-    from pipeline.core.yolo_offline import prepare_ultralytics
-
-    prepare_ultralytics()
-    from ultralytics import YOLO
-
     bundle = load_model_label()
-    model = YOLO(str(bundle.detector_path), task="detect")
+    detector = YoloDetector(bundle.detector_path)
     settings = serving_settings(SERVE_CONFIG)
     found = 0
     for path in grocery_val_photos(3) + freiburg_held_back_photos(5):
-        photo, detector_image = prepare_photo(path.read_bytes(), settings.photo, bundle.detector_input_size)
-        served = boxes_in_photo(detect(model, [detector_image.pixels], settings.detector)[0], photo, detector_image)
-        shrunk = detector_input(photo.image, settings.photo.detector_image_max_side)
-        result = model.predict(shrunk[..., ::-1], imgsz=bundle.detector_input_size, conf=settings.detector.confidence_threshold,
+        photo, detector_image = prepare_photo(path.read_bytes(), settings.recognizer, bundle.detector_input_size)
+        served = boxes_in_photo(detector.detect([detector_image.pixels], settings.detector)[0], photo, detector_image)
+        shrunk = detector_input(photo.image, settings.recognizer.detector_image_max_side)
+        result = detector.model.predict(shrunk[..., ::-1], imgsz=bundle.detector_input_size, conf=settings.detector.confidence_threshold,
                                iou=settings.detector.iou_threshold, max_det=settings.detector.max_detections, verbose=False)[0]
         before = np.concatenate([result.boxes.xyxy.numpy(), result.boxes.conf.numpy()[:, None]], axis=1)
         before[:, :4] *= photo.image.width / shrunk.shape[1]  # the mapping served before: shrunk → decoded photo

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from deployments.placement import AppArgs, Placement, app_placement, max_replicas
-from pipeline.core.recognition import read_serve_config
+from pipeline.core.settings import read_serve_config
 
 pytestmark = pytest.mark.fast
 
@@ -45,7 +45,7 @@ def test_the_models_can_double_on_the_two_cpu_node():
 
 
 def test_the_comments_give_the_same_arithmetic():
-    from pipeline.core.recognition import SERVE_CONFIG
+    from pipeline.core.paths import SERVE_CONFIG
 
     text = open(SERVE_CONFIG, encoding="utf-8").read()
     app = application()

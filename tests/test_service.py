@@ -14,7 +14,7 @@ from load_tests.photos import collage, freiburg_held_back_photos, grocery_val_ph
 from load_tests.serve_app import ServeApp, free_port, shipped_config
 from pipeline.core.model_label import load_model_label
 from pipeline.core.paths import REPO_ROOT
-from pipeline.core.recognition import deployment_config
+from pipeline.core.settings import deployment_config
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)

@@ -1,0 +1,114 @@
+"""The one photo→answer loop, with stand-in model calls: what it sends each model and how it makes the answers.
+(Real models through it: tests/test_evaluate_export.py, tests/test_service.py, tests/test_cluster.py.)"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, nothing_detected
+from pipeline.core.settings import RecognizerSettings
+
+LABELS = ["red", "blue", "grey"]
+FACTS = ModelFacts(LABELS, classifier_input_size=16, detector_input_size=64, hello_policy="average", unknown_threshold=0.6)
+
+
+def photo(red: tuple[int, int, int, int] | None = (0, 0, 300, 200), blue: tuple[int, int, int, int] | None = (400, 100, 500, 200)) -> bytes:
+    """A 640x480 grey photo with a red and a blue product (boxes in photo pixels)."""
+    image = Image.new("RGB", (640, 480), (128, 128, 128))
+    for box, colour in ((red, (255, 0, 0)), (blue, (0, 0, 255))):
+        if box:
+            image.paste(colour, box)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class StandIns:
+    """A detector that finds the red and blue areas of the letterboxed image; a classifier that names a crop by
+    its colour. Both record what they were sent."""
+
+    def __init__(self) -> None:
+        self.detected: list[list[np.ndarray]] = []
+        self.classified: list[list[np.ndarray]] = []
+
+    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.detected.append(images)
+        found = []
+        for image in images:
+            boxes = []
+            for channel in (0, 2):
+                ys, xs = np.nonzero((image[..., channel] > 200) & (image[..., 1] < 50))
+                if len(xs):
+                    boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 0.9])
+            found.append(np.array(boxes, np.float32).reshape(-1, 5))
+        return found
+
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        self.classified.append(crops)
+        means = np.array([crop.reshape(-1, 3).mean(axis=0) for crop in crops])
+        scores = np.stack([means[:, 0] - means[:, 1], means[:, 2] - means[:, 1], 40 - np.abs(means[:, 0] - means[:, 2])], axis=1)
+        exp = np.exp(scores / 20)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_boxes_become_answers_largest_first_with_the_whole_photo_folded_into_the_first():
+    models = StandIns()
+    loop = PhotoToAnswer(FACTS, RecognizerSettings(crop_margin=0.0))
+    (recognized,), seconds = loop.run([photo()], models.detect, models.classify)
+    assert len(models.detected) == 1 and models.detected[0][0].shape == (64, 64, 3)  # the detector's trained size
+    assert [a.label for a in recognized.answers] == ["red", "blue"]  # the red product is the larger
+    assert recognized.regions[0] == pytest.approx((0, 0, 300, 200), abs=12)  # 64 px letterbox: coarse boxes
+    (crops,) = models.classified
+    assert len(crops) == 3 and all(c.shape == (16, 16, 3) for c in crops)  # two boxes, then the whole photo
+    assert recognized.whole_photo is not None
+    assert recognized.prominent == pytest.approx((recognized.probabilities[0] + recognized.whole_photo) / 2)
+    assert recognized.answers[0].candidates[0][1] == pytest.approx(recognized.prominent.max())
+    assert min(seconds.decode, seconds.detect, seconds.crop, seconds.classify) >= 0
+
+
+def test_nothing_detected_classifies_the_whole_photo_once():
+    models = StandIns()
+    loop = PhotoToAnswer(FACTS, RecognizerSettings())
+    (recognized,), _ = loop.run([photo(red=None, blue=None)], nothing_detected, models.classify)
+    assert not recognized.detected and recognized.regions == [None] and recognized.whole_photo is None
+    assert len(models.classified[0]) == 1 and [a.label for a in recognized.answers] == ["grey"]
+
+
+def test_policy_crop_sends_no_whole_photo_and_prominent_only_one_box():
+    models = StandIns()
+    crop_policy = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="crop"), RecognizerSettings())
+    (recognized,), _ = crop_policy.run([photo()], models.detect, models.classify)
+    assert len(models.classified[-1]) == 2 and recognized.whole_photo is None
+    (prominent,), _ = crop_policy.run([photo()], models.detect, models.classify, prominent_only=True, hello_policy="average")
+    assert len(models.classified[-1]) == 2 and len(prominent.answers) == 1 and prominent.whole_photo is not None
+
+
+def test_many_photos_take_one_call_per_model_and_come_back_in_order():
+    models = StandIns()
+    loop = PhotoToAnswer(FACTS, RecognizerSettings())
+    photos = [photo(), photo(red=None, blue=None), photo(red=(0, 0, 100, 100), blue=(200, 100, 600, 400))]
+    recognized, _ = loop.run(photos, models.detect, models.classify)
+    assert len(models.detected) == 1 and len(models.detected[0]) == 3 and len(models.classified) == 1
+    assert len(models.classified[0]) == 3 + 1 + 3  # 2 boxes + whole, the whole photo alone, 2 boxes + whole
+    assert [[a.label for a in r.answers] for r in recognized] == [["red", "blue"], ["grey"], ["blue", "red"]]
+
+
+def test_threshold_and_top_k_from_the_settings_else_the_models():
+    models = StandIns()
+    (default,), _ = PhotoToAnswer(FACTS, RecognizerSettings()).run([photo()], models.detect, models.classify)
+    (strict,), _ = PhotoToAnswer(FACTS, RecognizerSettings(top_k=2, unknown_threshold=1.0)).run([photo()], models.detect, models.classify)
+    assert len(default.answers[1].candidates) == 3 and len(strict.answers[1].candidates) == 2
+    assert default.answers[1].known == (default.probabilities[1].max() >= FACTS.unknown_threshold)
+    assert not any(a.known for a in strict.answers)
+
+
+def test_without_a_classifier_the_loop_stops_at_the_regions():
+    models = StandIns()
+    (recognized,), _ = PhotoToAnswer(FACTS, RecognizerSettings(crop_margin=0.2)).run([photo()], models.detect, None)
+    assert recognized.answers == [] and not models.classified and len(recognized.regions) == 2
+    x1, y1, x2, y2 = recognized.regions[0]
+    assert x1 < 0 and x2 > 300  # grown by the margin (clipped only when cut)
