@@ -45,7 +45,7 @@ def answer_key(answer: dict) -> list:
 
 
 def test_v1_answers_real_photos(app, bundle):
-    top_k = deployment_config(app.config, "Classifier")["user_config"]["top_k"]
+    top_k = deployment_config(app.config, "Recognizer")["user_config"]["top_k"]
     for path in grocery_val_photos(4) + freiburg_held_back_photos(2):
         response = recognize(app, path.read_bytes())
         assert response.status_code == 200, response.text
@@ -168,7 +168,8 @@ def test_live_user_config_change_loses_no_request(app, bundle):
     try:
         time.sleep(2)
         changed = copy.deepcopy(app.config)
-        deployment_config(changed, "Classifier")["user_config"].update(top_k=2, max_batch_size=4, batch_wait_timeout_s=0.05)
+        deployment_config(changed, "Recognizer")["user_config"].update(top_k=2)
+        deployment_config(changed, "Classifier")["user_config"].update(max_batch_size=4, batch_wait_timeout_s=0.05)
         deployment_config(changed, "Detector")["user_config"].update(max_batch_size=2, confidence_threshold=0.3)
         app.deploy(changed)
         deadline = time.monotonic() + 90
@@ -182,7 +183,7 @@ def test_live_user_config_change_loses_no_request(app, bundle):
         app.deploy(original)
         app.wait_ready()
     assert statuses and set(statuses) == {200}, f"non-200 answers during the change: {statuses}"
-    assert candidate_counts[0] == min(deployment_config(original, "Classifier")["user_config"]["top_k"], len(bundle.labels))
+    assert candidate_counts[0] == min(deployment_config(original, "Recognizer")["user_config"]["top_k"], len(bundle.labels))
     assert candidate_counts[-1] == 2
 
 
