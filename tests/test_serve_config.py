@@ -1,10 +1,11 @@
 """serve_config.yaml's resource arithmetic: every deployment at its max_replicas fits the node the file declares
 (args node_cpus/node_gpus), on CPU and in GPU mode, so the autoscaler never wants a replica that cannot be
-placed. No Ray cluster: the same functions build_app logs with (deployments/app.py, deployments/placement.py)."""
+placed. No Ray cluster: the arithmetic of deployments/placement.py, which `python -m deployments.placement` runs."""
 
 import copy
 
 import pytest
+import yaml
 
 from deployments.placement import AppArgs, Placement, app_placement, max_replicas
 from pipeline.core.settings import read_serve_config
@@ -96,3 +97,18 @@ def test_against_a_cluster_and_undeclared_node():
         app_placement(undeclared, use_gpu=False)
     # sums compare at Ray's 1/10000 precision: 5 x 0.4 is 2, not 2.0000000000000004 > 2
     assert Placement({"A": {"CPU": 0.4}}, {"A": 5}, {"CPU": 2.0}, "node").fits
+
+
+def test_the_placement_command_checks_a_config_file(tmp_path, capsys):
+    """`python -m deployments.placement FILE`: exit 0 and the arithmetic when the maxima fit the declared node,
+    1 and what to change when they do not (the check build_app made through Serve's private API before)."""
+    from deployments.placement import main
+
+    assert main([]) == 0 and "Replica maxima fit" in capsys.readouterr().out
+    config = copy.deepcopy(read_serve_config())
+    deployment(application(config), "Detector")["autoscaling_config"]["max_replicas"] = 4
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "cannot all be placed" in out and "Detector 4 × 0.4" in out and "lower max_replicas" in out
