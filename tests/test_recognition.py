@@ -9,9 +9,9 @@ from PIL import Image
 
 from load_tests.photos import freiburg_held_back_photos, grocery_val_photos
 from pipeline.core.model_label import load_model_label
+from pipeline.core.models import YoloDetector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.preprocessing import Letterboxed, Photo, detector_input, letterbox
-from pipeline.core.models import YoloDetector
 from pipeline.core.recognition import answer, boxes_in_photo, crop_boxes, crops, prepare_photo, prominent_probabilities
 from pipeline.core.settings import serving_settings
 
