@@ -39,7 +39,7 @@ def crop_boxes(boxes: np.ndarray, margin: float = 0.0) -> list[Box | None]:
     """The regions to classify: every detected box grown by `margin` of its width and height on each side
     (the cut is clipped to the photo), or [None] (the whole photo) when nothing was detected.
 
-    A little context around a tight box helps the classifier (BENCHMARKS.md, "Crop margin")."""
+    A little context around a tight box helps the classifier (BENCHMARKS.md, "Figures behind the settings")."""
     if len(boxes) == 0:
         return [None]
     regions: list[Box | None] = []
