@@ -1,0 +1,56 @@
+"""The ingress's FastAPI app and its OpenAPI contract: what the routes in recognizer.py are mounted on.
+
+The photo endpoints read their upload themselves (uploads.read_image: capped, streamed, one of several part
+names or a raw body), which FastAPI cannot describe from a signature, so their request bodies are declared here
+by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from deployments.auth import ApiKeyCheck
+from deployments.docs import add_docs
+from deployments.errors import install_error_handlers
+from deployments.schemas import ErrorBody
+from deployments.uploads import MAX_IMAGE_BYTES
+
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 500, 503)}
+"""The error statuses of the photo endpoints, each answered with ErrorBody (deployments/errors.py)."""
+
+BINARY = {"type": "string", "format": "binary"}
+
+
+def image_request_body(part: str, description: str, raw_body: bool) -> dict[str, Any]:
+    """OpenAPI requestBody for an endpoint that reads its upload itself (uploads.read_image), not via FastAPI."""
+    schema: dict[str, Any] = {"type": "object", "properties": {part: {**BINARY, "description": description}}}
+    if not raw_body:
+        schema["required"] = [part]
+    content: dict[str, Any] = {"multipart/form-data": {"schema": schema}}
+    if raw_body:
+        content |= {"image/*": {"schema": BINARY}, "application/octet-stream": {"schema": BINARY}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+MULTIPART_BODY = image_request_body("img", "the photo", raw_body=False)
+RECOGNIZE_BODY = image_request_body("image", "the photo ('img' works too)", raw_body=True)
+
+
+def make_api() -> FastAPI:
+    """The app with the offline /docs, the JSON error handlers and the API-key check. The routes come from the
+    Recognizer's decorators; @serve.ingress then freezes a copy of the app, so all of this is added before it."""
+    app = FastAPI(
+        title="Product recognition",
+        version="1.0",
+        description="Finds the products in a phone photo (YOLO) and names each one "
+        "(an ImageNet-pretrained EfficientNet-Lite0 with a head trained on shop photos). "
+        f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
+        docs_url=None,  # add_docs: the same page, readable offline
+        redoc_url=None,  # ReDoc's page loads from a CDN too, blank offline
+    )
+    add_docs(app)
+    install_error_handlers(app)
+    app.add_middleware(ApiKeyCheck)
+    return app
