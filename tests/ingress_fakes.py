@@ -170,6 +170,13 @@ def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
     return buffer.getvalue()
 
 
+def multipart(parts: dict[str, bytes], closed: bool = True) -> bytes:
+    """A multipart/form-data body (boundary `xyz`) with these file parts; unless `closed`, cut before its end."""
+    body = b"".join(f'--xyz\r\nContent-Disposition: form-data; name="{name}"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+                    + data + b"\r\n" for name, data in parts.items())
+    return body + b"--xyz--\r\n" if closed else body[:-2]
+
+
 def jpeg(width: int, height: int) -> bytes:
     return encode(Image.new("RGB", (width, height), (200, 40, 40)))
 

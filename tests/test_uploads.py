@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 import deployments.uploads as uploads
-from tests.ingress_fakes import Service, assert_error, in_process_service, jpeg, send_over_asgi, shelf_photo
+from tests.ingress_fakes import Service, assert_error, in_process_service, jpeg, multipart, send_over_asgi, shelf_photo
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails in a minute, not at the suite's 900 s
 
@@ -18,11 +18,6 @@ pytestmark = pytest.mark.timeout(60)  # a hang fails in a minute, not at the sui
 @pytest.fixture
 def service(monkeypatch) -> Iterator[Service]:
     yield from in_process_service(monkeypatch)
-
-
-def multipart(data: bytes, part: str = "img", boundary: str = "xyz", closed: bool = True) -> bytes:
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{part}"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-    return head.encode() + data + (f"\r\n--{boundary}--\r\n".encode() if closed else b"")
 
 
 def test_hello_takes_only_a_multipart_img_part(service):
@@ -36,10 +31,10 @@ def test_a_multipart_body_that_never_closes_is_bad_multipart(service):
     data = jpeg(64, 48)
     headers = {"content-type": "multipart/form-data; boundary=xyz"}
     post = service.client.post
-    assert_error(post("/hello", content=multipart(data, closed=False), headers=headers), 400, "bad_multipart")
-    assert_error(post("/v1/recognize", content=multipart(data, closed=False)[:40], headers=headers), 400, "bad_multipart")
-    assert post("/hello", content=multipart(data), headers=headers).status_code == 200
-    assert_error(post("/hello", content=multipart(data, part="photo"), headers=headers), 400, "missing_image_part")
+    assert_error(post("/hello", content=multipart({"img": data}, closed=False), headers=headers), 400, "bad_multipart")
+    assert_error(post("/v1/recognize", content=multipart({"img": data}, closed=False)[:40], headers=headers), 400, "bad_multipart")
+    assert post("/hello", content=multipart({"img": data}), headers=headers).status_code == 200
+    assert_error(post("/hello", content=multipart({"photo": data}), headers=headers), 400, "missing_image_part")
 
 
 # Slow bodies: 408 ---------------------------------------------------------------------------------------------
@@ -65,7 +60,7 @@ def short_body_deadline(monkeypatch):
 @pytest.mark.parametrize("kind", ["raw", "multipart"])
 def test_a_slow_body_gets_408_within_the_deadline_while_others_are_answered(service, short_body_deadline, kind):
     data = jpeg(64, 48)
-    body, content_type = (data, "image/jpeg") if kind == "raw" else (multipart(data), "multipart/form-data; boundary=xyz")
+    body, content_type = (data, "image/jpeg") if kind == "raw" else (multipart({"img": data}), "multipart/form-data; boundary=xyz")
     url = "/v1/recognize" if kind == "raw" else "/hello"
     app = service.replica
 
