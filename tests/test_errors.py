@@ -8,7 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.errors import ServiceError, error_outcome
+from deployments.uploads import UploadError
+from pipeline.core.preprocessing import ImageError
 from tests.ingress_fakes import OVERLOADED, Service, assert_error, encode, failing, in_process_service, shelf_photo
 from tests.test_preprocessing import png_header_only
 
@@ -58,6 +62,20 @@ def test_unknown_paths_and_methods_answer_json(service):
     assert_error(response, 405, "method_not_allowed")
     assert "POST" in response.headers["allow"]
     assert_error(service.client.delete("/hello"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("error, outcome", [
+    (UploadError(408, "request_timeout", "too slow"), (408, "request_timeout", False)),
+    (ServiceError(503, "overloaded", "busy"), (503, "overloaded", False)),
+    (ImageError("not_an_image", "html"), (415, "not_an_image", True)),
+    (ImageError("a_code_not_mapped_yet", "?"), (400, "a_code_not_mapped_yet", True)),
+    (StarletteHTTPException(404), (404, "not_found", False)),
+    (StarletteHTTPException(418), (418, "http_error", False)),
+    (KeyError("a bug"), (500, "internal_error", False)),
+], ids=["upload", "service", "image", "image-unmapped", "not-found", "other-http", "bug"])
+def test_one_mapping_gives_every_error_its_status_and_code(error, outcome):
+    """UploadError is a ServiceError: one base with status and code; the decoder's ImageError maps by its code."""
+    assert error_outcome(error) == outcome
 
 
 def test_each_answer_is_counted_with_its_outcome(service):

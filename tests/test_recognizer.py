@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import Iterator
 
@@ -222,6 +223,14 @@ def test_a_replica_lost_once_is_retried_and_the_photo_answered(service, method, 
     response = service.recognize(shelf_photo())
     assert response.status_code == 200, response.text
     assert len(fake.calls) == 2 and len(response.json()["products"]) == 2
+
+
+def test_a_model_call_is_named_in_the_log_by_its_caller(service, caplog):
+    fake = service.classifier.classify
+    fake.answer = failing(RayActorError(), then=fake.answer)
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        assert service.recognize(shelf_photo()).status_code == 200
+    assert "model call Classifier.classify lost its replica (RayActorError); retrying once" in caplog.text
 
 
 def test_readiness_follows_the_model_deployments(service):
