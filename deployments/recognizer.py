@@ -4,37 +4,34 @@ product from the decoded photo, asks the Classifier to name the crops, and answe
 Decoding and cropping are CPU work done in a thread, so the event loop keeps taking requests; only small
 arrays travel to the model deployments: the photo letterboxed to the detector's input (~150 KB), crops at the
 classifier's input size.
-"""
 
+The routes and that orchestration are here; the app they are mounted on (offline /docs, JSON errors, the API
+key, the OpenAPI request bodies) is built in deployments/api.py.
+"""
 
 import asyncio
 import base64
-import hmac
 import logging
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deployments.docs import add_docs
+from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
+from deployments.auth import API_KEY_ENV
+from deployments.errors import ServiceError, error_outcome
 from deployments.metrics import RecognizerMetrics
 from deployments.payloads import Classification, Detection
 from deployments.schemas import (
     Box,
     Candidate,
-    ErrorBody,
     Health,
     HelloAnswer,
     LabelFields,
@@ -45,10 +42,10 @@ from deployments.schemas import (
     Recognition,
     Timings,
 )
-from deployments.uploads import MAX_IMAGE_BYTES, UploadError, read_image
+from deployments.uploads import read_image
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import PhotoToAnswer
-from pipeline.core.preprocessing import DECODE_PEAK_BYTES, ImageError, Photo
+from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
 from pipeline.core.settings import RecognizerSettings
 
 logger = logging.getLogger("ray.serve")
@@ -61,10 +58,6 @@ MODEL_CALL_TIMEOUT_S = 30.0
 graph answers far sooner; past this the models are gone (a lost GPU node, replicas still starting) and the
 client gets 503 `model_unavailable` with Retry-After, not the proxy's 408 after its 60 s request timeout."""
 
-IMAGE_ERROR_STATUS = {"empty_image": 400, "not_an_image": 415, "truncated_image": 422, "too_many_pixels": 413}
-
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 408, 413, 415, 422, 500, 503)}
-
 DECODE_MEMORY_BUDGET_BYTES = 2 * 1024**3
 """What one ingress replica may spend on decoding photos at once, on top of its own footprint."""
 
@@ -72,140 +65,7 @@ DECODE_SLOTS = max(1, DECODE_MEMORY_BUDGET_BYTES // DECODE_PEAK_BYTES)
 """Concurrent decodes per replica: the budget over one decode's worst case (a 50 MP photo of the costliest
 format), so a burst of hostile photos cannot take a replica past it; other requests wait their turn."""
 
-API_KEY_ENV = "PRODUCT_API_KEY"
-"""Optional shared secret. Set (non-empty) in the replicas' environment, every request but the health checks
-must carry it, as `X-API-Key: <key>` or `Authorization: Bearer <key>`; unset (the default), nothing is asked,
-as the original client sends no key."""
-
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-"""Answered without the API key: load balancers and orchestrators probe them with none."""
-
-BINARY = {"type": "string", "format": "binary"}
-
-
-def image_request_body(part: str, description: str, raw_body: bool) -> dict[str, Any]:
-    """OpenAPI requestBody for an endpoint that reads its upload itself (uploads.read_image), not via FastAPI."""
-    schema: dict[str, Any] = {"type": "object", "properties": {part: {**BINARY, "description": description}}}
-    if not raw_body:
-        schema["required"] = [part]
-    content: dict[str, Any] = {"multipart/form-data": {"schema": schema}}
-    if raw_body:
-        content |= {"image/*": {"schema": BINARY}, "application/octet-stream": {"schema": BINARY}}
-    return {"requestBody": {"required": True, "content": content}}
-
-
-MULTIPART_BODY = image_request_body("img", "the photo", raw_body=False)
-RECOGNIZE_BODY = image_request_body("image", "the photo ('img' works too)", raw_body=True)
-
-api = FastAPI(
-    title="Product recognition",
-    version="1.0",
-    description="Finds the products in a phone photo (YOLO) and names each one "
-    "(an ImageNet-pretrained EfficientNet-Lite0 with a head trained on shop photos). "
-    f"Photos up to {MAX_IMAGE_BYTES // (1024 * 1024)} MB: JPEG, PNG, WebP and what else Pillow reads.",
-    docs_url=None,  # add_docs below: the same page, readable offline
-    redoc_url=None,  # ReDoc's page loads from a CDN too, blank offline
-)
-add_docs(api)
-
-
-class ServiceError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The JSON error every status the app controls answers with; `headers` are kept (405's Allow, 401's
-    WWW-Authenticate). A 408 closes the connection, whose unread body would otherwise pass for the next request."""
-    headers = dict(headers or {})
-    if status == 503:
-        headers.setdefault("Retry-After", "1")
-    if status == 408:
-        headers["Connection"] = "close"
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers or None)
-
-
-HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
-
-
-def status_and_code(error: Exception) -> tuple[int, str]:
-    """The HTTP status and error code the app answers `error` with: the one mapping the exception handlers below
-    and the metrics (error_outcome) both use. Anything unforeseen is a bug: 500 `internal_error`."""
-    if isinstance(error, ImageError):
-        return IMAGE_ERROR_STATUS.get(error.code, 400), error.code
-    if isinstance(error, (UploadError, ServiceError)):
-        return error.status, error.code
-    if isinstance(error, StarletteHTTPException):
-        return error.status_code, HTTP_ERROR_CODES.get(error.status_code, "http_error")
-    if isinstance(error, RequestValidationError):
-        return 422, "invalid_request"
-    return 500, "internal_error"
-
-
-@api.exception_handler(UploadError)
-@api.exception_handler(ServiceError)
-@api.exception_handler(ImageError)
-async def _known_error(request: Request, error: UploadError | ServiceError | ImageError) -> JSONResponse:
-    return error_response(*status_and_code(error), error.message)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    return error_response(*status_and_code(error), str(error.detail), error.headers)
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    return error_response(*status_and_code(error), str(error.errors()))
-
-
-@api.exception_handler(Exception)
-async def _internal_error(request: Request, error: Exception) -> JSONResponse:
-    """A bug, ours or a model deployment's (a bad crop shape): 500, logged with its traceback; never a 503
-    `model_unavailable`, which would send the operator looking for an outage."""
-    logger.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(*status_and_code(error), f"the service failed on this request ({type(error).__name__}); it is logged")
-
-
-class ApiKeyCheck:
-    """ASGI middleware: without the configured key, 401 JSON `unauthorized` before any route runs, so unknown
-    paths, /docs and /openapi.json are covered too. Off while API_KEY_ENV is unset or empty."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = os.environ.get(API_KEY_ENV, "")
-        if scope["type"] != "http" or not key or self._path(scope) in OPEN_PATHS or self._carries(scope, key):
-            await self.app(scope, receive, send)
-            return
-        response = error_response(
-            401, "unauthorized", "this service wants an API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
-            {"WWW-Authenticate": "Bearer"},
-        )
-        await response(scope, receive, send)
-
-    @staticmethod
-    def _path(scope: Scope) -> str:
-        path, root = scope["path"], scope.get("root_path", "")
-        return path[len(root):] if root and path.startswith(root) else path
-
-    @staticmethod
-    def _carries(scope: Scope, key: str) -> bool:
-        headers = Headers(scope=scope)
-        authorization = headers.get("authorization", "")
-        offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else headers.get("x-api-key", "")
-        return hmac.compare_digest(offered.encode(), key.encode())
-
-
-api.add_middleware(ApiKeyCheck)  # before @serve.ingress below, which freezes a copy of the app
-
-
-def error_outcome(error: Exception) -> tuple[int, str, bool]:
-    """(HTTP status, error code, whether the decoder refused the photo) of a request that failed with `error`:
-    what the exception handlers above answer, for the metrics."""
-    return (*status_and_code(error), isinstance(error, ImageError))
+api = make_api()  # the routes below are added to it before @serve.ingress freezes it
 
 
 @serve.deployment
@@ -327,15 +187,16 @@ class Recognizer:
         return Box(x1=max(0.0, x1), y1=max(0.0, y1), x2=min(float(width), x2), y2=min(float(height), y2))
 
     @staticmethod
-    async def _call(name: str, method, *args):
+    async def _call(name: str, method: DeploymentHandle, *args: Any) -> Any:
         """A model deployment call; overload and a lost replica become 503s with a JSON body, never a hang.
 
         A replica that dies under the call (RayActorError: killed, crashed, its node lost) is retried once:
         model calls are pure, and the router sends the retry to a live replica or holds it until Serve has
         started the replacement, so a replica loss costs the caller seconds, not its answer; the wait is bounded
         by MODEL_CALL_TIMEOUT_S. Any other exception is the deployment's code failing on these arguments (a
-        bug): it propagates and answers 500.
+        bug): it propagates and answers 500. `name` (deployment.method) names the call in the log.
         """
+
         async def answer() -> Any:
             try:
                 return await method.remote(*args)

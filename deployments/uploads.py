@@ -9,6 +9,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from deployments.errors import ServiceError
+
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 """The original client sends full-size phone JPEGs of up to 10 MB."""
 
@@ -25,14 +27,8 @@ a byte every few seconds then holds an ingress slot for the grace, not the proxy
 gets a 408 `request_timeout`. A buffering reverse proxy in front is still what stops slow senders for good."""
 
 
-class UploadError(Exception):
+class UploadError(ServiceError):
     """A request whose body holds no usable image; becomes a 4xx JSON error."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class InMemoryMultiPartParser(MultiPartParser):

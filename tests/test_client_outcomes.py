@@ -19,7 +19,7 @@ from ray.serve._private.proxy import HTTPProxy
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
-from deployments.recognizer import error_response
+from deployments.errors import error_response
 from load_tests.outcomes import APP, BACKPRESSURE, PROXY, PROXY_TIMEOUT, classify, read_answer
 
 pytestmark = pytest.mark.fast  # `make test-fast`
