@@ -32,7 +32,6 @@ from deployments.auth import API_KEY_ENV
 from deployments.payloads import Classification, Detection
 from deployments.recognizer import Recognizer
 from pipeline.core.model_label import ModelLabel, load_model_label
-from pipeline.core.recognition import answer
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 BUNDLE = load_model_label(SHIPPED_MODEL_DIR, verify_checksums=False)  # labels and sizes only, as the ingress reads them
@@ -91,22 +90,29 @@ def probabilities(label: str, top: float) -> np.ndarray:
     return p
 
 
-def name_by_colour(crops: list[np.ndarray], whole_photo_last: bool = False) -> Classification:
+def name_by_colour(crops: list[np.ndarray]) -> Classification:
     """The fake Classifier: a mostly red crop is RED_LABEL, a mostly blue one BLUE_LABEL (both sure); anything
-    else is OTHER_LABEL at 0.3, under the unknown threshold. A whole photo sent last gets no answer of its own."""
-    answers = []
+    else is OTHER_LABEL at 0.3, under the unknown threshold."""
+    rows = []
     for crop in crops:
         assert crop.shape == (BUNDLE.classifier_input_size,) * 2 + (3,) and crop.dtype == np.uint8
         red, blue = colour_mask(crop, RED).mean(), colour_mask(crop, BLUE).mean()
         label, top = (RED_LABEL, 0.9) if red > max(blue, 0.2) else (BLUE_LABEL, 0.9) if blue > 0.2 else (OTHER_LABEL, 0.3)
-        answers.append(answer(probabilities(label, top), BUNDLE.labels, TOP_K, UNKNOWN_THRESHOLD))
-    return Classification(answers=answers[:-1] if whole_photo_last else answers, version=CLASSIFIER_VERSION)
+        rows.append(probabilities(label, top))
+    return Classification(probabilities=np.stack(rows), version=CLASSIFIER_VERSION)
 
 
 def with_policy(bundle: ModelLabel, policy: str) -> ModelLabel:
     """The bundle with another /hello policy in its manifest."""
     return dataclasses.replace(bundle, manifest={**bundle.manifest, "classifier": {**bundle.manifest["classifier"],
                                                                                    "hello_policy": policy}})
+
+
+def use_policy(replica, policy: str) -> None:
+    """The replica answering as if its manifest said `policy`, its settings as they were (reconfigure() rebuilds
+    its photo→answer loop from its bundle)."""
+    replica.bundle = with_policy(replica.bundle, policy)
+    replica.reconfigure(dataclasses.asdict(replica.photo_to_answer.settings))
 
 
 # The ingress, as a replica runs it ---------------------------------------------------------------------------
@@ -151,7 +157,8 @@ def in_process_service(monkeypatch) -> Iterator[Service]:
     detector = FakeHandle(detect=find_rectangles, ready=lambda: DETECTOR_VERSION)
     classifier = FakeHandle(classify=name_by_colour, ready=lambda: CLASSIFIER_VERSION)
     replica = start_replica(detector, classifier)
-    replica.bundle = with_policy(replica.bundle, "crop")
+    replica.reconfigure({"top_k": TOP_K, "unknown_threshold": UNKNOWN_THRESHOLD})
+    use_policy(replica, "crop")
     # The routes' `self` is what Serve's class-based view asks for: the replica's servable object.
     monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=replica))
     with TestClient(replica) as client:

@@ -1,7 +1,7 @@
 """Hostile inputs (issue 9, item 3): what decoding a photo costs in memory, measured in a subprocess of its own,
 where peak RSS means something. The ingress's handling of hostile clients and inputs over HTTP (elongated JPEGs,
-slow bodies, bounded concurrent decodes, error statuses, 405, /docs offline, the API key) is in the fast tier,
-tests/test_ingress.py.
+slow bodies, bounded concurrent decodes, error statuses, 405, /docs offline, the API key) is in the fast tier:
+tests/test_recognizer.py, test_uploads.py, test_errors.py, test_api.py, test_auth.py.
 """
 
 from __future__ import annotations

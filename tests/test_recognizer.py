@@ -17,11 +17,12 @@ from ray.serve.exceptions import ReplicaUnavailableError
 from starlette.testclient import TestClient
 
 from deployments.payloads import Classification
-from deployments.recognizer import DECODE_SLOTS, RecognizerConfig
+from deployments.recognizer import DECODE_SLOTS
 from deployments.schemas import Recognition
+from pipeline.core import photo_to_answer
 from pipeline.core.model_label import parse_label
 from pipeline.core.preprocessing import decode_photo
-from pipeline.core.recognition import answer
+from pipeline.core.settings import RecognizerSettings, SettingsError
 from tests.ingress_fakes import (
     BLUE_LABEL,
     BUNDLE,
@@ -33,7 +34,6 @@ from tests.ingress_fakes import (
     RED,
     RED_LABEL,
     TOP_K,
-    UNKNOWN_THRESHOLD,
     Service,
     assert_box,
     assert_error,
@@ -45,7 +45,7 @@ from tests.ingress_fakes import (
     probabilities,
     send_over_asgi,
     shelf_photo,
-    with_policy,
+    use_policy,
 )
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails in a minute, not at the suite's 900 s
@@ -89,19 +89,22 @@ def test_every_product_is_answered_in_upright_original_pixels_of_an_exif_rotated
 
 @pytest.mark.parametrize("policy", ["average", "whole_photo"])
 def test_a_policy_that_looks_at_the_whole_photo_sends_it_last(service, policy):
-    service.replica.bundle = with_policy(service.replica.bundle, policy)
+    use_policy(service.replica, policy)
     products = service.recognize(shelf_photo()).json()["products"]
-    crops, whole_photo_last = service.classifier.classify.calls[-1]
-    assert whole_photo_last and len(crops) == 3 and len(products) == 2  # red, blue, then the whole (mostly white) photo
+    (crops,) = service.classifier.classify.calls[-1]
+    assert len(crops) == 3 and len(products) == 2  # red, blue, then the whole (mostly white) photo
     assert colour_mask(crops[-1], (255, 255, 255)).mean() > 0.5
+    # the whole photo is OTHER_LABEL at 0.3: folded into the red product's answer, it changes its confidence
+    expected = (0.9 + 0.7 / (len(BUNDLE.labels) - 1)) / 2 if policy == "average" else 0.3
+    assert products[0]["candidates"][0]["confidence"] == pytest.approx(expected, abs=1e-6)
     service.recognize(shelf_photo(size=(800, 600), red=None, blue=None))  # nothing detected: the crop is the whole photo
-    crops, whole_photo_last = service.classifier.classify.calls[-1]
-    assert not whole_photo_last and len(crops) == 1
+    (crops,) = service.classifier.classify.calls[-1]
+    assert len(crops) == 1
 
 
 def test_an_unknown_product_has_no_label_but_keeps_its_candidates(service):
-    service.classifier.classify.answer = lambda crops, *_: Classification(
-        [answer(probabilities(OTHER_LABEL, 0.3), BUNDLE.labels, TOP_K, UNKNOWN_THRESHOLD) for _ in crops], CLASSIFIER_VERSION)
+    service.classifier.classify.answer = lambda crops: Classification(
+        np.stack([probabilities(OTHER_LABEL, 0.3) for _ in crops]), CLASSIFIER_VERSION)
     products = service.recognize(shelf_photo()).json()["products"]
     assert len(products) == 2
     for product in products:
@@ -117,7 +120,7 @@ def test_nothing_detected_classifies_the_whole_photo(service):
     assert product["source"] == "whole_photo" and product["detector_confidence"] is None
     assert product["box"] == {"x1": 0, "y1": 0, "x2": 800, "y2": 600}
     assert not product["known"] and product["label"] is None  # white: the fake classifier is unsure
-    crops, _ = service.classifier.classify.calls[-1]
+    (crops,) = service.classifier.classify.calls[-1]
     assert len(crops) == 1
     # /hello always names something: the top candidate, even when it is unknown
     hello = service.hello(data)
@@ -161,8 +164,7 @@ def test_elongated_jpegs_decode_and_are_answered(service, size):
 
 def test_concurrent_decodes_are_bounded_per_replica(service, monkeypatch):
     active, most = 0, 0
-    globals_ = service.replica._recognize.__globals__
-    prepare = globals_["prepare_photo"]
+    prepare = photo_to_answer.prepare_photo
 
     def counting_prepare(*args):
         nonlocal active, most
@@ -174,9 +176,7 @@ def test_concurrent_decodes_are_bounded_per_replica(service, monkeypatch):
         finally:
             active -= 1
 
-    # @serve.ingress froze a by-value copy of the class (cloudpickle), whose methods have their own globals:
-    # the decode is patched there, not in deployments.recognizer.
-    monkeypatch.setitem(globals_, "prepare_photo", counting_prepare)
+    monkeypatch.setattr(photo_to_answer, "prepare_photo", counting_prepare)  # the decode in the core's loop
     data = jpeg(64, 48)
 
     async def burst():
@@ -254,7 +254,7 @@ def test_labels_are_the_classifiers_in_its_output_order(service):
 
 
 def red_share_of_crops(service: Service) -> float:
-    crops, _ = service.classifier.classify.calls[-1]
+    (crops,) = service.classifier.classify.calls[-1]
     return float(colour_mask(crops[0], RED).mean())
 
 
@@ -281,9 +281,9 @@ def test_reconfigure_changes_the_crops_and_the_detectors_input(service):
 ])
 def test_reconfigure_refuses_an_invalid_user_config_and_keeps_the_last_good_one(service, user_config):
     service.replica.reconfigure({"crop_margin": 0.0})
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         service.replica.reconfigure(user_config)
-    assert service.replica.config == RecognizerConfig(crop_margin=0.0)
-    with pytest.raises(TypeError):  # a misspelt key is refused too, not ignored
+    assert service.replica.photo_to_answer.settings == RecognizerSettings(crop_margin=0.0)
+    with pytest.raises(SettingsError, match="crop_margn"):  # a misspelt key is refused too, not ignored
         service.replica.reconfigure({"crop_margn": 0.1})
     assert service.recognize(shelf_photo()).status_code == 200

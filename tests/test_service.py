@@ -121,7 +121,7 @@ def test_concurrent_requests_each_get_their_own_answer(app):
     assert len({str(answer_key(a)) for a in alone}) > 4, "the photos should not all get the same answer"
 
 
-BAD_REQUESTS = {  # each error through the real proxy and graph; every other bad input: tests/test_ingress.py
+BAD_REQUESTS = {  # each error through the real proxy and graph; every other bad input: tests/test_recognizer.py, test_uploads.py
     "not an image": (dict(files={"image": ("a.jpg", b"<html>no photo here</html>", "image/jpeg")}), 415, "not_an_image"),
     "truncated jpeg": (dict(content=None, truncated=True), 422, "truncated_image"),
     "oversized body": (dict(content=b"\xff\xd8" + b"\0" * (11 * 1024 * 1024), headers={"content-type": "image/jpeg"}),
