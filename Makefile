@@ -10,7 +10,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.yolo
 # Ray's control plane (job API, dashboard, GCS, raylet, agents) is no open door: token auth on (the local
 # `ray.init` writes ~/.ray/auth_token; `ray get-auth-token` prints it; `serve status`/`serve deploy` send it when
 # RAY_AUTH_MODE=token), and the local node on 127.0.0.1 (Ray's single-machine mode, its default on macOS and
-# Windows): beyond loopback only the HTTP port (8000) answers without the token (README, "Security").
+# Windows): beyond loopback only the HTTP port (8000) answers without the token (docs/security.md).
 # Same values as load_tests/local_ray.py, which the tests and load tests use.
 export RAY_AUTH_MODE ?= token
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0

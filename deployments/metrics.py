@@ -1,7 +1,7 @@
 """The product's own metrics, next to the ones Ray Serve exports (requests, latency, replicas, batch sizes).
 
 Defined with `ray.serve.metrics`, so Serve adds the deployment, replica and application tags and Ray's metrics
-agent exports them for Prometheus (names get Ray's `ray_` prefix; counters a `_total` suffix). README, "Metrics".
+agent exports them for Prometheus (names get Ray's `ray_` prefix; counters a `_total` suffix). docs/operating.md, "Metrics".
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class Control:
             command += ["--downscale-delay", str(downscale_delay)]
         self.log = open(out_dir / "control.log", "w")
         # Token auth as `make serve` has it; a fresh local cluster also binds its node to 127.0.0.1 (a driver
-        # joining a running cluster must not: its node address would be loopback). README, "Security".
+        # joining a running cluster must not: its node address would be loopback). docs/security.md.
         env = apply_local_ray_env(dict(os.environ), local_node=not ray_address)
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=env)

@@ -53,7 +53,7 @@ BASELINE_EXPORT_DIR = "baseline_export"  # ImageNet backbone + the linear probe,
 
 @dataclass
 class FinetuneConfig:
-    """One fine-tuning run; the defaults are the recipe that reached the figures in the README."""
+    """One fine-tuning run; the defaults are the recipe that reached the shipped model (docs/training.md)."""
 
     out: str = option(help="run folder: split, checkpoints, history, summary, export")
     data: str = option("../shared/data/grocery_store", help="GroceryStore-layout data (train.txt; val.txt is not read)")

@@ -132,7 +132,7 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
     directory = Path(directory).resolve() if directory is not None else model_dir_from_env()
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.is_file():
-        raise ModelLabelError(f"{manifest_path} is missing: train and export models first (see README)")
+        raise ModelLabelError(f"{manifest_path} is missing: train and export models first (docs/training.md)")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
