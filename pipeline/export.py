@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.classifier import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.classifier_model import HUB_PREFIX
+from pipeline.classifier_run import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.core import model_label as ml
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE

@@ -14,9 +14,10 @@ probe's accuracy, not at chance); AdamW, head 1e-3 and backbone 2e-4, weight dec
 BatchNorm, warm-up then cosine; label smoothing 0.1; BatchNorm statistics frozen (eval mode) while its scale and
 shift train; random-resized crops (scale 0.6-1) from a whole-photo resize, flips, colour jitter.
 
-Every choice is made on a *selection split* held back from train (stratified by class, seeded, recorded in
-split.json); GroceryStore val is not read here. Photos are decoded once (pipeline.core.preprocessing, as served) and
-kept as uint8 arrays; a checkpoint is written after every epoch so `--resume` goes on where a run stopped.
+Every choice is made on a *selection split* held back from train (pipeline.selection_split: stratified by class,
+whole sessions, seeded, recorded in split.json); GroceryStore val is not read here. Photos are decoded once
+(pipeline.core.preprocessing, as served) and kept as uint8 arrays; a checkpoint is written after every epoch so
+`--resume` goes on where a run stopped.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pipeline.dataclass_cli import add_options, config_from_args, option
 from pipeline.datasets import Split, load_labelled_data
 from pipeline.efficientnet_lite import MEAN, STDDEV, VARIANTS
 from pipeline.evaluate import top_k_accuracy
+from pipeline.selection_split import photo_groups, selection_split
 
 SPLIT_NAME = "split.json"  # the fit / selection photos of this run
 LAST_NAME = "last.pt"  # model, optimizer, scheduler, epoch: to resume from
@@ -80,54 +82,6 @@ class FinetuneConfig:
 
 
 # ---------------------------------------------------------------- data
-
-
-def photo_groups(features: np.ndarray, class_ids: list[int], threshold: float) -> np.ndarray:
-    """Group ids joining photos of one class whose frozen-feature cosine similarity exceeds `threshold`, and so on
-    transitively: GroceryStore's train photos come in sessions of near-duplicates (the same bin shot again), and a
-    selection photo whose twin is in the fit set would make every choice look better than it is."""
-    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    ids = np.asarray(class_ids)
-    parent = np.arange(len(ids))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for class_id in np.unique(ids):
-        members = np.flatnonzero(ids == class_id)
-        similar = np.triu(unit[members] @ unit[members].T > threshold, 1)
-        for a, b in zip(*np.nonzero(similar)):
-            parent[root(members[a])] = root(members[b])
-    return np.array([root(i) for i in range(len(ids))])
-
-
-def selection_split(split: Split, fraction: float, seed: int = 0, groups: np.ndarray | None = None) -> tuple[Split, Split]:
-    """(fit, selection): about `fraction` of each class's photos held back, whole groups at a time (`photo_groups`;
-    None: every photo its own group), at least one photo of each class with two or more on each side."""
-    rng = np.random.default_rng(seed)
-    ids = np.asarray(split.class_ids)
-    groups = np.arange(len(ids)) if groups is None else np.asarray(groups)
-    held: list[int] = []
-    for class_id in np.unique(ids):
-        members = np.flatnonzero(ids == class_id)
-        target = max(1, round(fraction * len(members)))
-        taken: list[int] = []
-        for group in rng.permutation(np.unique(groups[members])):
-            in_group = members[groups[members] == group].tolist()
-            if len(taken) >= target:
-                break
-            if len(taken) + len(in_group) <= max(1.5 * target, 1) and len(taken) + len(in_group) < len(members):
-                taken += in_group
-        held += taken
-    held_set = set(held)
-
-    def part(indices: list[int]) -> Split:
-        return Split([split.paths[i] for i in indices], [split.class_ids[i] for i in indices])
-
-    return part([i for i in range(len(ids)) if i not in held_set]), part(sorted(held_set))
 
 
 def limit_per_class(split: Split, count: int | None) -> Split:

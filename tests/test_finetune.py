@@ -13,6 +13,7 @@ import pytest
 from load_tests.photos import GROCERY
 from pipeline import finetune
 from pipeline.datasets import load_labelled_data
+from pipeline.selection_split import photo_groups, selection_split
 
 pytestmark = pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs ../shared/data/grocery_store")
 
@@ -25,9 +26,9 @@ def data():
 def test_selection_split_holds_back_whole_sessions_seeded(data):
     subset = finetune.limit_per_class(data.train, 8)
     features = finetune.pooled_features(finetune.build_network("lite0", data.num_classes), finetune.load_photos(subset.paths, 224))
-    groups = finetune.photo_groups(features, subset.class_ids, 0.8)
+    groups = photo_groups(features, subset.class_ids, 0.8)
     assert len(np.unique(groups)) < 0.8 * len(subset.paths)  # train photos do come in near-duplicate sessions
-    fit, selection = finetune.selection_split(subset, 0.15, seed=0, groups=groups)
+    fit, selection = selection_split(subset, 0.15, seed=0, groups=groups)
     assert not set(fit.paths) & set(selection.paths)
     assert sorted(fit.paths + selection.paths) == sorted(subset.paths)
     assert not set(selection.paths) & set(data.val.paths)  # val is never a selection photo
@@ -41,8 +42,8 @@ def test_selection_split_holds_back_whole_sessions_seeded(data):
     for path, class_id in zip(selection.paths, selection.class_ids):  # so no selection photo has a twin in fit
         twins = [index[p] for p, c in zip(fit.paths, fit.class_ids) if c == class_id]
         assert (unit[twins] @ unit[index[path]]).max() <= 0.8
-    assert finetune.selection_split(subset, 0.15, seed=0, groups=groups)[1].paths == selection.paths
-    assert finetune.selection_split(subset, 0.15, seed=1, groups=groups)[1].paths != selection.paths
+    assert selection_split(subset, 0.15, seed=0, groups=groups)[1].paths == selection.paths
+    assert selection_split(subset, 0.15, seed=1, groups=groups)[1].paths != selection.paths
 
 
 def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):

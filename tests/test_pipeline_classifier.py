@@ -19,8 +19,8 @@ from PIL import Image
 
 from pipeline import classifier
 from pipeline.augmentation import AugmentationConfig, augment_batch, sample_augmentation
-from pipeline.classifier import TrainConfig
 from pipeline.classifier_data import ImageReader, make_dataset
+from pipeline.classifier_run import TrainConfig
 from pipeline.core.model_label import read_labels
 from pipeline.core.paths import MODEL_LABEL_DIR, REPO_ROOT
 from pipeline.core.preprocessing import classifier_input, decode_photo
