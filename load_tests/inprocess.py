@@ -20,13 +20,9 @@ from pipeline.core.settings import ServingSettings, serving_settings
 
 
 @dataclass
-class StageTimes:
-    """Seconds spent per stage, summed over every photo processed."""
+class StageTimes(StageSeconds):
+    """Seconds spent per stage, summed over every photo processed, and what was processed."""
 
-    decode: float = 0.0
-    detect: float = 0.0
-    crop: float = 0.0
-    classify: float = 0.0
     photos: int = 0
     crops: int = 0
     batches: list[int] = field(default_factory=list)
