@@ -18,7 +18,7 @@ from pipeline.core.preprocessing import (
     load_training_image,
 )
 
-pytestmark = pytest.mark.fast  # `make test-fast`
+pytestmark = pytest.mark.data  # GROCERY_PHOTO; the fast tests move to made-up photos in the next commit
 
 DATA = SHARED_DATA
 GROCERY_PHOTO = DATA / "grocery_store" / "val" / "Fruit" / "Banana" / "Banana_001.jpg"

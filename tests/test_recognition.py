@@ -24,8 +24,6 @@ from pipeline.core.recognition import (
     serving_settings,
 )
 
-pytestmark = pytest.mark.fast  # `make test-fast`
-
 
 def test_boxes_go_to_decoded_photo_pixels_largest_first():
     photo = Photo(image=Image.new("RGB", (1000, 500)), original_size=(4000, 2000), format="JPEG")
@@ -79,6 +77,7 @@ def test_settings_refuse_values_the_models_cannot_use():
         PhotoSettings(detector_image_max_side=640, decode_min_side=320)
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("shape", [(480, 640), (640, 427), (333, 640), (640, 640), (50, 640), (120, 90)])
 def test_letterbox_is_ultralytics_letterbox(shape):
     """The ingress letterboxes for the detector; it must be pixel for pixel what ultralytics' predict() does."""
@@ -94,6 +93,8 @@ def test_letterbox_is_ultralytics_letterbox(shape):
     assert ours.boxes_in_source(boxes) == pytest.approx(scale_boxes((224, 224), boxes.copy(), shape))
 
 
+@pytest.mark.models
+@pytest.mark.data
 def test_letterboxed_in_the_ingress_gives_the_boxes_ultralytics_gave_on_the_shrunk_photo():
     """Real photos: boxes from the ingress's letterbox (what is served now) equal those of ultralytics' predict()
     on the shrunk photo (what was served before the letterbox moved to the ingress)."""

@@ -1,15 +1,19 @@
 """serve_config.yaml's resource arithmetic: every deployment at its max_replicas fits the node the file declares
 (args node_cpus/node_gpus), on CPU and in GPU mode, so the autoscaler never wants a replica that cannot be
-placed. No Ray cluster: the same functions build_app logs with (deployments/app.py, deployments/placement.py)."""
+placed. No Ray cluster: the same functions build_app logs with (deployments/app.py, deployments/placement.py).
+And the README's RayService deploys this very file."""
 
 import copy
+import re
 
 import pytest
+import yaml
 
 from deployments.placement import AppArgs, Placement, app_placement, max_replicas
+from pipeline.core.paths import REPO_ROOT, SERVE_CONFIG
 from pipeline.core.recognition import read_serve_config
 
-pytestmark = pytest.mark.fast
+README = REPO_ROOT / "README.md"
 
 
 def application(config: dict | None = None) -> dict:
@@ -96,3 +100,29 @@ def test_against_a_cluster_and_undeclared_node():
         app_placement(undeclared, use_gpu=False)
     # sums compare at Ray's 1/10000 precision: 5 x 0.4 is 2, not 2.0000000000000004 > 2
     assert Placement({"A": {"CPU": 0.4}}, {"A": 5}, {"CPU": 2.0}, "node").fits
+
+
+# --- the README's RayService: its serveConfigV2 is serve_config.yaml ------------------------------------------
+
+def readme_rayservice() -> dict:
+    """The RayService manifest of README.md's "Running on a Ray cluster" (its ```yaml block with kind: RayService)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.M | re.S)
+    manifests = [doc for block in blocks for doc in yaml.safe_load_all(block)
+                 if isinstance(doc, dict) and doc.get("kind") == "RayService"]
+    assert len(manifests) == 1, f"README.md should hold one RayService manifest, found {len(manifests)}"
+    return manifests[0]
+
+
+def test_readme_rayservice_serves_serve_config_yaml():
+    manifest = readme_rayservice()
+    assert manifest["apiVersion"] == "ray.io/v1"
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == yaml.safe_load(SERVE_CONFIG.read_text()), (
+        "README.md's RayService serveConfigV2 differs from serve_config.yaml: copy the file into it again")
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"]["mode"] == "token"
+
+    def gpus(group: dict) -> list:
+        return [c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") for c in group["template"]["spec"]["containers"]]
+
+    assert not any(gpus(cluster["headGroupSpec"])), "the head group is CPU-only"
+    assert any(1 in gpus(group) for group in cluster["workerGroupSpecs"]), "a worker group has one GPU a pod"
