@@ -31,10 +31,11 @@ serve: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# The fast tier, in seconds: the ingress's HTTP behaviour with fake model handles, the deployments' own logic, the
-# recognition core and the client's side (tests marked `fast`; no Ray cluster, no TensorFlow). `make test` runs it too.
+# The fast tier, in seconds: every test that needs no model, no photos, no Ray and no training (pyproject.toml's
+# markers): the ingress's HTTP behaviour with stand-in model handles, the deployments' own logic, the recognition
+# core, preprocessing, the pipelines' data handling and the client's side. `make test` runs it too.
 test-fast: setup
-	$(BIN)/python -m pytest -m fast
+	$(BIN)/python -m pytest -m "not (models or data or cluster or train)"
 
 # Lint (ruff) and types (mypy on deployments/ and pipeline/), as configured in pyproject.toml; CI runs it first.
 lint: setup

@@ -22,8 +22,6 @@ from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 from deployments.errors import error_response
 from load_tests.outcomes import APP, BACKPRESSURE, PROXY, PROXY_TIMEOUT, classify, read_answer
 
-pytestmark = pytest.mark.fast  # `make test-fast`
-
 
 def from_asgi(messages: list[dict]) -> tuple[int, dict[str, str], bytes]:
     start = next(m for m in messages if m["type"] == "http.response.start")

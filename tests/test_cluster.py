@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,9 +38,10 @@ import yaml
 
 from load_tests.outcomes import OK, classify, read_answer
 from load_tests.serve_app import APP_NAME, free_port, shipped_config
-from pipeline.core.paths import REPO_ROOT, SERVE_CONFIG, SHARED_DATA
+from pipeline.core.paths import REPO_ROOT
 
-CLUSTER_DOC = REPO_ROOT / "docs" / "cluster.md"
+pytestmark = [pytest.mark.cluster, pytest.mark.models]  # the shipped models, served on the cluster
+
 REPORT = REPO_ROOT / "artifacts" / "cluster" / "placement.md"
 
 HEAD_CPUS = 2  # logical CPUs: Serve's controller and proxies take none, the Recognizer 0.2 a replica
@@ -50,35 +50,6 @@ WORKER_GPUS = 1
 CLIENT_TIMEOUT_S = 75.0  # above http_options.request_timeout_s (60 s): the proxy gives up first
 MODEL_DEPLOYMENTS = ("Detector", "Classifier")
 FALLBACK_LOG = "falling back to CPU"
-
-needs_photos = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data (the photos) is missing")
-
-
-# --- docs/cluster.md's RayService: its serveConfigV2 is serve_config.yaml ------------------------------------
-
-def readme_rayservice() -> dict:
-    """The RayService manifest of docs/cluster.md (its ```yaml block with kind: RayService)."""
-    blocks = re.findall(r"^```yaml\n(.*?)^```", CLUSTER_DOC.read_text(encoding="utf-8"), flags=re.M | re.S)
-    manifests = [doc for block in blocks for doc in yaml.safe_load_all(block)
-                 if isinstance(doc, dict) and doc.get("kind") == "RayService"]
-    assert len(manifests) == 1, f"docs/cluster.md should hold one RayService manifest, found {len(manifests)}"
-    return manifests[0]
-
-
-@pytest.mark.fast
-def test_readme_rayservice_serves_serve_config_yaml():
-    manifest = readme_rayservice()
-    assert manifest["apiVersion"] == "ray.io/v1"
-    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == yaml.safe_load(SERVE_CONFIG.read_text()), (
-        "docs/cluster.md's RayService serveConfigV2 differs from serve_config.yaml: copy the file into it again")
-    cluster = manifest["spec"]["rayClusterConfig"]
-    assert cluster["authOptions"]["mode"] == "token"
-
-    def gpus(group: dict) -> list:
-        return [c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") for c in group["template"]["spec"]["containers"]]
-
-    assert not any(gpus(cluster["headGroupSpec"])), "the head group is CPU-only"
-    assert any(1 in gpus(group) for group in cluster["workerGroupSpecs"]), "a worker group has one GPU a pod"
 
 
 # --- the cluster ----------------------------------------------------------------------------------------------
@@ -244,7 +215,6 @@ def wait_for_dashboard(url: str, timeout_s: float = 60) -> None:
 
 # --- placement ------------------------------------------------------------------------------------------------
 
-@needs_photos
 def test_gpu_fractions_go_to_the_gpu_node_and_the_ingress_to_the_head(serve_cluster):
     args = model_args(serve_cluster.config)
     rows = serve_cluster.replicas()
@@ -265,7 +235,6 @@ def test_gpu_fractions_go_to_the_gpu_node_and_the_ingress_to_the_head(serve_clus
             assert row["CPU"] == pytest.approx(args[f"{name.lower()}_num_cpus"])
 
 
-@needs_photos
 def test_each_model_replica_logs_its_cpu_fallback(serve_cluster):
     """Ray gave each model replica a GPU share, but there is no CUDA here: each says so in its log."""
     logs = serve_cluster.replica_logs()
@@ -277,7 +246,6 @@ def test_each_model_replica_logs_its_cpu_fallback(serve_cluster):
         assert f"{row['deployment']}: Ray assigned GPU" in text
 
 
-@needs_photos
 def test_one_gpu_holds_one_over_fraction_model_replicas_and_the_next_waits(serve_cluster):
     """Detector replicas raised past what the GPU holds (a variant of the config, deployed the same way): the GPU
     fills up to 1 (1/0.25 = 4 model replicas with the shipped fractions) and the one more stays PENDING."""
@@ -334,7 +302,7 @@ def photos_and_labels():
     return photos, pipeline.recognize(photos)
 
 
-@needs_photos
+@pytest.mark.data
 def test_answers_across_nodes_are_the_in_process_answers(serve_cluster, photos_and_labels):
     photos, labels = photos_and_labels
     for data, label in zip(photos, labels):
@@ -379,7 +347,7 @@ def send_until(url: str, photos: list[bytes], stop: threading.Event, deadline: f
             time.sleep(0.5)  # a client backs off a little on a refusal
 
 
-@needs_photos
+@pytest.mark.data
 def test_losing_the_gpu_node_under_load_hangs_no_request_and_a_new_node_recovers(serve_cluster, photos_and_labels):
     """SIGKILL the GPU node (its raylet and every process it started: both model replicas and that node's proxy)
     under 4 clients, then add another GPU node: no request outlives the proxy's request_timeout_s, each is

@@ -10,6 +10,8 @@ from load_tests.photos import GROCERY
 from pipeline import efficientnet_lite
 from pipeline.core.preprocessing import load_training_image
 
+pytestmark = pytest.mark.models
+
 BANANA = 954  # ImageNet class index
 TOLERANCE = 1e-4  # max abs difference of the 1,280-d features (they range up to ~6): float32 summation order only
 
@@ -44,6 +46,7 @@ def hub_module(tmp_path_factory):
     return efficientnet_lite.export_feature_vector(tmp_path_factory.mktemp("lite0") / "feature_vector")
 
 
+@pytest.mark.data
 def test_tensorflow_port_matches_torch_on_real_photos(photos, torch_reference):
     features, logits = torch_reference
     model = efficientnet_lite.pretrained_lite0(include_top=True)
@@ -64,6 +67,7 @@ def test_state_dict_of_another_network_is_refused():
         efficientnet_lite.load_state_dict(model, state)
 
 
+@pytest.mark.data
 def test_hub_keras_layer_loads_the_export_frozen_and_trainable(hub_module, photos, torch_reference):
     import tensorflow as tf
     import tensorflow_hub as hub

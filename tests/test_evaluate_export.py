@@ -81,6 +81,8 @@ def runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_path):
     from pipeline.export import export
 
@@ -112,6 +114,8 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
         load_model_label(out)
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
     import yaml
 

@@ -15,7 +15,7 @@ from pipeline import finetune
 from pipeline.datasets import load_labelled_data
 from pipeline.selection_split import photo_groups, selection_split
 
-pytestmark = pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs ../shared/data/grocery_store")
+pytestmark = [pytest.mark.data, pytest.mark.models]  # GroceryStore photos through the pretrained Lite0 network
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def test_selection_split_holds_back_whole_sessions_seeded(data):
     assert selection_split(subset, 0.15, seed=1, groups=groups)[1].paths != selection.paths
 
 
+@pytest.mark.train
 def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
     import torch
 
@@ -73,6 +74,7 @@ def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
                       (config.backbone_lr, 0.0), (config.backbone_lr, config.weight_decay)}
 
 
+@pytest.mark.train
 def test_linear_probe_names_photos_of_its_classes(data):
     network = finetune.build_network("lite0", data.num_classes)
     subset = finetune.limit_per_class(data.train, 3)
@@ -85,6 +87,7 @@ def test_linear_probe_names_photos_of_its_classes(data):
     assert np.mean((val_features @ weight.T + bias).argmax(axis=1) == np.asarray(val.class_ids)) > 0.2  # chance: 1/81
 
 
+@pytest.mark.train
 def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path):
     import torch
 

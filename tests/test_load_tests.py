@@ -58,7 +58,6 @@ def record(start: float, latency: float = 0.5, kind: str = "ok") -> dict:
     return {"start": T0 + start, "latency_s": latency, "endpoint": "/hello", "status": status, "kind": kind}
 
 
-@pytest.mark.fast
 def test_scale_checks_pass_on_a_good_run_and_fail_on_bad_ones():
     good = [sample(t, 1, 1) for t in range(10)] + [sample(t, 1, 1, starting=1) for t in range(10, 13)]
     good += [sample(t, 2, 1) for t in range(13, 40)] + [sample(t, 1, 1) for t in range(40, 50)]
@@ -78,7 +77,6 @@ MODELS = ["Detector", "Classifier"]
 ONE, STARTING, TWO, PENDING = (1, 1, 0, 0), (2, 1, 1, 0), (2, 2, 0, 0), (2, 1, 0, 1)
 
 
-@pytest.mark.fast
 def test_models_reach_two_running_in_the_peak_and_come_back():
     # peak from +10 to +60; both models want 2 at +15, the second replica loads, serves from +25, gone by +80
     good = [model_sample(t, ONE, ONE) for t in range(15)] + [model_sample(t, STARTING, STARTING) for t in range(15, 25)]
@@ -109,7 +107,6 @@ def test_models_reach_two_running_in_the_peak_and_come_back():
     assert not kept.passed and "not back to 1 by the end" in kept.detail
 
 
-@pytest.mark.fast
 def test_pending_counts_only_while_the_cluster_cannot_place_it():
     # a replica briefly pending while its worker process starts, the cluster placing it: no failure
     starting = [model_sample(t, ONE, ONE) for t in range(5)]
@@ -122,7 +119,6 @@ def test_pending_counts_only_while_the_cluster_cannot_place_it():
     assert check_placed(short + [model_sample(t, TWO, ONE) for t in range(9, 30)], MODELS, bound_s=10).passed
 
 
-@pytest.mark.fast
 def test_report_shows_the_replica_timeline(tmp_path):
     from load_tests.report import write_report
 
@@ -147,7 +143,6 @@ def test_report_shows_the_replica_timeline(tmp_path):
     assert (tmp_path / "peak.png").stat().st_size > 0
 
 
-@pytest.mark.fast
 def test_request_checks_fail_on_hangs_drops_errors_and_slow_answers():
     fine = [record(t / 10) for t in range(100)] + [record(5, 0.05, "backpressure_503")]
     for check in (check_all_answered(fine), check_only_backpressure(fine), check_p99_bounded(fine, 2)):
@@ -163,7 +158,6 @@ def test_request_checks_fail_on_hangs_drops_errors_and_slow_answers():
     assert not check_p99_bounded(fine + [record(3, 9.0)] * 5, 2).passed
 
 
-@pytest.mark.fast
 def test_overload_and_fault_checks_fail_when_violated():
     fast = [record(t / 10, 0.1, "backpressure_503") for t in range(50)]
     assert check_rejections_fast(fast, 1).passed
@@ -188,7 +182,6 @@ def test_overload_and_fault_checks_fail_when_violated():
     assert in_flight_at(flight, T0 + 10) == {"error_503": 1, "ok": 1, "timeout": 1}
 
 
-@pytest.mark.fast
 def test_classify_outcomes():
     from load_tests.outcomes import classify
 
@@ -202,7 +195,6 @@ def test_classify_outcomes():
     assert classify(0, b"", ConnectionResetError("reset by peer")) == "connection"
 
 
-@pytest.mark.fast
 def test_retry_after_is_honoured_as_seconds_with_a_default():
     from load_tests.outcomes import retry_after_s
 
@@ -212,7 +204,6 @@ def test_retry_after_is_honoured_as_seconds_with_a_default():
     assert retry_after_s("3600") == 30.0  # capped: a load test must not sleep through its phase
 
 
-@pytest.mark.fast
 def test_hello_body_is_the_rest_template_shape():
     body, headers = rest_template_body(b"\xff\xd8jpeg", "사진.jpg")
     boundary = headers["Content-Type"].split("boundary=")[1]
@@ -221,7 +212,6 @@ def test_hello_body_is_the_rest_template_shape():
     assert 'name="img"; filename="사진.jpg"'.encode() in body and b"Content-Length: 6\r\n" in body
 
 
-@pytest.mark.fast
 def test_benchmark_ratios_are_rendered():
     from load_tests.benchmark import render
 
@@ -240,6 +230,9 @@ def tiny_model_dir(tmp_path_factory):
     return make_model_label(tmp_path_factory.mktemp("tiny"), ["사과_ _1", "우유_팩_200", "라면_컵_114"])
 
 
+@pytest.mark.models
+@pytest.mark.data
+@pytest.mark.cluster
 def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
     """A bounded run (about 20 s of load) against a freshly started tiny-model app, as CI can afford."""
     command = [sys.executable, "-m", "load_tests.peak", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path),
@@ -268,7 +261,6 @@ def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
     assert report["figures"]["max_replicas"]["Recognizer"] >= 1
 
 
-@pytest.mark.fast
 def test_batch_sizes_formed_come_from_histogram_deltas():
     from load_tests.benchmark import batch_summary
 

@@ -292,6 +292,8 @@ def listener_table(served: Served) -> list[Listener]:
     return listeners
 
 
+@pytest.mark.cluster
+@pytest.mark.models
 def test_beyond_loopback_only_the_http_port_answers_without_the_token(served):
     listeners = listener_table(served)
 
@@ -307,6 +309,8 @@ def test_beyond_loopback_only_the_http_port_answers_without_the_token(served):
     assert all(listener.loopback for listener in control_plane), [listener.row() for listener in control_plane if not listener.loopback]
 
 
+@pytest.mark.cluster
+@pytest.mark.models
 def test_the_serve_cli_and_the_job_api_want_the_token(served):
     dashboard = served.dashboard_url()
     status = subprocess.run([str(BIN / "serve"), "status", "-a", dashboard], env=served.env, capture_output=True, check=False,
@@ -381,6 +385,8 @@ def jpeg(width: int = 640, height: int = 480) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.cluster
+@pytest.mark.models
 def test_the_proxys_timeout_is_text_the_apps_is_json_and_a_client_tells_them_apart(served):
     waiting = {"Content-Type": "image/jpeg", "Content-Length": "100000"}  # 10 bytes sent of 100,000 declared
     # Ray Serve's proxy honours a per-request timeout header; 1 s runs out before the app's 2 s body deadline.
@@ -397,6 +403,8 @@ def test_the_proxys_timeout_is_text_the_apps_is_json_and_a_client_tells_them_apa
     assert classify(status, body, None, headers) == "http_408" and took < 10
 
 
+@pytest.mark.cluster
+@pytest.mark.models
 def test_a_killed_ingress_replica_fails_its_requests_with_text_500s_and_a_retry_is_answered(served, tmp_path):
     """The load tests' own fault injection (load_tests.control, joined to this cluster with its token) kills the
     only Recognizer replica while requests wait on their bodies in it; each gets the proxy's text/plain 500,
@@ -443,6 +451,8 @@ def test_a_killed_ingress_replica_fails_its_requests_with_text_500s_and_a_retry_
     assert tries[-1][0] == 200, tries
 
 
+@pytest.mark.cluster
+@pytest.mark.models
 def test_under_overload_the_proxy_sheds_with_text_503s_and_retry_after(served):
     """More requests at once than the ingress replicas hold (16 each; one, maybe two by now) plus the proxy's queue
     for them (32): the rest get the proxy's own 503, text/plain, with the Retry-After of serve_config.yaml's

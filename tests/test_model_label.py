@@ -25,6 +25,7 @@ def copy_of(model_dir, tmp_path):
     return target
 
 
+@pytest.mark.models
 def test_a_consistent_folder_loads(model_dir):
     bundle = load_model_label(model_dir)
     assert bundle.labels == ["Banana_ _ ", "신라면_컵_114", "Kiwi_ _ "]
@@ -32,6 +33,7 @@ def test_a_consistent_folder_loads(model_dir):
     assert set(bundle.versions) == {"classifier", "detector"}
 
 
+@pytest.mark.models
 def test_missing_file_is_named(copy_of):
     (copy_of / "detector.pt").unlink()
     with pytest.raises(ModelLabelError, match="detector.pt is missing"):
@@ -43,6 +45,7 @@ def test_missing_manifest_says_what_to_do(tmp_path):
         load_model_label(tmp_path)
 
 
+@pytest.mark.models
 def test_changed_file_fails_its_checksum(copy_of):
     with open(copy_of / "detector.pt", "ab") as file:
         file.write(b"tampered")
@@ -50,6 +53,7 @@ def test_changed_file_fails_its_checksum(copy_of):
         load_model_label(copy_of)
 
 
+@pytest.mark.models
 def test_changed_file_inside_the_saved_model_fails_its_checksum(copy_of):
     variables = next((copy_of / "classifier" / "variables").glob("*.data-*"))
     data = variables.read_bytes()
@@ -58,6 +62,7 @@ def test_changed_file_inside_the_saved_model_fails_its_checksum(copy_of):
         load_model_label(copy_of)
 
 
+@pytest.mark.models
 def test_label_count_must_match_the_manifest(copy_of):
     write_labels(copy_of / "labels.txt", ["a_ _ ", "b_ _ "])
     manifest = json.loads((copy_of / "manifest.json").read_text())
@@ -67,6 +72,7 @@ def test_label_count_must_match_the_manifest(copy_of):
         load_model_label(copy_of)
 
 
+@pytest.mark.models
 def test_an_unknown_hello_policy_is_refused_and_none_means_crop(copy_of):
     assert load_model_label(copy_of).hello_policy == "crop"  # manifests from before the policy existed
     manifest = json.loads((copy_of / "manifest.json").read_text())
@@ -79,6 +85,7 @@ def test_an_unknown_hello_policy_is_refused_and_none_means_crop(copy_of):
         load_model_label(copy_of)
 
 
+@pytest.mark.models
 def test_label_count_must_match_the_classifier_outputs(tmp_path, model_dir):
     # A manifest that is consistent with itself, around a classifier with 3 outputs but 4 labels.
     other = make_model_label(tmp_path / "four", ["a_ _ ", "b_ _ ", "c_ _ ", "d_ _ "], detector_from=model_dir / "detector.pt")
@@ -92,6 +99,7 @@ def test_label_count_must_match_the_classifier_outputs(tmp_path, model_dir):
         Classifier.func_or_class(str(other))  # ...but the replica refuses to start
 
 
+@pytest.mark.data
 def test_original_label_file_reads_with_crlf_and_blank_fields():
     labels = read_labels(ORIGINAL_LABELS)
     # 149 CRLF line ends and a last line without one: 150 labels (wc -l says 149).

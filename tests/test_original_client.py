@@ -12,6 +12,8 @@ from pipeline.core.model_label import read_labels
 from tests.test_model_label import ORIGINAL_LABELS
 from tests.tiny_models import make_model_label
 
+pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]  # a tiny model served on a local Ray; real photos
+
 ANSWER = "신라면_컵_114"
 
 

@@ -122,6 +122,8 @@ def hub_run(colour_data, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_train_writes_the_run_folder_and_the_export_serves_softmax(efficientnet_run, colour_data):
     out, summary = efficientnet_run
     for name in ("export/saved_model.pb", "labels.txt", "history.csv", "train_summary.json", "checkpoints/state.json"):
@@ -145,6 +147,8 @@ def test_train_writes_the_run_folder_and_the_export_serves_softmax(efficientnet_
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_exports_load_without_keras_or_hub(efficientnet_run, hub_run):
     batch = np.full((2, SIZE, SIZE, 3), 128.0, np.float32)
     for probabilities in load_in_plain_tensorflow([efficientnet_run[0] / "export", hub_run[0] / "export"], batch):
@@ -152,6 +156,8 @@ def test_exports_load_without_keras_or_hub(efficientnet_run, hub_run):
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_hub_backbone_learns_separable_colours(hub_run, colour_data):
     import tensorflow as tf
 
@@ -164,6 +170,8 @@ def test_hub_backbone_learns_separable_colours(hub_run, colour_data):
         assert (loaded.serve(tf.constant(batch)).numpy().argmax(axis=1) == class_id).all(), name
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_cached_feature_stage_with_crops_then_fine_tuning_from_it(hub_run, colour_data, tmp_path):
     """The two-stage recipe on tiny data: a head on cached features of photos, augmented copies and detector
     crops (with the linear baseline beside it), then a trainable-backbone run that starts from its weights."""
@@ -192,6 +200,8 @@ def test_cached_feature_stage_with_crops_then_fine_tuning_from_it(hub_run, colou
     assert tuned["best_val_accuracy"] == 1.0  # started from the trained head, not from scratch
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_resume_continues_at_the_next_epoch(hub_run, colour_data, tmp_path):
     out = tmp_path / "classifier"
     shutil.copytree(hub_run[0], out)
@@ -208,6 +218,8 @@ def test_resume_continues_at_the_next_epoch(hub_run, colour_data, tmp_path):
     assert float(last["val_accuracy"]) == 1.0  # it went on from the trained weights, not from scratch
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_export_subcommand_exports_the_best_checkpoint(hub_run, tmp_path):
     import tensorflow as tf
 
@@ -220,6 +232,7 @@ def test_export_subcommand_exports_the_best_checkpoint(hub_run, tmp_path):
     assert json.loads((out / "train_summary.json").read_text())["best_val_accuracy"] == 1.0
 
 
+@pytest.mark.train
 def test_augmentation_bounds_are_the_recipe_and_hold():
     config = AugmentationConfig()
     assert (config.rotation_degrees, config.shift_fraction, config.shear) == (20.0, 0.3, 0.3)
@@ -238,6 +251,7 @@ def test_augmentation_bounds_are_the_recipe_and_hold():
     assert set(np.unique(p["flip"])) == {-1.0, 1.0}
 
 
+@pytest.mark.train
 def test_augmentation_changes_images_and_the_identity_does_not():
     import tensorflow as tf
 
@@ -249,6 +263,7 @@ def test_augmentation_changes_images_and_the_identity_does_not():
     assert np.abs(changed - images.numpy()).mean() > 1.0
 
 
+@pytest.mark.train
 def test_training_input_is_the_serving_preprocessing(tmp_path):
     """A rotated (EXIF) non-square photo goes through tf.data exactly as serving's classifier_input sees it."""
     import tensorflow as tf
@@ -269,6 +284,7 @@ def test_training_input_is_the_serving_preprocessing(tmp_path):
     np.testing.assert_array_equal(images.numpy()[0], served.astype(np.float32))
 
 
+@pytest.mark.train
 def test_detector_crops_are_extra_training_items_cut_as_serving_cuts_them(tmp_path):
     """--crop-boxes: a photo with a box is also an item cut to that box, exactly as /hello's crop."""
     pixels = np.random.default_rng(4).integers(0, 255, (40, 60, 3), dtype=np.uint8)
@@ -321,6 +337,8 @@ def test_label_file_must_have_one_label_per_class(tmp_path):
     assert load_labelled_data(tmp_path / "data", labels).labels == ["Blue_ _ ", "Green_ _ ", "Red_ _ "]
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_unreadable_image_is_named(tmp_path):
     data = make_colour_folders(tmp_path / "data", train_per_class=2, val_per_class=1)
     (data / "train" / "green" / "broken.jpg").write_bytes(b"not a jpeg at all")
@@ -330,6 +348,8 @@ def test_unreadable_image_is_named(tmp_path):
         classifier.train(config)
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_cli_trains_and_reports(tmp_path, capsys):
     data = make_colour_folders(tmp_path / "data", train_per_class=2, val_per_class=1)
     module = make_mean_colour_hub_module(tmp_path / "mean_colour")

@@ -20,6 +20,7 @@ from pipeline.dataclass_cli import config_argv, config_from_args
 from pipeline.detector import DetectorTrainConfig
 
 
+@pytest.mark.models
 def test_prepare_ultralytics_sets_offline_mode_and_font():
     font_dir = prepare_ultralytics()
     from ultralytics import settings
@@ -49,6 +50,7 @@ def test_validation_split_is_fixed_by_name_and_seed():
     assert held < {n for n in many if detector.is_validation(n, 0.2, seed=0)}  # a larger share only adds images
 
 
+@pytest.mark.data
 def test_split_of_the_real_photos_is_the_shipped_detectors():
     """Over the real Freiburg photos, the split gives the held-back count the shipped manifest recorded (the
     photos the service tests use as unseen by the detector)."""
@@ -106,6 +108,8 @@ def test_missing_images_are_a_clear_error(tmp_path):
         detector.build_dataset_view(tmp_path, tmp_path / "view")
 
 
+@pytest.mark.train
+@pytest.mark.models
 def test_train_writes_a_checkpoint_that_loads_and_predicts_offline(tmp_path, monkeypatch):
     attempts = []
 

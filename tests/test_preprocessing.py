@@ -1,4 +1,5 @@
-"""decode_photo / detector_input / classifier_input on real photos and on the formats phones and people send."""
+"""decode_photo / detector_input / classifier_input on the formats phones and people send; and training's image of
+a real photo against serving's."""
 
 import io
 import struct
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.paths import SHARED_DATA
+from load_tests.photos import GROCERY, phone_photo
+from pipeline.core.model_label import load_model_label
 from pipeline.core.preprocessing import (
     MAX_IMAGE_PIXELS,
     ImageError,
@@ -17,11 +19,10 @@ from pipeline.core.preprocessing import (
     detector_input,
     load_training_image,
 )
+from pipeline.core.recognition import boxes_in_photo, crop_boxes, crops, prepare_photo
+from pipeline.core.settings import serving_settings
 
-pytestmark = pytest.mark.fast  # `make test-fast`
-
-DATA = SHARED_DATA
-GROCERY_PHOTO = DATA / "grocery_store" / "val" / "Fruit" / "Banana" / "Banana_001.jpg"
+GROCERY_PHOTO = GROCERY / "train" / "Fruit" / "Banana" / "Banana_001.jpg"
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -30,9 +31,10 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def phone_photo(width: int = 4032, height: int = 3024, orientation: int | None = None) -> bytes:
-    """A real grocery photo upscaled to a phone's 12 MP, optionally with an EXIF orientation tag."""
-    image = Image.open(GROCERY_PHOTO).convert("RGB").resize((width, height))
+def textured_jpeg(width: int = 4032, height: int = 3024, orientation: int | None = None) -> bytes:
+    """Noise, upscaled to a phone's 12 MP by default: its JPEG is too big to be whole in 5,000 bytes. With an optional
+    EXIF orientation tag."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (height // 8, width // 8, 3), np.uint8)).resize((width, height))
     exif = Image.Exif()
     if orientation is not None:
         exif[0x0112] = orientation
@@ -40,7 +42,7 @@ def phone_photo(width: int = 4032, height: int = 3024, orientation: int | None =
 
 
 def test_large_jpeg_is_decoded_at_reduced_size_with_original_size_kept():
-    photo = decode_photo(phone_photo(), min_side=1600)
+    photo = decode_photo(textured_jpeg(), min_side=1600)
     assert photo.original_size == (4032, 3024)
     assert photo.image.mode == "RGB"
     assert 1600 <= photo.image.width < 4032  # draft picked a DCT scale, not the full 12 MP
@@ -48,7 +50,7 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_original_size_kept():
 
 
 def test_exif_orientation_is_applied():
-    photo = decode_photo(phone_photo(400, 300, orientation=6), min_side=1600)  # 6: rotate 90° clockwise
+    photo = decode_photo(textured_jpeg(400, 300, orientation=6), min_side=1600)  # 6: rotate 90° clockwise
     assert photo.original_size == (300, 400)
     assert photo.image.size == (300, 400)
 
@@ -104,7 +106,7 @@ def png_header_only(width: int, height: int) -> bytes:
     [
         (b"", "empty_image"),
         (b"%PDF-1.4 definitely not a photo", "not_an_image"),
-        (phone_photo(800, 600)[:5000], "truncated_image"),
+        (textured_jpeg(800, 600)[:5000], "truncated_image"),
         (png_header_only(100_000, 100_000), "too_many_pixels"),
     ],
     ids=["empty", "not-an-image", "truncated", "bomb"],
@@ -137,8 +139,26 @@ def test_classifier_input_crops_the_box_and_squashes_to_size():
         classifier_input(image, (300, 0, 400, 100), size=32)
 
 
-def test_training_sees_exactly_what_serving_sees():
-    data = GROCERY_PHOTO.read_bytes()
-    served = classifier_input(decode_photo(data).image, None, 256)
-    trained = load_training_image(str(GROCERY_PHOTO), 256)
-    np.testing.assert_array_equal(served, trained)
+@pytest.mark.data
+@pytest.mark.parametrize("size", [None, (4032, 3024)], ids=["as-shot", "phone-size"])
+def test_training_gets_the_pixels_serving_gives_the_classifier(tmp_path, size):
+    """Training reads a labelled photo from disk (load_training_image, the whole photo or the box that
+    `python -m pipeline.detector boxes` found in the photo as served: serve_config.yaml's decode_min_side and
+    crop_margin); serving decodes the upload with those settings and cuts the same boxes. Tolerance: none. Both
+    are the same decode, crop and resize of the same bytes, so any difference is a real disagreement, such as
+    serve_config.yaml's decode_min_side set apart from the default training decodes at: the phone-size photo
+    then decodes at another scale and the box lands elsewhere."""
+    photo_path = GROCERY_PHOTO
+    if size is not None:
+        photo_path = tmp_path / "phone.jpg"
+        photo_path.write_bytes(phone_photo(GROCERY_PHOTO, size))
+    settings = serving_settings()
+    bundle = load_model_label(verify_checksums=False)  # the shipped manifest: the models' input sizes
+    photo, detector_image = prepare_photo(photo_path.read_bytes(), settings.recognizer, bundle.detector_input_size)
+    side = detector_image.pixels.shape[0]
+    detected = np.array([[0.3 * side, 0.25 * side, 0.7 * side, 0.6 * side, 0.9]], np.float32)  # letterbox pixels
+    regions = crop_boxes(boxes_in_photo(detected, photo, detector_image), settings.recognizer.crop_margin) + [None]
+    served = crops(photo.image, regions, bundle.classifier_input_size)
+    trained = [load_training_image(str(photo_path), bundle.classifier_input_size, region) for region in regions]
+    for region, serving_pixels, training_pixels in zip(regions, served, trained):
+        np.testing.assert_array_equal(training_pixels, serving_pixels, err_msg=f"region {region}")

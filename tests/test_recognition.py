@@ -15,8 +15,6 @@ from pipeline.core.preprocessing import Letterboxed, Photo, detector_input, lett
 from pipeline.core.recognition import answer, boxes_in_photo, crop_boxes, crops, prepare_photo, prominent_probabilities
 from pipeline.core.settings import serving_settings
 
-pytestmark = pytest.mark.fast  # `make test-fast`
-
 
 def test_boxes_go_to_decoded_photo_pixels_largest_first():
     photo = Photo(image=Image.new("RGB", (1000, 500)), original_size=(4000, 2000), format="JPEG")
@@ -54,6 +52,7 @@ def test_answer_top_k_and_unknown_threshold():
     assert not answer(probabilities, ["a", "b", "c"], top_k=2, unknown_threshold=0.61).known
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("shape", [(480, 640), (640, 427), (333, 640), (640, 640), (50, 640), (120, 90)])
 def test_letterbox_is_ultralytics_letterbox(shape):
     """The ingress letterboxes for the detector; it must be pixel for pixel what ultralytics' predict() does."""
@@ -69,6 +68,8 @@ def test_letterbox_is_ultralytics_letterbox(shape):
     assert ours.boxes_in_source(boxes) == pytest.approx(scale_boxes((224, 224), boxes.copy(), shape))
 
 
+@pytest.mark.models
+@pytest.mark.data
 def test_letterboxed_in_the_ingress_gives_the_boxes_ultralytics_gave_on_the_shrunk_photo():
     """Real photos: boxes from the ingress's letterbox (what is served now) equal those of ultralytics' predict()
     on the shrunk photo (what was served before the letterbox moved to the ingress)."""

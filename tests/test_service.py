@@ -17,6 +17,8 @@ from pipeline.core.paths import REPO_ROOT
 from pipeline.core.settings import deployment_config
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
+pytestmark = [pytest.mark.cluster, pytest.mark.models]  # the shipped models, served on a local Ray
+
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
 
 
@@ -44,6 +46,7 @@ def answer_key(answer: dict) -> list:
     ]
 
 
+@pytest.mark.data
 def test_v1_answers_real_photos(app, bundle):
     top_k = deployment_config(app.config, "Recognizer")["user_config"]["top_k"]
     for path in grocery_val_photos(4) + freiburg_held_back_photos(2):
@@ -72,6 +75,7 @@ def test_v1_answers_real_photos(app, bundle):
             assert len(answer["products"]) == 1 and answer["products"][0]["detector_confidence"] is None
 
 
+@pytest.mark.data
 def test_raw_body_and_img_part_give_the_same_answer(app):
     data = grocery_val_photos(1)[0].read_bytes()
     raw = httpx.post(f"{app.url}/v1/recognize", content=data, headers={"content-type": "image/jpeg"}, timeout=120)
@@ -80,6 +84,7 @@ def test_raw_body_and_img_part_give_the_same_answer(app):
     assert answer_key(raw.json()) == answer_key(as_img.json())
 
 
+@pytest.mark.data
 def test_phone_photo_boxes_are_in_original_pixels(app):
     """A 12 MP phone JPEG, stored sideways with EXIF orientation 6: answered in upright full-size pixels."""
     path = freiburg_held_back_photos(1)[0]
@@ -92,6 +97,7 @@ def test_phone_photo_boxes_are_in_original_pixels(app):
         assert not phone["whole_photo"]
 
 
+@pytest.mark.data
 def test_several_products_in_one_photo_are_each_found_and_named(app):
     paths = freiburg_held_back_photos(4)
     data, tiles = collage(paths)
@@ -110,6 +116,7 @@ def test_several_products_in_one_photo_are_each_found_and_named(app):
     assert found_in == set(range(len(tiles))), f"products found in tiles {sorted(found_in)} of {len(tiles)}"
 
 
+@pytest.mark.data
 def test_concurrent_requests_each_get_their_own_answer(app):
     """32 distinct photos at once: batching mixes them in the models, never in the answers."""
     photos = [p.read_bytes() for p in grocery_val_photos(16) + freiburg_held_back_photos(16)]
@@ -129,6 +136,7 @@ BAD_REQUESTS = {  # each error through the real proxy and graph; every other bad
 }
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("case", list(BAD_REQUESTS), ids=list(BAD_REQUESTS))
 def test_bad_input_gets_a_json_4xx_and_the_service_keeps_serving(app, case):
     request, status, code = BAD_REQUESTS[case]
@@ -149,6 +157,7 @@ def test_labels_and_health_name_the_served_models(app, bundle):
     assert ready["status"] == "ok" and ready["detail"] == bundle.versions
 
 
+@pytest.mark.data
 def test_live_user_config_change_loses_no_request(app, bundle):
     """Retune batching and top-k while requests flow: every request is answered, the new top-k takes effect."""
     photo = grocery_val_photos(1)[0].read_bytes()
@@ -187,6 +196,7 @@ def test_live_user_config_change_loses_no_request(app, bundle):
     assert candidate_counts[-1] == 2
 
 
+@pytest.mark.data
 def test_hello_names_the_most_prominent_product(app):
     """/hello answers the label of the largest product that /v1/recognize finds in the same photo."""
     import base64
@@ -200,6 +210,7 @@ def test_hello_names_the_most_prominent_product(app):
         assert base64.b64decode(hello.json()["item"]).decode("utf-8") == largest["candidates"][0]["label"]
 
 
+@pytest.mark.data
 def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
     """/hello and pipeline.evaluate go through one recognition core: for the same photos, the evaluation's
     per-photo answers (label and confidence) are what the served graph answers."""
@@ -248,6 +259,7 @@ def scrape_product_metrics() -> dict[tuple[str, tuple], float]:
     return samples
 
 
+@pytest.mark.data
 def test_product_metrics_are_exported_for_prometheus(app):
     """The product's own metrics (deployments/metrics.py) reach Ray's Prometheus endpoint with sane values."""
     def value(samples: dict, name: str, **tags: str) -> float:
@@ -287,6 +299,7 @@ def test_product_metrics_are_exported_for_prometheus(app):
     assert value(after, "ray_product_photos_in_flight", endpoint="/v1/recognize") == 0
 
 
+@pytest.mark.data
 def test_a_replica_killed_under_load_costs_no_answer(app):
     """ray.kill a Detector and then a Classifier replica while requests are in flight: Serve replaces each,
     the Recognizer retries the calls the dead replica held, and every request is answered 200."""
