@@ -29,6 +29,11 @@ DEFAULT_UNKNOWN_THRESHOLD = 0.5
 
 DEFAULT_MODEL_DIR = MODEL_LABEL_DIR
 
+FRAMEWORK_RUNTIME = {"classifier": "savedmodel", "detector": "torch"}
+"""The runtime each model is trained in: the reference the others are measured against, and the GPU path."""
+RUNTIMES = {"classifier": ("savedmodel", "tflite", "tflite_int8"), "detector": ("torch", "onnx")}
+AUTO_RUNTIME = "auto"
+
 
 class ModelLabelError(RuntimeError):
     """model_label/ is missing something or its files disagree with the manifest."""
@@ -113,6 +118,44 @@ class ModelLabel:
     def versions(self) -> dict[str, str]:
         return {part: self.manifest[part]["version"] for part in ("classifier", "detector")}
 
+    def runtimes(self, part: str) -> list[str]:
+        """The runtimes `part` (classifier or detector) was exported for: its framework's, then the manifest's `runtimes`."""
+        return [FRAMEWORK_RUNTIME[part], *(self.manifest[part].get("runtimes") or {})]
+
+    def runtime_entry(self, part: str, runtime: str) -> dict[str, Any]:
+        """The manifest entry of `part` in `runtime`: path, checksum, and what export measured of it."""
+        if runtime == FRAMEWORK_RUNTIME[part]:
+            return self.manifest[part]
+        entry = (self.manifest[part].get("runtimes") or {}).get(runtime)
+        if entry is None:
+            raise ModelLabelError(
+                f"{self.directory / MANIFEST_NAME} has no {part} for runtime {runtime!r}, only {self.runtimes(part)}: "
+                "export it (python -m pipeline.export) or ask for another runtime in serve_config.yaml's args")
+        return entry
+
+    def runtime_path(self, part: str, runtime: str) -> Path:
+        return self.directory / self.runtime_entry(part, runtime)["path"]
+
+    def resolve_runtime(self, part: str, requested: str, use_gpu: bool) -> str:
+        """`requested` if this folder has it (ModelLabelError if not); for `auto`, the framework runtime on a GPU,
+        and on CPU the fastest runtime export measured (ms_per_item) among those that met the accuracy bar."""
+        if requested not in (AUTO_RUNTIME, *RUNTIMES[part]):
+            raise ModelLabelError(f"unknown {part} runtime {requested!r}; one of {[AUTO_RUNTIME, *RUNTIMES[part]]}")
+        if requested != AUTO_RUNTIME:
+            self.runtime_entry(part, requested)
+            return requested
+        framework = FRAMEWORK_RUNTIME[part]
+        if use_gpu:
+            return framework
+        eligible = [r for r in self.runtimes(part) if r == framework or self.runtime_entry(part, r).get("meets_bar")]
+        return min(eligible, key=lambda r: self.runtime_entry(part, r).get("ms_per_item", float("inf")))
+
+    def unknown_threshold_for(self, runtime: str) -> float:
+        """The unknown threshold calibrated for the classifier in `runtime` (each runtime's probabilities differ a
+        little, int8's most), else the framework runtime's."""
+        calibration = self.runtime_entry("classifier", runtime).get("calibration") or {}
+        return float(calibration.get("unknown_threshold", self.unknown_threshold))
+
     def check_classifier_outputs(self, outputs: int) -> None:
         """Called once the classifier is loaded: its output width must be the label count."""
         if outputs != len(self.labels):
@@ -141,13 +184,18 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
         raise ModelLabelError(
             f"{manifest_path} has format_version {manifest.get('format_version')!r}; this code reads {FORMAT_VERSION}"
         )
+    files = []
     for part in ("classifier", "detector", "labels"):
         entry = manifest.get(part)
         if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
             raise ModelLabelError(f"{manifest_path} has no valid '{part}' entry (path and sha256)")
+        files.append((f"the {part}", entry))
+        runtimes = entry.get("runtimes") or {}
+        files += [(f"the {part} for runtime {name}", runtime) for name, runtime in runtimes.items()]
+    for what, entry in files:
         path = directory / entry["path"]
         if not path.exists():
-            raise ModelLabelError(f"{path} is missing but {manifest_path} lists it as the {part}")
+            raise ModelLabelError(f"{path} is missing but {manifest_path} lists it as {what}")
         if verify_checksums and sha256_of(path) != entry["sha256"]:
             raise ModelLabelError(
                 f"{path} does not match the sha256 in {manifest_path}: the file was changed or replaced "
@@ -176,7 +224,7 @@ def write_manifest(
     """Write manifest.json for the files already in `directory`, with fresh checksums and versions.
 
     `classifier` must hold input_size and num_classes, `detector` input_size; anything else given
-    (preprocessing, training data, metrics) is recorded as is.
+    (preprocessing, training data, metrics, `runtimes`: {runtime: {"path": ..., ...}}) is recorded as is.
     """
     directory = Path(directory)
     labels = read_labels(directory / LABELS_NAME)
@@ -190,6 +238,9 @@ def write_manifest(
             "version": info.get("version") or f"{part}-{now:%Y%m%d}-{checksum[:8]}",
             **{k: v for k, v in info.items() if k != "version"},
         }
+        if info.get("runtimes"):  # the same model in other runtimes: their files' checksums too
+            manifest[part]["runtimes"] = {runtime: {**entry, "sha256": sha256_of(directory / entry["path"])}
+                                          for runtime, entry in info["runtimes"].items()}
     manifest["labels"] = {"path": LABELS_NAME, "sha256": sha256_of(directory / LABELS_NAME), "count": len(labels)}
     manifest.update(extra or {})
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

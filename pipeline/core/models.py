@@ -1,5 +1,10 @@
 """Model loading adapters, one per runtime: the only place a detector or classifier file becomes a callable.
 
+Classifier runtimes: the TF SavedModel (the reference, and the GPU path) and TFLite fp32 / int8 run by LiteRT
+(`ai_edge_litert`, the supported interpreter: `tf.lite.Interpreter` is deprecated). Detector runtimes: torch via
+ultralytics (the reference, and the GPU path) and ONNX Runtime with ultralytics' own NMS. Each takes a thread
+count: a replica's share of the CPU.
+
 Each framework is imported when a model is loaded, never when this module is, so the ingress imports the core
 without TensorFlow, torch or ultralytics. Load torch (the detector) before TensorFlow in one process: the other
 order can crash it.
@@ -19,9 +24,30 @@ from pipeline.core.settings import DetectorSettings
 logger = logging.getLogger("ray.serve")
 
 
-class YoloDetector:
-    """An ultralytics YOLO checkpoint: letterboxed RGB uint8 images → boxes [K, 5] (x1, y1, x2, y2, confidence)
-    in letterbox pixels."""
+class BoxDetector:
+    """A detector: letterboxed RGB uint8 images → boxes [K, 5] (x1, y1, x2, y2, confidence) in letterbox pixels.
+    Subclasses load a runtime and run one batch of same-size images (`_predict`)."""
+
+    device = "cpu"
+    threads = 1
+
+    def detect(self, images: Sequence[np.ndarray], settings: DetectorSettings) -> list[np.ndarray]:
+        """Boxes per square image; images of several sizes (a live resize under way) take one call per size."""
+        boxes: list[np.ndarray] = [np.empty((0, 5), np.float32)] * len(images)
+        for shape in {image.shape for image in images}:
+            if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
+                raise ValueError(f"the detector takes letterboxed square RGB images; got shape {shape}")
+            indices = [i for i, image in enumerate(images) if image.shape == shape]
+            for index, found in zip(indices, self._predict([images[i] for i in indices], settings)):
+                boxes[index] = found
+        return boxes
+
+    def _predict(self, images: list[np.ndarray], settings: DetectorSettings) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class YoloDetector(BoxDetector):
+    """An ultralytics YOLO checkpoint, run by torch (CPU, or CUDA when the replica has a GPU)."""
 
     def __init__(self, path: Path | str, use_gpu: bool = False, threads: int | None = None) -> None:
         from pipeline.core.yolo_offline import prepare_ultralytics
@@ -39,17 +65,6 @@ class YoloDetector:
         # (torchvision ops, dynamo), which must happen before TensorFlow is loaded: now, not on a request.
         self.detect([np.zeros((64, 64, 3), np.uint8)], DetectorSettings())
 
-    def detect(self, images: Sequence[np.ndarray], settings: DetectorSettings) -> list[np.ndarray]:
-        """Boxes per square image; images of several sizes (a live resize under way) take one call per size."""
-        boxes: list[np.ndarray] = [np.empty((0, 5), np.float32)] * len(images)
-        for shape in {image.shape for image in images}:
-            if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
-                raise ValueError(f"the detector takes letterboxed square RGB images; got shape {shape}")
-            indices = [i for i, image in enumerate(images) if image.shape == shape]
-            for index, found in zip(indices, self._predict([images[i] for i in indices], settings)):
-                boxes[index] = found
-        return boxes
-
     def _predict(self, images: list[np.ndarray], settings: DetectorSettings) -> list[np.ndarray]:
         results: Any = self.model.predict(
             [image[..., ::-1] for image in images],  # ultralytics reads numpy arrays as BGR
@@ -66,6 +81,35 @@ class YoloDetector:
             np.concatenate([r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()[:, None]], axis=1).astype(np.float32)
             for r in results
         ]
+
+
+class OnnxDetector(BoxDetector):
+    """The YOLO network exported to ONNX (dynamic batch), run by ONNX Runtime on CPU; ultralytics' NMS after it,
+    so the boxes are the torch model's (export measures the agreement)."""
+
+    def __init__(self, path: Path | str, use_gpu: bool = False, threads: int | None = None) -> None:
+        from pipeline.core.yolo_offline import prepare_ultralytics
+
+        prepare_ultralytics()
+        import onnxruntime
+        import torch
+        from ultralytics.utils import nms
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = threads or 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.torch, self.nms = torch, nms
+        self.threads, self.device = threads or 1, "cpu"
+        self.detect([np.zeros((64, 64, 3), np.uint8)], DetectorSettings())
+
+    def _predict(self, images: list[np.ndarray], settings: DetectorSettings) -> list[np.ndarray]:
+        size = images[0].shape[0]
+        pixels = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), np.float32) / 255.0  # RGB, 0-1, NCHW
+        raw = self.session.run(None, {self.input_name: pixels})[0]  # [N, 4 + classes, anchors]
+        found = self.nms.non_max_suppression(self.torch.from_numpy(raw), settings.confidence_threshold, settings.iou_threshold,
+                                             None, False, max_det=settings.max_detections, nc=0)
+        return [np.concatenate([f[:, :4].clamp(0, size).numpy(), f[:, 4:5].numpy()], axis=1).astype(np.float32) for f in found]
 
 
 class SavedModelClassifier:
@@ -92,3 +136,52 @@ class SavedModelClassifier:
         outputs = [self.model.serve(self.tf.constant(np.stack(crops[at:at + self.batch]).astype(np.float32))).numpy()
                    for at in range(0, len(crops), self.batch)]
         return np.concatenate(outputs)
+
+
+class TfliteClassifier:
+    """The classifier converted to TFLite (fp32, or int8 inside with float input and output), run by LiteRT with
+    XNNPACK: uint8 crops [N, S, S, 3] → class probabilities [N, C]. The batch axis is dynamic: the input is resized
+    when the batch size changes."""
+
+    def __init__(self, path: Path | str, threads: int | None = None, batch: int = 32) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = batch
+        self.shape: tuple[int, ...] | None = None
+        self.gpus: list = []
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self._run(np.stack(crops[at:at + self.batch])) for at in range(0, len(crops), self.batch)])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape != self.shape:
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self.shape = batch.shape
+        self.interpreter.set_tensor(self.input["index"], batch.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+Classifier = SavedModelClassifier | TfliteClassifier
+
+
+def load_classifier(path: Path | str, runtime: str, threads: int | None = None, batch: int = 32) -> Classifier:
+    """The classifier file of `runtime` (pipeline.core.model_label.RUNTIMES) as a callable."""
+    if runtime == "savedmodel":
+        return SavedModelClassifier(path, threads=threads, batch=batch)
+    if runtime in ("tflite", "tflite_int8"):
+        return TfliteClassifier(path, threads=threads, batch=batch)
+    raise ValueError(f"unknown classifier runtime {runtime!r}")
+
+
+def load_detector(path: Path | str, runtime: str, use_gpu: bool = False, threads: int | None = None) -> BoxDetector:
+    """The detector file of `runtime` as a detector; ONNX runs on CPU only (`use_gpu` asks for the torch runtime)."""
+    if runtime == "torch":
+        return YoloDetector(path, use_gpu=use_gpu, threads=threads)
+    if runtime == "onnx":
+        return OnnxDetector(path, threads=threads)
+    raise ValueError(f"unknown detector runtime {runtime!r}")

@@ -52,9 +52,10 @@ class ModelFacts:
     unknown_threshold: float = 0.5
 
     @classmethod
-    def of(cls, bundle: ModelLabel) -> ModelFacts:
+    def of(cls, bundle: ModelLabel, classifier_runtime: str = "savedmodel") -> ModelFacts:
+        """A model_label/'s, with the unknown threshold calibrated for the classifier in `classifier_runtime`."""
         return cls(bundle.labels, bundle.classifier_input_size, bundle.detector_input_size, bundle.hello_policy,
-                   bundle.unknown_threshold)
+                   bundle.unknown_threshold_for(classifier_runtime))
 
 
 def nothing_detected(images: list[np.ndarray]) -> list[np.ndarray]:
