@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from pipeline.core.model_label import load_model_label
-from pipeline.core.models import SavedModelClassifier, YoloDetector
+from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized, nothing_detected
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, prominent_probabilities
@@ -84,14 +84,15 @@ class ModelsUnderTest:
     """The models evaluated, loaded through serving's adapters, and what the loop must know of them."""
 
     facts: ModelFacts
-    detector: YoloDetector
-    classifier: SavedModelClassifier
+    detector: BoxDetector
+    classifier: Classifier
 
     @classmethod
     def load(cls, detector_path: Path | str, classifier_dir: Path | str, labels: Sequence[str], classifier_size: int,
-             detector_size: int, device: str = "cpu") -> ModelsUnderTest:
-        detector = YoloDetector(detector_path, use_gpu=device != "cpu")  # torch first, TensorFlow after
-        return cls(ModelFacts(labels, classifier_size, detector_size), detector, SavedModelClassifier(classifier_dir))
+             detector_size: int, device: str = "cpu", classifier_runtime: str = "savedmodel",
+             detector_runtime: str = "torch") -> ModelsUnderTest:
+        detector = load_detector(detector_path, detector_runtime, use_gpu=device != "cpu")  # torch first, TensorFlow after
+        return cls(ModelFacts(labels, classifier_size, detector_size), detector, load_classifier(classifier_dir, classifier_runtime))
 
     def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False) -> list[Recognized]:
         """`photo_pass` with these models; `mirrored`: crops flipped left-right."""
@@ -104,7 +105,7 @@ def flipped(classifier: ClassifyCrops) -> ClassifyCrops:
     return lambda crops: classifier([crop[:, ::-1] for crop in crops])
 
 
-def photo_pass(models: ModelFacts, detector: YoloDetector | None, classifier: ClassifyCrops | None,
+def photo_pass(models: ModelFacts, detector: BoxDetector | None, classifier: ClassifyCrops | None,
                images: Sequence[Path | str], settings: ServingSettings) -> list[Recognized]:
     """Labelled photos through serving's photo→answer loop, classifying only the prominent product: the largest
     box and the whole photo (policy "average" looks at both, so every policy can be compared from one pass).
@@ -224,7 +225,8 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
              detector_data: Path | str | None = None, device: str = "cpu", settings: ServingSettings | None = None,
              baseline_dir: Path | str | None = None, target_precision: float = 0.95,
              data_description: str = "", selection: dict[str, Any] | None = None,
-             hello_policy: str = DEFAULT_HELLO_POLICY, unknown_threshold: float | None = None) -> dict[str, Any]:
+             hello_policy: str = DEFAULT_HELLO_POLICY, unknown_threshold: float | None = None,
+             classifier_runtime: str = "savedmodel", detector_runtime: str = "torch") -> dict[str, Any]:
     """Run the comparison, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report.
 
     `selection`: what `choose_hello_policy` found on the selection split; its policy makes the /hello row and its
@@ -244,7 +246,8 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
                               "rows": dict(ROWS)}
     if detector_data is not None:  # torch work first, TensorFlow (classify) after
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
-    models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device)
+    models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device,
+                                  classifier_runtime, detector_runtime)
     recognized = models.pass_over(images, settings)
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
@@ -391,6 +394,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--serve-config", default=str(SERVE_CONFIG), help="detector and photo settings, as served")
     parser.add_argument("--baseline", help="ImageNet backbone + linear classifier SavedModel (a run's baseline_export/)")
     parser.add_argument("--target-precision", type=float, default=0.95, help="of the answers called known")
+    parser.add_argument("--classifier-runtime", default="auto", help="auto (as served on --device), savedmodel, tflite, tflite_int8")
+    parser.add_argument("--detector-runtime", default="auto", help="auto (as served on --device), torch, onnx")
     parser.add_argument("--recalibrate", action="store_true",
                         help="fit the unknown threshold on these photos (default: apply the model_label's)")
     args = parser.parse_args(argv)
@@ -401,14 +406,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch  # noqa: F401  (before TensorFlow, see the module docstring)
 
     bundle = load_model_label(args.model_label)
+    classifier_runtime = bundle.resolve_runtime("classifier", args.classifier_runtime, use_gpu=args.device != "cpu")
+    detector_runtime = bundle.resolve_runtime("detector", args.detector_runtime, use_gpu=args.device != "cpu")
     photos = load_labelled_photos(args.data, bundle.labels, args.split)
     report = evaluate(
-        classifier_dir=bundle.classifier_path, detector_path=bundle.detector_path, labels=bundle.labels,
+        classifier_dir=bundle.runtime_path("classifier", classifier_runtime),
+        detector_path=bundle.runtime_path("detector", detector_runtime), labels=bundle.labels,
         classifier_size=bundle.classifier_input_size, detector_size=bundle.detector_input_size, photos=photos,
         out=Path(args.out), detector_data=args.detector_data, device=args.device,
         settings=serving_settings(args.serve_config), baseline_dir=args.baseline,
         target_precision=args.target_precision, data_description=str(args.data), hello_policy=bundle.hello_policy,
-        unknown_threshold=None if args.recalibrate else bundle.unknown_threshold,
+        unknown_threshold=None if args.recalibrate else bundle.unknown_threshold_for(classifier_runtime),
+        classifier_runtime=classifier_runtime, detector_runtime=detector_runtime,
     )
     print((Path(args.out) / "evaluation.md").read_text(encoding="utf-8"))
     return report

@@ -7,8 +7,9 @@ Copies <classifier>/export/ (a TF SavedModel) to classifier/, <detector>/best.pt
 --detector is a model_label/ folder, its detector with its recorded training and held-back split) and the
 classifier's labels.txt; evaluates them with pipeline.evaluate (on the eval set's val split: the backbone
 baseline when the classifier run has one, the classifier on whole photos, what /hello answers; the unknown
-threshold calibrated on the /hello answers; the detector on its own held-back split) and writes manifest.json
-with pipeline.core.model_label.write_manifest. Evaluation reports go to --report-dir (default: beside the
+threshold calibrated on the /hello answers; the detector on its own held-back split), writes the CPU runtimes
+beside them and measures each (pipeline.runtimes: TFLite fp32 and int8, ONNX) and writes manifest.json with
+pipeline.core.model_label.write_manifest. Evaluation reports go to --report-dir (default: beside the
 classifier run, evaluation/).
 """
 
@@ -20,10 +21,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline import runtimes
 from pipeline.classifier_model import HUB_PREFIX
 from pipeline.classifier_run import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.core import model_label as ml
+from pipeline.core.models import load_detector
 from pipeline.core.paths import SERVE_CONFIG
+from pipeline.core.photo_to_answer import ModelFacts
 from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.core.settings import serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
@@ -124,15 +128,52 @@ def _stage(classifier_dir: Path, detector_checkpoint: Path, staging: Path) -> No
 def _install(staging: Path, out: Path) -> None:
     """Move the staged files into `out`, manifest last, leaving any other file there alone."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in (ml.MANIFEST_NAME, ml.CLASSIFIER_NAME, ml.DETECTOR_NAME, ml.LABELS_NAME):
+    models = (ml.CLASSIFIER_NAME, ml.DETECTOR_NAME, ml.LABELS_NAME, *runtimes.CLASSIFIER_FILES.values(),
+              *runtimes.DETECTOR_FILES.values())
+    for name in (ml.MANIFEST_NAME, *models):
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    for name in (ml.CLASSIFIER_NAME, ml.DETECTOR_NAME, ml.LABELS_NAME, ml.MANIFEST_NAME):
+    for name in (*models, ml.MANIFEST_NAME):
         shutil.move(str(staging / name), str(out / name))
     shutil.rmtree(staging)
+
+
+def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detector_size: int,
+                  detector_runtimes: dict[str, dict[str, Any]], split: dict[str, Any], eval_data: Path | str,
+                  photos: list[tuple[Path, int]], settings: Any, report: dict[str, Any], report_dir: Path,
+                  target_precision: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The classifier in TFLite (int8 calibrated on train photos the classifier was fitted on), and every runtime
+    measured against the framework's (pipeline.runtimes); the choices on the selection split when the run has one,
+    else no runtime meets the bar (nothing to judge it on) and `auto` serves the framework runtimes."""
+    from pipeline.datasets import load_labelled_photos
+
+    chosen = report.get("selection") or {}
+    reference = {"selection_top1": chosen["policies"][report["hello_policy"]]["top1"] if chosen else float("inf"),
+                 "mAP50": report.get("detector", {}).get("mAP50", float("inf")),
+                 "unknown_threshold": report["calibration"]["unknown_threshold"]}
+    facts = ModelFacts(labels, classifier_size, detector_size, report["hello_policy"], reference["unknown_threshold"])
+    fit = split.get("fit") or [path for path, _ in load_labelled_photos(eval_data, labels, "train")]
+    representative = runtimes.representative_photos(fit)
+    calibration = runtimes.served_crops(representative, facts, load_detector(staging / ml.DETECTOR_NAME, "torch"), settings)
+    classifier_runtimes = runtimes.convert_classifier(staging, ml.CLASSIFIER_NAME, calibration, {
+        "photos": len(representative), "seed": 0, "from": "GroceryStore train, less the selection split",
+        "inputs_per_photo": "the largest detector box's crop and the whole photo, as /hello classifies them"})
+    selection_photos = [(Path(p), c) for p, c in zip(split.get("selection", []), split.get("selection_class_ids", []))]
+    measured = runtimes.measure(
+        staging, facts, classifier_runtimes, detector_runtimes, selection_photos=selection_photos or photos[:0],
+        val_photos=photos, settings=settings, hello_policy=report["hello_policy"], reference=reference,
+        detector_data=report.get("detector", {}).get("data"), target_precision=target_precision)
+    hello = report["classifier"]["hello"]
+    markdown = runtimes.to_markdown(measured, reference | {"val_top1": hello["top1"], "val_top5": hello["top5"]})
+    with open(report_dir / "evaluation.md", "a", encoding="utf-8") as evaluation:
+        evaluation.write("\n" + markdown)
+    speeds = measured["ms_per_item"]
+    return ({name: {**entry, "ms_per_item": speeds["classifier"][name]} for name, entry in measured["classifier"].items()},
+            {name: {**entry, "ms_per_item": speeds["detector"][name]} for name, entry in measured["detector"].items()},
+            measured)
 
 
 def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path | str, out: Path | str, *,
@@ -162,11 +203,12 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     detector_data = detector_data or detector_summary.get("data_yaml")
     if detector_data and not Path(detector_data).exists():
         raise FileNotFoundError(f"the detector's held-back data {detector_data} is gone: pass --detector-data")
+    detector_runtimes = runtimes.export_detector(staging, ml.DETECTOR_NAME, detector_size)  # torch, before TensorFlow
 
     photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
     settings = serving_settings(serve_config)
-    selection, model_selection = None, None
+    selection, model_selection, split = None, None, {}
     if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.finetune run: choices on its selection split, not on val
         split = _read_json(classifier_dir / SPLIT_NAME)
         model_selection = {
@@ -191,6 +233,9 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
         target_precision=target_precision, data_description=f"{eval_data} ({eval_split})", selection=selection,
     )
     figures = headline(report)
+    classifier_runtimes, detector_runtimes, cpu_runtimes = _cpu_runtimes(
+        staging, labels, classifier_size, detector_size, detector_runtimes, split, eval_data, photos, settings, report,
+        report_dir, target_precision)
 
     manifest = ml.write_manifest(
         staging,
@@ -211,6 +256,8 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "calibration": {"data": figures["data"], **figures["calibration"]},
             **({"selection": figures["selection"]} if "selection" in figures else {}),
             **({"model_selection": model_selection} if model_selection else {}),
+            "ms_per_item": cpu_runtimes["ms_per_item"]["classifier"]["savedmodel"],
+            "runtimes": classifier_runtimes,
         },
         detector={
             "version": detector_version,
@@ -220,8 +267,11 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "format": "ultralytics",
             "training": _compact(detector_summary),
             "metrics": figures.get("detector", {}),
+            "ms_per_item": cpu_runtimes["ms_per_item"]["detector"]["torch"],
+            "runtimes": detector_runtimes,
         },
         extra={
+            "cpu_runtimes": {"served_on_cpu": cpu_runtimes["served_on_cpu"], "timing": cpu_runtimes["ms_per_item"]},
             "preprocessing": PREPROCESSING,
             "training_data": {"classifier": CLASSIFIER_DATA, "detector": DETECTOR_DATA},
             "evaluation": {"report": str(report_dir / "evaluation.md"), "settings": report["settings"]},

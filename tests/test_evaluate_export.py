@@ -108,6 +108,19 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
     report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
     assert report["classifier"]["whole_photo"]["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
 
+    # the CPU runtimes beside them, measured; with no selection split to judge them on, none meets the bar
+    assert bundle.runtimes("classifier") == ["savedmodel", "tflite", "tflite_int8"] and bundle.runtimes("detector") == ["torch", "onnx"]
+    assert not any(entry["meets_bar"] for entry in manifest["classifier"]["runtimes"].values())
+    assert bundle.resolve_runtime("classifier", "auto", use_gpu=False) == "savedmodel"
+    assert manifest["classifier"]["runtimes"]["tflite_int8"]["representative"]["inputs"] >= 6
+    assert all(entry["metrics"]["hello"]["top1"] == 1.0 for entry in manifest["classifier"]["runtimes"].values())
+    assert "## Runtimes" in (tmp_path / "report" / "evaluation.md").read_text()
+    int8 = (out / "classifier_int8.tflite").read_bytes()
+    (out / "classifier_int8.tflite").write_bytes(int8 + b"\0")
+    with pytest.raises(ModelLabelError, match="classifier_int8.tflite does not match"):
+        load_model_label(out)
+    (out / "classifier_int8.tflite").write_bytes(int8)
+
     with open(out / "detector.pt", "ab") as file:
         file.write(b"\0")
     with pytest.raises(ModelLabelError, match="detector.pt does not match"):

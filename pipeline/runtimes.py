@@ -1,0 +1,211 @@
+"""The shipped models in CPU runtimes, written by pipeline.export beside the SavedModel and the checkpoint: the
+classifier as TFLite fp32 and full int8 (calibrated on train photos), the detector as ONNX; and what each costs
+and answers, measured against the framework runtime.
+
+A runtime meets the accuracy bar when, on the selection split (never val), /hello's top-1 is within
+CLASSIFIER_TOP1_BAR of the SavedModel's (classifier), or mAP50 on the detector's held-back split is within
+DETECTOR_MAP50_BAR of torch's (detector). The unknown threshold is fitted per classifier runtime on the selection
+split, as for the SavedModel; val is measured once. `auto` in serve_config.yaml then picks, on CPU, the fastest
+runtime that met the bar (pipeline.core.model_label.ModelLabel.resolve_runtime).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.models import BoxDetector, load_classifier, load_detector
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
+from pipeline.core.preprocessing import load_training_image
+from pipeline.core.recognition import crops
+from pipeline.core.settings import ServingSettings
+
+CLASSIFIER_FILES = {"tflite": "classifier.tflite", "tflite_int8": "classifier_int8.tflite"}
+DETECTOR_FILES = {"onnx": "detector.onnx"}
+CLASSIFIER_TOP1_BAR = 0.005  # half a point of /hello top-1 on the selection split
+DETECTOR_MAP50_BAR = 0.005
+REPRESENTATIVE_PHOTOS = 100  # int8 calibration: 300 whole photos were measured no better than 100
+TIMING_ROUNDS = 15
+
+
+def export_detector(directory: Path, checkpoint_name: str, imgsz: int) -> dict[str, dict[str, Any]]:
+    """`checkpoint_name` in `directory` exported to ONNX with a dynamic batch axis (a static one would make
+    ultralytics split every batch), unsimplified (onnxslim is not a dependency). Torch work: run before TensorFlow."""
+    from pipeline.core.yolo_offline import prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory() as scratch:  # ultralytics writes beside the checkpoint
+        copy = Path(scratch) / "detector.pt"
+        shutil.copyfile(directory / checkpoint_name, copy)
+        exported = YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=False, imgsz=imgsz, device="cpu")
+        shutil.move(str(exported), str(directory / DETECTOR_FILES["onnx"]))
+    return {"onnx": {"path": DETECTOR_FILES["onnx"], "format": "onnx, dynamic batch, fp32", "runner": "onnxruntime + ultralytics NMS"}}
+
+
+def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequence[np.ndarray],
+                       representative: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The SavedModel's `serve` function as TFLite fp32 and as full int8 (float input and output, so both take the
+    crops as the SavedModel does), int8 calibrated on `calibration`: crops as serving cuts them (`representative`
+    says of which photos)."""
+    import tensorflow as tf
+
+    def converter() -> Any:
+        return tf.lite.TFLiteConverter.from_saved_model(str(directory / saved_model_name), signature_keys=["serve"])
+
+    fp32 = converter()
+    (directory / CLASSIFIER_FILES["tflite"]).write_bytes(fp32.convert())
+
+    def calibration_crops():
+        for crop in calibration:
+            yield {"image": crop[None].astype(np.float32)}
+
+    int8 = converter()
+    int8.optimizations = [tf.lite.Optimize.DEFAULT]
+    int8.representative_dataset = calibration_crops
+    int8.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (directory / CLASSIFIER_FILES["tflite_int8"]).write_bytes(int8.convert())
+    return {
+        "tflite": {"path": CLASSIFIER_FILES["tflite"], "format": "tflite fp32", "runner": "ai_edge_litert (XNNPACK)"},
+        "tflite_int8": {"path": CLASSIFIER_FILES["tflite_int8"], "format": "tflite full int8, float32 input and output",
+                        "runner": "ai_edge_litert (XNNPACK)",
+                        "representative": representative | {"inputs": len(calibration)}},
+    }
+
+
+def representative_photos(fit: Sequence[str | Path], count: int = REPRESENTATIVE_PHOTOS, seed: int = 0) -> list[Path]:
+    """A seeded sample of the photos the classifier was fitted on (never selection or val photos)."""
+    photos = sorted(Path(p) for p in fit)
+    return sorted(random.Random(seed).sample(photos, min(count, len(photos))))
+
+
+def served_crops(photos: Sequence[Path], facts: ModelFacts, detector: BoxDetector, settings: ServingSettings) -> list[np.ndarray]:
+    """What /hello sends the classifier for each photo: the largest detector box's crop and the whole photo (the
+    whole photo alone when nothing is detected). int8 calibrated on these, rather than on whole photos only, kept
+    /hello's selection top-1 within the bar (BENCHMARKS.md, "CPU runtimes")."""
+    recognized = PhotoToAnswer(facts, settings.recognizer).run_files(
+        photos, lambda pixels: detector.detect(pixels, settings.detector), None, prominent_only=True)
+    return [crop for r in recognized
+            for crop in crops(r.photo.image, r.regions[:1] + ([None] if r.detected else []), facts.classifier_input_size)]
+
+
+def ms_per_item(calls: dict[str, Callable[[], Any]], items: int, rounds: int = TIMING_ROUNDS) -> dict[str, float]:
+    """Median milliseconds per item of each call, the calls interleaved round by round so the machine's drift
+    hits every runtime alike; one warm-up call each."""
+    for call in calls.values():
+        call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: round(1000 * float(np.median(s)) / items, 2) for name, s in seconds.items()}
+
+
+def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, dict[str, Any]],
+            detector_runtimes: dict[str, dict[str, Any]], *, selection_photos: Sequence[tuple[Path, int]],
+            val_photos: Sequence[tuple[Path, int]], settings: ServingSettings, hello_policy: str,
+            reference: dict[str, Any], detector_data: Path | str | None, target_precision: float) -> dict[str, Any]:
+    """Per runtime: its accuracy against the framework runtime's (`reference`: the SavedModel's selection top-1
+    and torch's mAP50), whether it meets the bar, its calibrated threshold, its val figures and its speed (one
+    thread); and /hello on val with what `auto` serves on CPU (the fastest runtimes that met the bar). Returns
+    {"classifier": {runtime: entry}, "detector": {runtime: entry}, "ms_per_item": {...}, "served_on_cpu": {...}}."""
+    from pipeline.detector import validate
+    from pipeline.evaluate import calibrate_unknown, photo_pass, policy_probabilities, precision_at, top_k_accuracy
+
+    def hello(detector, classifier, photos: Sequence[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+        recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
+        crop = np.stack([r.probabilities[0] for r in recognized])
+        whole = np.stack([r.whole_photo if r.whole_photo is not None else r.probabilities[0] for r in recognized])
+        probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[hello_policy]
+        return probabilities, np.array([t for _, t in photos])
+
+    def top1_top5(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        return {"top1": top_k_accuracy(probabilities, targets, 1), "top5": top_k_accuracy(probabilities, targets, 5)}
+
+    detectors = {"torch": load_detector(directory / "detector.pt", "torch", threads=1)}
+    detectors |= {name: load_detector(directory / entry["path"], name, threads=1) for name, entry in detector_runtimes.items()}
+    classifiers = {"savedmodel": load_classifier(directory / "classifier", "savedmodel", threads=1)}
+    classifiers |= {name: load_classifier(directory / entry["path"], name, threads=1) for name, entry in classifier_runtimes.items()}
+
+    result: dict[str, Any] = {"classifier": {}, "detector": {}}
+    for name, entry in classifier_runtimes.items():
+        top1, calibration = None, {"unknown_threshold": reference["unknown_threshold"], "note": "no selection split: the SavedModel's"}
+        if selection_photos:
+            chosen_on, targets = hello(detectors["torch"], classifiers[name], selection_photos)
+            top1 = top_k_accuracy(chosen_on, targets, 1)
+            calibration = {"fitted_on": "the selection split", **calibrate_unknown(chosen_on, targets, target_precision)}
+        measured, val_targets = hello(detectors["torch"], classifiers[name], val_photos)
+        result["classifier"][name] = {
+            **entry,
+            "meets_bar": bool(top1 is not None and top1 >= reference["selection_top1"] - CLASSIFIER_TOP1_BAR),
+            "selection": {"hello_top1": top1, "savedmodel_hello_top1": reference["selection_top1"], "bar": CLASSIFIER_TOP1_BAR},
+            "calibration": calibration,
+            "metrics": {"hello": top1_top5(measured, val_targets),
+                        "known": precision_at(measured, val_targets, calibration["unknown_threshold"])},
+        }
+    for name, entry in detector_runtimes.items():
+        figures = validate(directory / entry["path"], detector_data, facts.detector_input_size) if detector_data else {}
+        result["detector"][name] = {**entry, "meets_bar": bool(figures and figures["mAP50"] >= reference["mAP50"] - DETECTOR_MAP50_BAR),
+                                    "metrics": figures, "bar": {"mAP50_within": DETECTOR_MAP50_BAR, "of_torch": reference["mAP50"]}}
+
+    size, side = facts.classifier_input_size, facts.detector_input_size
+    crops = [load_training_image(str(p), size) for p, _ in val_photos[:8]]
+    images = [np.full((side, side, 3), 114, np.uint8)] + [load_training_image(str(p), side) for p, _ in val_photos[:3]]
+    classify_calls: dict[str, Callable[[], Any]] = {name: functools.partial(c, crops) for name, c in classifiers.items()}
+    detect_calls: dict[str, Callable[[], Any]] = {
+        name: functools.partial(d.detect, images, settings.detector) for name, d in detectors.items()}
+    result["ms_per_item"] = {
+        "classifier": ms_per_item(classify_calls, len(crops)), "detector": ms_per_item(detect_calls, len(images)),
+        "threads": 1, "classifier_batch": len(crops), "detector_batch": len(images),
+    }
+
+    def fastest(part: str, framework: str) -> str:
+        speed: dict[str, float] = result["ms_per_item"][part]
+        eligible = [framework] + [name for name, entry in result[part].items() if entry["meets_bar"]]
+        return min(eligible, key=speed.__getitem__)
+
+    classifier, detector = fastest("classifier", "savedmodel"), fastest("detector", "torch")
+    measured, val_targets = hello(detectors[detector], classifiers[classifier], val_photos)
+    threshold = result["classifier"][classifier]["calibration"]["unknown_threshold"] if classifier in result["classifier"] \
+        else reference["unknown_threshold"]
+    result["served_on_cpu"] = {"classifier": classifier, "detector": detector,
+                               "hello": top1_top5(measured, val_targets), "known": precision_at(measured, val_targets, threshold)}
+    return result
+
+
+def to_markdown(measured: dict[str, Any], reference: dict[str, Any]) -> str:
+    """The runtimes section of evaluation.md: accuracy against the framework runtime, the bar, speed."""
+    speeds = measured["ms_per_item"]
+    lines = ["## Runtimes", "",
+             f"One thread each; classifier ms per crop at batch {speeds['classifier_batch']}, detector ms per photo at batch "
+             f"{speeds['detector_batch']}. The bar is judged on the selection split; val is measured once.", "",
+             "| classifier runtime | ms per crop | selection /hello top-1 | meets the bar | val /hello top-1 / top-5 "
+             "| known: precision at coverage (val) |", "|---|---|---|---|---|---|",
+             f"| savedmodel (reference) | {speeds['classifier']['savedmodel']:.2f} | {reference['selection_top1']:.2%} | - "
+             f"| {reference['val_top1']:.2%} / {reference['val_top5']:.2%} | |"]
+    for name, entry in measured["classifier"].items():
+        top1, hello, known = entry["selection"]["hello_top1"], entry["metrics"]["hello"], entry["metrics"]["known"]
+        lines.append(f"| {name} | {speeds['classifier'][name]:.2f} | {'-' if top1 is None else f'{top1:.2%}'} | "
+                     f"{'yes' if entry['meets_bar'] else 'no'} | {hello['top1']:.2%} / {hello['top5']:.2%} | "
+                     f"{known['precision']:.1%} at {known['coverage']:.1%} |")
+    lines += ["", "| detector runtime | ms per photo | mAP50 (held-back split) | meets the bar |", "|---|---|---|---|",
+              f"| torch (reference) | {speeds['detector']['torch']:.2f} | {reference['mAP50']:.4f} | - |"]
+    for name, entry in measured["detector"].items():
+        lines.append(f"| {name} | {speeds['detector'][name]:.2f} | {entry['metrics'].get('mAP50', float('nan')):.4f} | "
+                     f"{'yes' if entry['meets_bar'] else 'no'} |")
+    served = measured["served_on_cpu"]
+    lines += ["", f"Served on CPU (`auto`): {served['classifier']} + {served['detector']}: /hello top-1 "
+              f"{served['hello']['top1']:.2%}, top-5 {served['hello']['top5']:.2%} on val; known {served['known']['precision']:.1%} "
+              f"precise at {served['known']['coverage']:.1%} coverage.", ""]
+    return "\n".join(lines)
