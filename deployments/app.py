@@ -25,13 +25,17 @@ logger = logging.getLogger("ray.serve")
 def build_app(args: dict) -> Application:
     config = AppArgs(**args)
     model_dir = str(DEFAULT_MODEL_DIR.parent / config.model_dir) if config.model_dir else None
-    load_model_label(model_dir)  # fail here, with the reason, rather than in three replicas
+    bundle = load_model_label(model_dir)  # fail here, with the reason, rather than in three replicas
     if config.accelerator == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     else:
         use_gpu = config.accelerator == "gpu"
-    logger.info("Serving in %s mode; replica maxima against this cluster: python -m deployments.placement --cluster",
-                "GPU" if use_gpu else "CPU-only")
+    # A runtime asked for that the folder lacks fails here, naming it; auto is resolved once, for every replica.
+    classifier_runtime = bundle.resolve_runtime("classifier", config.classifier_runtime, use_gpu)
+    detector_runtime = bundle.resolve_runtime("detector", config.detector_runtime, use_gpu)
+    logger.info("Serving in %s mode: classifier runtime %s (asked: %s), detector runtime %s (asked: %s); replica maxima "
+                "against this cluster: python -m deployments.placement --cluster", "GPU" if use_gpu else "CPU-only",
+                classifier_runtime, config.classifier_runtime, detector_runtime, config.detector_runtime)
 
     shares = config.replica_resources(use_gpu)
 
@@ -39,6 +43,7 @@ def build_app(args: dict) -> Application:
         return {"ray_actor_options": {"num_cpus": shares[name]["CPU"], "num_gpus": shares[name]["GPU"]}}
 
     # @serve.deployment made these Deployments; mypy sees the classes (Ray's decorator typing).
-    detector = Detector.options(**resources("Detector")).bind(model_dir)  # type: ignore[attr-defined]
-    classifier = Classifier.options(**resources("Classifier")).bind(model_dir)  # type: ignore[attr-defined]
-    return Recognizer.options(**resources("Recognizer")).bind(detector, classifier, model_dir)  # type: ignore[attr-defined]
+    detector = Detector.options(**resources("Detector")).bind(model_dir, detector_runtime)  # type: ignore[attr-defined]
+    classifier = Classifier.options(**resources("Classifier")).bind(model_dir, classifier_runtime)  # type: ignore[attr-defined]
+    return Recognizer.options(**resources("Recognizer")).bind(  # type: ignore[attr-defined]
+        detector, classifier, model_dir, classifier_runtime)

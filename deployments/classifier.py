@@ -1,4 +1,5 @@
-"""Classifier deployment: class probabilities of product crops, from the EfficientNet SavedModel in model_label/.
+"""Classifier deployment: class probabilities of product crops, from the EfficientNet in model_label/ in the
+runtime build_app chose (the SavedModel, or TFLite fp32 / int8 on CPU).
 The answer (top-k, known, the prominent product's policy) is the ingress's, in the photo→answer loop.
 
 Each caller sends the crops of one photo; the crops of all concurrent callers are batched together by
@@ -18,7 +19,7 @@ from ray import serve
 from deployments.payloads import Classification
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
 from pipeline.core.model_label import load_model_label
-from pipeline.core.models import SavedModelClassifier
+from pipeline.core.models import load_classifier
 from pipeline.core.settings import ClassifierSettings
 
 logger = logging.getLogger("ray.serve")
@@ -26,21 +27,22 @@ logger = logging.getLogger("ray.serve")
 
 @serve.deployment
 class Classifier:
-    def __init__(self, model_dir: str | None = None) -> None:
+    def __init__(self, model_dir: str | None = None, runtime: str = "savedmodel") -> None:
         started = time.perf_counter()
         threads = replica_cpu_threads()
         self.bundle = load_model_label(model_dir)
         self.version = self.bundle.versions["classifier"]
         self.input_size = self.bundle.classifier_input_size
-        self.model = SavedModelClassifier(self.bundle.classifier_path, threads=threads)
+        path = self.bundle.runtime_path("classifier", runtime)
+        self.model = load_classifier(path, runtime, threads=threads)
         if replica_gpu_ids() and not self.model.gpus:
-            warn_gpu_fallback("Classifier", replica_gpu_ids(), "TensorFlow")
+            warn_gpu_fallback("Classifier", replica_gpu_ids(), f"the {runtime} runtime")
         self.settings = ClassifierSettings()
         probabilities = self.model([np.zeros((self.input_size, self.input_size, 3), np.uint8)])
         self.bundle.check_classifier_outputs(probabilities.shape[-1])
         logger.info(
-            "Classifier %s ready (%d classes, %dpx, %d TF threads, GPUs %s) in %.1fs",
-            self.version, len(self.bundle.labels), self.input_size, threads,
+            "Classifier %s ready: runtime %s (%s), %d classes, %dpx, %d threads, GPUs %s, in %.1fs",
+            self.version, runtime, path.name, len(self.bundle.labels), self.input_size, threads,
             replica_gpu_ids() or "none", time.perf_counter() - started,
         )
 

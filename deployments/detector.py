@@ -17,7 +17,7 @@ from ray import serve
 from deployments.payloads import Detection
 from deployments.runtime import replica_cpu_threads, replica_gpu_ids, warn_gpu_fallback
 from pipeline.core.model_label import load_model_label
-from pipeline.core.models import YoloDetector
+from pipeline.core.models import load_detector
 from pipeline.core.settings import DetectorSettings
 
 logger = logging.getLogger("ray.serve")
@@ -25,18 +25,19 @@ logger = logging.getLogger("ray.serve")
 
 @serve.deployment
 class Detector:
-    def __init__(self, model_dir: str | None = None) -> None:
+    def __init__(self, model_dir: str | None = None, runtime: str = "torch") -> None:
         started = time.perf_counter()
         self.bundle = load_model_label(model_dir)
         self.version = self.bundle.versions["detector"]
         gpus = replica_gpu_ids()
-        self.model = YoloDetector(self.bundle.detector_path, use_gpu=bool(gpus), threads=replica_cpu_threads())
+        path = self.bundle.runtime_path("detector", runtime)
+        self.model = load_detector(path, runtime, use_gpu=bool(gpus), threads=replica_cpu_threads())
         if gpus and self.model.device == "cpu":
-            warn_gpu_fallback("Detector", gpus, "torch (CUDA)")
+            warn_gpu_fallback("Detector", gpus, f"the {runtime} runtime")
         self.settings = DetectorSettings()
         logger.info(
-            "Detector %s ready on %s (%d torch threads, GPUs %s) in %.1fs",
-            self.version, self.model.device, self.model.threads, gpus or "none", time.perf_counter() - started,
+            "Detector %s ready: runtime %s (%s) on %s, %d threads, GPUs %s, in %.1fs",
+            self.version, runtime, path.name, self.model.device, self.model.threads, gpus or "none", time.perf_counter() - started,
         )
 
     def reconfigure(self, user_config: dict) -> None:

@@ -44,7 +44,7 @@ from deployments.schemas import (
 )
 from deployments.uploads import read_image
 from pipeline.core.model_label import load_model_label, parse_label
-from pipeline.core.photo_to_answer import PhotoToAnswer
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
 from pipeline.core.settings import RecognizerSettings
 
@@ -71,12 +71,14 @@ api = make_api()  # the routes below are added to it before @serve.ingress freez
 @serve.deployment
 @serve.ingress(api)
 class Recognizer:
-    def __init__(self, detector: DeploymentHandle, classifier: DeploymentHandle, model_dir: str | None = None) -> None:
+    def __init__(self, detector: DeploymentHandle, classifier: DeploymentHandle, model_dir: str | None = None,
+                 classifier_runtime: str = "savedmodel") -> None:
         self.detector = detector
         self.classifier = classifier
-        # Checksums are verified by the model deployments; here only labels and sizes are needed.
+        # Checksums are verified by the model deployments; here only labels, sizes and thresholds are needed.
         self.bundle = load_model_label(model_dir, verify_checksums=False)
-        self.photo_to_answer = PhotoToAnswer(self.bundle, RecognizerSettings())
+        self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
+        self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
         self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
@@ -84,7 +86,8 @@ class Recognizer:
 
     def reconfigure(self, user_config: dict) -> None:
         """Apply new photo, crop and answer settings without a restart (serve_config.yaml user_config)."""
-        self.photo_to_answer = PhotoToAnswer(self.bundle, RecognizerSettings.from_config(user_config))
+        settings = RecognizerSettings.from_config(user_config)
+        self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, self.classifier_runtime), settings)
         logger.info("Recognizer settings: %s", self.photo_to_answer.settings)
 
     @api.post("/hello", response_model=HelloAnswer, responses=ERRORS, openapi_extra=MULTIPART_BODY)

@@ -298,7 +298,8 @@ def photos_and_labels():
     from load_tests.photos import grocery_val_photos
 
     photos = [path.read_bytes() for path in grocery_val_photos(4)]
-    pipeline = InProcessPipeline(None, threads=1)
+    # The cluster has a GPU node, so `auto` serves the framework runtimes (there on CPU: the GPU is Ray's only).
+    pipeline = InProcessPipeline(None, threads=1, classifier_runtime="savedmodel", detector_runtime="torch")
     return photos, pipeline.recognize(photos)
 
 

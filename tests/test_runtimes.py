@@ -1,0 +1,112 @@
+"""The models in their CPU runtimes: each exported file agrees with its framework's reference on real photos,
+`auto` and the named runtimes resolve as the manifest says, and a runtime that is not there is a clear error.
+
+Tolerances: TFLite fp32 is the same arithmetic in another order, so its probabilities stay within 1e-4 of the
+SavedModel's (measured: 2.5e-6 at most) and every top-1 agrees. Full int8 rounds every activation to 8 bits:
+probabilities move by a few hundredths (measured on 150 val photos: p99 |Δp| 0.027, top-1 agreement 95%), so here
+90% of the top-1 answers must agree and 95% of the probabilities stay within 0.05; whether that costs accuracy
+is measured where it matters, /hello's top-1 on the selection split (the manifest's `meets_bar`). ONNX Runtime
+runs the detector's exact graph with the same NMS: the same boxes within half a pixel, confidences within 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from deployments.placement import AppArgs
+from load_tests.photos import freiburg_held_back_photos, grocery_val_photos
+from pipeline.core.model_label import ModelLabel, ModelLabelError, load_model_label
+from pipeline.core.preprocessing import load_training_image
+from pipeline.core.recognition import prepare_photo
+from pipeline.core.settings import serving_settings
+from tests.tiny_models import SHIPPED_MODEL_DIR
+
+
+def bundle_with(runtimes: dict, ms: float = 10.0) -> ModelLabel:
+    """The shipped folder's manifest with these classifier runtimes (no file is read: the resolution is arithmetic)."""
+    shipped = load_model_label(SHIPPED_MODEL_DIR, verify_checksums=False)
+    manifest = json.loads(json.dumps(shipped.manifest))
+    manifest["classifier"] |= {"runtimes": runtimes, "ms_per_item": ms}
+    manifest["detector"] |= {"runtimes": {}, "ms_per_item": ms}
+    return ModelLabel(directory=shipped.directory, manifest=manifest, labels=shipped.labels)
+
+
+def test_auto_is_the_framework_on_gpu_and_the_fastest_that_met_the_bar_on_cpu():
+    bundle = bundle_with({
+        "tflite": {"path": "classifier.tflite", "meets_bar": True, "ms_per_item": 6.0,
+                   "calibration": {"unknown_threshold": 0.91}},
+        "tflite_int8": {"path": "classifier_int8.tflite", "meets_bar": False, "ms_per_item": 3.0,
+                        "calibration": {"unknown_threshold": 0.8}},
+    })
+    assert bundle.resolve_runtime("classifier", "auto", use_gpu=True) == "savedmodel"
+    assert bundle.resolve_runtime("classifier", "auto", use_gpu=False) == "tflite"  # int8 is faster but missed the bar
+    assert bundle.resolve_runtime("classifier", "tflite_int8", use_gpu=False) == "tflite_int8"  # asked for by name
+    assert bundle.resolve_runtime("detector", "auto", use_gpu=False) == "torch"
+    assert bundle.unknown_threshold_for("tflite_int8") == 0.8 and bundle.unknown_threshold_for("savedmodel") == bundle.unknown_threshold
+    slow = bundle_with({"tflite": {"path": "classifier.tflite", "meets_bar": True, "ms_per_item": 12.0}})
+    assert slow.resolve_runtime("classifier", "auto", use_gpu=False) == "savedmodel"  # the framework was faster
+
+
+def test_a_runtime_the_folder_lacks_or_nobody_knows_is_a_clear_error():
+    bundle = bundle_with({})
+    with pytest.raises(ModelLabelError, match="no classifier for runtime 'tflite_int8', only \\['savedmodel'\\]"):
+        bundle.resolve_runtime("classifier", "tflite_int8", use_gpu=False)
+    with pytest.raises(ModelLabelError, match="unknown detector runtime 'tensorrt'"):
+        bundle.resolve_runtime("detector", "tensorrt", use_gpu=False)
+    with pytest.raises(ValueError, match="classifier_runtime"):
+        AppArgs(classifier_runtime="tflite_fp16")
+
+
+@pytest.mark.models
+def test_a_runtime_file_gone_from_the_folder_stops_the_start(tmp_path):
+    copy = tmp_path / "model_label"
+    shutil.copytree(SHIPPED_MODEL_DIR, copy)
+    (copy / "classifier_int8.tflite").unlink()
+    with pytest.raises(ModelLabelError, match="classifier_int8.tflite is missing .* as the classifier for runtime tflite_int8"):
+        load_model_label(copy)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    bundle = load_model_label(SHIPPED_MODEL_DIR)
+    assert {"tflite", "tflite_int8"} <= set(bundle.runtimes("classifier")) and "onnx" in bundle.runtimes("detector")
+    return bundle
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_tflite_classifiers_agree_with_the_savedmodel_on_real_photos(shipped):
+    from pipeline.core.models import load_classifier
+
+    crops = [load_training_image(str(path), shipped.classifier_input_size) for path in grocery_val_photos(24)]
+    reference = load_classifier(shipped.classifier_path, "savedmodel", threads=1)(crops)
+    fp32 = load_classifier(shipped.runtime_path("classifier", "tflite"), "tflite", threads=1, batch=8)
+    int8 = load_classifier(shipped.runtime_path("classifier", "tflite_int8"), "tflite_int8", threads=1, batch=8)
+    assert np.abs(fp32(crops) - reference).max() < 1e-4
+    assert (fp32(crops).argmax(axis=1) == reference.argmax(axis=1)).all()
+    assert np.allclose(fp32(crops[:1]), fp32(crops)[:1], atol=1e-6)  # the batch axis resizes: one crop alone, the same
+    quantized = int8(crops)
+    assert (quantized.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 0.9
+    assert np.quantile(np.abs(quantized - reference), 0.95) < 0.05
+    # the softmax is int8 too, in steps of 1/256: each row sums to 1 within a few steps
+    assert quantized.shape == reference.shape and np.allclose(quantized.sum(axis=1), 1, atol=0.05)
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_onnx_detector_finds_the_boxes_torch_finds(shipped):
+    from pipeline.core.models import load_detector
+
+    settings = serving_settings()
+    images = [prepare_photo(path.read_bytes(), settings.recognizer, shipped.detector_input_size)[1].pixels
+              for path in freiburg_held_back_photos(6) + grocery_val_photos(2)]
+    torch_boxes = load_detector(shipped.detector_path, "torch", threads=1).detect(images, settings.detector)
+    onnx_boxes = load_detector(shipped.runtime_path("detector", "onnx"), "onnx", threads=1).detect(images, settings.detector)
+    assert sum(len(b) for b in torch_boxes) > 0
+    for ours, reference in zip(onnx_boxes, torch_boxes):
+        assert ours.shape == reference.shape
+        assert np.abs(ours[:, :4] - reference[:, :4]).max(initial=0) < 0.5 and np.abs(ours[:, 4] - reference[:, 4]).max(initial=0) < 1e-4
