@@ -21,7 +21,7 @@ def make_app(model_dir: str | None):
 
     from load_tests.inprocess import InProcessPipeline  # torch before TensorFlow, inside
 
-    pipeline = InProcessPipeline(model_dir)
+    pipeline = InProcessPipeline(model_dir, classifier_runtime="savedmodel", detector_runtime="torch")  # the original's runtimes
 
     async def hello(request: Request) -> JSONResponse:
         form = await request.form()

@@ -196,12 +196,15 @@ def wait_http(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s}s")
 
 
-def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int]) -> dict:
-    """Worker mode (a separate process, so torch and TensorFlow load fresh): images/s per batch size."""
+def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int], runtimes: str) -> dict:
+    """Worker mode (a separate process, so torch and TensorFlow load fresh): images/s per batch size, with the
+    runtimes `runtimes` names (CLASSIFIER+DETECTOR, as serve_config.yaml's args)."""
     from load_tests.inprocess import InProcessPipeline
 
+    classifier_runtime, detector_runtime = runtime_pair(runtimes)
     photos = [data for _, data in load_photos(originals, phones)]
-    pipeline = InProcessPipeline(model_dir, classifier_batch=max(16, max(batch_sizes)))
+    pipeline = InProcessPipeline(model_dir, classifier_batch=max(16, max(batch_sizes)), classifier_runtime=classifier_runtime,
+                                 detector_runtime=detector_runtime)
     out = {}
     for batch in batch_sizes:
         from load_tests.inprocess import StageTimes
@@ -218,8 +221,15 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
             "cpu": {"ours_cores": round(cpu_s / elapsed, 2), "ours_cpu_s": round(cpu_s, 1)},  # this process, all threads
             "ms_per_image": {stage: round(1000 * getattr(t, stage) / images, 1) for stage in ("decode", "detect", "crop", "classify")},
             "crops_per_image": t.crops / images,
+            "runtimes": pipeline.runtimes,
         }
     return out
+
+
+def runtime_pair(runtimes: str) -> tuple[str, str]:
+    """"tflite_int8+onnx" → ("tflite_int8", "onnx"); "auto" → both auto (the manifest's choice on CPU)."""
+    classifier, _, detector = runtimes.partition("+")
+    return classifier, detector or classifier
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,14 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", default="auto",
                    help="logical CPUs of the fresh local Ray: auto (the machine's cores, as `make serve`), "
                         "declared (serve_config.yaml's node_cpus) or a number")
+    p.add_argument("--runtimes", default="savedmodel+torch,auto",
+                   help="runtime pairs CLASSIFIER+DETECTOR (or auto) compared in raw and served, comma-separated; "
+                        "the first is the reference")
     p.add_argument("--only", choices=["raw", "baseline", "served"], action="append", help="run only these (repeatable)")
     p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.raw_worker:
-        print(json.dumps(run_raw(args.model_dir, args.originals, args.phones, args.raw_images, [1, args.raw_batch])))
+        print(json.dumps(run_raw(args.model_dir, args.originals, args.phones, args.raw_images, [1, args.raw_batch], args.runtimes)))
         return 0
+    pairs = [pair.strip() for pair in args.runtimes.split(",") if pair.strip()]
 
     args.out.mkdir(parents=True, exist_ok=True)
     only = set(args.only or ["raw", "baseline", "served"])
@@ -257,14 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"photos": len(photos), "phones": args.phones, "concurrency": args.concurrency, "duration_s": args.duration}
 
     if "raw" in only:
-        print("raw pipeline ...", flush=True)
-        with CpuShare() as cpu:
+        results["raw"] = {}
+        for pair in pairs:
+            print(f"raw pipeline, {pair} ...", flush=True)
             output = subprocess.run([sys.executable, "-m", "load_tests.benchmark", "--raw-worker", *model_args,
                                      "--raw-images", str(args.raw_images), "--raw-batch", str(args.raw_batch),
-                                     "--originals", str(args.originals), "--phones", str(args.phones)],
+                                     "--originals", str(args.originals), "--phones", str(args.phones), "--runtimes", pair],
                                     cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
-        results["raw"] = json.loads(output.strip().splitlines()[-1])
-        results["raw_cpu"] = cpu.result  # the whole worker, model loading included
+            results["raw"][pair] = json.loads(output.strip().splitlines()[-1])
 
     if "baseline" in only:
         print("baseline server ...", flush=True)
@@ -298,12 +312,18 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             control.wait_ready()
-            # Saturate once before measuring, so autoscaling has settled and replica starts do not eat the CPU.
-            drive(control.url, hello, args.concurrency, args.served_warmup, 0)
-            results["served"] = measured(hello, args.duration, args.warmup)
             recognize = [multipart_body(data, "image", name) for name, data in photos]
-            stages = measured(recognize, min(args.duration, 8), 2, endpoint="/v1/recognize")
-            results["served_stage_ms"] = stage_means(stages["bodies"])
+            results["served_runtimes"] = {}
+            for pair in pairs:  # the last is the one the default-mode comparison and the sweep then run with
+                classifier_runtime, detector_runtime = runtime_pair(pair)
+                print(f"served graph, {pair} ...", flush=True)
+                control.deploy({}, args={"classifier_runtime": classifier_runtime, "detector_runtime": detector_runtime})
+                # Saturate once before measuring, so autoscaling has settled and replica starts do not eat the CPU.
+                drive(control.url, hello, args.concurrency, args.served_warmup, 0)
+                run = measured(hello, args.duration, args.warmup)
+                run["stage_ms"] = stage_means(measured(recognize, min(args.duration, 8), 2, endpoint="/v1/recognize")["bodies"])
+                results["served_runtimes"][pair] = run
+            results["served"] = results["served_runtimes"][pairs[-1]]
             if args.compare_serve_mode:
                 # The same graph with Ray Serve's default request path (serve_config.yaml turns on its
                 # throughput mode): what that setting buys, side by side on this machine.
@@ -325,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for part in ("baseline", "served", "served_default_mode"):
         results.get(part, {}).pop("bodies", None)
+    for run in results.get("served_runtimes", {}).values():
+        run.pop("bodies", None)
     for run in results.get("sweep", {}).values():
         run.pop("bodies", None)
     text = render(results)
@@ -350,34 +372,48 @@ def render(results: dict) -> str:
     lines = ["# Throughput benchmark", "",
              f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
              f"{results['duration_s']:.0f} s measured per figure.", "",
-             "| mode | images/s | p50 (s) | p99 (s) | answers | CPU cores used: ours / other processes | images per CPU-second |",
-             "|---|---|---|---|---|---|---|"]
+             "| mode | runtimes (classifier+detector) | images/s | p50 (s) | p99 (s) | answers | CPU cores used: ours / other processes "
+             "| images per CPU-second |",
+             "|---|---|---|---|---|---|---|---|"]
     notes: list[str] = []
-    titles = {"served": "served (HTTP)", "served_default_mode": "served, Ray Serve's default mode (HTTP)",
-              "baseline": "baseline (HTTP)"}
-    for name, title in titles.items():
-        if name in results:
-            r = results[name]
-            lines.append(f"| {title} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
-                         f"| {cpu(r)} | {per_cpu(r)} |")
-            if r.get("batches"):
-                notes.append(f"- {name}: batches formed (Serve's own metrics): {r['batches']}")
-            if r.get("cpu", {}).get("cores_by_process"):
-                notes.append(f"- {name}: CPU cores by process: {r['cpu']['cores_by_process']}")
-    for batch, r in results.get("raw", {}).items():
-        lines.append(f"| raw, batch {batch} (in process) | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
-                     f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - | {per_cpu(r)} |")
-    served = results.get("served", {}).get("images_per_s")
-    baseline = results.get("baseline", {}).get("images_per_s")
-    raw = max((r["images_per_s"] for r in results.get("raw", {}).values()), default=None)
-    default_mode = results.get("served_default_mode", {}).get("images_per_s")
-    lines += ["", f"- ratio served / baseline (1/2): {fmt(served / baseline if served and baseline else None)}",
-              f"- ratio served / raw (1/3): {fmt(served / raw if served and raw else None)}"]
-    if default_mode:
-        lines.append(f"- ratio served / served in Ray Serve's default mode: {fmt(served / default_mode if served else None)}")
+    runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
+    runs += [(title, "-", results[name]) for name, title in (("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
+                                                             ("baseline", "baseline (HTTP)")) if name in results]
+    for title, pair, r in runs:
+        lines.append(f"| {title} | {pair} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
+                     f"| {cpu(r)} | {per_cpu(r)} |")
+        if r.get("batches"):
+            notes.append(f"- {title}, {pair}: batches formed (Serve's own metrics): {r['batches']}")
+        if r.get("cpu", {}).get("cores_by_process"):
+            notes.append(f"- {title}, {pair}: CPU cores by process: {r['cpu']['cores_by_process']}")
+        if r.get("stage_ms"):
+            notes.append(f"- {title}, {pair}: mean ms per stage of /v1/recognize at saturation (queueing included): {r['stage_ms']}")
+    for pair, by_batch in results.get("raw", {}).items():
+        for batch, r in by_batch.items():
+            lines.append(f"| raw, batch {batch} (in process) | {pair} | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
+                         f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - | {per_cpu(r)} |")
+    lines.append("")
+    served = results.get("served_runtimes", {})
+    raw = results.get("raw", {})
+    pairs = list(served or raw)
+    if pairs:
+        reference, new = pairs[0], pairs[-1]
+        best = {pair: max(raw[pair].values(), key=lambda r: r["images_per_s"]) for pair in raw}
+
+        def ratio(a: dict | None, b: dict | None, per_cpu_second: bool = False) -> str:
+            if not a or not b:
+                return "-"
+            value = (lambda r: r["images_per_s"] / r["cpu"]["ours_cores"]) if per_cpu_second else (lambda r: r["images_per_s"])
+            return fmt(value(a) / value(b))
+
+        lines += [f"- raw {new} / raw {reference}, images per CPU-second (best batch): {ratio(best.get(new), best.get(reference), True)}",
+                  f"- served / raw, {new}, images/s: {ratio(served.get(new), best.get(new))}; images per CPU-second: "
+                  f"{ratio(served.get(new), best.get(new), True)}",
+                  f"- served {new} / raw {reference}, images/s: {ratio(served.get(new), best.get(reference))}",
+                  f"- served / baseline: {ratio(served.get(new), results.get('baseline'))}"]
+    if results.get("served_default_mode") and served:
+        lines.append(f"- served / served in Ray Serve's default mode: {ratio(served.get(pairs[-1]), results['served_default_mode'])}")
     lines += notes
-    if results.get("served_stage_ms"):
-        lines.append(f"- served, mean ms per stage of /v1/recognize at saturation (queueing included): {results['served_stage_ms']}")
     if results.get("sweep"):
         lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
                   "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) "

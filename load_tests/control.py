@@ -4,7 +4,7 @@ samples the Serve status API, and kills replicas on command.
 Why a separate process: the locust process is monkey-patched by gevent, and Ray's driver (gRPC, threads)
 must not run there. The parent talks to this process with one JSON object per line:
 stdin  {"cmd": "kill", "deployment": "Detector"} | {"cmd": "stop"}
-       | {"cmd": "deploy", "user_config": {deployment: {...}}, "env_vars": {name: value}}
+       | {"cmd": "deploy", "user_config": {deployment: {...}}, "env_vars": {name: value}, "args": {name: value}}
 stdout {"event": "ready", "url", "config"} | {"event": "killed", "deployment", "actor", "t"} | {"event": "deployed"}
        | {"event": "stopped"}
 Samples go to the JSON-lines file given by --samples.
@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                 changed = copy.deepcopy(app.config)
                 for deployment in changed["applications"][0]["deployments"]:
                     deployment.setdefault("user_config", {}).update(command["user_config"].get(deployment["name"], {}))
+                if command.get("args"):  # the application's args (e.g. the runtimes): Serve builds the app anew
+                    changed["applications"][0].setdefault("args", {}).update(command["args"])
                 if command.get("env_vars"):  # a runtime_env change: Serve restarts the replicas
                     runtime_env = changed["applications"][0].setdefault("runtime_env", {})
                     runtime_env.setdefault("env_vars", {}).update(command["env_vars"])

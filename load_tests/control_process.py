@@ -81,10 +81,10 @@ class Control:
         self.process.stdin.flush()
         return self._wait_event("killed", 60)
 
-    def deploy(self, user_config: dict[str, dict], env_vars: dict[str, str] | None = None) -> dict:
+    def deploy(self, user_config: dict[str, dict], env_vars: dict[str, str] | None = None, args: dict | None = None) -> dict:
         """Live user_config changes, e.g. {"Detector": {"max_batch_size": 4}}, and changes to the app's
-        runtime_env env_vars (which restart the replicas); returns once the app is ready."""
-        command = {"cmd": "deploy", "user_config": user_config, "env_vars": env_vars or {}}
+        runtime_env env_vars or args (which restart the replicas); returns once the app is ready."""
+        command = {"cmd": "deploy", "user_config": user_config, "env_vars": env_vars or {}, "args": args or {}}
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
         return self._wait_event("deployed", 300)

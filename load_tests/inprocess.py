@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.core.model_label import load_model_label
-from pipeline.core.models import SavedModelClassifier, YoloDetector
-from pipeline.core.photo_to_answer import PhotoToAnswer, Recognized, StageSeconds
+from pipeline.core.models import load_classifier, load_detector
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized, StageSeconds
 from pipeline.core.settings import ServingSettings, serving_settings
 
 
@@ -40,13 +40,18 @@ class InProcessPipeline:
     batches."""
 
     def __init__(self, model_dir: str | None, settings: ServingSettings | None = None, threads: int | None = None,
-                 classifier_batch: int = 16) -> None:
+                 classifier_batch: int = 16, classifier_runtime: str = "auto", detector_runtime: str = "auto") -> None:
+        """Runtimes as serve_config.yaml's args name them; `auto` as on a CPU node."""
         threads = threads or os.cpu_count() or 1
         self.settings = settings or serving_settings()
         self.bundle = load_model_label(model_dir)
-        self.detector = YoloDetector(self.bundle.detector_path, threads=threads)  # torch all the way in before TensorFlow
-        self.classifier = SavedModelClassifier(self.bundle.classifier_path, threads=threads, batch=classifier_batch)
-        self.loop = PhotoToAnswer(self.bundle, self.settings.recognizer)
+        self.runtimes = {"classifier": self.bundle.resolve_runtime("classifier", classifier_runtime, use_gpu=False),
+                         "detector": self.bundle.resolve_runtime("detector", detector_runtime, use_gpu=False)}
+        detector_path = self.bundle.runtime_path("detector", self.runtimes["detector"])
+        self.detector = load_detector(detector_path, self.runtimes["detector"], threads=threads)  # torch before TensorFlow
+        classifier_path = self.bundle.runtime_path("classifier", self.runtimes["classifier"])
+        self.classifier = load_classifier(classifier_path, self.runtimes["classifier"], threads=threads, batch=classifier_batch)
+        self.loop = PhotoToAnswer(ModelFacts.of(self.bundle, self.runtimes["classifier"]), self.settings.recognizer)
         self.times = StageTimes()
         self.recognize([self._warmup_photo()])  # load weights and trace now, not on the first request
         self.times = StageTimes()

@@ -215,14 +215,20 @@ def test_hello_body_is_the_rest_template_shape():
 def test_benchmark_ratios_are_rendered():
     from load_tests.benchmark import render
 
-    run = {"images_per_s": 4.0, "p50_s": 1.0, "p99_s": 2.0, "statuses": {"200": 40}}
-    text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10, "served": run,
+    run = {"images_per_s": 4.0, "p50_s": 1.0, "p99_s": 2.0, "statuses": {"200": 40}, "cpu": {"ours_cores": 2.0}}
+    raw = {"images_per_s": 8.0, "ms_per_image": {}, "cpu": {"ours_cores": 2.0}}
+    text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10,
+                   "served_runtimes": {"savedmodel+torch": run, "auto": run | {"images_per_s": 6.0}},
                    "baseline": run | {"images_per_s": 2.0},
-                   "raw": {"8": {"images_per_s": 8.0, "ms_per_image": {}, "cpu": {"ours_cores": 2.0}}},
-                   "served_default_mode": run | {"images_per_s": 3.2}, "sweep": {"1": run, "8": run}})
-    assert "(1/2): 2.00" in text and "(1/3): 0.50" in text and "| 8 | 4.00 |" in text
-    assert "default mode (HTTP) | 3.20 |" in text and "served in Ray Serve's default mode: 1.25" in text
-    assert "| 2.0 / - | 4.00 |" in text  # raw: 8 images/s on 2 cores = 4 images per CPU-second
+                   "raw": {"savedmodel+torch": {"1": raw | {"images_per_s": 5.0}, "8": raw},
+                           "auto": {"8": raw | {"images_per_s": 12.0, "cpu": {"ours_cores": 1.5}}}},
+                   "served_default_mode": run | {"images_per_s": 3.0}, "sweep": {"1": run, "8": run}})
+    assert "| served (HTTP) | auto | 6.00 |" in text and "| raw, batch 8 (in process) | savedmodel+torch | 8.00 |" in text
+    assert "raw auto / raw savedmodel+torch, images per CPU-second (best batch): 2.00" in text  # 12/1.5 against 8/2
+    assert "served / raw, auto, images/s: 0.50; images per CPU-second: 0.38" in text  # 6/12; 3 against 8
+    assert "served auto / raw savedmodel+torch, images/s: 0.75" in text and "served / baseline: 3.00" in text
+    assert "default mode (HTTP) | - | 3.00 |" in text and "served in Ray Serve's default mode: 2.00" in text
+    assert "| 8 | 4.00 |" in text  # the sweep
 
 
 @pytest.fixture(scope="module")
