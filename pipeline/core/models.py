@@ -95,6 +95,7 @@ class OnnxDetector(BoxDetector):
         import torch
         from ultralytics.utils import nms
 
+        torch.set_num_threads(threads or 1)  # the NMS runs in torch: no more threads than the replica's share
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = threads or 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
