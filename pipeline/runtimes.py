@@ -67,7 +67,7 @@ def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequ
 
     def calibration_crops():
         for crop in calibration:
-            yield {"image": crop[None].astype(np.float32)}
+            yield [crop[None].astype(np.float32)]  # by position: the signature names its input as the model was built
 
     int8 = converter()
     int8.optimizations = [tf.lite.Optimize.DEFAULT]
