@@ -60,11 +60,31 @@ def model_free_unless_marked(request: pytest.FixtureRequest):
         pytest.fail(f"{request.node.nodeid} imported {', '.join(sorted(imported))}: mark it models, train or cluster")
 
 
+EXIT_STATUS = pytest.StashKey[int]()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run that selected no models, train or cluster test (the fast tier) fails if TensorFlow or ultralytics
     was imported anyway: at collection (a test module imports it at its top) or by a module's fixture."""
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
     if any(needs_model_libraries(item) for item in session.items) or not (loaded := model_libraries_loaded()):
         return
     print(f"\nmodel-free run, yet {', '.join(sorted(loaded))} was imported: a test module imports it at its top, "
           "or an unmarked test's fixture does; mark that test models, train or cluster", file=sys.stderr)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    session.config.stash[EXIT_STATUS] = int(session.exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A run that loaded TensorFlow, torch, LiteRT and ONNX Runtime into this one process leaves without running
+    their C++ static destructors: once all of `make test` had passed and its summary was printed, one of them
+    crashed at interpreter exit (SIGSEGV) and turned the run's exit status into a failure. The results are final
+    here; the status is the session's (a replica or a pipeline command loads one runtime and exits normally)."""
+    if "tensorflow" not in sys.modules or EXIT_STATUS not in config.stash:
+        return
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[EXIT_STATUS])
