@@ -29,7 +29,7 @@ from pipeline.core.models import load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import ModelFacts
 from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
-from pipeline.core.settings import serving_settings
+from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.efficientnet_lite import VARIANTS
 from pipeline.finetune import SPLIT_NAME
@@ -143,7 +143,7 @@ def _install(staging: Path, out: Path) -> None:
 
 def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detector_size: int,
                   detector_runtimes: dict[str, dict[str, Any]], split: dict[str, Any], eval_data: Path | str,
-                  photos: list[tuple[Path, int]], settings: Any, report: dict[str, Any], report_dir: Path,
+                  photos: list[tuple[Path, int]], settings: ServingSettings, report: dict[str, Any], report_dir: Path,
                   target_precision: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The classifier in TFLite (int8 calibrated on train photos the classifier was fitted on), and every runtime
     measured against the framework's (pipeline.runtimes); the choices on the selection split when the run has one,
@@ -170,10 +170,7 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
     markdown = runtimes.to_markdown(measured, reference | {"val_top1": hello["top1"], "val_top5": hello["top5"]})
     with open(report_dir / "evaluation.md", "a", encoding="utf-8") as evaluation:
         evaluation.write("\n" + markdown)
-    speeds = measured["ms_per_item"]
-    return ({name: {**entry, "ms_per_item": speeds["classifier"][name]} for name, entry in measured["classifier"].items()},
-            {name: {**entry, "ms_per_item": speeds["detector"][name]} for name, entry in measured["detector"].items()},
-            measured)
+    return measured["classifier"], measured["detector"], measured
 
 
 def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path | str, out: Path | str, *,

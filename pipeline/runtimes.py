@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.model_label import FRAMEWORK_RUNTIME, fastest_within_bar
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import load_training_image
@@ -118,15 +119,15 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
             reference: dict[str, Any], detector_data: Path | str | None, target_precision: float) -> dict[str, Any]:
     """Per runtime: its accuracy against the framework runtime's (`reference`: the SavedModel's selection top-1
     and torch's mAP50), whether it meets the bar, its calibrated threshold, its val figures and its speed (one
-    thread); and /hello on val with what `auto` serves on CPU (the fastest runtimes that met the bar). Returns
-    {"classifier": {runtime: entry}, "detector": {runtime: entry}, "ms_per_item": {...}, "served_on_cpu": {...}}."""
+    thread, also in each entry's `ms_per_item`); and /hello on val with what `auto` serves on CPU (the fastest
+    runtimes that met the bar). Returns {"classifier": {runtime: entry}, "detector": {runtime: entry},
+    "ms_per_item": {...}, "served_on_cpu": {...}}."""
     from pipeline.detector import validate
-    from pipeline.evaluate import calibrate_unknown, photo_pass, policy_probabilities, precision_at, top_k_accuracy
+    from pipeline.evaluate import calibrate_unknown, crop_and_whole, photo_pass, policy_probabilities, precision_at, top_k_accuracy
 
     def hello(detector, classifier, photos: Sequence[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
         recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
-        crop = np.stack([r.probabilities[0] for r in recognized])
-        whole = np.stack([r.whole_photo if r.whole_photo is not None else r.probabilities[0] for r in recognized])
+        crop, whole = crop_and_whole(recognized)
         probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[hello_policy]
         return probabilities, np.array([t for _, t in photos])
 
@@ -169,13 +170,15 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
         "classifier": ms_per_item(classify_calls, len(crops)), "detector": ms_per_item(detect_calls, len(images)),
         "threads": 1, "classifier_batch": len(crops), "detector_batch": len(images),
     }
+    for part in ("classifier", "detector"):
+        for name, entry in result[part].items():
+            entry["ms_per_item"] = result["ms_per_item"][part][name]
 
-    def fastest(part: str, framework: str) -> str:
-        speed: dict[str, float] = result["ms_per_item"][part]
-        eligible = [framework] + [name for name, entry in result[part].items() if entry["meets_bar"]]
-        return min(eligible, key=speed.__getitem__)
+    def served_by_auto(part: str) -> str:  # what ModelLabel.resolve_runtime will pick from the manifest on CPU
+        framework = FRAMEWORK_RUNTIME[part]
+        return fastest_within_bar(part, {framework: {"ms_per_item": result["ms_per_item"][part][framework]}, **result[part]})
 
-    classifier, detector = fastest("classifier", "savedmodel"), fastest("detector", "torch")
+    classifier, detector = served_by_auto("classifier"), served_by_auto("detector")
     measured, val_targets = hello(detectors[detector], classifiers[classifier], val_photos)
     threshold = result["classifier"][classifier]["calibration"]["unknown_threshold"] if classifier in result["classifier"] \
         else reference["unknown_threshold"]

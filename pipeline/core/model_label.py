@@ -35,6 +35,14 @@ RUNTIMES = {"classifier": ("savedmodel", "tflite", "tflite_int8"), "detector": (
 AUTO_RUNTIME = "auto"
 
 
+def fastest_within_bar(part: str, entries: dict[str, dict[str, Any]]) -> str:
+    """`auto` on CPU: among `part`'s framework runtime and the runtimes that met the accuracy bar, the fastest
+    by the `ms_per_item` export measured (`entries`: runtime → its manifest entry)."""
+    framework = FRAMEWORK_RUNTIME[part]
+    eligible = [runtime for runtime, entry in entries.items() if runtime == framework or entry.get("meets_bar")]
+    return min(eligible, key=lambda runtime: entries[runtime].get("ms_per_item", float("inf")))
+
+
 class ModelLabelError(RuntimeError):
     """model_label/ is missing something or its files disagree with the manifest."""
 
@@ -144,11 +152,9 @@ class ModelLabel:
         if requested != AUTO_RUNTIME:
             self.runtime_entry(part, requested)
             return requested
-        framework = FRAMEWORK_RUNTIME[part]
         if use_gpu:
-            return framework
-        eligible = [r for r in self.runtimes(part) if r == framework or self.runtime_entry(part, r).get("meets_bar")]
-        return min(eligible, key=lambda r: self.runtime_entry(part, r).get("ms_per_item", float("inf")))
+            return FRAMEWORK_RUNTIME[part]
+        return fastest_within_bar(part, {runtime: self.runtime_entry(part, runtime) for runtime in self.runtimes(part)})
 
     def unknown_threshold_for(self, runtime: str) -> float:
         """The unknown threshold calibrated for the classifier in `runtime` (each runtime's probabilities differ a
