@@ -234,7 +234,7 @@ def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
     from pipeline.core.model_label import load_model_label
     from pipeline.core.models import YoloDetector
-    from pipeline.core.photo_to_answer import PhotoToAnswer
+    from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
     from pipeline.core.settings import serving_settings
     from pipeline.datasets import load_labelled_photos
 
@@ -242,7 +242,7 @@ def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     settings = serving_settings(args.serve_config)
     photos = [str(path) for path, _ in load_labelled_photos(args.data, bundle.labels, args.split)]
     detector = YoloDetector(bundle.detector_path, use_gpu=args.device != "cpu")
-    found = PhotoToAnswer(bundle, settings.recognizer).run_files(
+    found = PhotoToAnswer(ModelFacts.of(bundle), settings.recognizer).run_files(
         photos, lambda pixels: detector.detect(pixels, settings.detector), classify=None, prominent_only=True)
     result = {path: (list(r.regions[0]) if r.regions[0] else None) for path, r in zip(photos, found)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -93,8 +93,8 @@ class Recognized:
 class PhotoToAnswer:
     """The loop, for one set of models (their ModelFacts) and the ingress settings."""
 
-    def __init__(self, models: ModelLabel | ModelFacts, settings: RecognizerSettings) -> None:
-        self.models = models if isinstance(models, ModelFacts) else ModelFacts.of(models)
+    def __init__(self, models: ModelFacts, settings: RecognizerSettings) -> None:
+        self.models = models
         self.settings = settings
 
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
