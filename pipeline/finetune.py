@@ -78,6 +78,8 @@ class FinetuneConfig:
     max_steps: int | None = option(None, help="stop each epoch after this many steps (small test runs)")
     threads: int = option(0, help="torch threads (0: all cores)")
     seed: int = option(0)
+    leave_out: int = option(0, help="classes left out of training, drawn with --seed (the catalog's leave-classes-out "
+                                    "evaluation: pipeline.catalog_evaluation); their train photos stay in split.json")
     resume: bool = option(False, help="go on from <out>/last.pt")
 
 
@@ -94,6 +96,21 @@ def limit_per_class(split: Split, count: int | None) -> Split:
         if seen[class_id] <= count:
             keep.append(i)
     return Split([split.paths[i] for i in keep], [split.class_ids[i] for i in keep])
+
+
+def left_out_classes(num_classes: int, count: int, seed: int) -> list[int]:
+    """The `count` class ids a leave-classes-out run does not train on (sorted; seeded)."""
+    return sorted(np.random.default_rng(seed).choice(num_classes, size=count, replace=False).tolist()) if count else []
+
+
+def without_classes(split: Split, left_out: list[int]) -> tuple[Split, Split]:
+    """`split` without the `left_out` classes (ids renumbered over the kept classes, in order), and their photos."""
+    kept = [c for c in range(max(split.class_ids) + 1) if c not in left_out]
+    new_id = {c: i for i, c in enumerate(kept)}
+    keep = [i for i, c in enumerate(split.class_ids) if c in new_id]
+    out = [i for i, c in enumerate(split.class_ids) if c not in new_id]
+    return (Split([split.paths[i] for i in keep], [new_id[split.class_ids[i]] for i in keep]),
+            Split([split.paths[i] for i in out], [split.class_ids[i] for i in out]))
 
 
 def load_photos(paths: list[str], size: int) -> np.ndarray:
@@ -248,21 +265,31 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
                                  "classes_in_selection": len(set(selection.class_ids))},
                     "fit": fit.paths, "selection": selection.paths,
                     "fit_class_ids": fit.class_ids, "selection_class_ids": selection.class_ids}
+    labels = data.labels
+    left_out = left_out_classes(data.num_classes, config.leave_out, config.seed)
+    if left_out:  # the same fit / selection split as a full run, less the left-out classes (recorded, ids as in data)
+        (fit, fit_out), (selection, selection_out) = without_classes(fit, left_out), without_classes(selection, left_out)
+        labels = [label for c, label in enumerate(data.labels) if c not in left_out]
+        split_record.update(fit=fit.paths, selection=selection.paths, fit_class_ids=fit.class_ids,
+                            selection_class_ids=selection.class_ids,
+                            left_out={"class_ids": left_out, "labels": [data.labels[c] for c in left_out],
+                                      "all_labels": data.labels, "fit": fit_out.paths, "fit_class_ids": fit_out.class_ids,
+                                      "selection": selection_out.paths, "selection_class_ids": selection_out.class_ids})
     if config.resume and (out / SPLIT_NAME).is_file():
         if json.loads((out / SPLIT_NAME).read_text())["selection"] != selection.paths:
             raise ValueError(f"{out / SPLIT_NAME} holds another selection split: resume with the same data and seed")
     (out / SPLIT_NAME).write_text(json.dumps(split_record) + "\n")
     (out / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
-    write_labels(out / LABELS_NAME, data.labels)
+    write_labels(out / LABELS_NAME, labels)
 
     size = variant.input_size
     fit_photos = load_photos(fit.paths, round(size * config.resize_margin))
     selection_photos = load_photos(selection.paths, size)
     fit_targets, selection_targets = np.asarray(fit.class_ids), np.asarray(selection.class_ids)
-    print(f"{len(fit.paths)} fit / {len(selection.paths)} selection photos, {data.num_classes} classes, "
+    print(f"{len(fit.paths)} fit / {len(selection.paths)} selection photos, {len(labels)} classes, "
           f"decoded in {time.time() - started:.0f} s", flush=True)
 
-    network = build_network(config.backbone, data.num_classes)
+    network = build_network(config.backbone, len(labels))
     steps_per_epoch = math.ceil(len(fit.paths) / config.batch_size)
     if config.max_steps:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
@@ -285,7 +312,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
             fit_features = lite0_features[[position[path] for path in fit.paths]]
         else:
             fit_features = pooled_features(network, load_photos(fit.paths, size))
-        weight, bias = linear_probe(fit_features, fit_targets, data.num_classes, config.probe_l2)
+        weight, bias = linear_probe(fit_features, fit_targets, len(labels), config.probe_l2)
         np.savez(out / PROBE_NAME, weight=weight, bias=bias)
         with torch.no_grad():
             network._fc.weight.copy_(torch.from_numpy(weight))
@@ -328,7 +355,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     summary = {
         "trainer": "pipeline.finetune (torch, whole network), ported to TF by pipeline.efficientnet_lite",
         "backbone": config.backbone, "input_size": size, "hyperparameters": asdict(config),
-        "data": {"source": data.source, "num_classes": data.num_classes, "fit_photos": len(fit.paths),
+        "data": {"source": data.source, "num_classes": len(labels), "left_out_classes": len(left_out), "fit_photos": len(fit.paths),
                  "selection_photos": len(selection.paths), "selection_seed": config.seed,
                  "selection_fraction": config.selection_fraction},
         "linear_probe": state["probe"], "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
