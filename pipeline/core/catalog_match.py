@@ -1,0 +1,218 @@
+"""Matching crops against the catalog, and the catalog's records and errors: model-free, store-free.
+
+The Catalog deployment's store (pipeline.core.catalog_store) hands out a `CatalogSnapshot`, one version of the
+catalog's vectors; each replica builds a `CatalogIndex` from it and asks, per crop embedding, which enrolled
+product is nearest (`best`), or the k nearest (`top`, for the evaluation). The store's records and errors are
+here too: they cross Ray from the Catalog deployment to the ingress, which imports this module, not the store.
+
+The search scans every vector (no approximate index: a catalog this size needs none). The scan reads a float16
+copy of the vectors (faiss' fp16 scalar quantizer), which halves the memory it streams, the cost of a scan this
+size; the few best candidates are then scored again in float32 from the snapshot's own vectors, so a similarity
+is the float32 cosine and the answer is the exact nearest photo unless more than `CANDIDATES` photos lie within
+float16 rounding (about 1e-4) of it, when one of them (as near) is answered. faiss runs one thread per call
+here: the replica sets `faiss.omp_set_num_threads(1)`, its share of the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+CANDIDATES = 16
+"""Photos the float16 scan hands to the float32 rescoring, per query (more for `top`)."""
+
+
+@dataclass(frozen=True, eq=False)
+class CatalogSnapshot:
+    """One catalog version's vectors, as the replicas match against them (picklable: it travels over Ray).
+
+    `vectors` [M, D] float32, L2-normalised, one row per enrolled photo that has an embedding of `model_version`;
+    `skus` and `labels` name each row's product. `missing_photos`: the current photos without an embedding of
+    this model (not re-embedded yet, or the model finds no product in them)."""
+
+    version: int
+    model_version: str
+    vectors: np.ndarray
+    skus: list[str]
+    labels: list[str]
+    missing_photos: int = 0
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.vectors.dtype != np.float32:
+            raise ValueError(f"vectors must be float32 [M, D]; got {self.vectors.dtype} {self.vectors.shape}")
+        if not len(self.skus) == len(self.labels) == len(self.vectors):
+            raise ValueError(f"{len(self.vectors)} vectors, {len(self.skus)} skus and {len(self.labels)} labels")
+
+    @classmethod
+    def empty(cls, model_version: str, version: int = 0, dimension: int = 0) -> CatalogSnapshot:
+        return cls(version, model_version, np.empty((0, dimension), np.float32), [], [])
+
+    @property
+    def products(self) -> int:
+        return len(set(self.skus))
+
+
+@dataclass(frozen=True)
+class CatalogMatch:
+    """The enrolled product nearest a crop: its sku and label, and the cosine similarity of its nearest photo."""
+
+    sku: str
+    label: str
+    similarity: float
+
+
+@dataclass
+class CatalogIndex:
+    """A snapshot, searchable: the best product per crop embedding (max cosine over each product's photos)."""
+
+    snapshot: CatalogSnapshot
+    _index: faiss.Index | None = field(init=False, default=None, repr=False)
+    _photos_per_sku: int = field(init=False, default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        vectors = self.snapshot.vectors
+        if len(vectors):
+            self._index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            self._index.add(np.ascontiguousarray(vectors))
+            self._photos_per_sku = int(np.unique(np.asarray(self.snapshot.skus), return_counts=True)[1].max())
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    def best(self, embeddings: np.ndarray) -> list[CatalogMatch | None]:
+        """Per embedding [N, D], the nearest product; None for every one when the catalog is empty."""
+        return [matches[0] if matches else None for matches in self.top(embeddings, 1)]
+
+    def top(self, embeddings: np.ndarray, k: int) -> list[list[CatalogMatch]]:
+        """Per embedding, the k nearest products (distinct skus, nearest first; fewer when fewer are enrolled)."""
+        queries = _normalised(embeddings)
+        if self._index is None or not len(queries):
+            return [[] for _ in queries]
+        if queries.shape[1] != self.snapshot.vectors.shape[1]:
+            raise ValueError(f"embeddings of dimension {queries.shape[1]}; the catalog's are {self.snapshot.vectors.shape[1]}")
+        # The k-th distinct sku's nearest photo ranks at most (k - 1) * (photos per sku) + 1: within this many.
+        wanted = min(len(self.snapshot.vectors), CANDIDATES + (k - 1) * self._photos_per_sku)
+        _, rows = self._index.search(queries, wanted)
+        exact = np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows])
+        return [self._distinct(row, score, k) for row, score in zip(rows, exact)]
+
+    def _distinct(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[CatalogMatch]:
+        matches: dict[str, CatalogMatch] = {}
+        for at in np.argsort(-scores, kind="stable"):
+            sku = self.snapshot.skus[rows[at]]
+            if sku not in matches:
+                matches[sku] = CatalogMatch(sku, self.snapshot.labels[rows[at]], float(scores[at]))
+                if len(matches) == k:
+                    break
+        return list(matches.values())
+
+
+def _normalised(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    vectors = np.atleast_2d(np.asarray(embeddings, np.float32))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1))
+
+
+# The store's records and errors (pipeline.core.catalog_store).
+
+
+class CatalogError(Exception):
+    """A request the catalog refuses; `code` and `status` are what the HTTP layer answers."""
+
+    code, status = "catalog_error", 400
+
+
+class InvalidProduct(CatalogError):
+    code, status = "invalid_product", 422
+
+
+class TooManyPhotos(InvalidProduct):
+    code = "too_many_photos"
+
+
+class InvalidPhoto(CatalogError):
+    code, status = "invalid_photo", 422
+
+
+class UnknownProduct(CatalogError):
+    code, status = "unknown_product", 404
+
+
+class UnknownPhoto(CatalogError):
+    code, status = "unknown_photo", 404
+
+
+class UnknownVersion(CatalogError):
+    code, status = "unknown_version", 422
+
+
+class CatalogFull(CatalogError):
+    code, status = "catalog_full", 409
+
+
+class ModelMismatch(CatalogError):
+    """Embeddings of another model than the catalog's: the catalog must be re-embedded for it first."""
+
+    code, status = "model_mismatch", 409
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """A photo to enroll: its bytes, media type and embedding (by the model of the write's `model_version`)."""
+
+    data: bytes
+    media_type: str
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    label: str
+    photo_ids: list[int]
+    created: float  # when the sku was enrolled (a replacement keeps it)
+    updated: float  # when it last changed
+
+    @property
+    def photos(self) -> int:
+        return len(self.photo_ids)
+
+
+@dataclass(frozen=True)
+class CatalogInfo:
+    version: int
+    products: int
+    photos: int
+    model_version: str | None
+    updated: float | None  # when the latest version was made; None: never written
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One version of the catalog, with its audit record."""
+
+    version: int
+    time: float
+    actor: str
+    action: str  # enroll, add_photos, delete, rollback, reembed
+    sku: str | None
+    details: dict
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    sku: str
+    similarity: float
+    photo_id: int
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    model_version: str
+    embedded: int  # photos this call gave an embedding of model_version
+    without_product: list[int]  # photo ids the model finds no product in: they have no embedding of it
+    version: int | None  # the version that switched the catalog to model_version; None: it already was
