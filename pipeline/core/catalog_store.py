@@ -1,0 +1,502 @@
+"""The product catalog's store: SQLite for what must last, faiss in memory for the near-duplicate search.
+
+The catalog is written now and then by an operator and owned by one process (the Catalog deployment): a database
+in a file on its volume is all it needs. SQLite in WAL mode (stdlib `sqlite3`) gives transactions (a write is all
+there or not there, even when the process is killed mid-write), readers that do not wait for the writer, and no
+server to run; it keeps every fact (product states per version, the photos' bytes for re-embedding, embeddings
+per model version, versions, the audit log). faiss (`IndexIDMap2(IndexFlatIP)`, exact, ids = photo ids) holds
+the current model's vectors for `near_duplicates`: rebuilt at open and after another process's write, changed
+only after a commit.
+
+`synchronous=FULL`: a write is on disk when it returns. Under NORMAL a power loss may undo the last commits and
+their version numbers, which would then name other content while replicas hold snapshots under the old ones.
+
+When a vector database server should replace this (behind the same methods): every matching replica keeps the
+vectors, float32 to score and float16 to scan (pipeline.core.catalog_match), 1,280 x 6 B = 7.5 KB per photo, and
+scans 2.5 KB per photo for every crop: 75 MB and a 25 MB scan at the targets' 10,000 photos, 750 MB per replica
+and a 250 MB scan per crop at 100,000. Past some 20,000-50,000 photos one server holding the vectors once, with
+an approximate index, costs less; `max_photos` keeps this store below that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from pipeline.core.catalog_match import (
+    CatalogError,
+    CatalogFull,
+    CatalogInfo,
+    CatalogSnapshot,
+    HistoryEntry,
+    InvalidPhoto,
+    InvalidProduct,
+    ModelMismatch,
+    NearDuplicate,
+    Product,
+    ReembedReport,
+    StoredPhoto,
+    TooManyPhotos,
+    UnknownPhoto,
+    UnknownProduct,
+    UnknownVersion,
+)
+
+SCHEMA_VERSION = 1  # PRAGMA user_version
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- model_version: the catalog's embedding space
+CREATE TABLE versions (  -- one per write, from 1 (0: the empty catalog)
+    version INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, sku TEXT);
+CREATE TABLE products (  -- a state of a product: in the catalog from version `since` until `until` (excluded, NULL: now)
+    id INTEGER PRIMARY KEY, sku TEXT NOT NULL, label TEXT NOT NULL, since INTEGER NOT NULL REFERENCES versions,
+    until INTEGER REFERENCES versions, enrolled INTEGER NOT NULL REFERENCES versions);  -- enrolled: kept by replacements
+CREATE UNIQUE INDEX current_products ON products (sku) WHERE until IS NULL;
+CREATE TABLE photos (
+    id INTEGER PRIMARY KEY, data BLOB NOT NULL, sha256 TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE product_photos (
+    product INTEGER NOT NULL REFERENCES products, photo INTEGER NOT NULL REFERENCES photos, position INTEGER NOT NULL,
+    PRIMARY KEY (product, photo));
+CREATE INDEX photo_products ON product_photos (photo);
+CREATE TABLE embeddings (  -- vector: float32, L2-normalised, or NULL: that model finds no product in the photo
+    photo INTEGER NOT NULL REFERENCES photos, model_version TEXT NOT NULL, vector BLOB, PRIMARY KEY (photo, model_version));
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, sku TEXT,
+    version INTEGER REFERENCES versions, details TEXT NOT NULL);
+"""
+SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MEDIA_TYPE = re.compile(r"image/[a-z0-9.+-]{1,40}")
+CURRENT = "until IS NULL"
+AS_OF = "since <= :v AND (until IS NULL OR until > :v)"
+
+
+class CatalogStore:
+    """The catalog in `folder` (catalog.sqlite3 and its WAL): one instance per process, safe to share by threads.
+
+    A write holds a lock and one `BEGIN IMMEDIATE` transaction (which also orders it against another process's
+    writes) and makes one new version; reads use one connection per thread, each read one transaction, and do not
+    wait for writes. The faiss index changes under the same lock, after the commit."""
+
+    def __init__(self, folder: Path | str, max_products: int = 10_000, max_photos_per_product: int = 50,
+                 max_photos: int = 20_000, max_photo_bytes: int = 10 * 1024 * 1024, busy_timeout_s: float = 30.0) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "catalog.sqlite3"
+        self.max_products, self.max_photos_per_product = max_products, max_photos_per_product
+        self.max_photos, self.max_photo_bytes = max_photos, max_photo_bytes
+        self._busy_timeout_s = busy_timeout_s
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._index: faiss.IndexIDMap2 | None = None
+        self._photo_skus: dict[int, str] = {}
+        self._seen_data_version: int | None = None
+        self._db = self._connect()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        with self._lock, self._transaction(sync=False) as db:
+            schema = db.execute("PRAGMA user_version").fetchone()[0]
+            if schema == 0:
+                for statement in SCHEMA.split(";")[:-1]:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif schema != SCHEMA_VERSION:
+                raise CatalogError(f"{self.path} has schema version {schema}; this code knows {SCHEMA_VERSION}")
+            self._sync_index()
+
+    # Reads
+
+    def info(self) -> CatalogInfo:
+        with self._read() as db:
+            version, updated = db.execute("SELECT max(version), max(created) FROM versions").fetchone()
+            products = _count(db, f"SELECT count(*) FROM products WHERE {CURRENT}")
+            return CatalogInfo(version or 0, products, _current_photos(db), _model_version(db), updated)
+
+    def products(self, offset: int = 0, limit: int = 50) -> tuple[int, list[Product]]:
+        """(how many products there are, those from `offset` in sku order, at most `limit`)."""
+        with self._read() as db:
+            rows = db.execute(f"SELECT id FROM products WHERE {CURRENT} ORDER BY sku LIMIT ? OFFSET ?",
+                              (max(0, limit), max(0, offset))).fetchall()
+            return _count(db, f"SELECT count(*) FROM products WHERE {CURRENT}"), [_product(db, row) for (row,) in rows]
+
+    def product(self, sku: str) -> Product:
+        with self._read() as db:
+            return _product(db, _current_row(db, sku))
+
+    def photo(self, photo_id: int, sku: str | None = None) -> tuple[bytes, str]:
+        """A stored photo's bytes and media type; with `sku`, only one of that product's current photos."""
+        with self._read() as db:
+            if sku is not None and photo_id not in _product(db, _current_row(db, sku)).photo_ids:
+                raise UnknownPhoto(f"{sku} has no photo {photo_id}")
+            row = db.execute("SELECT data, media_type FROM photos WHERE id = ?", (photo_id,)).fetchone()
+            if row is None:
+                raise UnknownPhoto(f"no photo {photo_id}")
+            return row[0], row[1]
+
+    def history(self, offset: int = 0, limit: int = 50) -> list[HistoryEntry]:
+        """The catalog's versions with their audit records, newest first."""
+        with self._read() as db:
+            rows = db.execute("SELECT version, time, actor, action, sku, details FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
+                              (max(0, limit), max(0, offset))).fetchall()
+            return [HistoryEntry(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in rows]
+
+    def snapshot(self, model_version: str) -> CatalogSnapshot:
+        """The current products' vectors of `model_version` (never another model's), read in one transaction;
+        `missing_photos` counts the current photos without one."""
+        with self._read() as db:
+            version = _count(db, "SELECT coalesce(max(version), 0) FROM versions")
+            rows = db.execute(f"SELECT p.sku, p.label, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
+                              f"LEFT JOIN embeddings e ON e.photo = pp.photo AND e.model_version = ? "
+                              f"WHERE {CURRENT} ORDER BY p.sku, pp.position", (model_version,)).fetchall()
+        found = [row for row in rows if row[2] is not None]
+        vectors = np.frombuffer(b"".join(row[2] for row in found), np.float32).reshape(len(found), -1 if found else 0)
+        return CatalogSnapshot(version, model_version, vectors.copy(), [row[0] for row in found], [row[1] for row in found],
+                               len(rows) - len(found))
+
+    def photos_needing(self, model_version: str) -> list[int]:
+        """Photo ids with no embedding of `model_version` (nor the finding that it sees no product there): the
+        current products' first, then those only earlier versions hold (a rollback may bring them back)."""
+        with self._read() as db:
+            return _needing(db, model_version)
+
+    def near_duplicates(self, embeddings: np.ndarray, exclude_sku: str | None, threshold: float, *,
+                        model_version: str) -> list[NearDuplicate | None]:
+        """Per embedding [N, D] of `model_version`: the nearest photo of a current product other than `exclude_sku`,
+        when its cosine similarity is `threshold` or more (enrollment refuses such a photo), else None."""
+        queries = _unit_rows(embeddings)
+        with self._lock:
+            self._sync_index()
+            catalog_model, index, skus = _model_version(self._db), self._index, self._photo_skus
+            if catalog_model is not None and catalog_model != model_version:
+                raise ModelMismatch(f"the catalog holds embeddings of {catalog_model}, not of {model_version}")
+            if index is None or index.ntotal == 0 or not len(queries):
+                return [None] * len(queries)
+            if queries.shape[1] != index.d:
+                raise InvalidPhoto(f"embeddings of dimension {queries.shape[1]}; the catalog's are {index.d}")
+            excluded = sum(sku == exclude_sku for sku in skus.values())  # the nearest other sku is within one more
+            similarities, ids = index.search(queries, min(index.ntotal, excluded + 1))
+            found: list[NearDuplicate | None] = []
+            for row_ids, row_similarities in zip(ids.tolist(), similarities.tolist()):
+                hit = next(((i, s) for i, s in zip(row_ids, row_similarities) if i >= 0 and skus[i] != exclude_sku), None)
+                found.append(NearDuplicate(skus[hit[0]], hit[1], hit[0]) if hit and hit[1] >= threshold else None)
+            return found
+
+    # Writes: each one transaction, and one new version
+
+    def enroll(self, sku: str, label: str, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
+        """Puts the product in the catalog with these photos, replacing its label and photos if it is there;
+        returns the new catalog version."""
+        return self._put(_valid_sku(sku), _valid_label(label), photos, model_version, _valid_actor(actor))
+
+    def add_photos(self, sku: str, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
+        """Adds photos to an enrolled product; returns the new catalog version."""
+        return self._put(_valid_sku(sku), None, photos, model_version, _valid_actor(actor))
+
+    def delete(self, sku: str, actor: str) -> int:
+        """Takes the product out of the catalog (its history stays, for rollback); returns the new version."""
+        sku, actor = _valid_sku(sku), _valid_actor(actor)
+        with self._lock:
+            with self._transaction() as db:
+                old = _current_row(db, sku)
+                photo_ids = _product(db, old).photo_ids
+                version = _new_version(db, actor, "delete", sku)
+                db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
+                _audit(db, version, {"photo_ids": photo_ids})
+                self._before_commit("delete")
+            self._index_remove(photo_ids)
+        return version
+
+    def rollback(self, version: int, actor: str) -> int:
+        """Makes the products as of `version` (labels and photos) the current ones again; returns the new version."""
+        actor = _valid_actor(actor)
+        with self._lock:
+            with self._transaction() as db:
+                latest = _count(db, "SELECT coalesce(max(version), 0) FROM versions")
+                if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= latest:
+                    raise UnknownVersion(f"no catalog version {version!r}: the versions are 0 to {latest}")
+                current = dict(db.execute(f"SELECT id, sku FROM products WHERE {CURRENT}").fetchall())
+                wanted = dict(db.execute(f"SELECT id, sku FROM products WHERE {AS_OF}", {"v": version}).fetchall())
+                removed, restored = current.keys() - wanted.keys(), wanted.keys() - current.keys()
+                new = _new_version(db, actor, "rollback", None)
+                _audit(db, new, {"to_version": version, "removed": sorted(current[row] for row in removed),
+                                 "restored": sorted(wanted[row] for row in restored)})
+                for row in removed:
+                    db.execute("UPDATE products SET until = ? WHERE id = ?", (new, row))
+                for row in restored:
+                    copy = db.execute("INSERT INTO products (sku, label, since, enrolled) SELECT sku, label, ?, enrolled "
+                                      "FROM products WHERE id = ?", (new, row)).lastrowid
+                    db.execute("INSERT INTO product_photos SELECT ?, photo, position FROM product_photos WHERE product = ?",
+                               (copy, row))
+                self._before_commit("rollback")
+            self._rebuild_index()
+        return new
+
+    def reembed(self, embed: Callable[[list[bytes]], list[np.ndarray | None]], model_version: str, actor: str = "reembed",
+                batch: int = 16, progress: Callable[[int], object] | None = None) -> ReembedReport:
+        """Embeds every stored photo lacking an embedding of `model_version` with `embed` (photos' bytes → per
+        photo an embedding, or None where the model finds no product), a transaction per `batch` photos, telling
+        `progress` how many were done; then, if the catalog was another model's, switches it to this one (a new
+        version). Interrupted, it keeps what it did and the next call goes on from there."""
+        embedded, without = 0, []
+        while True:
+            needing = self.photos_needing(model_version)
+            for ids in (needing[start:start + batch] for start in range(0, len(needing), batch)):
+                with self._read() as db:
+                    vectors = embed([db.execute("SELECT data FROM photos WHERE id = ?", (i,)).fetchone()[0] for i in ids])
+                if len(vectors) != len(ids):
+                    raise ValueError(f"embed answered {len(vectors)} embeddings for {len(ids)} photos")
+                rows = [(i, model_version, None if v is None else _unit_rows(v)) for i, v in zip(ids, vectors)]
+                with self._lock, self._transaction() as db:
+                    for row in rows:
+                        _check_dimension(db, model_version, None if row[2] is None else row[2].shape[1])
+                    db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                                   [(i, m, None if v is None else v.tobytes()) for i, m, v in rows])
+                without += [i for i, v in zip(ids, vectors) if v is None]
+                embedded += len(ids) - sum(v is None for v in vectors)
+                if progress is not None:
+                    progress(len(ids))
+            with self._lock:
+                with self._transaction() as db:
+                    if _needing(db, model_version, 1):
+                        continue  # photos enrolled meanwhile
+                    if (previous := _model_version(db)) == model_version:
+                        return ReembedReport(model_version, embedded, without, None)
+                    version = _new_version(db, actor, "reembed", None)
+                    _audit(db, version, {"model_version": model_version, "previous": previous, "embedded": embedded,
+                                         "without_product": without})
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (model_version,))
+                self._rebuild_index()
+            return ReembedReport(model_version, embedded, without, version)
+
+    def close(self) -> None:
+        with self._lock:
+            for db in [self._db, *self._readers]:
+                db.close()
+
+    def __enter__(self) -> CatalogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Inside
+
+    def _put(self, sku: str, label: str | None, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
+        """enroll (a label: the photos replace the product's) or add_photos (None: they join them)."""
+        action = "add_photos" if label is None else "enroll"
+        with self._lock:
+            with self._transaction() as db:
+                old = _current_row(db, sku) if label is None else _current_row_or_none(db, sku)
+                old_photos = _product(db, old).photo_ids if old else []
+                kept, replaced = (old_photos, []) if label is None else ([], old_photos)
+                vectors = self._valid_photos(photos, len(kept))
+                if (catalog_model := _model_version(db)) is None:
+                    db.execute("INSERT INTO meta VALUES ('model_version', ?)", (model_version,))
+                elif catalog_model != model_version:
+                    raise ModelMismatch(f"the catalog holds embeddings of {catalog_model}; re-embed it for {model_version} first")
+                _check_dimension(db, model_version, vectors.shape[1])
+                if old is None and _count(db, f"SELECT count(*) FROM products WHERE {CURRENT}") >= self.max_products:
+                    raise CatalogFull(f"the catalog holds {self.max_products:,} products, its limit")
+                if len(photos) > len(replaced) and _current_photos(db) + len(photos) - len(replaced) > self.max_photos:
+                    raise CatalogFull(f"the catalog would hold more than {self.max_photos:,} photos, its limit")
+                version = _new_version(db, actor, action, sku)
+                old_label, enrolled = db.execute("SELECT label, enrolled FROM products WHERE id = ?", (old,)).fetchone() or (label, version)
+                db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
+                row = int(db.execute("INSERT INTO products (sku, label, since, enrolled) VALUES (?, ?, ?, ?)",
+                                     (sku, label or old_label, version, enrolled)).lastrowid or 0)
+                db.executemany("INSERT INTO product_photos VALUES (?, ?, ?)", [(row, p, at) for at, p in enumerate(kept)])
+                ids = [_insert_photo(db, row, len(kept) + at, photo, vector, model_version)
+                       for at, (photo, vector) in enumerate(zip(photos, vectors))]
+                _audit(db, version, {"label": label or old_label, "model_version": model_version, "photo_ids": ids,
+                                     "replaced_photo_ids": replaced})
+                self._before_commit(action)
+            self._index_remove(replaced)
+            self._index_add(ids, vectors, sku)
+        return version
+
+    def _before_commit(self, action: str) -> None:
+        """Runs inside each write's transaction after its last statement: where a test kills the process."""
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_s)
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    @contextmanager
+    def _transaction(self, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the writer connection (the caller holds the lock). It starts by bringing the
+        faiss index up to date with any other process's commits: none can come in until it ends."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if sync:
+                self._sync_index()
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction on this thread's connection: one consistent state of the catalog."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+            db.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._readers.append(db)
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    def _valid_photos(self, photos: list[StoredPhoto], already: int) -> np.ndarray:
+        """The photos' embeddings as unit rows, once the photos are found fit to keep."""
+        if not photos:
+            raise InvalidPhoto("no photo")
+        if already + len(photos) > self.max_photos_per_product:
+            raise TooManyPhotos(f"{already + len(photos)} photos; a product has at most {self.max_photos_per_product}")
+        for photo in photos:
+            if not isinstance(photo.data, bytes) or not 0 < len(photo.data) <= self.max_photo_bytes:
+                raise InvalidPhoto(f"a photo is 1 to {self.max_photo_bytes:,} bytes")
+            if not isinstance(photo.media_type, str) or not MEDIA_TYPE.fullmatch(photo.media_type):
+                raise InvalidPhoto(f"media type {photo.media_type!r} is not an image/... type")
+        shapes = {np.shape(photo.embedding) for photo in photos}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise InvalidPhoto(f"the embeddings must be vectors of one length; got shapes {sorted(shapes)}")
+        return _unit_rows(np.stack([photo.embedding for photo in photos]))
+
+    def _sync_index(self) -> None:
+        """Rebuilds the faiss index if another connection (another process) committed since it was built."""
+        data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._seen_data_version:
+            self._rebuild_index()
+            self._seen_data_version = data_version
+
+    def _rebuild_index(self) -> None:
+        self._index, self._photo_skus = None, {}
+        rows = self._db.execute(f"SELECT pp.photo, p.sku, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
+                                f"JOIN embeddings e ON e.photo = pp.photo AND e.model_version = "
+                                f"(SELECT value FROM meta WHERE key = 'model_version') WHERE {CURRENT} AND e.vector IS NOT NULL").fetchall()
+        if rows:
+            self._index_add([row[0] for row in rows], np.stack([np.frombuffer(row[2], np.float32) for row in rows]), "")
+            self._photo_skus = {row[0]: row[1] for row in rows}
+
+    def _index_add(self, ids: list[int], vectors: np.ndarray, sku: str) -> None:
+        if self._index is None:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+        self._index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
+        self._photo_skus.update(dict.fromkeys(ids, sku))
+
+    def _index_remove(self, ids: list[int]) -> None:
+        if self._index is not None and ids:
+            self._index.remove_ids(np.asarray(ids, np.int64))  # type: ignore[arg-type]  # faiss' wrapper takes ids
+        for photo_id in ids:
+            self._photo_skus.pop(photo_id, None)
+
+
+def _valid_sku(sku: str) -> str:
+    if not isinstance(sku, str) or not SKU.fullmatch(sku):
+        raise InvalidProduct(f"sku {sku!r}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return sku
+
+
+def _valid_label(label: str) -> str:
+    if not isinstance(label, str) or not 0 < len(label.strip()) <= 200 or not label.isprintable():
+        raise InvalidProduct("a label is 1 to 200 printable characters")
+    return label.strip()
+
+
+def _valid_actor(actor: str) -> str:
+    if not isinstance(actor, str) or not 0 < len(actor) <= 200:
+        raise CatalogError("an actor is 1 to 200 characters")
+    return actor
+
+
+def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Embeddings as float32 rows [N, D] of length 1; a zero or non-finite one is refused."""
+    vectors = np.atleast_2d(np.asarray(embeddings, np.float32))
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    if vectors.ndim != 2 or not np.isfinite(vectors).all() or not (norms > 0).all():
+        raise InvalidPhoto("an embedding is a finite, non-zero vector")
+    return np.ascontiguousarray(vectors / norms)
+
+
+def _count(db: sqlite3.Connection, query: str) -> int:
+    return int(db.execute(query).fetchone()[0])
+
+
+def _current_photos(db: sqlite3.Connection) -> int:
+    return _count(db, f"SELECT count(*) FROM products JOIN product_photos ON product = id WHERE {CURRENT}")
+
+
+def _model_version(db: sqlite3.Connection) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'model_version'").fetchone()
+    return row[0] if row else None
+
+
+def _needing(db: sqlite3.Connection, model_version: str, limit: int = -1) -> list[int]:
+    rows = db.execute("SELECT pp.photo FROM product_photos pp JOIN products p ON p.id = pp.product WHERE NOT EXISTS "
+                      "(SELECT 1 FROM embeddings e WHERE e.photo = pp.photo AND e.model_version = ?) "
+                      "GROUP BY pp.photo ORDER BY max(p.until IS NULL) DESC, pp.photo LIMIT ?", (model_version, limit)).fetchall()
+    return [row[0] for row in rows]
+
+
+def _check_dimension(db: sqlite3.Connection, model_version: str, dimension: int | None) -> None:
+    """One model's embeddings all have one length."""
+    row = db.execute("SELECT length(vector) / 4 FROM embeddings WHERE model_version = ? AND vector IS NOT NULL LIMIT 1",
+                     (model_version,)).fetchone()
+    if row and dimension is not None and row[0] != dimension:
+        raise InvalidPhoto(f"embeddings of length {dimension}; {model_version}'s are {row[0]} long")
+
+
+def _current_row_or_none(db: sqlite3.Connection, sku: str) -> int | None:
+    row = db.execute(f"SELECT id FROM products WHERE sku = ? AND {CURRENT}", (sku,)).fetchone()
+    return row[0] if row else None
+
+
+def _current_row(db: sqlite3.Connection, sku: str) -> int:
+    if (row := _current_row_or_none(db, sku)) is None:
+        raise UnknownProduct(f"no product {sku!r} in the catalog")
+    return row
+
+
+def _product(db: sqlite3.Connection, row: int) -> Product:
+    sku, label, created, updated = db.execute(
+        "SELECT sku, label, (SELECT created FROM versions WHERE version = enrolled), "
+        "(SELECT created FROM versions WHERE version = since) FROM products WHERE id = ?", (row,)).fetchone()
+    photos = db.execute("SELECT photo FROM product_photos WHERE product = ? ORDER BY position", (row,)).fetchall()
+    return Product(sku, label, [photo for (photo,) in photos], created, updated)
+
+
+def _new_version(db: sqlite3.Connection, actor: str, action: str, sku: str | None) -> int:
+    return int(db.execute("INSERT INTO versions (created, actor, action, sku) VALUES (?, ?, ?, ?)",
+                          (time.time(), actor, action, sku)).lastrowid or 0)
+
+
+def _audit(db: sqlite3.Connection, version: int, details: dict) -> None:
+    """The audit record of `version`: who, what and when from the version, with the write's details."""
+    db.execute("INSERT INTO audit (time, actor, action, sku, version, details) "
+               "SELECT created, actor, action, sku, version, ? FROM versions WHERE version = ?",
+               (json.dumps(details, sort_keys=True), version))
+
+
+def _insert_photo(db: sqlite3.Connection, row: int, position: int, photo: StoredPhoto, vector: np.ndarray,
+                  model_version: str) -> int:
+    photo_id = int(db.execute("INSERT INTO photos (data, sha256, media_type, size, created) VALUES (?, ?, ?, ?, ?)",
+                              (photo.data, hashlib.sha256(photo.data).hexdigest(), photo.media_type, len(photo.data),
+                               time.time())).lastrowid or 0)
+    db.execute("INSERT INTO product_photos VALUES (?, ?, ?)", (row, photo_id, position))
+    db.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (photo_id, model_version, vector.tobytes()))
+    return photo_id
