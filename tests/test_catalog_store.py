@@ -4,6 +4,7 @@ The vectors are random unit vectors: what the store does with them does not depe
 """
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -370,3 +371,21 @@ def test_concurrent_enrollments_of_different_skus_all_land(tmp_path, rng):
         assert CatalogIndex(snapshot).best(other_photo[None])[0].sku == "p1-3"
     with CatalogStore(folder) as reopened:
         assert reopened.products(0, 1000) == (total, products)
+
+
+def test_the_command_line_shows_the_catalog(tmp_path, rng, capsys):
+    from pipeline.catalog import main
+
+    folder = tmp_path / "catalog"
+    with pytest.raises(SystemExit, match="no catalog"):
+        main(["info", "--catalog", str(folder)])
+    with CatalogStore(folder) as store:
+        for sku in ("b", "a", "c"):
+            store.enroll(sku, sku.upper(), photos(rng, 2), MODEL, "ops")
+    capsys.readouterr()
+    info = main(["info", "--catalog", str(folder)])
+    assert {k: info[k] for k in ("version", "products", "photos", "model_version")} == {
+        "version": 3, "products": 3, "photos": 6, "model_version": MODEL}
+    assert json.loads(capsys.readouterr().out) == info
+    page = main(["list", "--catalog", str(folder), "--offset", "1", "--limit", "1"])
+    assert (page["total"], [(p["sku"], p["label"], p["photos"]) for p in page["products"]]) == (3, [("b", "B", 2)])
