@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.catalog_match import CatalogIndex
+from pipeline.core.catalog_match import CatalogIndex, InvalidProduct
 from pipeline.core.catalog_store import (
     CatalogFull,
     CatalogStore,
     InvalidPhoto,
-    InvalidProduct,
     ModelMismatch,
     StoredPhoto,
     TooManyPhotos,
@@ -175,6 +174,22 @@ def test_the_snapshot_holds_one_models_embeddings_only(store, rng):
     assert store.reembed(lambda data: [None for _ in data], "classifier-v2").version is None  # nothing to do: no version
     store.rollback(1, "ops")  # a's earlier photos were embedded for the new model too
     assert store.snapshot("classifier-v2").skus == ["a"] * 3
+
+
+def test_the_snapshot_is_read_once_per_change(tmp_path, rng):
+    """Every replica asks for the snapshot after each change: one read serves them all until the next commit,
+    whichever process makes it."""
+    folder = tmp_path / "catalog"
+    with CatalogStore(folder) as store:
+        store.enroll("a", "A", photos(rng, 2), MODEL, "ops")
+        first = store.snapshot(MODEL)
+        assert store.snapshot(MODEL) is first and not first.vectors.flags.writeable
+        store.add_photos("a", photos(rng, 1), MODEL, "ops")
+        second = store.snapshot(MODEL)
+        assert second is not first and (second.version, len(second.skus)) == (2, 3)
+        assert writer(folder, "write", "b").communicate(timeout=120)[0] == "done\n"
+        third = store.snapshot(MODEL)
+        assert (third.version, third.skus) == (3, ["a"] * 3 + ["b"] * 8) and store.snapshot(MODEL) is third
 
 
 def test_reembed_that_stops_midway_goes_on_from_there(store, rng):

@@ -15,12 +15,14 @@ here: the replica sets `faiss.omp_set_num_threads(1)`, its share of the CPU.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
+SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CANDIDATES = 16
 """Photos the float16 scan hands to the float32 rescoring, per query (more for `top`)."""
 
@@ -216,3 +218,17 @@ class ReembedReport:
     embedded: int  # photos this call gave an embedding of model_version
     without_product: list[int]  # photo ids the model finds no product in: they have no embedding of it
     version: int | None  # the version that switched the catalog to model_version; None: it already was
+
+
+def valid_sku(sku: str) -> str:
+    """`sku` if it is one (InvalidProduct if not): checked before any photo is embedded."""
+    if not isinstance(sku, str) or not SKU.fullmatch(sku):
+        raise InvalidProduct(f"sku {sku!r}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return sku
+
+
+def valid_label(label: str) -> str:
+    """The label as stored (stripped), if it is one (InvalidProduct if not)."""
+    if not isinstance(label, str) or not 0 < len(label.strip()) <= 200 or not label.isprintable():
+        raise InvalidProduct("a label is 1 to 200 printable characters")
+    return label.strip()

@@ -40,7 +40,6 @@ from pipeline.core.catalog_match import (
     CatalogSnapshot,
     HistoryEntry,
     InvalidPhoto,
-    InvalidProduct,
     ModelMismatch,
     NearDuplicate,
     Product,
@@ -50,6 +49,8 @@ from pipeline.core.catalog_match import (
     UnknownPhoto,
     UnknownProduct,
     UnknownVersion,
+    valid_label,
+    valid_sku,
 )
 
 SCHEMA_VERSION = 1  # PRAGMA user_version
@@ -74,7 +75,6 @@ CREATE TABLE audit (
     id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, sku TEXT,
     version INTEGER REFERENCES versions, details TEXT NOT NULL);
 """
-SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MEDIA_TYPE = re.compile(r"image/[a-z0-9.+-]{1,40}")
 CURRENT = "until IS NULL"
 AS_OF = "since <= :v AND (until IS NULL OR until > :v)"
@@ -101,6 +101,8 @@ class CatalogStore:
         self._index: faiss.IndexIDMap2 | None = None
         self._photo_skus: dict[int, str] = {}
         self._seen_data_version: int | None = None
+        self._generation = 0  # commits seen, this process's and (by PRAGMA data_version) others'
+        self._snapshots: dict[str, tuple[int, CatalogSnapshot]] = {}
         self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._lock, self._transaction(sync=False) as db:
@@ -151,7 +153,13 @@ class CatalogStore:
 
     def snapshot(self, model_version: str) -> CatalogSnapshot:
         """The current products' vectors of `model_version` (never another model's), read in one transaction;
-        `missing_photos` counts the current photos without one."""
+        `missing_photos` counts the current photos without one. The same object again until the next commit (of
+        this process or another): every replica asks for it after each change. Its vectors are read-only."""
+        with self._lock:
+            self._sync_index()
+            generation, cached = self._generation, self._snapshots.get(model_version)
+            if cached is not None and cached[0] == generation:
+                return cached[1]
         with self._read() as db:
             version = _count(db, "SELECT coalesce(max(version), 0) FROM versions")
             rows = db.execute(f"SELECT p.sku, p.label, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
@@ -159,8 +167,13 @@ class CatalogStore:
                               f"WHERE {CURRENT} ORDER BY p.sku, pp.position", (model_version,)).fetchall()
         found = [row for row in rows if row[2] is not None]
         vectors = np.frombuffer(b"".join(row[2] for row in found), np.float32).reshape(len(found), -1 if found else 0)
-        return CatalogSnapshot(version, model_version, vectors.copy(), [row[0] for row in found], [row[1] for row in found],
-                               len(rows) - len(found))
+        snapshot = CatalogSnapshot(version, model_version, vectors, [row[0] for row in found], [row[1] for row in found],
+                                   len(rows) - len(found))
+        with self._lock:
+            self._sync_index()
+            if self._generation == generation:  # nothing committed since it was read
+                self._snapshots[model_version] = (generation, snapshot)
+        return snapshot
 
     def photos_needing(self, model_version: str) -> list[int]:
         """Photo ids with no embedding of `model_version` (nor the finding that it sees no product there): the
@@ -195,15 +208,15 @@ class CatalogStore:
     def enroll(self, sku: str, label: str, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
         """Puts the product in the catalog with these photos, replacing its label and photos if it is there;
         returns the new catalog version."""
-        return self._put(_valid_sku(sku), _valid_label(label), photos, model_version, _valid_actor(actor))
+        return self._put(valid_sku(sku), valid_label(label), photos, model_version, _valid_actor(actor))
 
     def add_photos(self, sku: str, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
         """Adds photos to an enrolled product; returns the new catalog version."""
-        return self._put(_valid_sku(sku), None, photos, model_version, _valid_actor(actor))
+        return self._put(valid_sku(sku), None, photos, model_version, _valid_actor(actor))
 
     def delete(self, sku: str, actor: str) -> int:
         """Takes the product out of the catalog (its history stays, for rollback); returns the new version."""
-        sku, actor = _valid_sku(sku), _valid_actor(actor)
+        sku, actor = valid_sku(sku), _valid_actor(actor)
         with self._lock:
             with self._transaction() as db:
                 old = _current_row(db, sku)
@@ -216,7 +229,8 @@ class CatalogStore:
         return version
 
     def rollback(self, version: int, actor: str) -> int:
-        """Makes the products as of `version` (labels and photos) the current ones again; returns the new version."""
+        """Makes the products as of `version` (labels and photos) the current ones again; returns the new version.
+        The limits are not checked again: that set once kept them."""
         actor = _valid_actor(actor)
         with self._lock:
             with self._transaction() as db:
@@ -251,7 +265,8 @@ class CatalogStore:
             needing = self.photos_needing(model_version)
             for ids in (needing[start:start + batch] for start in range(0, len(needing), batch)):
                 with self._read() as db:
-                    vectors = embed([db.execute("SELECT data FROM photos WHERE id = ?", (i,)).fetchone()[0] for i in ids])
+                    data = [db.execute("SELECT data FROM photos WHERE id = ?", (i,)).fetchone()[0] for i in ids]
+                vectors = embed(data)  # no transaction open meanwhile
                 if len(vectors) != len(ids):
                     raise ValueError(f"embed answered {len(vectors)} embeddings for {len(ids)} photos")
                 rows = [(i, model_version, None if v is None else _unit_rows(v)) for i, v in zip(ids, vectors)]
@@ -345,6 +360,7 @@ class CatalogStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._generation += 1
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -382,7 +398,7 @@ class CatalogStore:
         data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if data_version != self._seen_data_version:
             self._rebuild_index()
-            self._seen_data_version = data_version
+            self._seen_data_version, self._generation = data_version, self._generation + 1
 
     def _rebuild_index(self) -> None:
         self._index, self._photo_skus = None, {}
@@ -404,18 +420,6 @@ class CatalogStore:
             self._index.remove_ids(np.asarray(ids, np.int64))  # type: ignore[arg-type]  # faiss' wrapper takes ids
         for photo_id in ids:
             self._photo_skus.pop(photo_id, None)
-
-
-def _valid_sku(sku: str) -> str:
-    if not isinstance(sku, str) or not SKU.fullmatch(sku):
-        raise InvalidProduct(f"sku {sku!r}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return sku
-
-
-def _valid_label(label: str) -> str:
-    if not isinstance(label, str) or not 0 < len(label.strip()) <= 200 or not label.isprintable():
-        raise InvalidProduct("a label is 1 to 200 printable characters")
-    return label.strip()
 
 
 def _valid_actor(actor: str) -> str:
