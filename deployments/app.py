@@ -1,4 +1,5 @@
-"""The builder that serve_config.yaml imports: Recognizer → (Detector, Classifier), as in the diagram.
+"""The builder that serve_config.yaml imports: Recognizer → (Detector, Classifier, Catalog → (Detector,
+Classifier)), as in the diagram.
 
 Resources come from the config's `args`, GPU fractions included: with `accelerator: auto` they apply when
 the cluster has GPUs, and every deployment runs on CPU otherwise, so one file serves both kinds of node.
@@ -13,6 +14,7 @@ import logging
 import ray
 from ray.serve import Application
 
+from deployments.catalog import Catalog
 from deployments.classifier import Classifier
 from deployments.detector import Detector
 from deployments.placement import AppArgs
@@ -45,5 +47,11 @@ def build_app(args: dict) -> Application:
     # @serve.deployment made these Deployments; mypy sees the classes (Ray's decorator typing).
     detector = Detector.options(**resources("Detector")).bind(model_dir, detector_runtime)  # type: ignore[attr-defined]
     classifier = Classifier.options(**resources("Classifier")).bind(model_dir, classifier_runtime)  # type: ignore[attr-defined]
+    catalog = None
+    if config.catalog_dir:
+        # Where the catalog's volume is: a custom resource only that node declares (a cluster), else anywhere.
+        placement = {config.catalog_node_resource: 0.01} if config.catalog_node_resource else {}
+        catalog = Catalog.options(ray_actor_options={"num_cpus": 0, "resources": placement}).bind(  # type: ignore[attr-defined]
+            detector, classifier, model_dir, config.catalog_dir, classifier_runtime)
     return Recognizer.options(**resources("Recognizer")).bind(  # type: ignore[attr-defined]
-        detector, classifier, model_dir, classifier_runtime)
+        detector, classifier, model_dir, classifier_runtime, catalog)

@@ -27,12 +27,14 @@ HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 class ServiceError(Exception):
     """A request the service refuses on purpose: answered with `status` and the stable error `code`."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, detail: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.detail = detail  # extra fields beside "error" in the body (an enrollment's rejected photos)
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+                   detail: dict | None = None) -> JSONResponse:
     """The JSON error every status the app controls answers with; `headers` are kept (405's Allow, 401's
     WWW-Authenticate). A 408 closes the connection, whose unread body would otherwise pass for the next request."""
     headers = dict(headers or {})
@@ -40,7 +42,7 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
         headers.setdefault("Retry-After", "1")
     if status == 408:
         headers["Connection"] = "close"
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers or None)
+    return JSONResponse({"error": {"code": code, "message": message}} | (detail or {}), status_code=status, headers=headers or None)
 
 
 def status_and_code(error: Exception) -> tuple[int, str]:
@@ -63,7 +65,7 @@ def error_outcome(error: Exception) -> tuple[int, str, bool]:
 
 
 async def _known_error(request: Request, error: ServiceError | ImageError) -> JSONResponse:
-    return error_response(*status_and_code(error), error.message)
+    return error_response(*status_and_code(error), error.message, detail=getattr(error, "detail", None))
 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

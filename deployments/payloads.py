@@ -22,3 +22,14 @@ class Classification:
 
     probabilities: np.ndarray  # float32 [N, C]
     version: str  # the classifier's model version
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The Catalog's refusal of a call (an unknown sku, a full catalog, no photo accepted): the ingress answers it
+    as the JSON error `status` / `code`. Returned, not raised, so nothing of it depends on how Ray wraps errors."""
+
+    status: int
+    code: str
+    message: str
+    detail: dict | None = None  # extra fields of the error body (the rejected photos)

@@ -121,6 +121,9 @@ class AppArgs(BaseModel):
     detector_num_gpus: float = 0.25
     classifier_num_cpus: float = 0.4
     classifier_num_gpus: float = 0.25
+    catalog_dir: str | None = "catalog_data"  # the catalog's folder (absolute, or relative to the repository root;
+    # git ignores catalog_data/); None: no catalog. On a cluster, a volume of the node the Catalog runs on
+    catalog_node_resource: str | None = None  # a custom resource only the catalog volume's node has (docs/cluster.md)
     node_cpus: float | None = None  # the node the file is sized for: its CPUs (Ray's logical CPUs); None: undeclared
     node_gpus: float = 0  # and its GPUs, when it has them (CPU-only nodes run with no GPU shares at all)
 
@@ -131,6 +134,9 @@ class AppArgs(BaseModel):
             "Recognizer": {"CPU": self.recognizer_num_cpus, "GPU": 0.0},
             "Detector": {"CPU": self.detector_num_cpus, "GPU": gpu(self.detector_num_gpus)},
             "Classifier": {"CPU": self.classifier_num_cpus, "GPU": gpu(self.classifier_num_gpus)},
+            # One replica that writes SQLite and hands out snapshots: idle between writes; the embedding work of
+            # an enrollment is done by the Detector and Classifier replicas, within their shares.
+            "Catalog": {"CPU": 0.0, "GPU": 0.0},
         }
 
     def declared_node(self, use_gpu: bool) -> dict[str, float] | None:

@@ -26,6 +26,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
 from deployments.auth import API_KEY_ENV
+from deployments.catalog_copy import CatalogCopy
+from deployments.catalog_routes import CatalogRoutes
+from deployments.catalog_routes import router as catalog_router
 from deployments.errors import ServiceError, error_outcome
 from deployments.metrics import RecognizerMetrics
 from deployments.payloads import Classification, Detection
@@ -65,20 +68,23 @@ DECODE_SLOTS = max(1, DECODE_MEMORY_BUDGET_BYTES // DECODE_PEAK_BYTES)
 """Concurrent decodes per replica: the budget over one decode's worst case (a 50 MP photo of the costliest
 format), so a burst of hostile photos cannot take a replica past it; other requests wait their turn."""
 
-api = make_api()  # the routes below are added to it before @serve.ingress freezes it
+api = make_api()  # the routes below (and the catalog's) are added to it before @serve.ingress freezes it
+api.include_router(catalog_router)
 
 
 @serve.deployment
 @serve.ingress(api)
-class Recognizer:
+class Recognizer(CatalogRoutes):
     def __init__(self, detector: DeploymentHandle, classifier: DeploymentHandle, model_dir: str | None = None,
-                 classifier_runtime: str = "savedmodel") -> None:
+                 classifier_runtime: str = "savedmodel", catalog: DeploymentHandle | None = None) -> None:
         self.detector = detector
         self.classifier = classifier
+        self.catalog = catalog
         # Checksums are verified by the model deployments; here only labels, sizes and thresholds are needed.
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
+        self.catalog_copy = CatalogCopy(catalog, self.bundle.versions["classifier"])  # what crops are matched with
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
         self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
@@ -113,6 +119,10 @@ class Recognizer:
         """The labels the classifier can answer, in its output order."""
         labels = self.bundle.labels
         return Labels(count=len(labels), labels=labels, classifier=self.bundle.versions["classifier"])
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check; also starts following the catalog, so an idle replica is current too."""
+        self.catalog_copy.follow()
 
     @api.get("/healthz", response_model=Health)
     async def liveness(self) -> Health:

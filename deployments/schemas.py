@@ -44,6 +44,11 @@ class Product(BaseModel):
     fields: LabelFields | None = Field(description="the label's parsed fields; null when unknown")
     confidence: float = Field(ge=0, le=1, description="classifier confidence of the top candidate")
     candidates: list[Candidate] = Field(description="top-k labels, most likely first")
+    label_source: Literal["model", "catalog"] = Field(
+        "model", description="'catalog' when an enrolled product of the catalog named it (label, sku, similarity)")
+    sku: str | None = Field(None, description="the enrolled product's sku when label_source is 'catalog'")
+    similarity: float | None = Field(None, description="cosine similarity to the enrolled product's closest photo, "
+                                                       "when the catalog was asked (whoever named the product)")
 
 
 class PhotoInfo(BaseModel):
@@ -55,6 +60,7 @@ class PhotoInfo(BaseModel):
 class ModelVersions(BaseModel):
     detector: str
     classifier: str
+    catalog: int | None = Field(None, description="the catalog version matched against; null: no catalog")
 
 
 class Timings(BaseModel):
@@ -94,3 +100,62 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     detail: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------- the catalog (/v1/catalog)
+
+
+class PhotoAccepted(BaseModel):
+    index: int = Field(description="the photo part's position among the request's photo parts, from 0")
+    filename: str
+
+
+class PhotoRejected(PhotoAccepted):
+    reason: Literal["no_product", "unreadable", "duplicate_of_other_sku", "too_large"]
+    detail: str | None = None
+    similar_sku: str | None = Field(None, description="for duplicate_of_other_sku: the sku it nearly duplicates")
+    similarity: float | None = Field(None, description="for duplicate_of_other_sku: the cosine similarity")
+
+
+class Enrollment(BaseModel):
+    sku: str
+    label: str
+    catalog_version: int = Field(description="the catalog version this write made")
+    accepted: list[PhotoAccepted]
+    rejected: list[PhotoRejected]
+
+
+class CatalogProduct(BaseModel):
+    sku: str
+    label: str
+    photos: int
+    photo_ids: list[int] | None = Field(None, description="in GET /v1/catalog/products/{sku} only")
+    created: str
+    updated: str
+
+
+class CatalogProducts(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    products: list[CatalogProduct]
+
+
+class CatalogInfo(BaseModel):
+    version: int = Field(description="every write makes a new version")
+    products: int
+    photos: int
+    model_version: str = Field(description="the classifier whose embeddings the catalog matches with")
+    matchable_photos: int = Field(description="photos embedded by that classifier (the others wait for re-embedding)")
+    photos_needing_embedding: int
+    updated: str | None
+
+
+class CatalogWrite(BaseModel):
+    catalog_version: int
+    sku: str | None = None
+    restored: int | None = Field(None, description="for a rollback: the version whose products are current again")
+
+
+class Rollback(BaseModel):
+    version: int = Field(ge=0, description="the catalog version whose products become current again, as a new version")

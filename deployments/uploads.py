@@ -42,7 +42,7 @@ class InMemoryMultiPartParser(MultiPartParser):
         self.ended = True
 
 
-async def _capped_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+async def capped_body(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadError(413, "body_too_large", f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
@@ -76,7 +76,7 @@ async def read_image(request: Request, part_names: tuple[str, ...], allow_raw_bo
     """The image bytes of a multipart part named one of `part_names`, or of a raw image body."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        parser = InMemoryMultiPartParser(request.headers, _capped_body(request, MAX_BODY_BYTES), max_files=4, max_fields=16)
+        parser = InMemoryMultiPartParser(request.headers, capped_body(request, MAX_BODY_BYTES), max_files=4, max_fields=16)
         try:
             form = await parser.parse()
         except MultiPartException as error:
@@ -94,7 +94,7 @@ async def read_image(request: Request, part_names: tuple[str, ...], allow_raw_bo
         finally:
             await form.close()
     elif allow_raw_body and (media_type.startswith("image/") or media_type == "application/octet-stream"):
-        data = b"".join([chunk async for chunk in _capped_body(request, MAX_IMAGE_BYTES)])
+        data = b"".join([chunk async for chunk in capped_body(request, MAX_IMAGE_BYTES)])
     else:
         accepted = "multipart/form-data" + (", image/* or application/octet-stream" if allow_raw_body else "")
         raise UploadError(415, "unsupported_media_type", f"content type {media_type or '(none)'!r} is not accepted; send {accepted}")

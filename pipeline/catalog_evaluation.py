@@ -1,0 +1,318 @@
+"""Leave-classes-out evaluation of the catalog: products enrolled from a few photos, never trained on.
+
+    python -m pipeline.finetune train --leave-out 16 --out artifacts/leave_out_lite0   # the recipe, less 16 classes
+    python -m pipeline.finetune export --out artifacts/leave_out_lite0
+    python -m pipeline.catalog_evaluation --run artifacts/leave_out_lite0 --model-label model_label \
+        --out artifacts/catalog_evaluation [--write-manifest]
+
+The classifier of `--run` was trained on GroceryStore's classes less 16 (drawn with its seed, recorded in its
+split.json with their train photos). Each left-out class is enrolled from k = 1, 3, 5, 10 of its fit photos
+(several seeded draws), as the Catalog deployment enrolls: the largest product's crop, embedded by the
+classifier's second output, through serving's photo→answer loop. The rule that decides between the catalog and
+the classifier (pipeline.core.catalog_rule) and its threshold (95% precision of the catalog's answers) are
+chosen on the selection split; GroceryStore val is read once, for the report. Rejection of never-enrolled
+products: half the left-out classes enrolled, the other half never (two folds), AUROC of the best similarity.
+A second, harder test (the shipped classifier): Freiburg's 25 categories, which it never saw, enrolled from the
+detector's training photos and asked with its held-back ones (category-level few-shot: many brands each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
+from pipeline.core.catalog_rule import CATALOG_POLICIES, CatalogRule
+from pipeline.core.model_label import load_model_label
+from pipeline.core.paths import SHARED_DATA
+from pipeline.core.recognition import prominent_probabilities
+from pipeline.core.settings import serving_settings
+from pipeline.datasets import load_labelled_data
+from pipeline.detector import is_validation
+from pipeline.evaluate import ModelsUnderTest, calibrate_unknown, photo_pass
+
+SHOTS = (1, 3, 5, 10)
+DRAWS = 5  # seeded draws of the enrollment photos per k
+OPERATING_SHOTS = 5  # the rule and its threshold are chosen with every left-out class enrolled from 5 photos
+TARGET_PRECISION = 0.95
+FREIBURG_QUERIES_PER_CATEGORY = 20
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Photos through the loop: what /hello's answer is made of and the largest product's embedding."""
+
+    paths: list[str]
+    class_ids: np.ndarray  # [N]
+    probabilities: np.ndarray  # [N, C] the prominent product's, by the manifest's policy
+    embeddings: np.ndarray  # [N, D] the largest box's crop (the whole photo when nothing is detected)
+    detected: np.ndarray  # [N] bool
+
+    def take(self, mask: np.ndarray) -> Embedded:
+        index = np.flatnonzero(mask)
+        return Embedded([self.paths[i] for i in index], self.class_ids[index], self.probabilities[index],
+                        self.embeddings[index], self.detected[index])
+
+
+def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], policy: str, cache: Path) -> Embedded:
+    """`paths` through serving's loop (cached in `cache`: the models are the expensive part)."""
+    if cache.is_file():
+        saved = np.load(cache)
+        if list(saved["paths"]) == paths:
+            return Embedded(paths, saved["class_ids"], saved["probabilities"], saved["embeddings"], saved["detected"])
+    recognized = photo_pass(models.facts, models.detector, models.classifier, paths, serving_settings())
+    if any(r.embeddings is None for r in recognized):
+        raise ValueError("the classifier has no embedding output: export it again (pipeline.finetune export)")
+    out = Embedded(paths, np.asarray(class_ids),
+                   np.stack([prominent_probabilities(r.probabilities[0], r.whole_photo, policy) for r in recognized]),
+                   np.stack([r.embeddings[0] for r in recognized]),  # type: ignore[index]
+                   np.array([r.detected for r in recognized]))
+    np.savez(cache, paths=np.array(paths), class_ids=out.class_ids, probabilities=out.probabilities,
+             embeddings=out.embeddings, detected=out.detected)
+    return out
+
+
+def enrolled_catalog(pool: Embedded, classes: list[int], shots: int, seed: int, labels: list[str]) -> CatalogIndex:
+    """Each class of `classes` enrolled from `shots` of its pool photos with a detected product (enrollment
+    refuses the others), drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    vectors, skus = [], []
+    for class_id in classes:
+        candidates = np.flatnonzero((pool.class_ids == class_id) & pool.detected)
+        for i in rng.choice(candidates, size=min(shots, len(candidates)), replace=False):
+            vectors.append(pool.embeddings[i])
+            skus.append(str(class_id))
+    return CatalogIndex(CatalogSnapshot(version=1, model_version="evaluation", vectors=np.stack(vectors).astype(np.float32),
+                                        skus=skus, labels=[labels[int(s)] for s in skus]))
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Per query photo: the class answered (catalog or classifier), whether the catalog spoke, its best match."""
+
+    answered: np.ndarray  # [N] class id in the 81-class numbering
+    by_catalog: np.ndarray  # [N] bool
+    matched: np.ndarray  # [N] the catalog's best class id (-1: empty catalog)
+    similarity: np.ndarray  # [N]
+
+
+def answer(queries: Embedded, index: CatalogIndex, rule: CatalogRule, kept: list[int], unknown_threshold: float) -> Answers:
+    matches = index.best(queries.embeddings)
+    model_class = np.asarray(kept)[queries.probabilities.argmax(axis=1)]
+    known = queries.probabilities.max(axis=1) >= unknown_threshold
+    by_catalog = np.array([rule.picks_catalog(m, bool(k)) for m, k in zip(matches, known)])
+    matched = np.array([int(m.sku) if m else -1 for m in matches])
+    similarity = np.array([m.similarity if m else -1.0 for m in matches])
+    return Answers(np.where(by_catalog, matched, model_class), by_catalog, matched, similarity)
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a positive scores above a negative (ties count half): the Mann-Whitney form."""
+    if not len(positive) or not len(negative):
+        return float("nan")
+    greater = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return float(greater + ties / 2)
+
+
+def choose_threshold(queries: Embedded, indexes: list[CatalogIndex], policy: str, kept: list[int],
+                     unknown_threshold: float) -> float:
+    """The lowest similarity at which the catalog's answers under `policy` are right >= TARGET_PRECISION of the time,
+    over every draw's catalog (the selection split)."""
+    candidates = []
+    for index in indexes:
+        base = answer(queries, index, CatalogRule(policy, -1.0), kept, unknown_threshold)
+        candidates.append((base.similarity, base.by_catalog, base.matched == queries.class_ids))
+    similarity = np.concatenate([c[0] for c in candidates])
+    eligible = np.concatenate([c[1] for c in candidates])
+    correct = np.concatenate([c[2] for c in candidates])
+    best = 1.0
+    for threshold in np.unique(np.round(similarity[eligible], 4))[::-1]:
+        taken = eligible & (similarity >= threshold)
+        if correct[taken].mean() >= TARGET_PRECISION:
+            best = float(threshold)
+    return best
+
+
+def measure(queries: Embedded, indexes: list[CatalogIndex], rule: CatalogRule, kept: list[int], enrolled: list[int],
+            unknown_threshold: float) -> dict[str, float]:
+    """The issue's figures, averaged over the draws' catalogs."""
+    rows = []
+    is_enrolled = np.isin(queries.class_ids, enrolled)
+    is_trained = np.isin(queries.class_ids, kept)
+    without = np.asarray(kept)[queries.probabilities.argmax(axis=1)] == queries.class_ids
+    for index in indexes:
+        result = answer(queries, index, rule, kept, unknown_threshold)
+        right = result.answered == queries.class_ids
+        taken = result.by_catalog
+        rows.append({
+            "enrolled_top1_served": right[is_enrolled].mean(),
+            "enrolled_top1_nearest": (result.matched == queries.class_ids)[is_enrolled].mean(),
+            "all_top1": right.mean(),
+            "trained_top1": right[is_trained].mean(),
+            "trained_top1_without_catalog": without[is_trained].mean(),
+            "catalog_precision": right[taken].mean() if taken.any() else float("nan"),
+            "catalog_coverage_of_enrolled": taken[is_enrolled].mean(),
+            "trained_taken_by_catalog": taken[is_trained].mean(),
+        })
+    out = {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+    out["trained_change_points"] = 100 * (out["trained_top1"] - out["trained_top1_without_catalog"])
+    return out
+
+
+def rejection(queries: Embedded, pool: Embedded, left_out: list[int], kept: list[int], labels: list[str],
+              threshold: float) -> dict[str, float]:
+    """Half the left-out classes enrolled (5 shots), the other half never: AUROC of the best similarity, enrolled
+    classes' photos against never-enrolled ones (and against trained classes' too), and the precision of the
+    catalog's answers at `threshold` (two folds, DRAWS draws each)."""
+    aurocs, aurocs_all, precisions = [], [], []
+    halves = [left_out[::2], left_out[1::2]]
+    for fold in range(2):
+        enrolled, never = halves[fold], halves[1 - fold]
+        for draw in range(DRAWS):
+            index = enrolled_catalog(pool, enrolled, OPERATING_SHOTS, draw, labels)
+            matches = index.best(queries.embeddings)
+            similarity = np.array([m.similarity for m in matches])
+            matched = np.array([int(m.sku) for m in matches])
+            positive = np.isin(queries.class_ids, enrolled)
+            aurocs.append(auroc(similarity[positive], similarity[np.isin(queries.class_ids, never)]))
+            aurocs_all.append(auroc(similarity[positive], similarity[~positive]))
+            taken = similarity >= threshold
+            if taken.any():
+                precisions.append((matched[taken] == queries.class_ids[taken]).mean())
+    return {"auroc_never_enrolled": float(np.mean(aurocs)), "auroc_all_not_enrolled": float(np.mean(aurocs_all)),
+            "precision_at_threshold": float(np.mean(precisions)) if precisions else float("nan")}
+
+
+def freiburg(models: ModelsUnderTest, policy: str, out: Path) -> dict[str, Any]:
+    """The shipped classifier on Freiburg's 25 categories it never saw: enrolled from the detector's training
+    photos, asked with its held-back ones; the catalog's nearest product among the 25 (no rule: the classifier's
+    81 classes are not these)."""
+    root = SHARED_DATA / "freiburg_groceries"
+    categories = [c.strip() for c in (root / "classes.txt").read_text().splitlines() if c.strip()]
+    by_name = {c.replace("_", "").lower(): i for i, c in enumerate(categories)}
+    photos = sorted((root / "images" / "train").glob("*.jpg"))
+    category = [by_name[p.stem.rstrip("0123456789").replace("_", "").lower()] for p in photos]
+    held_back = np.array([is_validation(p.name, 0.1, 0) for p in photos])
+    rng = np.random.default_rng(0)
+    pool_index, query_index = [], []
+    for c in range(len(categories)):
+        members = np.flatnonzero(np.asarray(category) == c)
+        pool_index += rng.choice(members[~held_back[members]], size=min(30, int((~held_back[members]).sum())), replace=False).tolist()
+        queries = members[held_back[members]]
+        query_index += queries[:FREIBURG_QUERIES_PER_CATEGORY].tolist()
+    chosen = sorted(pool_index + query_index)
+    embedded = embed(models, [str(photos[i]) for i in chosen], [category[i] for i in chosen], policy, out / "freiburg_embeddings.npz")
+    is_query = np.isin(chosen, query_index)
+    pool, queries = embedded.take(~is_query), embedded.take(is_query)
+    table = {}
+    for shots in SHOTS:
+        scores = []
+        for draw in range(DRAWS):
+            index = enrolled_catalog(pool, list(range(len(categories))), shots, draw, categories)
+            matched = np.array([int(m.sku) for m in index.best(queries.embeddings)])
+            scores.append((matched == queries.class_ids).mean())
+        table[str(shots)] = float(np.mean(scores))
+    return {"categories": len(categories), "queries": int(len(queries.paths)), "top1_by_shots": table}
+
+
+def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, Any]:
+    split = json.loads((run / "split.json").read_text())
+    left = split["left_out"]
+    all_labels: list[str] = left["all_labels"]
+    left_out: list[int] = left["class_ids"]
+    kept = [c for c in range(len(all_labels)) if c not in left_out]
+    bundle = load_model_label(model_label)
+    policy = bundle.hello_policy
+    detector_runtime = bundle.resolve_runtime("detector", "auto", use_gpu=False)
+    models = ModelsUnderTest.load(bundle.runtime_path("detector", detector_runtime), run / "export", [all_labels[c] for c in kept],
+                                  bundle.classifier_input_size, bundle.detector_input_size, detector_runtime=detector_runtime)
+    out.mkdir(parents=True, exist_ok=True)
+
+    to_all = lambda ids: [kept[i] for i in ids]  # noqa: E731  the run numbers its kept classes 0..64
+    pool = embed(models, left["fit"], left["fit_class_ids"], policy, out / "pool_embeddings.npz")
+    selection = embed(models, split["selection"] + left["selection"], to_all(split["selection_class_ids"]) + left["selection_class_ids"],
+                      policy, out / "selection_embeddings.npz")
+    val_data = load_labelled_data(data)
+    val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz")
+
+    kept_selection = selection.take(np.isin(selection.class_ids, kept))
+    unknown = calibrate_unknown(kept_selection.probabilities, np.searchsorted(kept, kept_selection.class_ids))["unknown_threshold"]
+    operating = [enrolled_catalog(pool, left_out, OPERATING_SHOTS, draw, all_labels) for draw in range(DRAWS)]
+    choices = {}
+    for name in CATALOG_POLICIES:
+        threshold = choose_threshold(selection, operating, name, kept, unknown)
+        choices[name] = {"min_similarity": threshold,
+                         "selection": measure(selection, operating, CatalogRule(name, threshold), kept, left_out, unknown)}
+    chosen = max(choices, key=lambda name: choices[name]["selection"]["all_top1"])
+    rule = CatalogRule(chosen, choices[chosen]["min_similarity"])
+
+    val_by_shots = {}
+    for shots in SHOTS:  # GroceryStore val: read once, here
+        indexes = [enrolled_catalog(pool, left_out, shots, draw, all_labels) for draw in range(DRAWS)]
+        val_by_shots[str(shots)] = measure(val, indexes, rule, kept, left_out, unknown)
+    report = {
+        "run": str(run), "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
+        "split_seed": split["seed"], "shots": list(SHOTS), "draws": DRAWS, "operating_shots": OPERATING_SHOTS,
+        "target_precision": TARGET_PRECISION, "unknown_threshold_selection": unknown,
+        "rule_choice_on_selection": choices, "rule": {"policy": rule.policy, "min_similarity": rule.min_similarity},
+        "val": val_by_shots, "val_rejection": rejection(val, pool, left_out, kept, all_labels, rule.min_similarity),
+        "photos": {"pool": len(pool.paths), "selection": len(selection.paths), "val": len(val.paths)},
+    }
+    served = bundle.resolve_runtime("classifier", "auto", use_gpu=False)  # the runtime that serves on CPU
+    shipped = ModelsUnderTest.load(bundle.runtime_path("detector", detector_runtime), bundle.runtime_path("classifier", served),
+                                   bundle.labels, bundle.classifier_input_size, bundle.detector_input_size,
+                                   classifier_runtime=served, detector_runtime=detector_runtime)
+    report["freiburg_shipped_classifier"] = freiburg(shipped, policy, out)
+    (out / "catalog_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "catalog_evaluation.md").write_text(to_markdown(report))
+    return report
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [f"Leave-classes-out: {report['trained_classes']} classes trained, {len(report['left_out_classes'])} enrolled; "
+             f"rule `{report['rule']['policy']}` at similarity >= {report['rule']['min_similarity']:.3f} (chosen on the "
+             f"selection split for {report['target_precision']:.0%} precision); GroceryStore val, mean of {report['draws']} draws.", "",
+             "| shots | enrolled top-1 (served) | enrolled top-1 (nearest) | all 81 top-1 | trained top-1 change | catalog precision |",
+             "|---|---|---|---|---|---|"]
+    for shots, row in report["val"].items():
+        lines.append(f"| {shots} | {row['enrolled_top1_served']:.1%} | {row['enrolled_top1_nearest']:.1%} | {row['all_top1']:.1%} | "
+                     f"{row['trained_change_points']:+.1f} pt | {row['catalog_precision']:.1%} |")
+    rejection_row = report["val_rejection"]
+    lines += ["", "Never-enrolled rejection (val, 8 classes enrolled, 8 never; 2 folds): "
+              f"AUROC {rejection_row['auroc_never_enrolled']:.3f} "
+              f"(against every photo not enrolled: {rejection_row['auroc_all_not_enrolled']:.3f}); precision at the threshold "
+              f"{rejection_row['precision_at_threshold']:.1%}."]
+    fb = report["freiburg_shipped_classifier"]
+    lines += ["", f"Freiburg ({fb['categories']} categories never trained on, {fb['queries']} held-back photos, the shipped "
+              "classifier), nearest enrolled category: " + ", ".join(f"{k}-shot {v:.1%}" for k, v in fb["top1_by_shots"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.catalog_evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a pipeline.finetune run trained with --leave-out, exported")
+    parser.add_argument("--model-label", default="model_label", help="the detector, and the shipped classifier for Freiburg")
+    parser.add_argument("--data", default=str(SHARED_DATA / "grocery_store"))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--write-manifest", action="store_true",
+                        help="record the chosen rule and the figures in --model-label's manifest (its `catalog` entry)")
+    args = parser.parse_args(argv)
+    report = evaluate(Path(args.run), Path(args.model_label), Path(args.out), Path(args.data))
+    print(to_markdown(report))
+    if args.write_manifest:
+        path = Path(args.model_label) / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["catalog"] = {"rule": report["rule"], "chosen_on": "the selection split of the leave-classes-out run",
+                               "evaluation": {k: report[k] for k in ("left_out_classes", "val", "val_rejection",
+                                                                     "freiburg_shipped_classifier", "draws", "split_seed")}}
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
