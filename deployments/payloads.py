@@ -21,7 +21,8 @@ class Classification:
     """The Classifier's answer for the crops of one photo, in the order they were sent."""
 
     probabilities: np.ndarray  # float32 [N, C]
-    version: str  # the classifier's model version
+    version: str  # the classifier's model version (the embeddings' space is pinned to it)
+    embeddings: np.ndarray | None  # float32 [N, D] L2-normalised, same forward pass; None: the model has none
 
 
 @dataclass(frozen=True)

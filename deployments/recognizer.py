@@ -47,7 +47,7 @@ from deployments.schemas import (
 )
 from deployments.uploads import read_image
 from pipeline.core.model_label import load_model_label, parse_label
-from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
 from pipeline.core.settings import RecognizerSettings
 
@@ -152,10 +152,10 @@ class Recognizer(CatalogRoutes):
             versions["detector"] = detections[0].version
             return [detection.boxes for detection in detections]
 
-        async def classify(photo_crops: list[np.ndarray]) -> np.ndarray:
+        async def classify(photo_crops: list[np.ndarray]) -> Classified:
             classification: Classification = await self._call("Classifier.classify", self.classifier.classify, photo_crops)
             versions["classifier"] = classification.version
-            return classification.probabilities
+            return Classified(classification.probabilities, classification.embeddings)
 
         (recognized,), times = await self.photo_to_answer([data], detect, classify, decode_slots=self.decode_slots)
         photo, whole_photo = recognized.photo, not recognized.detected

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import load_classifier, load_detector
-from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized, StageSeconds
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, StageSeconds
 from pipeline.core.settings import ServingSettings, serving_settings
 
 
@@ -70,13 +70,13 @@ class InProcessPipeline:
         self.times.detect += time.perf_counter() - started
         return boxes
 
-    def _classify(self, crops: list[np.ndarray]) -> np.ndarray:
+    def _classify(self, crops: list[np.ndarray]) -> Classified:
         started = time.perf_counter()
-        probabilities = self.classifier(crops)
+        classified = self.classifier(crops)
         self.times.classify += time.perf_counter() - started
         self.times.crops += len(crops)
         self.times.batches += [min(self.classifier.batch, len(crops) - at) for at in range(0, len(crops), self.classifier.batch)]
-        return probabilities
+        return classified
 
     def recognize(self, photos: list[bytes]) -> list[str]:
         """The top label of each photo's largest product (the whole photo when nothing is detected): what
@@ -97,7 +97,7 @@ class InProcessPipeline:
             async with detector_free:
                 return await asyncio.to_thread(self._detect, images)
 
-        async def classify(crops: list[np.ndarray]) -> np.ndarray:
+        async def classify(crops: list[np.ndarray]) -> Classified:
             async with classifier_free:
                 return await asyncio.to_thread(self._classify, crops)
 

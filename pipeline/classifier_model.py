@@ -99,8 +99,9 @@ def compile_model(model, learning_rate: float, num_classes: int, optimizer: str 
 
 
 def export_model(model, export_dir: Path) -> None:
-    """Write a self-contained SavedModel with a `serve` endpoint (float32 [N,S,S,3] 0–255 → [N,C] softmax),
-    then load it back with plain TensorFlow and check it agrees with the Keras model."""
+    """Write a self-contained SavedModel with a `serve` endpoint: float32 [N,S,S,3] 0–255 → [N,C] softmax, or, for
+    a model with named outputs (pipeline.efficientnet_lite's), a dict of them ({"probabilities", "embedding"});
+    then load it back with plain TensorFlow and check every output agrees with the Keras model's."""
     import tensorflow as tf
 
     if export_dir.exists():
@@ -109,7 +110,13 @@ def export_model(model, export_dir: Path) -> None:
     size = model.input_shape[1]
     probe = tf.constant(np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype(np.float32))
     loaded = tf.saved_model.load(str(export_dir))  # keep a reference: its variables die with it
-    exported = loaded.serve(probe).numpy()
-    expected = model(probe, training=False).numpy()
-    if not np.allclose(exported, expected, atol=1e-4):
-        raise RuntimeError(f"{export_dir} does not reproduce the model's output (max diff {np.abs(exported - expected).max()})")
+    exported, expected = loaded.serve(probe), model(probe, training=False)
+    served = exported if isinstance(exported, dict) else {"output": exported}
+    computed = expected if isinstance(expected, dict) else {"output": expected}
+    if served.keys() != computed.keys():
+        raise RuntimeError(f"{export_dir} serves {sorted(served)} but the model answers {sorted(computed)}")
+    for name in computed:
+        ours, reference = served[name].numpy(), computed[name].numpy()
+        if ours.shape != reference.shape or not np.allclose(ours, reference, atol=1e-4):
+            raise RuntimeError(f"{export_dir} does not reproduce the model's {name}: shape {ours.shape} vs "
+                               f"{reference.shape}, max diff {np.abs(ours - reference).max() if ours.shape == reference.shape else '-'}")

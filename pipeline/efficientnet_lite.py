@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.photo_to_answer import EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT
+
 INPUT_SIZE = 224
 """Lite0's native resolution (what ImageNet figures were measured at)."""
 FEATURES = 1280
@@ -203,16 +205,24 @@ def pretrained_lite0(weights: Path | str | None = None, include_top: bool = Fals
 
 def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0):
     """A fine-tuned torch Lite with a `num_classes` head as the serving classifier: float32 [N, S, S, 3] pixels 0-255
-    → softmax(logits / temperature), S the variant's native size (the "same" padding of torch's static convs)."""
+    → {"probabilities": softmax(logits / temperature) [N, C], "embedding": the pooled features [N, 1280] that the
+    head reads, L2-normalised}, both from one forward pass; S the variant's native size (the "same" padding of
+    torch's static convs). The embedding is what the catalog matches crops by."""
     import tf_keras
 
     size = VARIANTS[variant].input_size
     network = build_lite(VARIANTS[variant], size, num_classes)
     load_state_dict(network, state)
+    features_and_logits = tf_keras.Model(network.inputs, [network.get_layer("avg_pool").output, network.output],
+                                         name=network.name)
     inputs = tf_keras.Input(shape=(size, size, 3), dtype="float32", name="image")
-    logits = network(tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs), training=False)
+    features, logits = features_and_logits(tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs),
+                                           training=False)
     scaled = tf_keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
-    return tf_keras.Model(inputs, tf_keras.layers.Softmax(name="probabilities")(scaled), name="product_classifier")
+    return tf_keras.Model(inputs, {
+        PROBABILITIES_OUTPUT: tf_keras.layers.Softmax(name=PROBABILITIES_OUTPUT)(scaled),
+        EMBEDDING_OUTPUT: tf_keras.layers.UnitNormalization(axis=-1, name=EMBEDDING_OUTPUT)(features),
+    }, name="product_classifier")
 
 
 def export_feature_vector(out: Path | str, weights: Path | str | None = None) -> Path:

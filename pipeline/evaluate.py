@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
 from pipeline.core.paths import SERVE_CONFIG
-from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized, nothing_detected
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, nothing_detected
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, prominent_probabilities
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.datasets import load_labelled_photos
@@ -76,7 +76,7 @@ def summarize(probabilities: np.ndarray, targets: ArrayLike, labels: Sequence[st
 # ---------------------------------------------------------------- model passes
 
 
-ClassifyCrops = Callable[[list[np.ndarray]], np.ndarray]
+ClassifyCrops = Callable[[list[np.ndarray]], Classified]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pipeline.classifier_run import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.core import model_label as ml
 from pipeline.core.models import load_detector
 from pipeline.core.paths import SERVE_CONFIG
-from pipeline.core.photo_to_answer import ModelFacts
+from pipeline.core.photo_to_answer import EMBEDDING_OUTPUT, ModelFacts
 from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
@@ -54,6 +54,9 @@ DETECTOR_DATA = (
 )
 RUNTIME_SELECTION = ("each runtime's accuracy bar (/hello top-1 within half a point of the SavedModel's), its unknown "
                      "threshold, and the choice of int8 calibration inputs (train photos), made on the selection split (pipeline.runtimes)")
+SIGNATURE = "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]"
+EMBEDDING_SIGNATURE = ("serve(float32 [N, S, S, 3], pixels 0-255) -> {probabilities: softmax [N, num_classes], "
+                       "embedding: L2-normalised [N, D]}")
 MAX_SUMMARY_CHARS = 20_000  # larger training summaries are cut to their scalar entries: the manifest stays readable
 
 
@@ -86,6 +89,13 @@ def _finetuned_source(summary: dict[str, Any]) -> dict[str, Any] | None:
             "input": f"float32 [N, {variant.input_size}, {variant.input_size}, 3], pixels 0-255",
             "normalization": "inside the model: (x - 127) / 128",
             "temperature": summary.get("temperature")}
+
+
+def embedding_entry(measured: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's record of the classifier's embedding output (write_manifest pins it to the version)."""
+    return {"output": EMBEDDING_OUTPUT, "dim": measured["dim"], "l2_normalised": True,
+            "features": "the pooled backbone features the final linear layer reads, from the forward pass that gives the "
+                        "probabilities; every runtime's agreement with the SavedModel's is in its runtimes entry"}
 
 
 def _detector_checkpoint_info(path: Path) -> dict[str, Any]:
@@ -246,7 +256,8 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "backbone_source": _backbone_source(classifier_model.get("backbone", ""))
                                or _finetuned_source(classifier_summary),
             "format": "tf_saved_model",
-            "signature": "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]",
+            "signature": SIGNATURE if cpu_runtimes["embedding"] is None else EMBEDDING_SIGNATURE,
+            **({} if cpu_runtimes["embedding"] is None else {"embedding": embedding_entry(cpu_runtimes["embedding"])}),
             "preprocessing": "pipeline.core.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
             "training": _compact(classifier_summary),
             "hello_policy": report["hello_policy"],

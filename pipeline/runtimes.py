@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.core.model_label import FRAMEWORK_RUNTIME, fastest_within_bar
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
-from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized
 from pipeline.core.preprocessing import load_training_image
 from pipeline.core.recognition import crops
 from pipeline.core.settings import ServingSettings
@@ -57,7 +57,8 @@ def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequ
                        representative: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The SavedModel's `serve` function as TFLite fp32 and as full int8 (float input and output, so both take the
     crops as the SavedModel does), int8 calibrated on `calibration`: crops as serving cuts them (`representative`
-    says of which photos)."""
+    says of which photos). Both keep the signature's named outputs (probabilities and, when the model has it, the
+    embedding); int8's embedding is int8 too, its agreement with the SavedModel's measured by `measure`."""
     import tensorflow as tf
 
     def converter() -> Any:
@@ -99,6 +100,24 @@ def served_crops(photos: Sequence[Path], facts: ModelFacts, detector: BoxDetecto
             for crop in crops(r.photo.image, r.regions[:1] + ([None] if r.detected else []), facts.classifier_input_size)]
 
 
+def served_embeddings(recognized: Sequence[Recognized]) -> np.ndarray | None:
+    """The embeddings of what /hello classified, photo by photo: the largest box's crop, then the whole photo
+    when it was looked at too; None from a model without embeddings."""
+    rows = []
+    for r in recognized:
+        if r.embeddings is None:
+            return None
+        rows += [r.embeddings[:1]] + ([r.whole_embedding[None]] if r.whole_embedding is not None else [])
+    return np.concatenate(rows) if rows else None
+
+
+def embedding_agreement(embeddings: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Cosine similarity of each row to the reference's row (the same crop): mean, 1st percentile and minimum."""
+    cosine = np.sum(embeddings * reference, axis=1) / (np.linalg.norm(embeddings, axis=1) * np.linalg.norm(reference, axis=1))
+    return {"mean": round(float(cosine.mean()), 5), "p01": round(float(np.quantile(cosine, 0.01)), 5),
+            "min": round(float(cosine.min()), 5), "crops": len(cosine), "data": "val: the crops /hello classifies"}
+
+
 def ms_per_item(calls: dict[str, Callable[[], Any]], items: int, rounds: int = TIMING_ROUNDS) -> dict[str, float]:
     """Median milliseconds per item of each call, the calls interleaved round by round so the machine's drift
     hits every runtime alike; one warm-up call each."""
@@ -125,11 +144,11 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
     from pipeline.detector import validate
     from pipeline.evaluate import calibrate_unknown, crop_and_whole, photo_pass, policy_probabilities, precision_at, top_k_accuracy
 
-    def hello(detector, classifier, photos: Sequence[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+    def hello(detector, classifier, photos: Sequence[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list[Recognized]]:
         recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
         crop, whole = crop_and_whole(recognized)
         probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[hello_policy]
-        return probabilities, np.array([t for _, t in photos])
+        return probabilities, np.array([t for _, t in photos]), recognized
 
     def top1_top5(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {"top1": top_k_accuracy(probabilities, targets, 1), "top5": top_k_accuracy(probabilities, targets, 5)}
@@ -140,13 +159,16 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
     classifiers |= {name: load_classifier(directory / entry["path"], name, threads=1) for name, entry in classifier_runtimes.items()}
 
     result: dict[str, Any] = {"classifier": {}, "detector": {}}
+    reference_embeddings = served_embeddings(hello(detectors["torch"], classifiers["savedmodel"], val_photos)[2])
+    result["embedding"] = None if reference_embeddings is None else {"dim": reference_embeddings.shape[1]}
     for name, entry in classifier_runtimes.items():
         top1, calibration = None, {"unknown_threshold": reference["unknown_threshold"], "note": "no selection split: the SavedModel's"}
         if selection_photos:
-            chosen_on, targets = hello(detectors["torch"], classifiers[name], selection_photos)
+            chosen_on, targets, _ = hello(detectors["torch"], classifiers[name], selection_photos)
             top1 = top_k_accuracy(chosen_on, targets, 1)
             calibration = {"fitted_on": "the selection split", **calibrate_unknown(chosen_on, targets, target_precision)}
-        measured, val_targets = hello(detectors["torch"], classifiers[name], val_photos)
+        measured, val_targets, recognized = hello(detectors["torch"], classifiers[name], val_photos)
+        embeddings = served_embeddings(recognized)
         result["classifier"][name] = {
             **entry,
             "meets_bar": bool(top1 is not None and top1 >= reference["selection_top1"] - CLASSIFIER_TOP1_BAR),
@@ -154,6 +176,8 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
             "calibration": calibration,
             "metrics": {"hello": top1_top5(measured, val_targets),
                         "known": precision_at(measured, val_targets, calibration["unknown_threshold"])},
+            **({} if embeddings is None or reference_embeddings is None else
+               {"embedding": {"cosine_to_savedmodel": embedding_agreement(embeddings, reference_embeddings)}}),
         }
     for name, entry in detector_runtimes.items():
         figures = validate(directory / entry["path"], detector_data, facts.detector_input_size) if detector_data else {}
@@ -179,7 +203,7 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
         return fastest_within_bar(part, {framework: {"ms_per_item": result["ms_per_item"][part][framework]}, **result[part]})
 
     classifier, detector = served_by_auto("classifier"), served_by_auto("detector")
-    measured, val_targets = hello(detectors[detector], classifiers[classifier], val_photos)
+    measured, val_targets, _ = hello(detectors[detector], classifiers[classifier], val_photos)
     threshold = result["classifier"][classifier]["calibration"]["unknown_threshold"] if classifier in result["classifier"] \
         else reference["unknown_threshold"]
     result["served_on_cpu"] = {"classifier": classifier, "detector": detector,
@@ -194,14 +218,18 @@ def to_markdown(measured: dict[str, Any], reference: dict[str, Any]) -> str:
              f"One thread each; classifier ms per crop at batch {speeds['classifier_batch']}, detector ms per photo at batch "
              f"{speeds['detector_batch']}. The bar is judged on the selection split; val is measured once.", "",
              "| classifier runtime | ms per crop | selection /hello top-1 | meets the bar | val /hello top-1 / top-5 "
-             "| known: precision at coverage (val) |", "|---|---|---|---|---|---|",
+             "| known: precision at coverage (val) | embedding: cosine to the SavedModel's, mean / min (val crops) |",
+             "|---|---|---|---|---|---|---|",
              f"| savedmodel (reference) | {speeds['classifier']['savedmodel']:.2f} | {reference['selection_top1']:.2%} | - "
-             f"| {reference['val_top1']:.2%} / {reference['val_top5']:.2%} | |"]
+             f"| {reference['val_top1']:.2%} / {reference['val_top5']:.2%} | | |"]
     for name, entry in measured["classifier"].items():
         top1, hello, known = entry["selection"]["hello_top1"], entry["metrics"]["hello"], entry["metrics"]["known"]
+        cosine = entry.get("embedding", {}).get("cosine_to_savedmodel")
+        agreement = f"{cosine['mean']:.4f} / {cosine['min']:.4f}" if cosine else "no embedding"
         lines.append(f"| {name} | {speeds['classifier'][name]:.2f} | {'-' if top1 is None else f'{top1:.2%}'} | "
                      f"{'yes' if entry['meets_bar'] else 'no'} | {hello['top1']:.2%} / {hello['top5']:.2%} | "
-                     f"{known['precision']:.1%} at {known['coverage']:.1%} |")
+                     f"{known['precision']:.1%} at {known['coverage']:.1%} | "
+                     f"{agreement} |")
     lines += ["", "| detector runtime | ms per photo | mAP50 (held-back split) | meets the bar |", "|---|---|---|---|",
               f"| torch (reference) | {speeds['detector']['torch']:.2f} | {reference['mAP50']:.4f} | - |"]
     for name, entry in measured["detector"].items():

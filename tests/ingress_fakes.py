@@ -90,16 +90,25 @@ def probabilities(label: str, top: float) -> np.ndarray:
     return p
 
 
+def colour_embedding(crop: np.ndarray) -> np.ndarray:
+    """A stand-in embedding as wide as the shipped classifier's: the crop's mean colour, L2-normalised, so crops of
+    one colour are alike (cosine near 1) and red and blue ones are not."""
+    embedding = np.zeros(BUNDLE.embedding_dim or 3, np.float32)
+    embedding[:3] = crop.reshape(-1, 3).mean(axis=0) + 1
+    return embedding / np.linalg.norm(embedding)
+
+
 def name_by_colour(crops: list[np.ndarray]) -> Classification:
     """The fake Classifier: a mostly red crop is RED_LABEL, a mostly blue one BLUE_LABEL (both sure); anything
-    else is OTHER_LABEL at 0.3, under the unknown threshold."""
+    else is OTHER_LABEL at 0.3, under the unknown threshold. Embeddings: `colour_embedding`."""
     rows = []
     for crop in crops:
         assert crop.shape == (BUNDLE.classifier_input_size,) * 2 + (3,) and crop.dtype == np.uint8
         red, blue = colour_mask(crop, RED).mean(), colour_mask(crop, BLUE).mean()
         label, top = (RED_LABEL, 0.9) if red > max(blue, 0.2) else (BLUE_LABEL, 0.9) if blue > 0.2 else (OTHER_LABEL, 0.3)
         rows.append(probabilities(label, top))
-    return Classification(probabilities=np.stack(rows), version=CLASSIFIER_VERSION)
+    return Classification(probabilities=np.stack(rows), version=CLASSIFIER_VERSION,
+                          embeddings=np.stack([colour_embedding(crop) for crop in crops]))
 
 
 def with_policy(bundle: ModelLabel, policy: str) -> ModelLabel:

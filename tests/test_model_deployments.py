@@ -123,22 +123,32 @@ def test_detector_refuses_what_is_not_a_letterboxed_image(in_a_replica, image):
     assert not detector.model.model.calls
 
 
-def classifier_without_a_model(input_size: int = 32):
+def unit_embedding(value: int, dim: int = 8) -> np.ndarray:
+    """The stand-in model's embedding of a crop whose pixels are all `value`: a unit vector that says which it was."""
+    embedding = np.zeros(dim, np.float32)
+    embedding[value % dim], embedding[(value + 1) % dim] = 0.6, 0.8
+    return embedding
+
+
+def classifier_without_a_model(input_size: int = 32, embeddings: bool = True):
     """A Classifier replica's state as __init__ leaves it, with serving's adapter around a stand-in SavedModel (no
-    TensorFlow): a crop whose pixels are all `v` gets probability 0.9 on label `v`. The batch sizes the model saw
-    are kept."""
+    TensorFlow): a crop whose pixels are all `v` gets probability 0.9 on label `v` and the embedding
+    `unit_embedding(v)`, as named outputs (`embeddings` False: one unnamed output, as a model exported before
+    embeddings has). The batch sizes the model saw are kept."""
     cls = with_own_batch_queue(Classifier.func_or_class, "classify_batch", ClassifierSettings)
     classifier = cls.__new__(cls)
     classifier.bundle, classifier.version, classifier.input_size = BUNDLE, "c-test", input_size
     classifier.settings, classifier.batches = ClassifierSettings(), []
 
-    def serve_(batch: np.ndarray) -> StubTensor:
+    def serve_(batch: np.ndarray) -> StubTensor | dict[str, StubTensor]:
         classifier.batches.append(len(batch))
-        return StubTensor(np.stack([probabilities(BUNDLE.labels[int(crop[0, 0, 0])], 0.9) for crop in batch]))
+        values = [int(crop[0, 0, 0]) for crop in batch]
+        rows = StubTensor(np.stack([probabilities(BUNDLE.labels[v], 0.9) for v in values]))
+        return {"embedding": StubTensor(np.stack([unit_embedding(v) for v in values])), "probabilities": rows} if embeddings else rows
 
     classifier.model = SavedModelClassifier.__new__(SavedModelClassifier)
     classifier.model.tf, classifier.model.batch = SimpleNamespace(constant=lambda array: array), 32
-    classifier.model.model = SimpleNamespace(serve=serve_)
+    classifier.model.model, classifier.model.path = SimpleNamespace(serve=serve_), "stand-in"
     return classifier
 
 
@@ -159,9 +169,18 @@ def test_classifier_batches_the_crops_of_concurrent_photos_and_answers_each_in_o
     classifications = asyncio.run(together())
     assert [c.probabilities.argmax(axis=1).tolist() for c in classifications] == [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
     assert all(c.probabilities.shape[1] == len(BUNDLE.labels) and c.version == "c-test" for c in classifications)
+    for classification, crops in zip(classifications, photos):  # each crop's embedding row, from the same model call
+        assert np.array_equal(classification.embeddings, np.stack([unit_embedding(int(c[0, 0, 0])) for c in crops]))
     assert classifier.batches == [4, 4, 1]  # the crops of three photos, in batches of at most 4
     with pytest.raises(SettingsError, match="no setting 'top_k'"):  # the answer moved to the Recognizer's settings
         classifier.reconfigure({"top_k": 2})
+
+
+def test_a_classifier_without_embeddings_answers_probabilities_and_no_embeddings(in_a_replica):
+    """A model_label/ exported before embeddings still serves; the catalog is then off (embeddings None)."""
+    classifier = classifier_without_a_model(embeddings=False)
+    classification = asyncio.run(asyncio.wait_for(classifier.classify(crops_of(3, 1)), 10))
+    assert classification.probabilities.argmax(axis=1).tolist() == [3, 1] and classification.embeddings is None
 
 
 def test_classifier_refuses_a_crop_of_the_wrong_size(in_a_replica):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, nothing_detected
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, nothing_detected
 from pipeline.core.settings import RecognizerSettings
 
 LABELS = ["red", "blue", "grey"]
@@ -47,12 +47,17 @@ class StandIns:
             found.append(np.array(boxes, np.float32).reshape(-1, 5))
         return found
 
-    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+    def classify(self, crops: list[np.ndarray]) -> Classified:
+        """Probabilities by colour; the embedding is the crop's mean colour, L2-normalised."""
         self.classified.append(crops)
         means = np.array([crop.reshape(-1, 3).mean(axis=0) for crop in crops])
         scores = np.stack([means[:, 0] - means[:, 1], means[:, 2] - means[:, 1], 40 - np.abs(means[:, 0] - means[:, 2])], axis=1)
         exp = np.exp(scores / 20)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return Classified(exp / exp.sum(axis=1, keepdims=True), (means + 1) / np.linalg.norm(means + 1, axis=1, keepdims=True))
+
+    def classify_without_embeddings(self, crops: list[np.ndarray]) -> Classified:
+        """A model exported before embeddings."""
+        return Classified(self.classify(crops).probabilities, None)
 
 
 def test_boxes_become_answers_largest_first_with_the_whole_photo_folded_into_the_first():
@@ -104,6 +109,31 @@ def test_threshold_and_top_k_from_the_settings_else_the_models():
     assert len(default.answers[1].candidates) == 3 and len(strict.answers[1].candidates) == 2
     assert default.answers[1].known == (default.probabilities[1].max() >= FACTS.unknown_threshold)
     assert not any(a.known for a in strict.answers)
+
+
+def test_each_region_gets_the_embedding_of_its_own_crop_and_the_whole_photo_its_own():
+    """Three photos in one classifier call: every photo's embedding rows are its regions' crops', in region order,
+    and the whole photo's row is apart (`whole_embedding`), when the policy looked at it."""
+    models = StandIns()
+    photos = [photo(), photo(red=None, blue=None), photo(red=(0, 0, 100, 100), blue=(200, 100, 600, 400))]
+    recognized, _ = PhotoToAnswer(FACTS, RecognizerSettings(crop_margin=0.0)).run(photos, models.detect, models.classify)
+    (crops,) = models.classified
+    sent = models.classify(crops).embeddings
+    red, blue, grey = (np.array(c, float) + 1 for c in ((255, 0, 0), (0, 0, 255), (128, 128, 128)))
+    cosine = lambda row, colour: float(row @ colour / np.linalg.norm(colour))  # noqa: E731
+    first, alone, third = recognized
+    assert first.embeddings.shape == (2, 3) and cosine(first.embeddings[0], red) > 0.99 and cosine(first.embeddings[1], blue) > 0.99
+    assert third.embeddings.shape == (2, 3) and cosine(third.embeddings[0], blue) > 0.99 and cosine(third.embeddings[1], red) > 0.99
+    assert np.array_equal(first.whole_embedding, sent[2]) and np.array_equal(third.whole_embedding, sent[6])
+    assert cosine(first.whole_embedding, grey) > 0.9  # the whole photo is mostly grey
+    assert alone.embeddings.shape == (1, 3) and alone.whole_embedding is None and cosine(alone.embeddings[0], grey) > 0.99
+    assert np.array_equal(np.concatenate([first.embeddings, first.whole_embedding[None], alone.embeddings, third.embeddings,
+                                          third.whole_embedding[None]]), sent)
+    (cropped,), _ = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="crop"), RecognizerSettings()).run(
+        [photo()], models.detect, models.classify)
+    assert cropped.whole_embedding is None and len(cropped.embeddings) == 2  # the policy did not look at the whole photo
+    (old,), _ = PhotoToAnswer(FACTS, RecognizerSettings()).run([photo()], models.detect, models.classify_without_embeddings)
+    assert old.embeddings is None and old.whole_embedding is None and [a.label for a in old.answers] == ["red", "blue"]
 
 
 def test_without_a_classifier_the_loop_stops_at_the_regions():

@@ -104,7 +104,7 @@ def test_a_policy_that_looks_at_the_whole_photo_sends_it_last(service, policy):
 
 def test_an_unknown_product_has_no_label_but_keeps_its_candidates(service):
     service.classifier.classify.answer = lambda crops: Classification(
-        np.stack([probabilities(OTHER_LABEL, 0.3) for _ in crops]), CLASSIFIER_VERSION)
+        np.stack([probabilities(OTHER_LABEL, 0.3) for _ in crops]), CLASSIFIER_VERSION, None)
     products = service.recognize(shelf_photo()).json()["products"]
     assert len(products) == 2
     for product in products:

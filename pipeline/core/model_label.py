@@ -162,13 +162,24 @@ class ModelLabel:
         calibration = self.runtime_entry("classifier", runtime).get("calibration") or {}
         return float(calibration.get("unknown_threshold", self.unknown_threshold))
 
-    def check_classifier_outputs(self, outputs: int) -> None:
-        """Called once the classifier is loaded: its output width must be the label count."""
+    @property
+    def embedding_dim(self) -> int | None:
+        """The width of the classifier's embedding output (manifest `classifier.embedding`), None if it has none."""
+        embedding = self.manifest["classifier"].get("embedding")
+        return int(embedding["dim"]) if embedding else None
+
+    def check_classifier_outputs(self, outputs: int, embedding_dim: int | None) -> None:
+        """Called once the classifier is loaded: its output width must be the label count, and its embedding (None:
+        it has none) as wide as the manifest says."""
         if outputs != len(self.labels):
             raise ModelLabelError(
                 f"{self.classifier_path} has {outputs} outputs but {self.directory / LABELS_NAME} "
                 f"has {len(self.labels)} labels: they must be exported together"
             )
+        if embedding_dim != self.embedding_dim:
+            raise ModelLabelError(
+                f"{self.classifier_path} has {'no embedding' if embedding_dim is None else f'a {embedding_dim}-d embedding'} "
+                f"but {self.directory / MANIFEST_NAME} says {self.embedding_dim}: they must be exported together")
 
 
 def model_dir_from_env() -> Path:
@@ -244,6 +255,8 @@ def write_manifest(
             "version": info.get("version") or f"{part}-{now:%Y%m%d}-{checksum[:8]}",
             **{k: v for k, v in info.items() if k != "version"},
         }
+        if info.get("embedding"):  # the embedding space is the classifier's: pinned to its version
+            manifest[part]["embedding"] = {**info["embedding"], "model_version": manifest[part]["version"]}
         if info.get("runtimes"):  # the same model in other runtimes: their files' checksums too
             manifest[part]["runtimes"] = {runtime: {**entry, "sha256": sha256_of(directory / entry["path"])}
                                           for runtime, entry in info["runtimes"].items()}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.photo_to_answer import EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT, Classified
 from pipeline.core.settings import DetectorSettings
 
 logger = logging.getLogger("ray.serve")
@@ -113,9 +114,33 @@ class OnnxDetector(BoxDetector):
         return [np.concatenate([f[:, :4].clamp(0, size).numpy(), f[:, 4:5].numpy()], axis=1).astype(np.float32) for f in found]
 
 
+def classified(outputs: dict[str, np.ndarray], where: Path | str) -> Classified:
+    """A classifier's named outputs as Classified: `probabilities`, and `embedding` when the model has it (one
+    exported before embeddings has only an unnamed output: its probabilities).
+
+    The model normalises its embedding; int8 then rounds each component to 1/128, which leaves norms up to ~1%
+    off 1, so the rows are normalised again here: every runtime answers unit rows (a no-op for float ones)."""
+    if len(outputs) == 1 and EMBEDDING_OUTPUT not in outputs:
+        return Classified(next(iter(outputs.values())), None)
+    if PROBABILITIES_OUTPUT not in outputs:
+        raise ValueError(f"{where} has outputs {sorted(outputs)}, none named {PROBABILITIES_OUTPUT!r}")
+    embeddings = outputs.get(EMBEDDING_OUTPUT)
+    if embeddings is not None:
+        embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return Classified(outputs[PROBABILITIES_OUTPUT], embeddings)
+
+
+def concatenated(parts: list[Classified]) -> Classified:
+    """The batches' answers as one, rows in order."""
+    embeddings = [part.embeddings for part in parts if part.embeddings is not None]
+    return Classified(np.concatenate([part.probabilities for part in parts]),
+                      np.concatenate(embeddings) if len(embeddings) == len(parts) else None)
+
+
 class SavedModelClassifier:
-    """The classifier's TF SavedModel: uint8 crops [N, S, S, 3] → class probabilities [N, C], through its `serve`
-    function (no Keras predict()), in batches of at most `batch`."""
+    """The classifier's TF SavedModel: uint8 crops [N, S, S, 3] → Classified (class probabilities [N, C] and, when
+    the model has them, embeddings [N, D]), through its `serve` function (no Keras predict()), in batches of at
+    most `batch`."""
 
     def __init__(self, path: Path | str, threads: int | None = None, batch: int = 32) -> None:
         import tensorflow as tf
@@ -129,42 +154,52 @@ class SavedModelClassifier:
         except RuntimeError:  # TensorFlow already started in this process (tests, notebooks)
             logger.warning("TensorFlow was initialised before this classifier: thread and GPU settings unchanged")
         self.tf = tf
+        self.path = path
         self.gpus = tf.config.list_physical_devices("GPU")
         self.batch = batch
         self.model = tf.saved_model.load(str(path))
 
-    def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        outputs = [self.model.serve(self.tf.constant(np.stack(crops[at:at + self.batch]).astype(np.float32))).numpy()
-                   for at in range(0, len(crops), self.batch)]
-        return np.concatenate(outputs)
+    def __call__(self, crops: Sequence[np.ndarray]) -> Classified:
+        return concatenated([self._run(np.stack(crops[at:at + self.batch])) for at in range(0, len(crops), self.batch)])
+
+    def _run(self, batch: np.ndarray) -> Classified:
+        outputs = self.model.serve(self.tf.constant(batch.astype(np.float32)))
+        named = outputs if isinstance(outputs, dict) else {"output_0": outputs}  # a model's single output is unnamed
+        return classified({name: tensor.numpy() for name, tensor in named.items()}, self.path)
 
 
 class TfliteClassifier:
     """The classifier converted to TFLite (fp32, or int8 inside with float input and output), run by LiteRT with
-    XNNPACK: uint8 crops [N, S, S, 3] → class probabilities [N, C]. The batch axis is dynamic: the input is resized
-    when the batch size changes."""
+    XNNPACK: uint8 crops [N, S, S, 3] → Classified, its outputs found by their names in the file's signature. The
+    batch axis is dynamic: the input is resized when the batch size changes."""
 
     def __init__(self, path: Path | str, threads: int | None = None, batch: int = 32) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1)
+        self.path = path
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]["index"]
+        if self.interpreter.get_signature_list():  # converted from the SavedModel's `serve`: outputs by name
+            outputs = self.interpreter.get_signature_runner().get_output_details()
+            self.outputs = {name: details["index"] for name, details in outputs.items()}
+        else:
+            (only,) = self.interpreter.get_output_details()
+            self.outputs = {"output_0": only["index"]}
         self.batch = batch
         self.shape: tuple[int, ...] | None = None
         self.gpus: list = []
 
-    def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate([self._run(np.stack(crops[at:at + self.batch])) for at in range(0, len(crops), self.batch)])
+    def __call__(self, crops: Sequence[np.ndarray]) -> Classified:
+        return concatenated([self._run(np.stack(crops[at:at + self.batch])) for at in range(0, len(crops), self.batch)])
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> Classified:
         if batch.shape != self.shape:
             self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
             self.interpreter.allocate_tensors()
             self.shape = batch.shape
         self.interpreter.set_tensor(self.input["index"], batch.astype(self.input["dtype"]))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).copy()
+        return classified({name: self.interpreter.get_tensor(index).copy() for name, index in self.outputs.items()}, self.path)
 
 
 Classifier = SavedModelClassifier | TfliteClassifier

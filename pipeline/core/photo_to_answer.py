@@ -36,8 +36,26 @@ from pipeline.core.settings import RecognizerSettings
 Detect = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]
 """Letterboxed RGB uint8 images → per image, boxes [K, 5] (x1, y1, x2, y2, confidence) in letterbox pixels."""
 
-Classify = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
-"""uint8 crops [S, S, 3] → class probabilities [N, C], in the order sent."""
+PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT = "probabilities", "embedding"
+"""The names of the exported classifier's outputs (pipeline.efficientnet_lite writes them, pipeline.core.models
+reads them): a model is asked for its outputs by name, never by position."""
+
+
+@dataclass(frozen=True)
+class Classified:
+    """The classifier's answer for N crops, rows in the order sent. `embeddings`: the pooled backbone features of
+    the same forward pass, L2-normalised (what the catalog matches by); None from a model exported without them."""
+
+    probabilities: np.ndarray  # float32 [N, C]
+    embeddings: np.ndarray | None  # float32 [N, D], unit rows
+
+    def __post_init__(self) -> None:
+        if self.embeddings is not None and len(self.embeddings) != len(self.probabilities):
+            raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.probabilities)} rows of probabilities")
+
+
+Classify = Callable[[list[np.ndarray]], Awaitable[Classified]]
+"""uint8 crops [S, S, 3] → their Classified, in the order sent."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,8 @@ class Recognized:
     whole_photo: np.ndarray | None  # [C] the whole photo's, when the policy looked at it besides the largest box
     prominent: np.ndarray | None  # [C] the prominent product's (what /hello names), by the hello policy
     answers: list[Answer] = field(default_factory=list)  # one per region, the first from `prominent`
+    embeddings: np.ndarray | None = None  # float [R, D], one unit row per region; None: the model has none
+    whole_embedding: np.ndarray | None = None  # [D] the whole photo's, when the policy looked at it
 
     @property
     def detected(self) -> bool:
@@ -125,7 +145,7 @@ class PhotoToAnswer:
         photo_crops = await asyncio.to_thread(
             lambda: [crop for photo, _, regions, whole in plans for crop in crops(photo.image, regions + [None] * whole, size)])
         cropped = time.perf_counter()
-        probabilities = await classify(photo_crops) if classify is not None else None
+        classified_crops = await classify(photo_crops) if classify is not None else None
         classified = time.perf_counter()
         times.decode, times.detect = decoded - started, detected - decoded
         times.crop, times.classify = cropped - detected, classified - cropped
@@ -134,32 +154,37 @@ class PhotoToAnswer:
         threshold = models.unknown_threshold if settings.unknown_threshold is None else settings.unknown_threshold
         recognized, at = [], 0
         for photo, boxes, regions, with_whole_photo in plans:
-            if probabilities is None:
+            if classified_crops is None:
                 recognized.append(Recognized(photo, boxes, regions, np.empty((0, 0)), None, None))
                 continue
-            rows = probabilities[at:at + len(regions)]
-            whole = probabilities[at + len(regions)] if with_whole_photo else None
-            at += len(regions) + with_whole_photo
+            probabilities, embeddings = classified_crops.probabilities, classified_crops.embeddings
+            end = at + len(regions)
+            rows = probabilities[at:end]
+            whole = probabilities[end] if with_whole_photo else None
             prominent = prominent_probabilities(rows[0], whole, policy)
             answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
-            recognized.append(Recognized(photo, boxes, regions, rows, whole, prominent, answers))
+            recognized.append(Recognized(
+                photo, boxes, regions, rows, whole, prominent, answers,
+                embeddings=embeddings[at:end] if embeddings is not None else None,
+                whole_embedding=embeddings[end] if embeddings is not None and with_whole_photo else None))
+            at = end + with_whole_photo
         return recognized, times
 
     def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
-            classify: Callable[[list[np.ndarray]], np.ndarray] | None, **options) -> tuple[list[Recognized], StageSeconds]:
+            classify: Callable[[list[np.ndarray]], Classified] | None, **options) -> tuple[list[Recognized], StageSeconds]:
         """The loop for plain scripts: synchronous model calls, no event loop of the caller's."""
 
         async def detect_now(images: list[np.ndarray]) -> list[np.ndarray]:
             return detect(images)
 
-        async def classify_now(batch: list[np.ndarray]) -> np.ndarray:
+        async def classify_now(batch: list[np.ndarray]) -> Classified:
             assert classify is not None
             return classify(batch)
 
         return asyncio.run(self(photos, detect_now, classify_now if classify else None, **options))
 
     def run_files(self, paths: Sequence[Path | str], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
-                  classify: Callable[[list[np.ndarray]], np.ndarray] | None, batch: int = 16, **options) -> list[Recognized]:
+                  classify: Callable[[list[np.ndarray]], Classified] | None, batch: int = 16, **options) -> list[Recognized]:
         """`run` over photo files, `batch` at a time (evaluation, training crops)."""
         recognized: list[Recognized] = []
         for start in range(0, len(paths), batch):
