@@ -14,26 +14,22 @@ serving model: a catalog never mixes two models' embeddings.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.payloads import Classification, Detection, Refusal
-from pipeline.core.catalog_match import CatalogSnapshot
-from pipeline.core.catalog_store import (
-    CatalogError,
-    CatalogFull,
-    CatalogStore,
-    InvalidProduct,
-    StoredPhoto,
-    UnknownProduct,
-    UnknownVersion,
-)
+from pipeline.core.catalog_match import CatalogError, CatalogSnapshot, Product, StoredPhoto, valid_label, valid_sku
+from pipeline.core.catalog_store import CatalogStore
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
@@ -43,20 +39,10 @@ logger = logging.getLogger("ray.serve")
 
 DUPLICATE_SIMILARITY = 0.97
 """A photo this close (cosine) to a photo of another sku is refused as its near-duplicate: the same picture
-enrolled twice under two skus would make the catalog's answer a coin toss between them."""
+enrolled under two skus would make the catalog's answer a coin toss between them."""
 
 MODEL_CALL_TIMEOUT_S = 30.0
 """The longest one enrollment photo waits for the Detector or the Classifier."""
-
-REEMBED_BATCH = 8
-"""Stored photos re-embedded per step after a model change; the snapshot is refreshed after each step."""
-
-REFUSALS: dict[type[CatalogError], tuple[int, str]] = {
-    UnknownProduct: (404, "unknown_product"),
-    UnknownVersion: (404, "unknown_version"),
-    CatalogFull: (409, "catalog_full"),
-    InvalidProduct: (422, "invalid_product"),
-}
 
 
 @dataclass(frozen=True)
@@ -65,8 +51,8 @@ class EmbeddedPhoto:
 
     index: int
     filename: str
-    data: bytes
     media_type: str
+    data: bytes
     embedding: np.ndarray | None
     reason: str | None = None  # no_product | unreadable
     detail: str | None = None
@@ -78,10 +64,21 @@ def catalog_folder(catalog_dir: str) -> Path:
     return path if path.is_absolute() else DEFAULT_MODEL_DIR.parent / path
 
 
+def timestamp(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def product_body(product: Product, with_photos: bool = False) -> dict[str, Any]:
+    return {"sku": product.sku, "label": product.label, "photos": product.photos,
+            "photo_ids": product.photo_ids if with_photos else None,
+            "created": timestamp(product.created), "updated": timestamp(product.updated)}
+
+
 @serve.deployment
 class Catalog:
     def __init__(self, detector: DeploymentHandle, classifier: DeploymentHandle, model_dir: str | None = None,
                  catalog_dir: str = "catalog_data", classifier_runtime: str = "savedmodel") -> None:
+        faiss.omp_set_num_threads(1)
         self.detector, self.classifier = detector, classifier
         bundle = load_model_label(model_dir, verify_checksums=False)
         self.model_version = bundle.versions["classifier"]
@@ -92,9 +89,9 @@ class Catalog:
         self.changed = asyncio.Event()  # set and replaced at every write: wakes the long-polls
         self.reembedding: asyncio.Task | None = None
         info = self.store.info()
-        logger.info("Catalog at %s: version %s, %s products, %s photos; %s photos need embedding by %s",
-                    self.store.folder, info["version"], info["products"], info["photos"],
-                    self.store.photos_needing(self.model_version), self.model_version)
+        logger.info("Catalog at %s: version %d, %d products, %d photos of %s; %d photos to embed with %s",
+                    self.store.folder, info.version, info.products, info.photos, info.model_version,
+                    len(self.store.photos_needing(self.model_version)), self.model_version)
 
     # ------------------------------------------------------------ reads
 
@@ -109,20 +106,24 @@ class Catalog:
                 return None
         return self.snapshot
 
-    async def info(self) -> dict:
+    async def info(self) -> dict[str, Any]:
         self._start_reembedding()
         info = await asyncio.to_thread(self.store.info)
-        return info | {"model_version": self.model_version, "matchable_photos": len(self.snapshot.skus),
-                       "photos_needing_embedding": await asyncio.to_thread(self.store.photos_needing, self.model_version)}
+        return {"version": info.version, "products": info.products, "photos": info.photos,
+                "model_version": self.model_version, "matchable_photos": len(self.snapshot.skus),
+                "photos_needing_embedding": len(await asyncio.to_thread(self.store.photos_needing, self.model_version)),
+                "updated": timestamp(info.updated)}
 
-    async def products(self, offset: int, limit: int) -> dict:
-        return await asyncio.to_thread(self.store.products, offset, limit)
+    async def products(self, offset: int, limit: int) -> dict[str, Any]:
+        total, products = await asyncio.to_thread(self.store.products, offset, limit)
+        return {"total": total, "offset": offset, "limit": limit, "products": [product_body(p) for p in products]}
 
-    async def product(self, sku: str) -> dict | Refusal:
-        return await self._refusing(self.store.product, sku)
+    async def product(self, sku: str) -> dict[str, Any] | Refusal:
+        found = await self._refusing(self.store.product, sku)
+        return found if isinstance(found, Refusal) else product_body(found, with_photos=True)
 
-    async def photo(self, photo_id: int) -> tuple[bytes, str] | Refusal:
-        return await self._refusing(self.store.photo, photo_id)
+    async def photo(self, sku: str, photo_id: int) -> tuple[bytes, str] | Refusal:
+        return await self._refusing(self.store.photo, photo_id, sku)
 
     async def ready(self) -> str:
         self._start_reembedding()
@@ -130,57 +131,60 @@ class Catalog:
 
     # ------------------------------------------------------------ writes
 
-    async def enroll(self, sku: str, label: str, photos: list[tuple[str, str, bytes]], actor: str,
-                     add: bool = False) -> dict | Refusal:
-        """Embed `photos` ((filename, media type, bytes) each) and store the accepted ones under `sku`: as its
-        new photo set (enrollment; re-enrolling replaces), or added to its photos (`add`)."""
+    async def enroll(self, sku: str, label: str, photos: list[tuple[str, str, bytes]], actor: str) -> dict[str, Any] | Refusal:
+        """Embed `photos` ((filename, media type, bytes) each) and make the accepted ones `sku`'s photos: a new
+        product, or a replacement of its photos and label (re-enrolling)."""
         try:
-            self.store.validate(sku, label)
+            valid_sku(sku), valid_label(label)  # before any photo is embedded
         except CatalogError as error:
             return self._refusal(error)
-        embedded = await asyncio.gather(*(self._embed(i, *photo) for i, photo in enumerate(photos)))
-        accepted, rejected = [], []
-        for photo in embedded:
-            if photo.embedding is None:
-                rejected.append({"index": photo.index, "filename": photo.filename, "reason": photo.reason, "detail": photo.detail})
-                continue
-            duplicate = self.store.near_duplicate(photo.embedding, self.model_version, exclude_sku=sku, threshold=DUPLICATE_SIMILARITY)
-            if duplicate is not None:
-                other, similarity = duplicate
-                rejected.append({"index": photo.index, "filename": photo.filename, "reason": "duplicate_of_other_sku",
-                                 "detail": f"{similarity:.3f} cosine to a photo of {other!r}", "similar_sku": other,
-                                 "similarity": round(similarity, 4)})
-                continue
-            accepted.append(photo)
-        if not accepted:
-            return Refusal(422, "no_photo_accepted", "none of the photos could be enrolled", {"rejected": rejected})
-        stored = [StoredPhoto(p.data, p.media_type, p.embedding) for p in accepted]
-        write = self.store.add_photos if add else self.store.enroll
-        arguments = (sku, stored, self.model_version, actor) if add else (sku, label, stored, self.model_version, actor)
-        result = await self._write(write, *arguments)
-        if isinstance(result, Refusal):
-            return result
-        return {"sku": sku, "label": result["label"], "catalog_version": result["version"],
-                "accepted": [{"index": p.index, "filename": p.filename} for p in accepted], "rejected": rejected}
+        return await self._store_photos(sku, label, photos, actor)
 
-    async def add_photos(self, sku: str, photos: list[tuple[str, str, bytes]], actor: str) -> dict | Refusal:
-        try:
-            label = self.store.product(sku)["label"]
-        except CatalogError as error:
-            return self._refusal(error)
-        return await self.enroll(sku, label, photos, actor, add=True)
+    async def add_photos(self, sku: str, photos: list[tuple[str, str, bytes]], actor: str) -> dict[str, Any] | Refusal:
+        found = await self._refusing(self.store.product, sku)
+        return found if isinstance(found, Refusal) else await self._store_photos(sku, found.label, photos, actor, add=True)
 
-    async def delete(self, sku: str, actor: str) -> dict | Refusal:
-        result = await self._write(self.store.delete, sku, actor)
-        return result if isinstance(result, Refusal) else {"sku": sku, "catalog_version": result["version"]}
+    async def delete(self, sku: str, actor: str) -> dict[str, Any] | Refusal:
+        version = await self._write(self.store.delete, sku, actor)
+        return version if isinstance(version, Refusal) else {"sku": sku, "catalog_version": version}
 
-    async def rollback(self, version: int, actor: str) -> dict | Refusal:
-        result = await self._write(self.store.rollback, version, actor)
-        return result if isinstance(result, Refusal) else {"catalog_version": result["version"], "restored": version}
+    async def rollback(self, version: int, actor: str) -> dict[str, Any] | Refusal:
+        new = await self._write(self.store.rollback, version, actor)
+        return new if isinstance(new, Refusal) else {"catalog_version": new, "restored": version}
 
     # ------------------------------------------------------------ inside
 
-    async def _write(self, write, *arguments) -> dict | Refusal:
+    async def _store_photos(self, sku: str, label: str, photos: list[tuple[str, str, bytes]], actor: str,
+                            add: bool = False) -> dict[str, Any] | Refusal:
+        embedded = await asyncio.gather(*(self._embed(i, *photo) for i, photo in enumerate(photos)))
+        rejected = [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
+                    for p in embedded if p.embedding is None]
+        candidates = [p for p in embedded if p.embedding is not None]
+        duplicates = await asyncio.to_thread(
+            self.store.near_duplicates, np.stack([p.embedding for p in candidates]), sku, DUPLICATE_SIMILARITY,
+            model_version=self.model_version) if candidates else []
+        accepted = []
+        for photo, duplicate in zip(candidates, duplicates):
+            if duplicate is None:
+                accepted.append(photo)
+            else:
+                rejected.append({"index": photo.index, "filename": photo.filename, "reason": "duplicate_of_other_sku",
+                                 "detail": f"{duplicate.similarity:.3f} cosine to a photo of {duplicate.sku!r}",
+                                 "similar_sku": duplicate.sku, "similarity": round(duplicate.similarity, 4)})
+        rejected.sort(key=lambda r: r["index"])
+        if not accepted:
+            return Refusal(422, "no_photo_accepted", "none of the photos could be enrolled", {"rejected": rejected})
+        stored = [StoredPhoto(p.data, p.media_type, p.embedding) for p in accepted]  # type: ignore[arg-type]
+        if add:
+            version = await self._write(self.store.add_photos, sku, stored, self.model_version, actor)
+        else:
+            version = await self._write(self.store.enroll, sku, label, stored, self.model_version, actor)
+        if isinstance(version, Refusal):
+            return dataclasses.replace(version, detail={"rejected": rejected})
+        return {"sku": sku, "label": label, "catalog_version": version,
+                "accepted": [{"index": p.index, "filename": p.filename} for p in accepted], "rejected": rejected}
+
+    async def _write(self, write, *arguments) -> int | Refusal:
         """One store write (one transaction), then the new snapshot to every follower."""
         result = await self._refusing(write, *arguments)
         if not isinstance(result, Refusal):
@@ -200,17 +204,16 @@ class Catalog:
 
     @staticmethod
     def _refusal(error: CatalogError) -> Refusal:
-        status, code = next((v for k, v in REFUSALS.items() if isinstance(error, k)), (422, "invalid_product"))
-        return Refusal(status, code, str(error))
+        return Refusal(error.status, error.code, str(error))
 
     async def _embed(self, index: int, filename: str, media_type: str, data: bytes) -> EmbeddedPhoto:
         try:
             embedding = await self._embedding(data)
         except ImageError as error:
-            return EmbeddedPhoto(index, filename, data, media_type, None, "unreadable", error.message)
+            return EmbeddedPhoto(index, filename, media_type, data, None, "unreadable", error.message)
         if embedding is None:
-            return EmbeddedPhoto(index, filename, data, media_type, None, "no_product", "the detector found no product in it")
-        return EmbeddedPhoto(index, filename, data, media_type, embedding)
+            return EmbeddedPhoto(index, filename, media_type, data, None, "no_product", "the detector found no product in it")
+        return EmbeddedPhoto(index, filename, media_type, data, embedding)
 
     async def _embedding(self, data: bytes) -> np.ndarray | None:
         """The largest product's embedding, as a query photo's is made; None when no product is detected."""
@@ -234,19 +237,36 @@ class Catalog:
             self.reembedding = asyncio.get_running_loop().create_task(self._reembed())
 
     async def _reembed(self) -> None:
-        """Stored photos embedded by the serving model, a batch at a time; the copies follow after each batch."""
-        started, done = time.perf_counter(), 0
-        total = await asyncio.to_thread(self.store.photos_needing, self.model_version)
+        """The stored photos embedded by the serving model (the store commits a batch at a time and switches the
+        catalog to this model at the end); the copies follow after it."""
+        loop, started = asyncio.get_running_loop(), time.perf_counter()
+        total = len(await asyncio.to_thread(self.store.photos_needing, self.model_version))
+        done = 0
         logger.info("Catalog: re-embedding %d stored photos with %s", total, self.model_version)
-        while batch := await asyncio.to_thread(self.store.photos_to_embed, self.model_version, REEMBED_BATCH):
-            embeddings = []
-            for photo_id, data in batch:
-                try:
-                    embeddings.append((photo_id, await self._embedding(data)))
-                except ImageError:
-                    embeddings.append((photo_id, None))
-            await asyncio.to_thread(self.store.set_embeddings, embeddings, self.model_version)
-            await self._publish()
-            done += len(batch)
+
+        def embed(photos: list[bytes]) -> list[np.ndarray | None]:  # called by the store in its thread
+            return asyncio.run_coroutine_threadsafe(self._embed_stored(photos), loop).result()
+
+        def progress(count: int) -> None:
+            nonlocal done
+            done += count
             logger.info("Catalog: re-embedded %d/%d photos (%.0f s)", done, total, time.perf_counter() - started)
 
+        try:
+            report = await asyncio.to_thread(self.store.reembed, embed, self.model_version, "reembed", 8, progress)
+        except Exception:
+            logger.exception("Catalog: re-embedding failed; the catalog keeps matching what %s has embedded", self.model_version)
+            self.reembedding = None
+            return
+        logger.info("Catalog: re-embedded with %s: %d photos, %d without a product", self.model_version, report.embedded,
+                    len(report.without_product))
+        await self._publish()
+
+    async def _embed_stored(self, photos: list[bytes]) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = []
+        for data in photos:
+            try:
+                out.append(await self._embedding(data))
+            except ImageError:
+                out.append(None)
+        return out
