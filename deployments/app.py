@@ -49,8 +49,15 @@ def build_app(args: dict) -> Application:
     classifier = Classifier.options(**resources("Classifier")).bind(model_dir, classifier_runtime)  # type: ignore[attr-defined]
     catalog = None
     if config.catalog_dir:
-        # Where the catalog's volume is: a custom resource only that node declares (a cluster), else anywhere.
-        placement = {config.catalog_node_resource: 0.01} if config.catalog_node_resource else {}
+        # One replica that writes SQLite and hands out snapshots, idle between writes (an enrollment's embedding
+        # work is the Detector's and the Classifier's, within their shares): it reserves no CPU. It runs where
+        # the catalog's volume is: a custom resource only that node declares (a cluster), else anywhere.
+        placement = {}
+        if config.catalog_node_resource and ray.cluster_resources().get(config.catalog_node_resource):
+            placement = {config.catalog_node_resource: 0.01}
+        elif config.catalog_node_resource:  # one machine (make serve), or a cluster that forgot to declare it
+            logger.warning("No node declares the resource %r: the Catalog may run on any node, and its folder %r must "
+                           "be there (docs/cluster.md)", config.catalog_node_resource, config.catalog_dir)
         catalog = Catalog.options(ray_actor_options={"num_cpus": 0, "resources": placement}).bind(  # type: ignore[attr-defined]
             detector, classifier, model_dir, config.catalog_dir, classifier_runtime)
     return Recognizer.options(**resources("Recognizer")).bind(  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import faiss
 from ray.serve.handle import DeploymentHandle
 
 from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
@@ -32,6 +33,7 @@ class CatalogCopy:
     """The vectors of the catalog version this replica matches against, and the task that follows it."""
 
     def __init__(self, catalog: DeploymentHandle | None, model_version: str) -> None:
+        faiss.omp_set_num_threads(1)  # one crop's search is a millisecond or two: no threads to fight the replica's
         self.catalog = catalog
         self.model_version = model_version
         self.index: CatalogIndex | None = None  # None until the first snapshot of this model arrives

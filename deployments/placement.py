@@ -134,9 +134,6 @@ class AppArgs(BaseModel):
             "Recognizer": {"CPU": self.recognizer_num_cpus, "GPU": 0.0},
             "Detector": {"CPU": self.detector_num_cpus, "GPU": gpu(self.detector_num_gpus)},
             "Classifier": {"CPU": self.classifier_num_cpus, "GPU": gpu(self.classifier_num_gpus)},
-            # One replica that writes SQLite and hands out snapshots: idle between writes; the embedding work of
-            # an enrollment is done by the Detector and Classifier replicas, within their shares.
-            "Catalog": {"CPU": 0.0, "GPU": 0.0},
         }
 
     def declared_node(self, use_gpu: bool) -> dict[str, float] | None:

@@ -139,6 +139,12 @@ class Recognizer(CatalogRoutes):
             except Exception as error:
                 detail[name] = f"unavailable: {type(error).__name__}"
         ready = not any(value.startswith("unavailable") for value in detail.values())
+        if self.catalog is not None:  # told, not required: recognition goes on from this replica's copy without it
+            copy = f"this replica matches with version {self.catalog_copy.version}"
+            try:
+                detail["catalog"] = f"{await asyncio.wait_for(self.catalog.ready.remote(), timeout=2)}; {copy}"
+            except Exception as error:
+                detail["catalog"] = f"unavailable: {type(error).__name__}; {copy}"
         health = Health(status="ok" if ready else "unavailable", detail=detail)
         return JSONResponse(health.model_dump(), status_code=200 if ready else 503)
 
@@ -157,7 +163,9 @@ class Recognizer(CatalogRoutes):
             versions["classifier"] = classification.version
             return Classified(classification.probabilities, classification.embeddings)
 
-        (recognized,), times = await self.photo_to_answer([data], detect, classify, decode_slots=self.decode_slots)
+        catalog = await self.catalog_copy.current()  # this replica's copy: never waits on the Catalog deployment
+        (recognized,), times = await self.photo_to_answer([data], detect, classify, decode_slots=self.decode_slots,
+                                                          match=catalog.best if catalog else None)
         photo, whole_photo = recognized.photo, not recognized.detected
         products = []
         for index, result in enumerate(recognized.answers):
@@ -166,23 +174,26 @@ class Recognizer(CatalogRoutes):
             else:
                 box, detector_confidence = self._original_box(recognized.boxes[index, :4], photo), float(recognized.boxes[index, 4])
             candidates = [Candidate(label=label, confidence=min(1.0, confidence)) for label, confidence in result.candidates]
-            known = result.known
+            known = result.known or result.by_catalog
             products.append(Product(
                 box=box,
                 source="whole_photo" if whole_photo else "detector",
                 detector_confidence=detector_confidence,
                 known=known,
-                label=candidates[0].label if known else None,
-                fields=LabelFields(**parse_label(candidates[0].label)) if known else None,
+                label=result.label if known else None,
+                fields=LabelFields(**parse_label(result.label)) if known else None,
                 confidence=candidates[0].confidence,
                 candidates=candidates,
+                label_source="catalog" if result.by_catalog else "model",
+                sku=result.match.sku if result.by_catalog and result.match else None,
+                similarity=round(result.match.similarity, 4) if result.match else None,
             ))
         milliseconds = lambda seconds: round(seconds * 1000, 2)  # noqa: E731
         return Recognition(
             photo=PhotoInfo(width=photo.original_size[0], height=photo.original_size[1], format=photo.format),
             whole_photo=whole_photo,
             products=products,
-            models=ModelVersions(**versions),
+            models=ModelVersions(**versions, catalog=catalog.version if catalog else None),
             timings=Timings(
                 read_ms=milliseconds(read_done - started),
                 decode_ms=milliseconds(times.decode),

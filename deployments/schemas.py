@@ -39,8 +39,10 @@ class Product(BaseModel):
         description="'whole_photo' when nothing was detected and the whole photo was classified"
     )
     detector_confidence: float | None = Field(description="null for a whole-photo entry")
-    known: bool = Field(description="false when the top candidate's confidence is under the unknown threshold")
-    label: str | None = Field(description="the top candidate's label; null when unknown")
+    known: bool = Field(description="false when the top candidate's confidence is under the unknown threshold and "
+                                    "the catalog does not name the product")
+    label: str | None = Field(description="the enrolled product's label when label_source is 'catalog', else the top "
+                                          "candidate's; null when unknown")
     fields: LabelFields | None = Field(description="the label's parsed fields; null when unknown")
     confidence: float = Field(ge=0, le=1, description="classifier confidence of the top candidate")
     candidates: list[Candidate] = Field(description="top-k labels, most likely first")

@@ -137,11 +137,11 @@ class InProcessRecognizer(Recognizer.func_or_class):
         pass
 
 
-def start_replica(detector: FakeHandle, classifier: FakeHandle) -> InProcessRecognizer:
+def start_replica(detector: FakeHandle, classifier: FakeHandle, catalog: object | None = None) -> InProcessRecognizer:
     """What a Serve replica does with the deployment's class: `__new__`, then await the async `__init__` that
     @serve.ingress gave it (Recognizer.__init__, then the frozen FastAPI app kept as the replica's ASGI app)."""
     replica = InProcessRecognizer.__new__(InProcessRecognizer)
-    asyncio.run(InProcessRecognizer.__init__(replica, detector, classifier, str(SHIPPED_MODEL_DIR)))
+    asyncio.run(InProcessRecognizer.__init__(replica, detector, classifier, str(SHIPPED_MODEL_DIR), "savedmodel", catalog))
     return replica
 
 
@@ -159,19 +159,27 @@ class Service:
         return self.client.post("/hello", files={"img": ("photo.jpg", data, "image/jpeg")}, **request)
 
 
-def in_process_service(monkeypatch) -> Iterator[Service]:
+def in_process_service(monkeypatch, catalog: Callable[[FakeHandle, FakeHandle], object] | None = None) -> Iterator[Service]:
     """The body of each test module's `service` fixture: a replica with the stand-in handles behind a TestClient,
-    the API key off, the /hello policy `crop` (the tests that need the whole photo too say so)."""
+    the API key off, the /hello policy `crop` (the tests that need the whole photo too say so). `catalog`: makes
+    the Catalog's handle from the model handles (tests/test_catalog_routes.py)."""
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     detector = FakeHandle(detect=find_rectangles, ready=lambda: DETECTOR_VERSION)
     classifier = FakeHandle(classify=name_by_colour, ready=lambda: CLASSIFIER_VERSION)
-    replica = start_replica(detector, classifier)
+    replica = start_replica(detector, classifier, catalog(detector, classifier) if catalog else None)
     replica.reconfigure({"top_k": TOP_K, "unknown_threshold": UNKNOWN_THRESHOLD})
     use_policy(replica, "crop")
     # The routes' `self` is what Serve's class-based view asks for: the replica's servable object.
     monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=replica))
     with TestClient(replica) as client:
         yield Service(replica, detector, classifier, client)
+        follower = replica.catalog_copy.task  # the catalog long-poll, on the client's event loop: ended there
+
+        async def stop_following() -> None:
+            if follower is not None:
+                follower.cancel()
+
+        client.portal.call(stop_following)  # type: ignore[union-attr]
 
 
 async def send_over_asgi(app, method: str, url: str, **request) -> httpx.Response:

@@ -68,7 +68,7 @@ def test_every_product_is_answered_in_upright_original_pixels_of_an_exif_rotated
     Recognition.model_validate(answer)
     assert answer["photo"] == {"width": 1500, "height": 2000, "format": "JPEG"}
     assert not answer["whole_photo"]
-    assert answer["models"] == {"detector": DETECTOR_VERSION, "classifier": CLASSIFIER_VERSION}
+    assert answer["models"] == {"detector": DETECTOR_VERSION, "classifier": CLASSIFIER_VERSION, "catalog": None}  # no catalog here
     tolerance = 2 * letterbox_pixel(2000, BUNDLE.detector_input_size)
     red, blue = answer["products"]  # the red rectangle is the larger: first
     assert_box(red["box"], (200, 300, 900, 1100), tolerance)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.catalog_rule import CatalogRule
 from pipeline.core.paths import MODEL_LABEL_DIR
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
 
@@ -161,6 +162,13 @@ class ModelLabel:
         little, int8's most), else the framework runtime's."""
         calibration = self.runtime_entry("classifier", runtime).get("calibration") or {}
         return float(calibration.get("unknown_threshold", self.unknown_threshold))
+
+    @property
+    def catalog_rule(self) -> CatalogRule:
+        """When the catalog names a product for this classifier: the manifest's `catalog.rule` (chosen by
+        pipeline.catalog_evaluation), else pipeline.core.catalog_rule's defaults."""
+        rule = self.manifest.get("catalog", {}).get("rule")
+        return CatalogRule(rule["policy"], float(rule["min_similarity"])) if rule else CatalogRule()
 
     @property
     def embedding_dim(self) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.catalog_match import CatalogMatch
+from pipeline.core.catalog_rule import CatalogRule
 from pipeline.core.model_label import ModelLabel
 from pipeline.core.preprocessing import Letterboxed, Photo
 from pipeline.core.recognition import (
@@ -57,6 +60,9 @@ class Classified:
 Classify = Callable[[list[np.ndarray]], Awaitable[Classified]]
 """uint8 crops [S, S, 3] → their Classified, in the order sent."""
 
+Match = Callable[[np.ndarray], Sequence[CatalogMatch | None]]
+"""Embeddings [N, D] → each one's closest enrolled product (None: an empty catalog): a catalog copy's index."""
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -68,12 +74,13 @@ class ModelFacts:
     detector_input_size: int
     hello_policy: str = DEFAULT_HELLO_POLICY
     unknown_threshold: float = 0.5
+    catalog_rule: CatalogRule = CatalogRule()
 
     @classmethod
     def of(cls, bundle: ModelLabel, classifier_runtime: str = "savedmodel") -> ModelFacts:
         """A model_label/'s, with the unknown threshold calibrated for the classifier in `classifier_runtime`."""
         return cls(bundle.labels, bundle.classifier_input_size, bundle.detector_input_size, bundle.hello_policy,
-                   bundle.unknown_threshold_for(classifier_runtime))
+                   bundle.unknown_threshold_for(classifier_runtime), bundle.catalog_rule)
 
 
 def nothing_detected(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -119,13 +126,15 @@ class PhotoToAnswer:
 
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
                        prominent_only: bool = False, hello_policy: str | None = None,
-                       decode_slots: asyncio.Semaphore | None = None) -> tuple[list[Recognized], StageSeconds]:
+                       decode_slots: asyncio.Semaphore | None = None,
+                       match: Match | None = None) -> tuple[list[Recognized], StageSeconds]:
         """Every photo through the loop: one detector call for all of them, one classifier call for all their crops.
 
         `classify` None stops after the regions (no probabilities). `prominent_only`: classify only the largest
         box (what /hello names). `hello_policy`: another than the manifest's (evaluation compares them).
         `decode_slots`: bounds the concurrent decodes (the ingress's memory). Decoding and cropping run in a
-        thread, so an event loop keeps taking requests meanwhile.
+        thread, so an event loop keeps taking requests meanwhile. `match`: the catalog, asked for each region's
+        embedding; the catalog rule decides whether it names the product.
         """
         settings, models, times = self.settings, self.models, StageSeconds()
         policy = hello_policy or models.hello_policy
@@ -163,12 +172,20 @@ class PhotoToAnswer:
             whole = probabilities[end] if with_whole_photo else None
             prominent = prominent_probabilities(rows[0], whole, policy)
             answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
+            if match is not None and embeddings is not None:  # the prominent product is matched by its crop
+                answers = [self._with_catalog(a, m) for a, m in zip(answers, match(embeddings[at:end]))]
             recognized.append(Recognized(
                 photo, boxes, regions, rows, whole, prominent, answers,
                 embeddings=embeddings[at:end] if embeddings is not None else None,
                 whole_embedding=embeddings[end] if embeddings is not None and with_whole_photo else None))
             at = end + with_whole_photo
         return recognized, times
+
+    def _with_catalog(self, model_answer: Answer, closest: CatalogMatch | None) -> Answer:
+        rule = self.models.catalog_rule
+        if self.settings.catalog_min_similarity is not None:
+            rule = CatalogRule(rule.policy, self.settings.catalog_min_similarity)
+        return dataclasses.replace(model_answer, match=closest, by_catalog=rule.picks_catalog(closest, model_answer.known))
 
     def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
             classify: Callable[[list[np.ndarray]], Classified] | None, **options) -> tuple[list[Recognized], StageSeconds]:

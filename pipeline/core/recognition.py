@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from pipeline.core.preprocessing import Letterboxed, Photo, classifier_input, decode_photo, detector_input, letterbox
 from pipeline.core.settings import RecognizerSettings
+
+if TYPE_CHECKING:
+    from pipeline.core.catalog_match import CatalogMatch
 
 Box = tuple[float, float, float, float]
 
@@ -79,15 +83,18 @@ def needs_whole_photo(policy: str) -> bool:
 
 @dataclass(frozen=True)
 class Answer:
-    """The classifier's answer for one crop."""
+    """The answer for one crop: the classifier's, and the catalog's when the catalog rule gave it the word."""
 
-    candidates: list[tuple[str, float]]  # top-k (label, probability), most likely first
-    known: bool  # the top probability reaches the unknown threshold
+    candidates: list[tuple[str, float]]  # the classifier's top-k (label, probability), most likely first
+    known: bool  # the classifier's top probability reaches the unknown threshold
+    match: CatalogMatch | None = None  # the catalog's closest enrolled product, when a catalog was asked
+    by_catalog: bool = False  # the catalog names this product (pipeline.core.catalog_rule)
 
     @property
     def label(self) -> str:
-        """The top candidate, known or not (what the original client always got)."""
-        return self.candidates[0][0]
+        """What the product is called: the enrolled product's label, else the classifier's top candidate, known or
+        not (what the original client always got)."""
+        return self.match.label if self.by_catalog and self.match else self.candidates[0][0]
 
 
 def answer(probabilities: np.ndarray, labels: Sequence[str], top_k: int, unknown_threshold: float) -> Answer:
