@@ -59,6 +59,24 @@ def test_tensorflow_port_matches_torch_on_real_photos(photos, torch_reference):
     assert BANANA not in tf_logits[2:].argmax(axis=1).tolist()
 
 
+@pytest.mark.data
+def test_the_serving_classifier_answers_probabilities_and_embedding_of_one_forward_pass(photos, torch_reference):
+    """classifier_from_state_dict's two outputs against torch's one pass: softmax(logits / T) and the pooled features
+    the head read, L2-normalised."""
+    features, logits = torch_reference
+    state = efficientnet_lite.read_state_dict(efficientnet_lite.pretrained_weights_path())
+    model = efficientnet_lite.classifier_from_state_dict("lite0", state, efficientnet_lite.IMAGENET_CLASSES, temperature=2.0)
+    outputs = model(photos, training=False)  # pixels 0-255: the model rescales
+    assert sorted(outputs) == ["embedding", "probabilities"]
+    scaled = logits / 2.0
+    expected = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    assert np.abs(outputs["probabilities"].numpy() - expected / expected.sum(axis=1, keepdims=True)).max() < 1e-5
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    assert outputs["embedding"].shape == (4, efficientnet_lite.FEATURES)
+    assert np.abs(outputs["embedding"].numpy() - unit).max() < 1e-5  # features within 1e-4, their norm ~10 or more
+    assert np.abs(np.linalg.norm(outputs["embedding"].numpy(), axis=1) - 1).max() < 1e-6
+
+
 def test_state_dict_of_another_network_is_refused():
     model = efficientnet_lite.build_lite0()
     state = efficientnet_lite.read_state_dict(efficientnet_lite.pretrained_weights_path())

@@ -115,6 +115,14 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
     assert manifest["classifier"]["runtimes"]["tflite_int8"]["representative"]["inputs"] >= 6
     assert all(entry["metrics"]["hello"]["top1"] == 1.0 for entry in manifest["classifier"]["runtimes"].values())
     assert "## Runtimes" in (tmp_path / "report" / "evaluation.md").read_text()
+    # a classifier with one output (exported before embeddings) ships and serves, without an embedding
+    from pipeline.core.models import load_classifier
+
+    assert bundle.embedding_dim is None and "embedding" not in manifest["classifier"]
+    assert not any("embedding" in entry for entry in manifest["classifier"]["runtimes"].values())
+    for runtime in bundle.runtimes("classifier"):
+        answer = load_classifier(bundle.runtime_path("classifier", runtime), runtime)([np.zeros((32, 32, 3), np.uint8)])
+        assert answer.probabilities.shape == (1, 3) and answer.embeddings is None
     int8 = (out / "classifier_int8.tflite").read_bytes()
     (out / "classifier_int8.tflite").write_bytes(int8 + b"\0")
     with pytest.raises(ModelLabelError, match="classifier_int8.tflite does not match"):

@@ -110,10 +110,14 @@ def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path):
     network.load_state_dict(torch.load(out / finetune.BEST_NAME, weights_only=True))
     photos = finetune.load_photos(split["selection"][:4], 224)
     expected = torch.softmax(torch.from_numpy(finetune.logits_of(network, photos)) / summary["temperature"], 1).numpy()
+    features = finetune.pooled_features(network, photos)
 
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(export_dir))  # keep a reference: its variables die with it
-    served = loaded.serve(tf.constant(photos.astype(np.float32))).numpy()
-    assert np.abs(served - expected).max() < 1e-4  # float32 summation order only
-    assert (served.argmax(1) == expected.argmax(1)).all()
+    served = loaded.serve(tf.constant(photos.astype(np.float32)))
+    probabilities, embedding = served["probabilities"].numpy(), served["embedding"].numpy()
+    assert np.abs(probabilities - expected).max() < 1e-4  # float32 summation order only
+    assert (probabilities.argmax(1) == expected.argmax(1)).all()
+    # the embedding: the fine-tuned network's pooled features (what its head reads), L2-normalised
+    assert np.abs(embedding - features / np.linalg.norm(features, axis=1, keepdims=True)).max() < 1e-5

@@ -6,7 +6,15 @@ import shutil
 import pytest
 
 from deployments.classifier import Classifier
-from pipeline.core.model_label import ModelLabelError, load_model_label, parse_label, read_labels, sha256_of, write_labels
+from pipeline.core.model_label import (
+    ModelLabelError,
+    load_model_label,
+    parse_label,
+    read_labels,
+    sha256_of,
+    write_labels,
+    write_manifest,
+)
 from pipeline.core.paths import SHARED_DATA
 from tests.tiny_models import make_model_label
 
@@ -97,6 +105,17 @@ def test_label_count_must_match_the_classifier_outputs(tmp_path, model_dir):
     load_model_label(other)  # the files agree with the manifest...
     with pytest.raises(ModelLabelError, match="has 3 outputs but .* has 4 labels"):
         Classifier.func_or_class(str(other))  # ...but the replica refuses to start
+
+
+@pytest.mark.models
+def test_the_embedding_is_pinned_to_the_classifier_version_and_a_replica_checks_it(copy_of):
+    assert load_model_label(copy_of).embedding_dim is None  # the tiny classifier has no embedding output
+    write_manifest(copy_of, classifier={"input_size": 64, "num_classes": 3, "embedding": {"output": "embedding", "dim": 16}},
+                   detector={"input_size": 320})
+    bundle = load_model_label(copy_of)
+    assert bundle.embedding_dim == 16 and bundle.manifest["classifier"]["embedding"]["model_version"] == bundle.versions["classifier"]
+    with pytest.raises(ModelLabelError, match="has no embedding but .*manifest.json says 16"):
+        Classifier.func_or_class(str(copy_of))  # the manifest promises what the model does not give: no start
 
 
 @pytest.mark.data
