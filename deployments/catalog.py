@@ -157,12 +157,12 @@ class Catalog:
     async def _store_photos(self, sku: str, label: str, photos: list[tuple[str, str, bytes]], actor: str,
                             add: bool = False) -> dict[str, Any] | Refusal:
         embedded = await asyncio.gather(*(self._embed(i, *photo) for i, photo in enumerate(photos)))
-        rejected = [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
-                    for p in embedded if p.embedding is None]
+        rejected: list[dict[str, Any]] = [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
+                                          for p in embedded if p.embedding is None]
         candidates = [p for p in embedded if p.embedding is not None]
-        duplicates = await asyncio.to_thread(
-            self.store.near_duplicates, np.stack([p.embedding for p in candidates]), sku, DUPLICATE_SIMILARITY,
-            model_version=self.model_version) if candidates else []
+        vectors = np.stack([p.embedding for p in candidates if p.embedding is not None]) if candidates else None
+        duplicates = await asyncio.to_thread(self.store.near_duplicates, vectors, sku, DUPLICATE_SIMILARITY,
+                                             model_version=self.model_version) if vectors is not None else []
         accepted = []
         for photo, duplicate in zip(candidates, duplicates):
             if duplicate is None:

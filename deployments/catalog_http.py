@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -105,7 +106,7 @@ async def read_enrollment(request: Request, with_product: bool) -> EnrollmentReq
                              photos, too_large)
 
 
-def answered(result: object) -> object:
+def answered(result: Any) -> Any:
     """The Catalog's answer, or its refusal raised as the service's JSON error."""
     if isinstance(result, Refusal):
         raise ServiceError(result.status, result.code, result.message, result.detail)

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi import Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -26,15 +26,20 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
 from deployments.auth import API_KEY_ENV
+from deployments.catalog_calls import ADD_PHOTOS_BODY, ENROLL_BODY, READ_ERRORS, UI_PAGE, WRITE_ERRORS, CatalogCalls
 from deployments.catalog_copy import CatalogCopy
-from deployments.catalog_routes import CatalogRoutes
-from deployments.catalog_routes import router as catalog_router
+from deployments.catalog_http import admin_actor, read_enrollment
 from deployments.errors import ServiceError, error_outcome
 from deployments.metrics import RecognizerMetrics
 from deployments.payloads import Classification, Detection
 from deployments.schemas import (
     Box,
     Candidate,
+    CatalogInfo,
+    CatalogProduct,
+    CatalogProducts,
+    CatalogWrite,
+    Enrollment,
     Health,
     HelloAnswer,
     LabelFields,
@@ -43,6 +48,7 @@ from deployments.schemas import (
     PhotoInfo,
     Product,
     Recognition,
+    Rollback,
     Timings,
 )
 from deployments.uploads import read_image
@@ -68,13 +74,12 @@ DECODE_SLOTS = max(1, DECODE_MEMORY_BUDGET_BYTES // DECODE_PEAK_BYTES)
 """Concurrent decodes per replica: the budget over one decode's worst case (a 50 MP photo of the costliest
 format), so a burst of hostile photos cannot take a replica past it; other requests wait their turn."""
 
-api = make_api()  # the routes below (and the catalog's) are added to it before @serve.ingress freezes it
-api.include_router(catalog_router)
+api = make_api()  # the routes below are added to it before @serve.ingress freezes it
 
 
 @serve.deployment
 @serve.ingress(api)
-class Recognizer(CatalogRoutes):
+class Recognizer(CatalogCalls):
     def __init__(self, detector: DeploymentHandle, classifier: DeploymentHandle, model_dir: str | None = None,
                  classifier_runtime: str = "savedmodel", catalog: DeploymentHandle | None = None) -> None:
         self.detector = detector
@@ -147,6 +152,76 @@ class Recognizer(CatalogRoutes):
                 detail["catalog"] = f"unavailable: {type(error).__name__}; {copy}"
         health = Health(status="ok" if ready else "unavailable", detail=detail)
         return JSONResponse(health.model_dump(), status_code=200 if ready else 503)
+
+    # ------------------------------------------------------------ the catalog (deployments/catalog_calls.py)
+
+    @api.post("/v1/catalog/products", status_code=201, response_model=Enrollment, responses=WRITE_ERRORS,
+                 openapi_extra=ENROLL_BODY, tags=["catalog"])
+    async def enroll_product(self, request: Request) -> Enrollment:
+        """Enroll a product from 1-20 photos (admin): recognised by every replica within a second. Re-enrolling a
+        sku replaces its photos. Each photo is accepted or rejected with the reason."""
+        actor = admin_actor(request)
+        enrollment = await read_enrollment(request, with_product=True)
+        catalog = await self._reachable_catalog()
+        result = await self._write(catalog.enroll.remote(enrollment.sku, enrollment.label, enrollment.photos, actor),
+                                   enrollment.too_large)
+        return Enrollment(**result)
+
+    @api.post("/v1/catalog/products/{sku}/photos", response_model=Enrollment, responses=WRITE_ERRORS,
+                 openapi_extra=ADD_PHOTOS_BODY, tags=["catalog"])
+    async def add_product_photos(self, sku: str, request: Request) -> Enrollment:
+        """Add photos to an enrolled product (admin), as a new catalog version."""
+        actor = admin_actor(request)
+        enrollment = await read_enrollment(request, with_product=False)
+        catalog = await self._reachable_catalog()
+        return Enrollment(**await self._write(catalog.add_photos.remote(sku, enrollment.photos, actor), enrollment.too_large))
+
+    @api.delete("/v1/catalog/products/{sku}", response_model=CatalogWrite, responses=WRITE_ERRORS,
+                   tags=["catalog"])
+    async def delete_product(self, sku: str, request: Request) -> CatalogWrite:
+        """Remove a product from the catalog (admin); its history stays, for rollback and the audit log."""
+        actor = admin_actor(request)
+        catalog = await self._reachable_catalog()
+        return CatalogWrite(**await self._write(catalog.delete.remote(sku, actor)))
+
+    @api.post("/v1/catalog/rollback", response_model=CatalogWrite, responses=WRITE_ERRORS,
+                 tags=["catalog"])
+    async def rollback_catalog(self, body: Rollback, request: Request) -> CatalogWrite:
+        """Make the products of an earlier catalog version current again (admin), as a new version."""
+        actor = admin_actor(request)
+        catalog = await self._reachable_catalog()
+        return CatalogWrite(**await self._write(catalog.rollback.remote(body.version, actor)))
+
+    @api.get("/v1/catalog", response_model=CatalogInfo, responses=READ_ERRORS, tags=["catalog"])
+    async def catalog_info(self) -> CatalogInfo:
+        """The catalog's version, its counts and the classifier whose embeddings it matches with."""
+        return CatalogInfo(**await self._read("info"))
+
+    @api.get("/v1/catalog/products", response_model=CatalogProducts, responses=READ_ERRORS, tags=["catalog"])
+    async def list_products(self, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=200)) -> CatalogProducts:
+        """The enrolled products, by sku, a page at a time."""
+        return CatalogProducts(**await self._read("products", offset, limit))
+
+    @api.get("/v1/catalog/products/{sku}", response_model=CatalogProduct, responses=READ_ERRORS, tags=["catalog"])
+    async def get_product(self, sku: str) -> CatalogProduct:
+        """One enrolled product, with the ids of its photos."""
+        return CatalogProduct(**await self._read("product", sku))
+
+    @api.get("/v1/catalog/products/{sku}/photos/{photo_id}", responses=READ_ERRORS | {200: {"content": {"image/*": {}}}},
+                response_class=Response, tags=["catalog"])
+    async def get_product_photo(self, sku: str, photo_id: int) -> Response:
+        """A stored photo of an enrolled product, as it was uploaded."""
+        data, media_type = await self._read("photo", sku, photo_id)
+        return Response(data, media_type=media_type, headers={"X-Content-Type-Options": "nosniff",
+                                                              "Cache-Control": "private, max-age=3600"})
+
+    @api.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    async def operator_page(self) -> HTMLResponse:
+        """The operator page: enroll, list and delete products, try a photo."""
+        return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"), headers={
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
+                                       "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff"})
 
     async def _recognize(self, data: bytes, started: float) -> Recognition:
         """The photo through the core's loop, with the model deployments as its model calls."""

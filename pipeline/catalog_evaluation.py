@@ -177,8 +177,8 @@ def rejection(queries: Embedded, pool: Embedded, left_out: list[int], kept: list
         for draw in range(DRAWS):
             index = enrolled_catalog(pool, enrolled, OPERATING_SHOTS, draw, labels)
             matches = index.best(queries.embeddings)
-            similarity = np.array([m.similarity for m in matches])
-            matched = np.array([int(m.sku) for m in matches])
+            similarity = np.array([m.similarity if m else -1.0 for m in matches])
+            matched = np.array([int(m.sku) if m else -1 for m in matches])
             positive = np.isin(queries.class_ids, enrolled)
             aurocs.append(auroc(similarity[positive], similarity[np.isin(queries.class_ids, never)]))
             aurocs_all.append(auroc(similarity[positive], similarity[~positive]))
@@ -215,7 +215,7 @@ def freiburg(models: ModelsUnderTest, policy: str, out: Path) -> dict[str, Any]:
         scores = []
         for draw in range(DRAWS):
             index = enrolled_catalog(pool, list(range(len(categories))), shots, draw, categories)
-            matched = np.array([int(m.sku) for m in index.best(queries.embeddings)])
+            matched = np.array([int(m.sku) if m else -1 for m in index.best(queries.embeddings)])
             scores.append((matched == queries.class_ids).mean())
         table[str(shots)] = float(np.mean(scores))
     return {"categories": len(categories), "queries": int(len(queries.paths)), "top1_by_shots": table}
@@ -244,7 +244,7 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     kept_selection = selection.take(np.isin(selection.class_ids, kept))
     unknown = calibrate_unknown(kept_selection.probabilities, np.searchsorted(kept, kept_selection.class_ids))["unknown_threshold"]
     operating = [enrolled_catalog(pool, left_out, OPERATING_SHOTS, draw, all_labels) for draw in range(DRAWS)]
-    choices = {}
+    choices: dict[str, dict[str, Any]] = {}
     for name in CATALOG_POLICIES:
         threshold = choose_threshold(selection, operating, name, kept, unknown)
         choices[name] = {"min_similarity": threshold,

@@ -11,7 +11,10 @@ for 95% precision of the catalog's answers, and written into the manifest's `cat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the rule needs no faiss
+    from pipeline.core.catalog_match import CatalogMatch
 
 CATALOG_POLICIES = {
     "similarity": "the catalog's closest product, when it is at least min_similarity close",
@@ -21,14 +24,6 @@ CATALOG_POLICIES = {
 DEFAULT_CATALOG_POLICY = "similarity"
 DEFAULT_MIN_SIMILARITY = 0.8
 """Until a model_label's manifest says otherwise (the evaluation's choice for that classifier)."""
-
-
-class Match(Protocol):
-    """The closest enrolled product of a crop (pipeline.core.catalog_match.CatalogMatch)."""
-
-    sku: str
-    label: str
-    similarity: float
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,7 @@ class CatalogRule:
         if not -1 <= self.min_similarity <= 1:
             raise ValueError("min_similarity is a cosine similarity: in [-1, 1]")
 
-    def picks_catalog(self, match: Match | None, model_known: bool) -> bool:
+    def picks_catalog(self, match: CatalogMatch | None, model_known: bool) -> bool:
         """Whether `match` names the crop rather than the classifier (whose answer is `model_known` or not)."""
         if match is None or match.similarity < self.min_similarity:
             return False

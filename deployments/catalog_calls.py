@@ -1,0 +1,104 @@
+"""The ingress's calls to the Catalog deployment, mixed into the Recognizer, whose /v1/catalog/* routes use them,
+and those routes' OpenAPI bodies.
+
+Reads go to the Catalog deployment; writes need the admin key (deployments/catalog_http.py) and are checked
+before their body is read. A Catalog that does not answer makes writes 503 `catalog_unavailable` with
+Retry-After, at once: recognition does not need it (each ingress replica matches against its own copy).
+
+The routes themselves are declared on the Recognizer class: Serve's class-based view rewrites each route
+function's signature in the process that imports the ingress module, and a replica unpickles the ingress class by
+value, so a route inherited from another importable module would reach the replica without that rewrite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.handle import DeploymentHandle
+
+from deployments.catalog_http import MAX_PHOTOS, answered
+from deployments.errors import ServiceError
+from deployments.schemas import ErrorBody
+from deployments.uploads import MAX_IMAGE_BYTES
+
+logger = logging.getLogger("ray.serve")
+
+READ_TIMEOUT_S = 5.0
+"""A read the Catalog does not answer in this long answers 503: it is down or restarting."""
+
+REACHABLE_TIMEOUT_S = 2.0
+"""Before a write, the Catalog must answer a ping this fast; a write is never started on a Catalog that is gone."""
+
+WRITE_TIMEOUT_S = 120.0
+"""An enrollment embeds up to 20 photos with the models: under load that takes seconds, never minutes."""
+
+UI_PAGE = Path(__file__).with_name("ui.html")
+
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 403, 404, 409, 413, 415, 422, 503)}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 422, 503)}
+
+_PHOTO = {"type": "string", "format": "binary", "minLength": 1, "maxLength": MAX_IMAGE_BYTES}
+_PHOTOS = {"type": "array", "items": _PHOTO, "minItems": 1, "maxItems": MAX_PHOTOS,
+           "description": f"1-{MAX_PHOTOS} photos of the product, each its own 'photo' part"}
+ENROLL_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["sku", "label", "photo"],
+    "properties": {"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                   "label": {"type": "string", "minLength": 1, "maxLength": 200}, "photo": _PHOTOS}}}}}}
+ADD_PHOTOS_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["photo"], "properties": {"photo": _PHOTOS}}}}}}
+
+
+class CatalogCalls:
+    """The Catalog deployment's handle (None: no catalog) and how the routes call it."""
+
+    catalog: DeploymentHandle | None
+
+    # ------------------------------------------------------------ calls to the Catalog
+
+    def _catalog(self) -> DeploymentHandle:
+        if self.catalog is None:
+            raise ServiceError(503, "catalog_unavailable", "this service runs without a catalog")
+        return self.catalog
+
+    async def _reachable_catalog(self) -> DeploymentHandle:
+        catalog = self._catalog()
+        try:
+            await asyncio.wait_for(catalog.ready.remote(), REACHABLE_TIMEOUT_S)
+        except Exception as error:
+            raise self._unavailable(error) from None
+        return catalog
+
+    async def _read(self, method: str, *args: Any) -> Any:
+        try:
+            result = await asyncio.wait_for(getattr(self._catalog(), method).remote(*args), READ_TIMEOUT_S)
+        except ServiceError:
+            raise
+        except Exception as error:
+            raise self._unavailable(error) from None
+        return answered(result)
+
+    async def _write(self, call: Any, too_large: list[dict] | None = None) -> dict:
+        try:
+            result = await asyncio.wait_for(call, WRITE_TIMEOUT_S)
+        except Exception as error:
+            raise self._unavailable(error) from None
+        if too_large and hasattr(result, "detail") and result.code == "no_photo_accepted":
+            result.detail["rejected"] = sorted(result.detail["rejected"] + too_large, key=lambda r: r["index"])
+        result = answered(result)
+        if too_large:
+            result["rejected"] = sorted(result["rejected"] + too_large, key=lambda r: r["index"])
+        return result
+
+    @staticmethod
+    def _unavailable(error: Exception) -> ServiceError:
+        if not isinstance(error, (TimeoutError, BackPressureError, DeploymentUnavailableError, RayActorError,
+                                  ReplicaUnavailableError)):
+            logger.error("catalog call failed: %r", error)
+            raise error
+        logger.warning("catalog unavailable: %s", type(error).__name__)
+        return ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry the write shortly")
