@@ -91,18 +91,19 @@ class Served:
         return f"127.0.0.1:{ports[0]}"
 
 
-def start_served(folder: Path, ray_env: dict[str, str]) -> Served:
-    """`serve run` of the shipped config on a free port, with `ray_env` for Ray (the Makefile's, for the tests);
-    returns once /readyz answers 200."""
+def start_served(folder: Path, ray_env: dict[str, str], extra_env: dict[str, str] | None = None) -> Served:
+    """`serve run` of the shipped config on a free port, with `ray_env` for Ray (the Makefile's, for the tests) and
+    `extra_env` for the replicas (an admin key); the catalog in `folder`/catalog. Returns once /readyz answers 200."""
     port = free_port()
     config = read_serve_config()
     config["http_options"]["port"] = port  # host stays 0.0.0.0: the proxy faces the network, as shipped
     config["applications"][0]["args"]["model_dir"] = MODEL_DIR
+    config["applications"][0]["args"]["catalog_dir"] = str(folder / "catalog")  # not the repository's catalog_data/
     config_path = folder / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     # What `make serve` runs with: the Makefile's exports, none of this process's other RAY_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | ray_env
-    env |= {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(REPO / ".yolo")}
+    env |= {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(REPO / ".yolo")} | (extra_env or {})
     log_path = folder / "serve_run.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen([str(BIN / "serve"), "run", str(config_path)], cwd=REPO, env=env, stdout=log,
