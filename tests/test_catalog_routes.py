@@ -239,3 +239,29 @@ def test_the_openapi_schema_documents_the_catalog(service):
     assert enroll_body["required"] == ["sku", "label", "photo"] and enroll_body["properties"]["photo"]["maxItems"] == MAX_PHOTOS
     assert "403" in paths["/v1/catalog/products"]["post"]["responses"]
 
+
+
+def test_a_catalog_of_another_classifier_is_re_embedded_by_the_serving_one(monkeypatch, tmp_path):
+    """Photos enrolled under an older classifier are embedded again, in the background after start, by the one
+    that serves; until then they are not matched (never two models' embeddings in one search)."""
+    from pipeline.core.catalog_match import StoredPhoto
+    from pipeline.core.catalog_store import CatalogStore
+
+    old = np.random.default_rng(0).standard_normal(8).astype(np.float32)
+    with CatalogStore(tmp_path / "catalog") as store:
+        store.enroll("old-1", "Old cola", [StoredPhoto(red_photo(), "image/jpeg", old / np.linalg.norm(old))], "classifier-old", "test")
+    monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
+
+    def catalog(detector: FakeHandle, classifier: FakeHandle) -> InProcessHandle:
+        return InProcessHandle(Catalog.func_or_class(detector, classifier, str(SHIPPED_MODEL_DIR), str(tmp_path / "catalog")))
+
+    services = in_process_service(monkeypatch, catalog)
+    service = next(services)
+    try:
+        answer = answer_when(service, lambda a: a["products"][0]["sku"] == "old-1", red_photo(), timeout_s=10)
+        assert answer["products"][0]["label_source"] == "catalog" and answer["products"][0]["label"] == "Old cola"
+        info = service.client.get("/v1/catalog").json()
+        assert info["photos_needing_embedding"] == 0 and info["matchable_photos"] == 1
+        assert info["version"] == 2  # the enrollment, then the switch to the serving classifier
+    finally:
+        services.close()
