@@ -170,8 +170,9 @@ def app(tmp_path_factory) -> Iterator[ServeApp]:
 
 
 @pytest.fixture(scope="module")
-def page(app) -> Iterator[OperatorPage]:
-    require_browser()
+def page(request) -> Iterator[OperatorPage]:
+    require_browser()  # before the graph starts: skipping (or failing under CI) takes no minutes
+    app = request.getfixturevalue("app")
     with headless_chromium() as driver:
         yield OperatorPage(driver, app.url)
 
