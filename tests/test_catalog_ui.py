@@ -80,9 +80,19 @@ class OperatorPage:
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
 
     def wait(self, condition, message: str, timeout: float = WAIT_S):
+        """Waits for `condition`; on a timeout, fails with what the page showed and the browser's console."""
+        from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout).until(lambda _: condition(), message)
+        try:
+            return WebDriverWait(self.driver, timeout).until(lambda _: condition())
+        except TimeoutException:
+            pytest.fail(f"waited {timeout} s for {message}; the page: {self.state()}", pytrace=False)
+
+    def state(self) -> str:
+        body = self.driver.execute_script("return document.body ? document.body.innerText : ''")
+        console = [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] != "INFO"]
+        return f"{self.driver.current_url}\n{body[:3000]}\nconsole: {console}"
 
     def open(self) -> None:
         self.driver.get(f"{self.base_url}/ui")
@@ -131,8 +141,10 @@ class OperatorPage:
         return json.loads(self.driver.execute_script("return document.getElementById('try-json').textContent"))
 
     def shown_products(self) -> list[dict]:
+        """Each product listed under the photo; textContent, exactly as inserted (labels may end in a space)."""
         return [{"label_source": item.get_attribute("data-label-source"), "sku": item.get_attribute("data-sku") or None,
-                 "name": item.find_element("css selector", ".name").text, "detail": item.find_element("css selector", ".detail").text}
+                 "name": item.find_element("css selector", ".name").get_attribute("textContent"),
+                 "detail": item.find_element("css selector", ".detail").get_attribute("textContent")}
                 for item in self.finds("#try-result li.product")]
 
     def canvas_has_box_colour(self) -> bool:
@@ -181,7 +193,7 @@ def test_a_write_without_the_admin_key_shows_the_403_code(page):
     page.open()
     page.enroll("no-key-sku", "No key", class_photos("train", PRODUCT_CLASS, 1), admin_key="")
     error = page.find("#enroll-result .error")
-    assert error.get_attribute("data-code") == "forbidden"
+    assert error.get_attribute("data-code") == "forbidden", error.text
     assert "forbidden" in error.text and "403" in error.text and "admin key" in error.text
     assert page.product_row("no-key-sku") is None
 
