@@ -1,0 +1,266 @@
+"""The operator page /ui in a real browser: Debian's headless Chromium, driven by selenium through Debian's
+chromedriver (nothing downloaded: Selenium Manager is never asked), against the real served graph with the
+shipped models and a fresh catalog folder. It enrolls a product from real photos, lists it with its thumbnail,
+tries a photo and reads the boxes and the answer off the page, deletes it, and sees a refused write's error code.
+
+Skipped when the browser is not installed, except under CI=true, where .ci/run installs it and its absence fails.
+UI_SCREENSHOT=path saves a screenshot of the page after a tried photo (the README's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from load_tests.photos import GROCERY, phone_photo
+from load_tests.serve_app import ServeApp, free_port, shipped_config
+from tests.tiny_models import SHIPPED_MODEL_DIR
+
+pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ADMIN_KEY = "ui-test-admin-key"
+PRODUCT_CLASS = 44  # GroceryStore's Oatly-Natural-Oatghurt: a packaged product, which the detector finds
+CATALOG_GREEN = (10, 125, 44)  # ui.html's stroke for a box the catalog named (#0a7d2c)
+WAIT_S = 180  # an enrollment embeds each photo with the models, on 2 shared cores
+
+
+def require_browser() -> None:
+    """Skip without Debian's chromium + chromedriver, or fail under CI, which installs them."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
+    if not missing:
+        return
+    reason = f"the browser test needs Debian's chromium and chromium-driver packages: {', '.join(missing)} missing"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " (CI=true: .ci/run installs them)")
+    pytest.skip(reason)
+
+
+@contextmanager
+def headless_chromium() -> Iterator:
+    """Debian's Chromium, headless, in a throwaway profile, through Debian's chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    with tempfile.TemporaryDirectory(prefix="ui-chromium-") as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         f"--user-data-dir={profile}", "--window-size=1280,2400"):
+            options.add_argument(argument)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+class OperatorPage:
+    """The page's controls, by their stable ids, and what it shows."""
+
+    def __init__(self, driver, base_url: str) -> None:
+        self.driver, self.base_url = driver, base_url
+
+    def find(self, selector: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, selector)
+
+    def finds(self, selector: str) -> list:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def wait(self, condition, message: str, timeout: float = WAIT_S):
+        """Waits for `condition`; on a timeout, fails with what the page showed and the browser's console."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.driver, timeout).until(lambda _: condition())
+        except TimeoutException:
+            pytest.fail(f"waited {timeout} s for {message}; the page: {self.state()}", pytrace=False)
+
+    def state(self) -> str:
+        body = self.driver.execute_script("return document.body ? document.body.innerText : ''")
+        console = [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] != "INFO"]
+        return f"{self.driver.current_url}\n{body[:3000]}\nconsole: {console}"
+
+    def open(self) -> None:
+        self.driver.get(f"{self.base_url}/ui")
+        self.wait(lambda: self.text("#catalog-version") != "–" or self.finds("#catalog-status .error"), "catalog info", 60)
+        errors = [e.text for e in self.finds("#catalog-status .error")]
+        assert not errors, errors
+
+    def text(self, selector: str) -> str:
+        return self.find(selector).text.strip()
+
+    def type(self, selector: str, value: str) -> None:
+        field = self.find(selector)
+        field.clear()
+        if value:
+            field.send_keys(value)
+
+    def enroll(self, sku: str, label: str, photos: list[Path], admin_key: str) -> None:
+        """Fills in the form and waits for the service's answer in #enroll-result."""
+        self.type("#admin-key", admin_key)
+        self.type("#sku", sku)
+        self.type("#label", label)
+        self.find("#photos").clear()
+        self.find("#photos").send_keys("\n".join(str(path.resolve()) for path in photos))
+        self.find("#enroll").click()
+        self.wait(lambda: self.finds("#enroll-result .ok, #enroll-result .error"), "the enrollment's answer")
+
+    def product_row(self, sku: str):
+        rows = self.finds(f'#products tr[data-sku="{sku}"]')
+        return rows[0] if rows else None
+
+    def thumbnail_width(self, sku: str) -> int:
+        row = self.product_row(sku)
+        if row is None:
+            return 0
+        image = row.find_element("css selector", "img.thumb")
+        return int(self.driver.execute_script("return arguments[0].complete ? arguments[0].naturalWidth : 0", image))
+
+    def try_photo(self, photo: Path) -> dict:
+        """Recognizes `photo` through the page; returns the service's answer as the page received it."""
+        self.find("#try-photo").send_keys(str(photo.resolve()))
+        self.find("#try").click()
+        self.wait(lambda: self.finds("#try-status .ok, #try-status .error"), "the recognition's answer")
+        errors = [e.text for e in self.finds("#try-status .error")]
+        assert not errors, errors
+        self.wait(lambda: self.find("#canvas").get_attribute("data-boxes") is not None, "the boxes drawn", 30)
+        return json.loads(self.driver.execute_script("return document.getElementById('try-json').textContent"))
+
+    def shown_products(self) -> list[dict]:
+        """Each product listed under the photo; textContent, exactly as inserted (labels may end in a space)."""
+        return [{"label_source": item.get_attribute("data-label-source"), "sku": item.get_attribute("data-sku") or None,
+                 "name": item.find_element("css selector", ".name").get_attribute("textContent"),
+                 "detail": item.find_element("css selector", ".detail").get_attribute("textContent")}
+                for item in self.finds("#try-result li.product")]
+
+    def canvas_has_colour(self, rgb: tuple[int, int, int]) -> bool:
+        """Whether the canvas holds pixels of exactly this colour (a box's stroke)."""
+        return bool(self.driver.execute_script("""
+            const [r, g, b] = arguments[0];
+            const canvas = document.getElementById('canvas');
+            if (!canvas.width) return false;
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            for (let i = 0; i < data.length; i += 4)
+              if (data[i] === r && data[i + 1] === g && data[i + 2] === b) return true;
+            return false;""", list(rgb)))
+
+
+def class_photos(split: str, class_id: int, count: int) -> list[Path]:
+    """The first `count` photos of one GroceryStore class in `split` ("train" or "val")."""
+    photos = []
+    for line in (GROCERY / f"{split}.txt").read_text().splitlines():
+        path, fine, _ = (part.strip() for part in line.split(","))
+        if int(fine) == class_id:
+            photos.append(GROCERY / path)
+    return photos[:count]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Iterator[ServeApp]:
+    config = shipped_config(os.environ.get("MODEL_LABEL_DIR") or SHIPPED_MODEL_DIR, free_port())
+    application = config["applications"][0]
+    application["args"]["catalog_dir"] = str(tmp_path_factory.mktemp("catalog"))
+    application["runtime_env"]["env_vars"]["PRODUCT_ADMIN_KEY"] = ADMIN_KEY
+    served = ServeApp(config).start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def page(request) -> Iterator[OperatorPage]:
+    require_browser()  # before the graph starts: skipping (or failing under CI) takes no minutes
+    app = request.getfixturevalue("app")
+    with headless_chromium() as driver:
+        yield OperatorPage(driver, app.url)
+
+
+def test_a_write_without_the_admin_key_shows_the_403_code(page):
+    page.open()
+    page.enroll("no-key-sku", "No key", class_photos("train", PRODUCT_CLASS, 1), admin_key="")
+    error = page.find("#enroll-result .error")
+    assert error.get_attribute("data-code") == "forbidden", error.text
+    assert "forbidden" in error.text and "403" in error.text and "admin key" in error.text
+    assert page.product_row("no-key-sku") is None
+
+
+def assert_page_shows(page: OperatorPage, answer: dict) -> None:
+    """The page lists each product of the service's answer as it answered it, and draws a box for each."""
+    shown = page.shown_products()
+    assert answer["products"]
+    assert [(p["label_source"], p["sku"]) for p in shown] == [(p["label_source"], p["sku"]) for p in answer["products"]]
+    for product, seen in zip(answer["products"], shown, strict=True):
+        assert seen["name"] == (product["label"] if product["label"] is not None else "unknown")
+        assert f"confidence {product['confidence']:.3f}" in seen["detail"]
+        assert f"source: {product['label_source']}" in seen["detail"]
+        if product["similarity"] is not None:
+            assert f"similarity {product['similarity']:.3f}" in seen["detail"]
+    assert int(page.find("#canvas").get_attribute("data-boxes")) == len(answer["products"])
+
+
+def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
+    enroll_from = class_photos("train", PRODUCT_CLASS, 3)
+    sku, label = "oat-natural-1l", "Oat yoghurt, natural (enrolled)"
+    page.open()
+    page.enroll(sku, label, enroll_from, admin_key=ADMIN_KEY)
+
+    errors = [e.text for e in page.finds("#enroll-result .error")]
+    assert not errors, errors
+    accepted = int(page.text("#enroll-accepted"))
+    assert accepted >= 2, page.text("#enroll-result")  # packaged products: the detector finds them
+    assert len(page.finds("#enroll-result li.accepted")) == accepted
+    assert len(page.finds("#enroll-result li.accepted, #enroll-result li.rejected")) == len(enroll_from)
+    info = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()
+    assert page.text("#enroll-version") == str(info["version"])
+    page.wait(lambda: page.text("#catalog-version") == str(info["version"]), "the catalog version refreshed", 30)
+    assert page.text("#catalog-products") == "1"
+
+    page.wait(lambda: page.product_row(sku) is not None, "the product listed", 30)
+    row = page.product_row(sku)
+    assert row.find_element("css selector", ".label").text == label
+    page.wait(lambda: page.thumbnail_width(sku) > 0, "the thumbnail loaded", 30)
+
+    # The same shot as a phone sends it (12 MP, re-encoded): the catalog names it, with the enrolled sku and label.
+    width, height = Image.open(enroll_from[0]).size
+    scale = 4032 / max(width, height)
+    phone = tmp_path / "phone-shot.jpg"
+    phone.write_bytes(phone_photo(enroll_from[0], (round(width * scale), round(height * scale))))
+    answer = page.try_photo(phone)
+    assert answer["models"]["catalog"] == info["version"], "the replica answered from an older catalog copy"
+    assert_page_shows(page, answer)
+    first = answer["products"][0]
+    assert (first["label_source"], first["sku"], first["label"]) == ("catalog", sku, label), first
+    shown = page.shown_products()[0]
+    assert shown["name"] == label and f"sku: {sku}" in shown["detail"] and "source: catalog" in shown["detail"]
+    assert page.canvas_has_colour(CATALOG_GREEN), "no catalog box drawn on the canvas"
+    if os.environ.get("UI_SCREENSHOT"):
+        page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
+
+    # Another shot of the product: whichever the rule picks (catalog or classifier), the page shows that answer.
+    answer = page.try_photo(class_photos("val", PRODUCT_CLASS, 1)[0])
+    assert_page_shows(page, answer)
+    if answer["products"][0]["label_source"] == "catalog":
+        assert answer["products"][0]["sku"] == sku
+
+    page.product_row(sku).find_element("css selector", "button.delete").click()
+    page.driver.switch_to.alert.accept()
+    page.wait(lambda: page.product_row(sku) is None, "the product gone from the list", 30)
+    assert page.find("#products-status .ok").text.startswith(f"Deleted {sku}")
+    after = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()
+    assert after["products"] == 0 and after["version"] > info["version"]
+    page.wait(lambda: page.text("#catalog-version") == str(after["version"]), "the catalog version after the delete", 30)
