@@ -52,6 +52,7 @@ from deployments.schemas import (
     Timings,
 )
 from deployments.uploads import read_image
+from pipeline.core.catalog_match import gallery_index
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
@@ -90,6 +91,8 @@ class Recognizer(CatalogCalls):
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
         self.catalog_copy = CatalogCopy(catalog, self.bundle.versions["classifier"])  # what crops are matched with
+        gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
+        self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and catalog else None
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
         self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
@@ -239,8 +242,9 @@ class Recognizer(CatalogCalls):
             return Classified(classification.probabilities, classification.embeddings)
 
         catalog = await self.catalog_copy.current()  # this replica's copy: never waits on the Catalog deployment
-        (recognized,), times = await self.photo_to_answer([data], detect, classify, decode_slots=self.decode_slots,
-                                                          match=catalog.best if catalog else None)
+        (recognized,), times = await self.photo_to_answer(
+            [data], detect, classify, decode_slots=self.decode_slots, match=catalog.best if catalog else None,
+            reference=self.gallery.nearest_similarity if self.gallery else None)
         photo, whole_photo = recognized.photo, not recognized.detected
         products = []
         for index, result in enumerate(recognized.answers):

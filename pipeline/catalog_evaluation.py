@@ -98,17 +98,21 @@ class Answers:
     answered: np.ndarray  # [N] class id in the 81-class numbering
     by_catalog: np.ndarray  # [N] bool
     matched: np.ndarray  # [N] the catalog's best class id (-1: empty catalog)
-    similarity: np.ndarray  # [N]
+    score: np.ndarray  # [N] what the rule compares with its threshold
+    eligible: np.ndarray  # [N] bool: the policy lets the catalog speak here at some threshold
 
 
-def answer(queries: Embedded, index: CatalogIndex, rule: CatalogRule, kept: list[int], unknown_threshold: float) -> Answers:
+def answer(queries: Embedded, training: np.ndarray, index: CatalogIndex, rule: CatalogRule, kept: list[int],
+           unknown_threshold: float) -> Answers:
+    """The served answer per query: `training` is each query's cosine to the classifier's nearest gallery photo."""
     matches = index.best(queries.embeddings)
     model_class = np.asarray(kept)[queries.probabilities.argmax(axis=1)]
     known = queries.probabilities.max(axis=1) >= unknown_threshold
-    by_catalog = np.array([rule.picks_catalog(m, bool(k)) for m, k in zip(matches, known)])
+    score = np.array([rule.score(m, float(t)) if m else -9.0 for m, t in zip(matches, training)])
+    eligible = ~known if rule.policy == "unknown_only" else np.ones(len(score), bool)
+    by_catalog = np.array([rule.picks_catalog(m, bool(k), float(t)) for m, k, t in zip(matches, known, training)])
     matched = np.array([int(m.sku) if m else -1 for m in matches])
-    similarity = np.array([m.similarity if m else -1.0 for m in matches])
-    return Answers(np.where(by_catalog, matched, model_class), by_catalog, matched, similarity)
+    return Answers(np.where(by_catalog, matched, model_class), by_catalog, matched, score, eligible)
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -120,40 +124,38 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(greater + ties / 2)
 
 
-def choose_threshold(queries: Embedded, indexes: list[CatalogIndex], policy: str, kept: list[int],
-                     unknown_threshold: float) -> float:
-    """The lowest similarity at which the catalog's answers under `policy` are right >= TARGET_PRECISION of the time,
-    over every draw's catalog (the selection split)."""
-    candidates = []
-    for index in indexes:
-        base = answer(queries, index, CatalogRule(policy, -1.0), kept, unknown_threshold)
-        candidates.append((base.similarity, base.by_catalog, base.matched == queries.class_ids))
-    similarity = np.concatenate([c[0] for c in candidates])
-    eligible = np.concatenate([c[1] for c in candidates])
-    correct = np.concatenate([c[2] for c in candidates])
-    best = 1.0
-    for threshold in np.unique(np.round(similarity[eligible], 4))[::-1]:
-        taken = eligible & (similarity >= threshold)
+def choose_threshold(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex], policy: str, kept: list[int],
+                     unknown_threshold: float) -> float | None:
+    """The lowest threshold at which the catalog's answers under `policy` are right >= TARGET_PRECISION of the time,
+    over every draw's catalog (the selection split); None if no threshold reaches it."""
+    parts = [answer(queries, training, index, CatalogRule(policy, 0.0), kept, unknown_threshold) for index in indexes]
+    score = np.concatenate([a.score for a in parts])
+    eligible = np.concatenate([a.eligible for a in parts])
+    correct = np.concatenate([a.matched == queries.class_ids for a in parts])
+    best = None
+    for threshold in np.unique(np.round(score[eligible], 4))[::-1]:
+        taken = eligible & (score >= threshold)
         if correct[taken].mean() >= TARGET_PRECISION:
             best = float(threshold)
     return best
 
 
-def measure(queries: Embedded, indexes: list[CatalogIndex], rule: CatalogRule, kept: list[int], enrolled: list[int],
-            unknown_threshold: float) -> dict[str, float]:
+def measure(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex], rule: CatalogRule, kept: list[int],
+            enrolled: list[int], unknown_threshold: float) -> dict[str, float]:
     """The issue's figures, averaged over the draws' catalogs."""
     rows = []
     is_enrolled = np.isin(queries.class_ids, enrolled)
     is_trained = np.isin(queries.class_ids, kept)
     without = np.asarray(kept)[queries.probabilities.argmax(axis=1)] == queries.class_ids
     for index in indexes:
-        result = answer(queries, index, rule, kept, unknown_threshold)
+        result = answer(queries, training, index, rule, kept, unknown_threshold)
         right = result.answered == queries.class_ids
         taken = result.by_catalog
         rows.append({
             "enrolled_top1_served": right[is_enrolled].mean(),
             "enrolled_top1_nearest": (result.matched == queries.class_ids)[is_enrolled].mean(),
             "all_top1": right.mean(),
+            "all_top1_without_catalog": without.mean(),
             "trained_top1": right[is_trained].mean(),
             "trained_top1_without_catalog": without[is_trained].mean(),
             "catalog_precision": right[taken].mean() if taken.any() else float("nan"),
@@ -165,26 +167,23 @@ def measure(queries: Embedded, indexes: list[CatalogIndex], rule: CatalogRule, k
     return out
 
 
-def rejection(queries: Embedded, pool: Embedded, left_out: list[int], kept: list[int], labels: list[str],
-              threshold: float) -> dict[str, float]:
-    """Half the left-out classes enrolled (5 shots), the other half never: AUROC of the best similarity, enrolled
-    classes' photos against never-enrolled ones (and against trained classes' too), and the precision of the
-    catalog's answers at `threshold` (two folds, DRAWS draws each)."""
+def rejection(queries: Embedded, training: np.ndarray, pool: Embedded, left_out: list[int], kept: list[int],
+              labels: list[str], rule: CatalogRule, unknown_threshold: float) -> dict[str, float]:
+    """Half the left-out classes enrolled (5 shots), the other half never: AUROC of the rule's score, enrolled
+    classes' photos against never-enrolled ones (and against every photo not enrolled, trained classes' too), and
+    the precision of the catalog's answers at the rule's threshold (two folds, DRAWS draws each)."""
     aurocs, aurocs_all, precisions = [], [], []
     halves = [left_out[::2], left_out[1::2]]
     for fold in range(2):
         enrolled, never = halves[fold], halves[1 - fold]
         for draw in range(DRAWS):
             index = enrolled_catalog(pool, enrolled, OPERATING_SHOTS, draw, labels)
-            matches = index.best(queries.embeddings)
-            similarity = np.array([m.similarity if m else -1.0 for m in matches])
-            matched = np.array([int(m.sku) if m else -1 for m in matches])
+            result = answer(queries, training, index, rule, kept, unknown_threshold)
             positive = np.isin(queries.class_ids, enrolled)
-            aurocs.append(auroc(similarity[positive], similarity[np.isin(queries.class_ids, never)]))
-            aurocs_all.append(auroc(similarity[positive], similarity[~positive]))
-            taken = similarity >= threshold
-            if taken.any():
-                precisions.append((matched[taken] == queries.class_ids[taken]).mean())
+            aurocs.append(auroc(result.score[positive], result.score[np.isin(queries.class_ids, never)]))
+            aurocs_all.append(auroc(result.score[positive], result.score[~positive]))
+            if result.by_catalog.any():
+                precisions.append((result.matched == queries.class_ids)[result.by_catalog].mean())
     return {"auroc_never_enrolled": float(np.mean(aurocs)), "auroc_all_not_enrolled": float(np.mean(aurocs_all)),
             "precision_at_threshold": float(np.mean(precisions)) if precisions else float("nan")}
 
@@ -241,28 +240,35 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     val_data = load_labelled_data(data)
     val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz")
 
+    # The classifier's gallery: its fit photos (as pipeline.catalog_gallery ships it for a model_label).
+    gallery_photos = embed(models, split["fit"], to_all(split["fit_class_ids"]), policy, out / "gallery_embeddings.npz")
+    gallery = CatalogIndex(CatalogSnapshot(0, "evaluation", gallery_photos.embeddings.astype(np.float32),
+                                           [str(c) for c in gallery_photos.class_ids], [str(c) for c in gallery_photos.class_ids]))
+    selection_training, val_training = gallery.nearest_similarity(selection.embeddings), gallery.nearest_similarity(val.embeddings)
     kept_selection = selection.take(np.isin(selection.class_ids, kept))
     unknown = calibrate_unknown(kept_selection.probabilities, np.searchsorted(kept, kept_selection.class_ids))["unknown_threshold"]
     operating = [enrolled_catalog(pool, left_out, OPERATING_SHOTS, draw, all_labels) for draw in range(DRAWS)]
     choices: dict[str, dict[str, Any]] = {}
     for name in CATALOG_POLICIES:
-        threshold = choose_threshold(selection, operating, name, kept, unknown)
-        choices[name] = {"min_similarity": threshold,
-                         "selection": measure(selection, operating, CatalogRule(name, threshold), kept, left_out, unknown)}
+        threshold = choose_threshold(selection, selection_training, operating, name, kept, unknown)
+        if threshold is not None:
+            choices[name] = {"threshold": threshold, "selection": measure(selection, selection_training, operating,
+                                                                          CatalogRule(name, threshold), kept, left_out, unknown)}
     chosen = max(choices, key=lambda name: choices[name]["selection"]["all_top1"])
-    rule = CatalogRule(chosen, choices[chosen]["min_similarity"])
+    rule = CatalogRule(chosen, choices[chosen]["threshold"])
 
     val_by_shots = {}
     for shots in SHOTS:  # GroceryStore val: read once, here
         indexes = [enrolled_catalog(pool, left_out, shots, draw, all_labels) for draw in range(DRAWS)]
-        val_by_shots[str(shots)] = measure(val, indexes, rule, kept, left_out, unknown)
+        val_by_shots[str(shots)] = measure(val, val_training, indexes, rule, kept, left_out, unknown)
     report = {
         "run": str(run), "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
         "split_seed": split["seed"], "shots": list(SHOTS), "draws": DRAWS, "operating_shots": OPERATING_SHOTS,
         "target_precision": TARGET_PRECISION, "unknown_threshold_selection": unknown,
-        "rule_choice_on_selection": choices, "rule": {"policy": rule.policy, "min_similarity": rule.min_similarity},
-        "val": val_by_shots, "val_rejection": rejection(val, pool, left_out, kept, all_labels, rule.min_similarity),
-        "photos": {"pool": len(pool.paths), "selection": len(selection.paths), "val": len(val.paths)},
+        "rule_choice_on_selection": choices, "rule": {"policy": rule.policy, "threshold": rule.threshold},
+        "val": val_by_shots, "val_rejection": rejection(val, val_training, pool, left_out, kept, all_labels, rule, unknown),
+        "photos": {"pool": len(pool.paths), "selection": len(selection.paths), "val": len(val.paths),
+                   "gallery": len(gallery_photos.paths)},
     }
     served = bundle.resolve_runtime("classifier", "auto", use_gpu=False)  # the runtime that serves on CPU
     shipped = ModelsUnderTest.load(bundle.runtime_path("detector", detector_runtime), bundle.runtime_path("classifier", served),
@@ -276,7 +282,7 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
 
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"Leave-classes-out: {report['trained_classes']} classes trained, {len(report['left_out_classes'])} enrolled; "
-             f"rule `{report['rule']['policy']}` at similarity >= {report['rule']['min_similarity']:.3f} (chosen on the "
+             f"rule `{report['rule']['policy']}` at {report['rule']['threshold']:+.3f} (chosen on the "
              f"selection split for {report['target_precision']:.0%} precision); GroceryStore val, mean of {report['draws']} draws.", "",
              "| shots | enrolled top-1 (served) | enrolled top-1 (nearest) | all 81 top-1 | trained top-1 change | catalog precision |",
              "|---|---|---|---|---|---|"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -84,6 +85,10 @@ class CatalogIndex:
     @property
     def version(self) -> int:
         return self.snapshot.version
+
+    def nearest_similarity(self, embeddings: np.ndarray) -> np.ndarray:
+        """Per embedding [N, D], the cosine similarity of the nearest vector (-1 on an empty index)."""
+        return np.array([match.similarity if match else -1.0 for match in self.best(embeddings)], np.float32)
 
     def best(self, embeddings: np.ndarray) -> list[CatalogMatch | None]:
         """Per embedding [N, D], the nearest product; None for every one when the catalog is empty."""
@@ -232,3 +237,11 @@ def valid_label(label: str) -> str:
     if not isinstance(label, str) or not 0 < len(label.strip()) <= 200 or not label.isprintable():
         raise InvalidProduct("a label is 1 to 200 printable characters")
     return label.strip()
+
+
+def gallery_index(path: Path | str, model_version: str) -> CatalogIndex:
+    """The classifier's gallery (pipeline.catalog_gallery: its fit photos' embeddings) as an index, each vector
+    named by its class id: what the catalog rule `beats_training` compares a crop's catalog match with."""
+    with np.load(path) as gallery:
+        vectors, class_ids = gallery["embeddings"].astype(np.float32), [str(c) for c in gallery["class_ids"]]
+    return CatalogIndex(CatalogSnapshot(0, model_version, vectors, class_ids, class_ids))

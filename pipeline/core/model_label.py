@@ -22,6 +22,7 @@ from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
+GALLERY_NAME = "classifier_gallery.npz"  # pipeline.catalog_gallery: the embeddings of the classifier's fit photos
 CLASSIFIER_NAME = "classifier"  # a TensorFlow SavedModel directory
 DETECTOR_NAME = "detector.pt"  # an ultralytics checkpoint
 FORMAT_VERSION = 1
@@ -168,7 +169,13 @@ class ModelLabel:
         """When the catalog names a product for this classifier: the manifest's `catalog.rule` (chosen by
         pipeline.catalog_evaluation), else pipeline.core.catalog_rule's defaults."""
         rule = self.manifest.get("catalog", {}).get("rule")
-        return CatalogRule(rule["policy"], float(rule["min_similarity"])) if rule else CatalogRule()
+        return CatalogRule(rule["policy"], float(rule["threshold"])) if rule else CatalogRule()
+
+    @property
+    def gallery_path(self) -> Path | None:
+        """The classifier's gallery (pipeline.catalog_gallery), None when the folder has none."""
+        gallery = self.manifest["classifier"].get("gallery")
+        return self.directory / gallery["path"] if gallery else None
 
     @property
     def embedding_dim(self) -> int | None:
@@ -217,6 +224,8 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
         files.append((f"the {part}", entry))
         runtimes = entry.get("runtimes") or {}
         files += [(f"the {part} for runtime {name}", runtime) for name, runtime in runtimes.items()]
+        if entry.get("gallery"):
+            files.append((f"the {part}'s gallery", entry["gallery"]))
     for what, entry in files:
         path = directory / entry["path"]
         if not path.exists():
@@ -236,7 +245,11 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
     policy = manifest["classifier"].get("hello_policy", DEFAULT_HELLO_POLICY)
     if policy not in HELLO_POLICIES:
         raise ModelLabelError(f"{manifest_path} has classifier.hello_policy {policy!r}; this code knows {sorted(HELLO_POLICIES)}")
-    return ModelLabel(directory=directory, manifest=manifest, labels=labels)
+    bundle = ModelLabel(directory=directory, manifest=manifest, labels=labels)
+    if bundle.catalog_rule.needs_gallery and bundle.gallery_path is None:
+        raise ModelLabelError(f"{manifest_path}'s catalog rule {bundle.catalog_rule.policy!r} needs the classifier's gallery, "
+                              "which it does not list: python -m pipeline.catalog_gallery")
+    return bundle
 
 
 def write_manifest(

@@ -63,6 +63,9 @@ Classify = Callable[[list[np.ndarray]], Awaitable[Classified]]
 Match = Callable[[np.ndarray], Sequence[CatalogMatch | None]]
 """Embeddings [N, D] → each one's closest enrolled product (None: an empty catalog): a catalog copy's index."""
 
+Reference = Callable[[np.ndarray], np.ndarray]
+"""Embeddings [N, D] → each one's cosine to the nearest photo the classifier was trained on (its gallery)."""
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -126,15 +129,16 @@ class PhotoToAnswer:
 
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
                        prominent_only: bool = False, hello_policy: str | None = None,
-                       decode_slots: asyncio.Semaphore | None = None,
-                       match: Match | None = None) -> tuple[list[Recognized], StageSeconds]:
+                       decode_slots: asyncio.Semaphore | None = None, match: Match | None = None,
+                       reference: Reference | None = None) -> tuple[list[Recognized], StageSeconds]:
         """Every photo through the loop: one detector call for all of them, one classifier call for all their crops.
 
         `classify` None stops after the regions (no probabilities). `prominent_only`: classify only the largest
         box (what /hello names). `hello_policy`: another than the manifest's (evaluation compares them).
         `decode_slots`: bounds the concurrent decodes (the ingress's memory). Decoding and cropping run in a
         thread, so an event loop keeps taking requests meanwhile. `match`: the catalog, asked for each region's
-        embedding; the catalog rule decides whether it names the product.
+        embedding; the catalog rule decides whether it names the product (`reference`: the classifier's gallery,
+        for the rules that compare with it).
         """
         settings, models, times = self.settings, self.models, StageSeconds()
         policy = hello_policy or models.hello_policy
@@ -173,7 +177,9 @@ class PhotoToAnswer:
             prominent = prominent_probabilities(rows[0], whole, policy)
             answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
             if match is not None and embeddings is not None:  # the prominent product is matched by its crop
-                answers = [self._with_catalog(a, m) for a, m in zip(answers, match(embeddings[at:end]))]
+                rows_embeddings = embeddings[at:end]
+                training = reference(rows_embeddings) if reference is not None else [None] * len(rows_embeddings)
+                answers = [self._with_catalog(a, m, t) for a, m, t in zip(answers, match(rows_embeddings), training)]
             recognized.append(Recognized(
                 photo, boxes, regions, rows, whole, prominent, answers,
                 embeddings=embeddings[at:end] if embeddings is not None else None,
@@ -181,11 +187,12 @@ class PhotoToAnswer:
             at = end + with_whole_photo
         return recognized, times
 
-    def _with_catalog(self, model_answer: Answer, closest: CatalogMatch | None) -> Answer:
+    def _with_catalog(self, model_answer: Answer, closest: CatalogMatch | None, training: float | None) -> Answer:
         rule = self.models.catalog_rule
-        if self.settings.catalog_min_similarity is not None:
-            rule = CatalogRule(rule.policy, self.settings.catalog_min_similarity)
-        return dataclasses.replace(model_answer, match=closest, by_catalog=rule.picks_catalog(closest, model_answer.known))
+        if self.settings.catalog_threshold is not None:
+            rule = CatalogRule(rule.policy, self.settings.catalog_threshold)
+        by_catalog = rule.picks_catalog(closest, model_answer.known, None if training is None else float(training))
+        return dataclasses.replace(model_answer, match=closest, by_catalog=by_catalog)
 
     def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
             classify: Callable[[list[np.ndarray]], Classified] | None, **options) -> tuple[list[Recognized], StageSeconds]:

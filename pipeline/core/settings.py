@@ -84,7 +84,7 @@ class RecognizerSettings(Settings):
     crop_margin: float = 0.2  # each side of a box grows by this share of its size before the crop: context
     top_k: int = 5  # candidates per product
     unknown_threshold: float | None = None  # top-1 probability under this: "unknown"; None: the manifest's calibrated one
-    catalog_min_similarity: float | None = None  # the catalog names a product from this cosine on; None: the manifest's
+    catalog_threshold: float | None = None  # the catalog rule's threshold (pipeline.core.catalog_rule); None: the manifest's
 
     def __post_init__(self) -> None:
         if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
@@ -95,8 +95,8 @@ class RecognizerSettings(Settings):
             raise ValueError("crop_margin must be in [0, 1]")
         if self.top_k < 1 or not (self.unknown_threshold is None or 0 <= self.unknown_threshold <= 1):
             raise ValueError("top_k must be >= 1 and unknown_threshold in [0, 1] (or null: the manifest's)")
-        if self.catalog_min_similarity is not None and not -1 <= self.catalog_min_similarity <= 1:
-            raise ValueError("catalog_min_similarity is a cosine similarity: in [-1, 1] (or null: the manifest's)")
+        if self.catalog_threshold is not None and not -2 <= self.catalog_threshold <= 2:
+            raise ValueError("catalog_threshold is a cosine similarity or a difference of two: in [-2, 2] (or null: the manifest's)")
 
 
 @dataclass(frozen=True)
