@@ -265,3 +265,13 @@ def test_a_catalog_of_another_classifier_is_re_embedded_by_the_serving_one(monke
         assert info["version"] == 2  # the enrollment, then the switch to the serving classifier
     finally:
         services.close()
+
+
+def test_with_the_api_key_on_too_a_write_carries_both_keys(service, monkeypatch):
+    from deployments.auth import API_KEY_ENV
+
+    monkeypatch.setenv(API_KEY_ENV, "api-key")
+    assert_error(enroll(service, "cola-1", "Cola", [red_photo()]), 401, "unauthorized")  # the admin key alone
+    both = enroll(service, "cola-1", "Cola", [red_photo()], headers={"X-API-Key": "api-key", "Authorization": f"Bearer {ADMIN_KEY}"})
+    assert both.status_code == 201, both.text
+    assert_error(enroll(service, "cola-2", "Cola", [red_photo(700)], headers={"X-API-Key": "api-key"}), 403, "forbidden")
