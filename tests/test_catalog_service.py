@@ -54,6 +54,31 @@ def recognize(app: ServeApp, photo: bytes) -> dict:
     return response.json()
 
 
+class Clients:
+    """`count` threads sending `photo` to /v1/recognize until stopped (at most `limit` requests each); each
+    response goes to `record(started, response)`."""
+
+    def __init__(self, app: ServeApp, photo: bytes, record, count: int, limit: int = 2000) -> None:
+        self.stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=60) as http:
+                for _ in range(limit):
+                    if self.stop.is_set():
+                        return
+                    started = time.monotonic()
+                    record(started, http.post(f"{app.url}/v1/recognize", files={"image": ("p.jpg", photo, "image/jpeg")}))
+
+        self.threads = [threading.Thread(target=client) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
 def test_an_enrolled_product_is_named_by_the_catalog_on_real_photos(app):
     photos = train_photos(class_index=3, count=4)
     response = enroll(app, "own-brand-1", "Own brand_box_500g", photos[:3])
@@ -83,20 +108,7 @@ def test_a_write_is_answered_by_every_replica_within_a_second(app):
     photo = train_photos(class_index=3, count=1)[0].read_bytes()
     enroll(app, "refresh-1", "Refresh test", train_photos(class_index=7, count=2))
     seen: list[tuple[float, int]] = []  # (request start, catalog version answered)
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=60) as http:
-            for _ in range(2000):
-                if stop.is_set():
-                    return
-                started = time.monotonic()
-                answer = http.post(f"{app.url}/v1/recognize", files={"image": ("p.jpg", photo, "image/jpeg")}).json()
-                seen.append((started, answer["models"]["catalog"]))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    clients = Clients(app, photo, lambda started, response: seen.append((started, response.json()["models"]["catalog"])), 4)
     writes: list[tuple[float, int]] = []  # (write returned, its version)
     sent: list[float] = []  # when each write was sent
     try:
@@ -112,9 +124,7 @@ def test_a_write_is_answered_by_every_replica_within_a_second(app):
             writes.append((time.monotonic(), response.json()["catalog_version"]))
             time.sleep(1.5)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
+        clients.join()
     delays, from_send = [], []
     for (returned, version), start in zip(writes, sent):
         stale = [started for started, answered in seen if started > start and answered < version]
@@ -136,21 +146,13 @@ def test_the_catalog_replica_killed_under_load_recognition_goes_on_and_writes_wa
     while recognize(app, photo)["products"][0]["sku"] != "kill-test-1":
         assert time.monotonic() < deadline
     statuses, skus = [], []
-    stop = threading.Event()
 
-    def client() -> None:
-        with httpx.Client(timeout=60) as http:
-            for _ in range(500):
-                if stop.is_set():
-                    return
-                response = http.post(f"{app.url}/v1/recognize", files={"image": ("p.jpg", photo, "image/jpeg")})
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    skus.append(response.json()["products"][0]["sku"])
+    def record(started: float, response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            skus.append(response.json()["products"][0]["sku"])
 
-    threads = [threading.Thread(target=client) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    clients = Clients(app, photo, record, 2, limit=500)
     write_statuses = []
     try:
         time.sleep(1)
@@ -168,9 +170,7 @@ def test_the_catalog_replica_killed_under_load_recognition_goes_on_and_writes_wa
             down = enroll(app, "kill-test-2", "Kill test 2", photos[2:3])
             write_statuses.append(down.status_code)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
+        clients.join()
     assert set(statuses) == {200}, statuses
     assert set(skus) == {"kill-test-1"}  # every answer matched from the replicas' copies meanwhile
     assert set(write_statuses) <= {201, 503} and write_statuses[-1] == 201, write_statuses
