@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def free_port() -> int:
 
 
 def shipped_config(model_dir: Path | str | None = None, port: int | None = None) -> dict:
-    """serve_config.yaml as shipped, on 127.0.0.1 (`port`: another HTTP port; `model_dir`: other models)."""
+    """serve_config.yaml as shipped, on 127.0.0.1 (`port`: another HTTP port; `model_dir`: other models), with
+    a new empty catalog in a temporary folder: tests and load tests never touch the repository's catalog_data/."""
     config = read_serve_config()
+    config["applications"][0]["args"]["catalog_dir"] = tempfile.mkdtemp(prefix="catalog-")
     config["http_options"]["host"] = "127.0.0.1"
     if port is not None:
         config["http_options"]["port"] = port

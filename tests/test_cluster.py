@@ -7,7 +7,8 @@ subprocess, against the head's dashboard REST API, with token auth on (RAY_AUTH_
 ~/.ray/auth_token). Only the HTTP host (127.0.0.1) and port (a free one) differ from the shipped file.
 
 What it checks: with `accelerator: auto`, Detector and Classifier replicas land on the GPU node with their GPU
-fractions and the Recognizer on the head; at most 1/fraction model replicas share the GPU and the next one
+fractions, the Catalog on the head (its volume's node) and the Recognizer with no GPU; at most 1/fraction model
+replicas share the GPU and the next one
 stays pending; the answers are those of the in-process recognition; losing the GPU node's raylet under load
 hangs no request (each is answered, or refused with a status a client retries; only a request in flight on the
 lost node's own proxy loses its connection) and a new GPU node brings the app back.
@@ -129,7 +130,8 @@ class ServeCluster:
                     "node": self.node_names.get(replica.get("node_id") or (actor.node_id if actor else None) or "", "-"),
                     "CPU": resources.get("CPU", 0.0), "GPU": resources.get("GPU", 0.0), "state": state,
                 })
-        return sorted(rows, key=lambda r: (("Recognizer", "Detector", "Classifier").index(r["deployment"]), r["node"], r["replica"]))
+        order = ("Recognizer", "Detector", "Classifier", "Catalog")
+        return sorted(rows, key=lambda r: (order.index(r["deployment"]), r["node"], r["replica"]))
 
     def report(self, title: str, rows: list[dict], note: str = "") -> str:
         lines = [f"### {title}", "", "| deployment | replica | node | CPU | GPU | state |", "| --- | --- | --- | --- | --- | --- |"]
@@ -175,6 +177,7 @@ def serve_cluster():
         dashboard_port = free_port()
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": HEAD_CPUS, "num_gpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+            "resources": {"catalog_volume": 1},  # the head holds the catalog's volume, as docs/cluster.md's RayService
             "dashboard_port": dashboard_port, "dashboard_agent_listen_port": free_port(),
         })
         config = shipped_config(port=free_port())
@@ -215,18 +218,19 @@ def wait_for_dashboard(url: str, timeout_s: float = 60) -> None:
 
 # --- placement ------------------------------------------------------------------------------------------------
 
-def test_gpu_fractions_go_to_the_gpu_node_and_the_ingress_to_the_head(serve_cluster):
+def test_gpu_fractions_go_to_the_gpu_node_the_catalog_to_its_volume_and_the_ingress_takes_no_gpu(serve_cluster):
     args = model_args(serve_cluster.config)
     rows = serve_cluster.replicas()
     serve_cluster.report("serve_config.yaml deployed (accelerator: auto)", rows,
                          f"head: {HEAD_CPUS} CPU; worker-1: {WORKER_CPUS} CPU + {WORKER_GPUS} GPU (logical; no CUDA here)")
-    by_deployment = {name: [r for r in rows if r["deployment"] == name] for name in ("Recognizer", *MODEL_DEPLOYMENTS)}
+    by_deployment = {name: [r for r in rows if r["deployment"] == name] for name in ("Recognizer", *MODEL_DEPLOYMENTS, "Catalog")}
     assert all(by_deployment.values()), rows
-    # The Recognizer asks for CPU only, so Ray could place it on either node; it lands on the head because Serve
-    # starts the replicas in build order (Detector, Classifier, then the ingress) and Ray's SPREAD policy moves on
-    # to the next node after placing each: the GPU node takes the two model replicas, the head the Recognizer.
+    assert [row["node"] for row in by_deployment["Catalog"]] == ["head"], rows  # beside its volume
+    # The Recognizer asks for CPU only, so Ray places it on either node: Serve starts the replicas in build order
+    # (Detector, Classifier, Catalog, then the ingress) and Ray's SPREAD policy moves on to the next node after
+    # each; with the Catalog pinned to the head, the ingress now lands on the GPU node's spare CPU. It takes no GPU.
     for row in by_deployment["Recognizer"]:
-        assert (row["node"], row["GPU"], row["state"]) == ("head", 0, "RUNNING"), row
+        assert (row["node"] in ("head", "worker-1"), row["GPU"], row["state"]) == (True, 0, "RUNNING"), row
         assert row["CPU"] == pytest.approx(args["recognizer_num_cpus"])
     for name in MODEL_DEPLOYMENTS:
         for row in by_deployment[name]:
