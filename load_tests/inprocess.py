@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import load_classifier, load_detector
-from pipeline.core.photo_to_answer import Classified, Match, ModelFacts, PhotoToAnswer, Recognized, StageSeconds
+from pipeline.core.photo_to_answer import Classified, Match, ModelFacts, PhotoToAnswer, Recognized, Reference, StageSeconds
 from pipeline.core.settings import ServingSettings, serving_settings
 
 
@@ -78,10 +78,11 @@ class InProcessPipeline:
         self.times.batches += [min(self.classifier.batch, len(crops) - at) for at in range(0, len(crops), self.classifier.batch)]
         return classified
 
-    def recognize(self, photos: list[bytes], match: Match | None = None) -> list[str]:
+    def recognize(self, photos: list[bytes], match: Match | None = None, reference: Reference | None = None) -> list[str]:
         """The top label of each photo's largest product (the whole photo when nothing is detected): what
-        `/hello` answers. `match`: a catalog's index, asked for every product (load_tests/catalog_cost.py)."""
-        recognized, seconds = self.loop.run(photos, self._detect, self._classify, match=match)
+        `/hello` answers. `match`, `reference`: a catalog's index and the classifier's gallery, asked for every
+        product as the ingress asks them (load_tests/catalog_cost.py)."""
+        recognized, seconds = self.loop.run(photos, self._detect, self._classify, match=match, reference=reference)
         self.times.add(seconds, recognized)
         return [r.answers[0].label for r in recognized]
 

@@ -5,6 +5,7 @@ Full-size phone JPEGs (4032x3024, re-encoded) are made in memory; nothing is wri
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 from PIL import Image
@@ -70,3 +71,20 @@ def load_photos(originals: int = 8, phones: int = 4) -> list[tuple[str, bytes]]:
     photos = [(path.name, path.read_bytes()) for path in paths]
     photos += [(f"phone-{path.stem}.jpg", phone_photo(path, PHONE_SIZE)) for path in paths[:phones]]
     return photos
+
+
+def drawn_product(seed: int = 0, size: tuple[int, int] = (900, 1200)) -> bytes:
+    """A drawn photo of a carton on a shelf (a JPEG), which the shipped detector finds as a product: for the
+    catalog's pictures and tests that must not carry the datasets' pixels. `seed` moves the carton a little."""
+    from PIL import ImageDraw
+
+    offset = [int(v) for v in random.Random(seed).sample(range(-40, 40), 2)]
+    image = Image.new("RGB", size, (200, 190, 170))
+    draw = ImageDraw.Draw(image)
+    for y in range(0, size[1], 300):
+        draw.rectangle((0, y + 280, size[0], y + 300), fill=(120, 110, 100))  # shelves
+    x0, y0 = 250 + offset[0], 250 + offset[1]
+    draw.rectangle((x0, y0, x0 + 400, y0 + 650), fill=(30, 120, 200), outline=(10, 10, 10), width=6)
+    draw.rectangle((x0 + 30, y0 + 150, x0 + 370, y0 + 350), fill=(250, 250, 250))
+    draw.ellipse((x0 + 120, y0 + 420, x0 + 280, y0 + 580), fill=(250, 200, 40))
+    return jpeg_bytes(image, quality=92)
