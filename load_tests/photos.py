@@ -88,3 +88,9 @@ def drawn_product(seed: int = 0, size: tuple[int, int] = (900, 1200)) -> bytes:
     draw.rectangle((x0 + 30, y0 + 150, x0 + 370, y0 + 350), fill=(250, 250, 250))
     draw.ellipse((x0 + 120, y0 + 420, x0 + 280, y0 + 580), fill=(250, 200, 40))
     return jpeg_bytes(image, quality=92)
+
+
+def freiburg_category_photos(category: str, count: int) -> list[Path]:
+    """The first `count` Freiburg shelf photos of one category (its file names' prefix, e.g. "COFFEE"): products
+    the classifier was never trained on, so not in its gallery either (what a store enrolls in the catalog)."""
+    return sorted(FREIBURG_IMAGES.glob(f"{category.upper()}[0-9]*.jpg"))[:count]

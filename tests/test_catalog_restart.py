@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from load_tests.photos import GROCERY
-from pipeline.datasets import load_labelled_data
+from load_tests.photos import freiburg_category_photos
 from tests.test_make_serve import makefile_ray_env, start_served, stop
 
 pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]
@@ -19,8 +18,7 @@ ADMIN_KEY = "restart-test-key"
 
 
 def test_a_restarted_make_serve_keeps_the_catalog(tmp_path):
-    data = load_labelled_data(GROCERY)
-    photos = [p for p, c in zip(data.train.paths, data.train.class_ids) if c == 20][:2]
+    photos = freiburg_category_photos("JUICE", 2)  # a product the classifier never saw
     environment = {"PRODUCT_ADMIN_KEY": ADMIN_KEY}
     served = start_served(tmp_path, makefile_ray_env(), environment)
     try:

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from load_tests.photos import GROCERY
+from load_tests.photos import GROCERY, freiburg_category_photos, grocery_val_photos
 from load_tests.serve_app import ServeApp, free_port, shipped_config
 from pipeline.datasets import load_labelled_data
 from tests.tiny_models import SHIPPED_MODEL_DIR
@@ -80,8 +80,8 @@ class Clients:
 
 
 def test_an_enrolled_product_is_named_by_the_catalog_on_real_photos(app):
-    photos = train_photos(class_index=3, count=4)
-    response = enroll(app, "own-brand-1", "Own brand_box_500g", photos[:3])
+    photos = freiburg_category_photos("COFFEE", 3)  # a product the classifier never saw
+    response = enroll(app, "own-brand-1", "Own brand_box_500g", photos)
     assert response.status_code == 201, response.text
     body = response.json()
     assert len(body["accepted"]) + len(body["rejected"]) == 3 and body["accepted"], body
@@ -94,8 +94,8 @@ def test_an_enrolled_product_is_named_by_the_catalog_on_real_photos(app):
     assert product["label"] == "Own brand_box_500g" and product["known"]
     hello = httpx.post(f"{app.url}/hello", files={"img": ("p.jpg", enrolled.read_bytes(), "image/jpeg")}, timeout=60)
     assert base64.b64decode(hello.json()["item"]).decode() == "Own brand_box_500g"
-    # a photo of a product never enrolled keeps the classifier's answer
-    other = recognize(app, train_photos(class_index=40, count=1)[0].read_bytes())["products"][0]
+    # a photo of a product the classifier was trained on keeps the classifier's answer
+    other = recognize(app, grocery_val_photos(1)[0].read_bytes())["products"][0]
     assert other["label_source"] == "model" and other["sku"] is None and other["similarity"] < product["similarity"]
     info = httpx.get(f"{app.url}/v1/catalog", timeout=10).json()
     assert info["products"] >= 1 and info["model_version"] == answer["models"]["classifier"]
@@ -139,7 +139,7 @@ def test_a_write_is_answered_by_every_replica_within_a_second(app):
 def test_the_catalog_replica_killed_under_load_recognition_goes_on_and_writes_wait(app):
     from load_tests.control import kill_one_replica, replica_actors
 
-    photos = train_photos(class_index=12, count=3)
+    photos = freiburg_category_photos("TEA", 3)
     assert enroll(app, "kill-test-1", "Kill test", photos[:2]).status_code == 201
     photo = photos[0].read_bytes()
     deadline = time.monotonic() + 5

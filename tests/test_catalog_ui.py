@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from load_tests.photos import GROCERY, phone_photo
+from load_tests.photos import freiburg_category_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ADMIN_KEY = "ui-test-admin-key"
-PRODUCT_CLASS = 44  # GroceryStore's Oatly-Natural-Oatghurt: a packaged product, which the detector finds
+PRODUCT = "COFFEE"  # a Freiburg category: products the classifier never saw (what a store enrolls), which the detector finds
 CATALOG_GREEN = (10, 125, 44)  # ui.html's stroke for a box the catalog named (#0a7d2c)
 WAIT_S = 180  # an enrollment embeds each photo with the models, on 2 shared cores
 
@@ -161,16 +161,6 @@ class OperatorPage:
             return false;""", list(rgb)))
 
 
-def class_photos(split: str, class_id: int, count: int) -> list[Path]:
-    """The first `count` photos of one GroceryStore class in `split` ("train" or "val")."""
-    photos = []
-    for line in (GROCERY / f"{split}.txt").read_text().splitlines():
-        path, fine, _ = (part.strip() for part in line.split(","))
-        if int(fine) == class_id:
-            photos.append(GROCERY / path)
-    return photos[:count]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[ServeApp]:
     config = shipped_config(os.environ.get("MODEL_LABEL_DIR") or SHIPPED_MODEL_DIR, free_port())
@@ -192,7 +182,7 @@ def page(request) -> Iterator[OperatorPage]:
 
 def test_a_write_without_the_admin_key_shows_the_403_code(page):
     page.open()
-    page.enroll("no-key-sku", "No key", class_photos("train", PRODUCT_CLASS, 1), admin_key="")
+    page.enroll("no-key-sku", "No key", freiburg_category_photos(PRODUCT, 1), admin_key="")
     error = page.find("#enroll-result .error")
     assert error.get_attribute("data-code") == "forbidden", error.text
     assert "forbidden" in error.text and "403" in error.text and "admin key" in error.text
@@ -214,8 +204,8 @@ def assert_page_shows(page: OperatorPage, answer: dict) -> None:
 
 
 def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
-    enroll_from = class_photos("train", PRODUCT_CLASS, 3)
-    sku, label = "oat-natural-1l", "Oat yoghurt, natural (enrolled)"
+    enroll_from = freiburg_category_photos(PRODUCT, 3)
+    sku, label = "house-coffee-500g", "House coffee_bag_500g (enrolled)"
     page.open()
     page.enroll(sku, label, enroll_from, admin_key=ADMIN_KEY)
 
@@ -252,7 +242,7 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
         page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
 
     # Another shot of the product: whichever the rule picks (catalog or classifier), the page shows that answer.
-    answer = page.try_photo(class_photos("val", PRODUCT_CLASS, 1)[0])
+    answer = page.try_photo(freiburg_category_photos(PRODUCT, 4)[3])
     assert_page_shows(page, answer)
     if answer["products"][0]["label_source"] == "catalog":
         assert answer["products"][0]["sku"] == sku
