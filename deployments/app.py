@@ -55,9 +55,11 @@ def build_app(args: dict) -> Application:
         placement = {}
         if config.catalog_node_resource and ray.cluster_resources().get(config.catalog_node_resource):
             placement = {config.catalog_node_resource: 0.01}
-        elif config.catalog_node_resource:  # one machine (make serve), or a cluster that forgot to declare it
-            logger.warning("No node declares the resource %r: the Catalog may run on any node, and its folder %r must "
-                           "be there (docs/cluster.md)", config.catalog_node_resource, config.catalog_dir)
+        elif config.catalog_node_resource:  # one machine (make serve): as it should be; a cluster: its volume is lost
+            one_node = len([node for node in ray.nodes() if node.get("Alive")]) <= 1
+            logger.log(logging.INFO if one_node else logging.WARNING,
+                       "No node declares the resource %r: the Catalog may run on any node, and its folder %r must be "
+                       "there (docs/cluster.md)", config.catalog_node_resource, config.catalog_dir)
         catalog = Catalog.options(ray_actor_options={"num_cpus": 0, "resources": placement}).bind(  # type: ignore[attr-defined]
             detector, classifier, model_dir, config.catalog_dir, classifier_runtime)
     return Recognizer.options(**resources("Recognizer")).bind(  # type: ignore[attr-defined]
