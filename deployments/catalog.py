@@ -88,10 +88,13 @@ class Catalog:
         self.snapshot = self.store.snapshot(self.model_version)
         self.changed = asyncio.Event()  # set and replaced at every write: wakes the long-polls
         self.reembedding: asyncio.Task | None = None
+        # Known once, here: every write after start is this model's (the store refuses another's), so only photos
+        # stored before a model change can need embedding.
+        self.to_reembed = len(self.store.photos_needing(self.model_version))
         info = self.store.info()
         logger.info("Catalog at %s: version %d, %d products, %d photos of %s; %d photos to embed with %s",
                     self.store.folder, info.version, info.products, info.photos, info.model_version,
-                    len(self.store.photos_needing(self.model_version)), self.model_version)
+                    self.to_reembed, self.model_version)
 
     # ------------------------------------------------------------ reads
 
@@ -131,18 +134,23 @@ class Catalog:
 
     # ------------------------------------------------------------ writes
 
-    async def enroll(self, sku: str, label: str, photos: list[tuple[str, str, bytes]], actor: str) -> dict[str, Any] | Refusal:
-        """Embed `photos` ((filename, media type, bytes) each) and make the accepted ones `sku`'s photos: a new
-        product, or a replacement of its photos and label (re-enrolling)."""
+    async def enroll(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
+                     refused: list[dict[str, Any]] | None = None) -> dict[str, Any] | Refusal:
+        """Embed `photos` ((part index, filename, media type, bytes) each) and make the accepted ones `sku`'s photos: a new
+        product, or a replacement of its photos and label (re-enrolling). `refused`: the photo parts the ingress
+        rejected before sending (too large), answered with the others."""
         try:
             valid_sku(sku), valid_label(label)  # before any photo is embedded
         except CatalogError as error:
             return self._refusal(error)
-        return await self._store_photos(sku, label, photos, actor)
+        return await self._store_photos(sku, label, photos, actor, refused or [])
 
-    async def add_photos(self, sku: str, photos: list[tuple[str, str, bytes]], actor: str) -> dict[str, Any] | Refusal:
+    async def add_photos(self, sku: str, photos: list[tuple[int, str, str, bytes]], actor: str,
+                         refused: list[dict[str, Any]] | None = None) -> dict[str, Any] | Refusal:
         found = await self._refusing(self.store.product, sku)
-        return found if isinstance(found, Refusal) else await self._store_photos(sku, found.label, photos, actor, add=True)
+        if isinstance(found, Refusal):
+            return found
+        return await self._store_photos(sku, found.label, photos, actor, refused or [], add=True)
 
     async def delete(self, sku: str, actor: str) -> dict[str, Any] | Refusal:
         version = await self._write(self.store.delete, sku, actor)
@@ -154,11 +162,11 @@ class Catalog:
 
     # ------------------------------------------------------------ inside
 
-    async def _store_photos(self, sku: str, label: str, photos: list[tuple[str, str, bytes]], actor: str,
-                            add: bool = False) -> dict[str, Any] | Refusal:
-        embedded = await asyncio.gather(*(self._embed(i, *photo) for i, photo in enumerate(photos)))
-        rejected: list[dict[str, Any]] = [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
-                                          for p in embedded if p.embedding is None]
+    async def _store_photos(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
+                            refused: list[dict[str, Any]], add: bool = False) -> dict[str, Any] | Refusal:
+        embedded = await asyncio.gather(*(self._embed(*photo) for photo in photos))
+        rejected = refused + [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
+                              for p in embedded if p.embedding is None]
         candidates = [p for p in embedded if p.embedding is not None]
         vectors = np.stack([p.embedding for p in candidates if p.embedding is not None]) if candidates else None
         duplicates = await asyncio.to_thread(self.store.near_duplicates, vectors, sku, DUPLICATE_SIMILARITY,
@@ -233,15 +241,15 @@ class Catalog:
         return recognized.embeddings[0]
 
     def _start_reembedding(self) -> None:
-        if self.reembedding is None and self.store.photos_needing(self.model_version):
+        """From the first call on the replica's event loop (a long-poll, a read, the ingress's ping)."""
+        if self.to_reembed and self.reembedding is None:
             self.reembedding = asyncio.get_running_loop().create_task(self._reembed())
 
     async def _reembed(self) -> None:
         """The stored photos embedded by the serving model (the store commits a batch at a time and switches the
         catalog to this model at the end); the copies follow after it."""
         loop, started = asyncio.get_running_loop(), time.perf_counter()
-        total = len(await asyncio.to_thread(self.store.photos_needing, self.model_version))
-        done = 0
+        total, done = self.to_reembed, 0
         logger.info("Catalog: re-embedding %d stored photos with %s", total, self.model_version)
 
         def embed(photos: list[bytes]) -> list[np.ndarray | None]:  # called by the store in its thread
@@ -260,6 +268,7 @@ class Catalog:
             return
         logger.info("Catalog: re-embedded with %s: %d photos, %d without a product", self.model_version, report.embedded,
                     len(report.without_product))
+        self.to_reembed = 0
         await self._publish()
 
     async def _embed_stored(self, photos: list[bytes]) -> list[np.ndarray | None]:

@@ -39,6 +39,10 @@ WRITE_TIMEOUT_S = 120.0
 
 UI_PAGE = Path(__file__).with_name("ui.html")
 
+CATALOG_DOWN = (TimeoutError, BackPressureError, DeploymentUnavailableError, RayActorError, ReplicaUnavailableError)
+"""How a call fails when the Catalog is gone, restarting or overloaded: 503 `catalog_unavailable`. Anything else
+is a bug, answered 500 by the app's handler with its traceback logged."""
+
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 403, 404, 409, 413, 415, 422, 503)}
 READ_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 422, 503)}
 
@@ -69,36 +73,24 @@ class CatalogCalls:
         catalog = self._catalog()
         try:
             await asyncio.wait_for(catalog.ready.remote(), REACHABLE_TIMEOUT_S)
-        except Exception as error:
+        except CATALOG_DOWN as error:
             raise self._unavailable(error) from None
         return catalog
 
     async def _read(self, method: str, *args: Any) -> Any:
+        catalog = self._catalog()
         try:
-            result = await asyncio.wait_for(getattr(self._catalog(), method).remote(*args), READ_TIMEOUT_S)
-        except ServiceError:
-            raise
-        except Exception as error:
+            return answered(await asyncio.wait_for(getattr(catalog, method).remote(*args), READ_TIMEOUT_S))
+        except CATALOG_DOWN as error:
             raise self._unavailable(error) from None
-        return answered(result)
 
-    async def _write(self, call: Any, too_large: list[dict] | None = None) -> dict:
+    async def _write(self, call: Any) -> dict:
         try:
-            result = await asyncio.wait_for(call, WRITE_TIMEOUT_S)
-        except Exception as error:
+            return answered(await asyncio.wait_for(call, WRITE_TIMEOUT_S))
+        except CATALOG_DOWN as error:
             raise self._unavailable(error) from None
-        if too_large and hasattr(result, "detail") and result.code == "no_photo_accepted":
-            result.detail["rejected"] = sorted(result.detail["rejected"] + too_large, key=lambda r: r["index"])
-        result = answered(result)
-        if too_large:
-            result["rejected"] = sorted(result["rejected"] + too_large, key=lambda r: r["index"])
-        return result
 
     @staticmethod
     def _unavailable(error: Exception) -> ServiceError:
-        if not isinstance(error, (TimeoutError, BackPressureError, DeploymentUnavailableError, RayActorError,
-                                  ReplicaUnavailableError)):
-            logger.error("catalog call failed: %r", error)
-            raise error
         logger.warning("catalog unavailable: %s", type(error).__name__)
         return ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry the write shortly")

@@ -36,7 +36,7 @@ ACTOR_HEADER = "x-operator"
 class EnrollmentRequest:
     sku: str | None
     label: str | None
-    photos: list[tuple[str, str, bytes]]  # (filename, media type, bytes) of each photo part within limits
+    photos: list[tuple[int, str, str, bytes]]  # (part index, filename, media type, bytes) of each photo within limits
     too_large: list[dict]  # the photo parts over MAX_IMAGE_BYTES, as rejections
 
 
@@ -96,7 +96,7 @@ async def read_enrollment(request: Request, with_product: bool) -> EnrollmentReq
                 too_large.append({"index": index, "filename": filename, "reason": "too_large",
                                   "detail": f"{len(data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}"})
             else:
-                photos.append((filename, image_media_type(data), data))
+                photos.append((index, filename, image_media_type(data), data))
         if not photos and not too_large:
             raise UploadError(400, "missing_image_part", "the multipart body has no 'photo' part")
     finally:

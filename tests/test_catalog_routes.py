@@ -178,6 +178,7 @@ def test_limits_are_refused_with_clear_codes(service):
     response = enroll(service, "cola-1", "Cola", [huge, red_photo()])
     assert response.status_code == 201, response.text
     assert [(r["index"], r["reason"]) for r in response.json()["rejected"]] == [(0, "too_large")]
+    assert [p["index"] for p in response.json()["accepted"]] == [1]  # indexes count every photo part, sent or not
     assert_error(enroll(service, "bad sku!", "Cola", [red_photo()]), 422, "invalid_product")
     assert_error(service.client.post("/v1/catalog/products", data={"sku": "x"}, files=[("photo", ("a.jpg", red_photo(), "image/jpeg"))],
                                      headers=ADMIN), 400, "missing_field")
