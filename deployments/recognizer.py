@@ -92,7 +92,8 @@ class Recognizer(CatalogCalls):
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
         self.catalog_copy = CatalogCopy(catalog, self.bundle.versions["classifier"])  # what crops are matched with
         gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
-        self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and catalog else None
+        wanted = catalog is not None and self.bundle.catalog_rule.needs_gallery
+        self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and wanted else None
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
         self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,

@@ -41,9 +41,9 @@ def measure(size: int, photos: int, rounds: int, threads: int) -> dict:
     if not bundle.embedding_dim:
         raise SystemExit("this model_label's classifier has no embedding output")
     index = catalog_of(size, bundle.embedding_dim, bundle.versions["classifier"])
-    # as the ingress runs with a catalog: the rule's gallery search too, when the manifest's rule compares with it
+    # as the ingress runs with a catalog: the gallery search too (the loop asks it when the manifest's rule needs it)
     gallery = gallery_index(bundle.gallery_path, bundle.versions["classifier"]) if bundle.gallery_path else None
-    reference = gallery.nearest_similarity if gallery and bundle.catalog_rule.needs_gallery else None
+    reference = gallery.nearest_similarity if gallery else None
     data = [p.read_bytes() for p in grocery_val_photos(photos)]
     rows: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
     pipeline.recognize(data, match=index.best, reference=reference)  # warm both paths

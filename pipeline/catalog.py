@@ -36,7 +36,7 @@ def embed_photos(photos: Sequence[bytes], loop: PhotoToAnswer, detect: Callable[
     """Per photo, the embedding of its largest product's crop (the product /hello names), or None when the detector
     finds no product in it or it does not decode."""
     try:
-        recognized, _ = loop.run(photos, detect, classify, prominent_only=True)
+        recognized, _ = loop.run(photos, detect, classify, prominent_only=True, hello_policy="crop")  # the crop alone
     except ImageError:
         if len(photos) == 1:
             return [None]

@@ -59,9 +59,9 @@ class Embedded:
                         self.embeddings[index], self.detected[index])
 
 
-def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], policy: str, cache: Path) -> Embedded:
-    """`paths` through serving's loop (cached in `cache`: the models are the expensive part)."""
-    if cache.is_file():
+def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], policy: str, cache: Path | None = None) -> Embedded:
+    """`paths` through serving's loop (cached in `cache`, when given: the models are the expensive part)."""
+    if cache is not None and cache.is_file():
         saved = np.load(cache)
         if list(saved["paths"]) == paths:
             return Embedded(paths, saved["class_ids"], saved["probabilities"], saved["embeddings"], saved["detected"])
@@ -72,8 +72,9 @@ def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], polic
                    np.stack([prominent_probabilities(r.probabilities[0], r.whole_photo, policy) for r in recognized]),
                    np.stack([r.embeddings[0] for r in recognized]),  # type: ignore[index]
                    np.array([r.detected for r in recognized]))
-    np.savez(cache, paths=np.array(paths), class_ids=out.class_ids, probabilities=out.probabilities,
-             embeddings=out.embeddings, detected=out.detected)
+    if cache is not None:
+        np.savez(cache, paths=np.array(paths), class_ids=out.class_ids, probabilities=out.probabilities,
+                 embeddings=out.embeddings, detected=out.detected)
     return out
 
 
@@ -270,10 +271,7 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
         "photos": {"pool": len(pool.paths), "selection": len(selection.paths), "val": len(val.paths),
                    "gallery": len(gallery_photos.paths)},
     }
-    served = bundle.resolve_runtime("classifier", "auto", use_gpu=False)  # the runtime that serves on CPU
-    shipped = ModelsUnderTest.load(bundle.runtime_path("detector", detector_runtime), bundle.runtime_path("classifier", served),
-                                   bundle.labels, bundle.classifier_input_size, bundle.detector_input_size,
-                                   classifier_runtime=served, detector_runtime=detector_runtime)
+    shipped, _ = ModelsUnderTest.served_on_cpu(bundle)
     report["freiburg_shipped_classifier"] = freiburg(shipped, policy, out)
     (out / "catalog_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "catalog_evaluation.md").write_text(to_markdown(report))

@@ -21,25 +21,18 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.model_label import GALLERY_NAME, MANIFEST_NAME, load_model_label
-from pipeline.core.settings import serving_settings
 
 
 def embed_fit_photos(model_label: Path, paths: list[str], class_ids: list[int]) -> tuple[np.ndarray, np.ndarray, str]:
     """The largest product's embedding of each photo (the whole photo's when nothing is detected), by the
-    model_label's models in the runtimes `auto` serves on CPU."""
-    from pipeline.evaluate import ModelsUnderTest, photo_pass
+    model_label's models in the runtimes `auto` serves on CPU, as the evaluation embeds them."""
+    from pipeline.catalog_evaluation import embed
+    from pipeline.evaluate import ModelsUnderTest
 
     bundle = load_model_label(model_label)
-    runtimes = {part: bundle.resolve_runtime(part, "auto", use_gpu=False) for part in ("detector", "classifier")}
-    models = ModelsUnderTest.load(bundle.runtime_path("detector", runtimes["detector"]),
-                                  bundle.runtime_path("classifier", runtimes["classifier"]), bundle.labels,
-                                  bundle.classifier_input_size, bundle.detector_input_size,
-                                  classifier_runtime=runtimes["classifier"], detector_runtime=runtimes["detector"])
-    recognized = photo_pass(models.facts, models.detector, models.classifier, paths, serving_settings())
-    if any(r.embeddings is None for r in recognized):
-        raise ValueError(f"{model_label}'s classifier has no embedding output")
-    embeddings = np.stack([r.embeddings[0] for r in recognized])  # type: ignore[index]
-    return embeddings, np.asarray(class_ids, np.int32), runtimes["classifier"]
+    models, runtimes = ModelsUnderTest.served_on_cpu(bundle)
+    embedded = embed(models, paths, class_ids, bundle.hello_policy)
+    return embedded.embeddings, embedded.class_ids.astype(np.int32), runtimes["classifier"]
 
 
 def write_gallery(model_label: Path, run: Path) -> dict[str, Any]:

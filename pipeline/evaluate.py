@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pipeline.core.model_label import load_model_label
+from pipeline.core.model_label import ModelLabel, load_model_label
 from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, nothing_detected
@@ -93,6 +93,15 @@ class ModelsUnderTest:
              detector_runtime: str = "torch") -> ModelsUnderTest:
         detector = load_detector(detector_path, detector_runtime, use_gpu=device != "cpu")  # torch first, TensorFlow after
         return cls(ModelFacts(labels, classifier_size, detector_size), detector, load_classifier(classifier_dir, classifier_runtime))
+
+    @classmethod
+    def served_on_cpu(cls, bundle: ModelLabel) -> tuple[ModelsUnderTest, dict[str, str]]:
+        """A model_label/'s models in the runtimes `auto` serves on CPU, and those runtimes."""
+        runtimes = {part: bundle.resolve_runtime(part, "auto", use_gpu=False) for part in ("detector", "classifier")}
+        models = cls.load(bundle.runtime_path("detector", runtimes["detector"]), bundle.runtime_path("classifier", runtimes["classifier"]),
+                          bundle.labels, bundle.classifier_input_size, bundle.detector_input_size,
+                          classifier_runtime=runtimes["classifier"], detector_runtime=runtimes["detector"])
+        return models, runtimes
 
     def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False) -> list[Recognized]:
         """`photo_pass` with these models; `mirrored`: crops flipped left-right."""

@@ -126,6 +126,8 @@ class PhotoToAnswer:
     def __init__(self, models: ModelFacts, settings: RecognizerSettings) -> None:
         self.models = models
         self.settings = settings
+        rule = models.catalog_rule  # the manifest's, its threshold overridden by the settings' when they set one
+        self.catalog_rule = rule if settings.catalog_threshold is None else CatalogRule(rule.policy, settings.catalog_threshold)
 
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
                        prominent_only: bool = False, hello_policy: str | None = None,
@@ -178,7 +180,9 @@ class PhotoToAnswer:
             answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
             if match is not None and embeddings is not None:  # the prominent product is matched by its crop
                 rows_embeddings = embeddings[at:end]
-                training = reference(rows_embeddings) if reference is not None else [None] * len(rows_embeddings)
+                training: Sequence[float | None] = [None] * len(rows_embeddings)
+                if reference is not None and self.catalog_rule.needs_gallery:
+                    training = reference(rows_embeddings).tolist()
                 answers = [self._with_catalog(a, m, t) for a, m, t in zip(answers, match(rows_embeddings), training)]
             recognized.append(Recognized(
                 photo, boxes, regions, rows, whole, prominent, answers,
@@ -188,10 +192,7 @@ class PhotoToAnswer:
         return recognized, times
 
     def _with_catalog(self, model_answer: Answer, closest: CatalogMatch | None, training: float | None) -> Answer:
-        rule = self.models.catalog_rule
-        if self.settings.catalog_threshold is not None:
-            rule = CatalogRule(rule.policy, self.settings.catalog_threshold)
-        by_catalog = rule.picks_catalog(closest, model_answer.known, None if training is None else float(training))
+        by_catalog = self.catalog_rule.picks_catalog(closest, model_answer.known, None if training is None else float(training))
         return dataclasses.replace(model_answer, match=closest, by_catalog=by_catalog)
 
     def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
