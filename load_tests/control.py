@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             elif command["cmd"] == "deploy":  # live user_config changes (the benchmark's batch-size sweep)
                 changed = copy.deepcopy(app.config)
                 for deployment in changed["applications"][0]["deployments"]:
-                    deployment.setdefault("user_config", {}).update(command["user_config"].get(deployment["name"], {}))
+                    if deployment["name"] in command["user_config"]:  # a user_config on the Catalog, which has
+                        # no reconfigure(), fails its replicas: only deployments changed get one
+                        deployment.setdefault("user_config", {}).update(command["user_config"][deployment["name"]])
                 if command.get("args"):  # the application's args (e.g. the runtimes): Serve builds the app anew
                     changed["applications"][0].setdefault("args", {}).update(command["args"])
                 if command.get("env_vars"):  # a runtime_env change: Serve restarts the replicas
