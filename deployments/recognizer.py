@@ -243,9 +243,10 @@ class Recognizer(CatalogCalls):
             return Classified(classification.probabilities, classification.embeddings)
 
         catalog = await self.catalog_copy.current()  # this replica's copy: never waits on the Catalog deployment
+        matching = catalog if catalog is not None and not catalog.empty else None  # an empty one names nothing: no search
         (recognized,), times = await self.photo_to_answer(
-            [data], detect, classify, decode_slots=self.decode_slots, match=catalog.best if catalog else None,
-            reference=self.gallery.nearest_similarity if self.gallery else None)
+            [data], detect, classify, decode_slots=self.decode_slots, match=matching.best if matching else None,
+            reference=self.gallery.nearest_similarity if self.gallery and matching else None)
         photo, whole_photo = recognized.photo, not recognized.detected
         products = []
         for index, result in enumerate(recognized.answers):

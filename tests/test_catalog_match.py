@@ -79,9 +79,22 @@ def test_top_k_are_distinct_products_nearest_first():
     assert [len(m) for m in index.top(queries[:2], 500)] == [200, 200]  # asked for more than there are: all, once each
 
 
+def test_nearest_similarity_is_the_exact_cosine_of_the_nearest_photo():
+    rng = np.random.default_rng(5)
+    snapshot = catalog(rng, 300)
+    index = CatalogIndex(snapshot)
+    queries = np.concatenate([snapshot.vectors[:20] * 2 + 0.05 * rng.standard_normal((20, 1280)),
+                              rng.standard_normal((20, 1280))]).astype(np.float32)
+    exact = (unit(queries) @ snapshot.vectors.T).max(axis=1)
+    assert index.nearest_similarity(queries) == pytest.approx(exact, abs=1e-6)
+    assert index.nearest_similarity(queries) == pytest.approx([m.similarity for m in index.best(queries)], abs=1e-6)
+
+
 def test_an_empty_catalog_matches_nothing():
     index = CatalogIndex(CatalogSnapshot.empty("classifier-v1"))
+    assert index.empty and not CatalogIndex(catalog(np.random.default_rng(3), 5)).empty
     assert index.best(np.ones((3, 1280), np.float32)) == [None, None, None]
+    assert index.nearest_similarity(np.ones((2, 1280), np.float32)).tolist() == [-1.0, -1.0]
     assert index.top(np.ones((2, 1280), np.float32), 3) == [[], []]
     assert CatalogIndex(catalog(np.random.default_rng(3), 5)).best(np.empty((0, 1280), np.float32)) == []
 

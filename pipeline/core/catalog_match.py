@@ -86,9 +86,19 @@ class CatalogIndex:
     def version(self) -> int:
         return self.snapshot.version
 
+    @property
+    def empty(self) -> bool:
+        """No product enrolled: nothing to match with, so the loop skips matching."""
+        return self._index is None
+
     def nearest_similarity(self, embeddings: np.ndarray) -> np.ndarray:
-        """Per embedding [N, D], the cosine similarity of the nearest vector (-1 on an empty index)."""
-        return np.array([match.similarity if match else -1.0 for match in self.best(embeddings)], np.float32)
+        """Per embedding [N, D], the cosine similarity of the nearest vector (-1 on an empty index): the same
+        fp16 scan and float32 rescoring as `top`, without its per-sku bookkeeping (what the gallery is asked)."""
+        queries = _normalised(embeddings)
+        if self._index is None or not len(queries):
+            return np.full(len(queries), -1.0, np.float32)
+        _, rows = self._index.search(queries, min(len(self.snapshot.vectors), CANDIDATES))
+        return np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows]).max(axis=1).astype(np.float32)
 
     def best(self, embeddings: np.ndarray) -> list[CatalogMatch | None]:
         """Per embedding [N, D], the nearest product; None for every one when the catalog is empty."""
