@@ -82,8 +82,11 @@ class Catalog:
         self.detector, self.classifier = detector, classifier
         bundle = load_model_label(model_dir, verify_checksums=False)
         self.model_version = bundle.versions["classifier"]
-        # The largest product's crop is what a product is enrolled as and what a query is matched with.
-        self.loop = PhotoToAnswer(ModelFacts.of(bundle, classifier_runtime), RecognizerSettings())
+        # The largest product's crop is what a product is enrolled as and what a query is matched with, cut with the
+        # ingress's live settings (crop margin, decode and detector sizes), which each write brings; re-embedding at
+        # start uses the last ones seen, the defaults (serve_config.yaml's) before any write.
+        self.models = ModelFacts.of(bundle, classifier_runtime)
+        self.loop = PhotoToAnswer(self.models, RecognizerSettings())
         self.store = CatalogStore(catalog_folder(catalog_dir))
         self.snapshot = self.store.snapshot(self.model_version)
         self.changed = asyncio.Event()  # set and replaced at every write: wakes the long-polls
@@ -135,22 +138,25 @@ class Catalog:
     # ------------------------------------------------------------ writes
 
     async def enroll(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
-                     refused: list[dict[str, Any]] | None = None) -> dict[str, Any] | Refusal:
+                     refused: list[dict[str, Any]] | None = None,
+                     settings: RecognizerSettings | None = None) -> dict[str, Any] | Refusal:
         """Embed `photos` ((part index, filename, media type, bytes) each) and make the accepted ones `sku`'s photos: a new
         product, or a replacement of its photos and label (re-enrolling). `refused`: the photo parts the ingress
-        rejected before sending (too large), answered with the others."""
+        rejected before sending (too large), answered with the others. `settings`: the ingress's, so a photo is
+        cropped as its queries will be."""
         try:
             valid_sku(sku), valid_label(label)  # before any photo is embedded
         except CatalogError as error:
             return self._refusal(error)
-        return await self._store_photos(sku, label, photos, actor, refused or [])
+        return await self._store_photos(sku, label, photos, actor, refused or [], self._loop_for(settings))
 
     async def add_photos(self, sku: str, photos: list[tuple[int, str, str, bytes]], actor: str,
-                         refused: list[dict[str, Any]] | None = None) -> dict[str, Any] | Refusal:
+                         refused: list[dict[str, Any]] | None = None,
+                         settings: RecognizerSettings | None = None) -> dict[str, Any] | Refusal:
         found = await self._refusing(self.store.product, sku)
         if isinstance(found, Refusal):
             return found
-        return await self._store_photos(sku, found.label, photos, actor, refused or [], add=True)
+        return await self._store_photos(sku, found.label, photos, actor, refused or [], self._loop_for(settings), add=True)
 
     async def delete(self, sku: str, actor: str) -> dict[str, Any] | Refusal:
         version = await self._write(self.store.delete, sku, actor)
@@ -162,9 +168,16 @@ class Catalog:
 
     # ------------------------------------------------------------ inside
 
+    def _loop_for(self, settings: RecognizerSettings | None) -> PhotoToAnswer:
+        """The loop with the writer's settings, kept for re-embedding (None: an older caller's, the last ones)."""
+        if settings is not None and settings != self.loop.settings:
+            self.loop = PhotoToAnswer(self.models, settings)
+            logger.info("Catalog: embedding with the ingress's settings %s", settings)
+        return self.loop
+
     async def _store_photos(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
-                            refused: list[dict[str, Any]], add: bool = False) -> dict[str, Any] | Refusal:
-        embedded = await asyncio.gather(*(self._embed(*photo) for photo in photos))
+                            refused: list[dict[str, Any]], loop: PhotoToAnswer, add: bool = False) -> dict[str, Any] | Refusal:
+        embedded = await asyncio.gather(*(self._embed(loop, *photo) for photo in photos))
         rejected = refused + [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
                               for p in embedded if p.embedding is None]
         candidates = [p for p in embedded if p.embedding is not None]
@@ -214,16 +227,16 @@ class Catalog:
     def _refusal(error: CatalogError) -> Refusal:
         return Refusal(error.status, error.code, str(error))
 
-    async def _embed(self, index: int, filename: str, media_type: str, data: bytes) -> EmbeddedPhoto:
+    async def _embed(self, loop: PhotoToAnswer, index: int, filename: str, media_type: str, data: bytes) -> EmbeddedPhoto:
         try:
-            embedding = await self._embedding(data)
+            embedding = await self._embedding(data, loop)
         except ImageError as error:
             return EmbeddedPhoto(index, filename, media_type, data, None, "unreadable", error.message)
         if embedding is None:
             return EmbeddedPhoto(index, filename, media_type, data, None, "no_product", "the detector found no product in it")
         return EmbeddedPhoto(index, filename, media_type, data, embedding)
 
-    async def _embedding(self, data: bytes) -> np.ndarray | None:
+    async def _embedding(self, data: bytes, loop: PhotoToAnswer) -> np.ndarray | None:
         """The largest product's embedding, as a query photo's is made; None when no product is detected."""
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -235,7 +248,7 @@ class Catalog:
             result: Classification = await asyncio.wait_for(self.classifier.classify.remote(crops), MODEL_CALL_TIMEOUT_S)
             return Classified(result.probabilities, result.embeddings)
 
-        (recognized,), _ = await self.loop([data], detect, classify, prominent_only=True, hello_policy="crop")
+        (recognized,), _ = await loop([data], detect, classify, prominent_only=True, hello_policy="crop")
         if not recognized.detected or recognized.embeddings is None:
             return None
         return recognized.embeddings[0]
@@ -275,7 +288,7 @@ class Catalog:
         out: list[np.ndarray | None] = []
         for data in photos:
             try:
-                out.append(await self._embedding(data))
+                out.append(await self._embedding(data, self.loop))
             except ImageError:
                 out.append(None)
         return out

@@ -168,7 +168,7 @@ class Recognizer(CatalogCalls):
         enrollment = await read_enrollment(request, with_product=True)
         catalog = await self._reachable_catalog()
         result = await self._write(catalog.enroll.remote(enrollment.sku, enrollment.label, enrollment.photos, actor,
-                                                         enrollment.too_large))
+                                                         enrollment.too_large, self.photo_to_answer.settings))
         return Enrollment(**result)
 
     @api.post("/v1/catalog/products/{sku}/photos", response_model=Enrollment, responses=WRITE_ERRORS,
@@ -178,7 +178,8 @@ class Recognizer(CatalogCalls):
         actor = admin_actor(request)
         enrollment = await read_enrollment(request, with_product=False)
         catalog = await self._reachable_catalog()
-        return Enrollment(**await self._write(catalog.add_photos.remote(sku, enrollment.photos, actor, enrollment.too_large)))
+        return Enrollment(**await self._write(catalog.add_photos.remote(sku, enrollment.photos, actor, enrollment.too_large,
+                                                                        self.photo_to_answer.settings)))
 
     @api.delete("/v1/catalog/products/{sku}", response_model=CatalogWrite, responses=WRITE_ERRORS,
                    tags=["catalog"])

@@ -8,6 +8,7 @@ models (tests/test_catalog_service.py sends real photos through the real graph).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -124,6 +125,18 @@ def test_an_enrolled_product_is_answered_by_the_catalog_with_its_sku(service):
     assert product["candidates"][0]["label"] == RED_LABEL  # the classifier's own candidates stay
     hello = service.hello(photo).json()["item"]
     assert base64.b64decode(hello).decode() == "Cola Zero_can_330ml"
+
+
+def test_a_photo_is_enrolled_cut_as_the_ingress_cuts_queries_under_its_live_settings(service):
+    """The crop margin retuned live (reconfigure): the Catalog embeds the enrolled photo with the ingress's margin,
+    so the same photo asked again matches itself exactly. Embedded with another margin, its crop would hold
+    another share of the white shelf (the stand-in's embedding is the crop's mean colour: cosine about 0.85)."""
+    settings = dataclasses.asdict(service.replica.photo_to_answer.settings)
+    service.replica.reconfigure(settings | {"crop_margin": 0.0})
+    photo = red_photo()
+    assert enroll(service, "cola-1", "Cola", [photo]).status_code == 201
+    product = answer_when(service, lambda a: a["models"]["catalog"] == 1, photo)["products"][0]
+    assert product["sku"] == "cola-1" and product["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_the_catalog_is_listed_read_and_its_photos_served(service):
