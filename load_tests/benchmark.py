@@ -77,10 +77,17 @@ def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration
     }
 
 
+HARNESS = ("load_tests.control",)
+"""Processes of the benchmark's own harness besides this one (the load client): the control process, Ray's
+driver here and the sampler of the served graph. With the client they are `harness_cores`, not the service's:
+in production the load comes from elsewhere and `serve run`'s own driver sits idle."""
+
+
 class CpuShare:
     """CPU seconds used, during a measurement, by this benchmark's process tree (client, servers, Ray and its
     replicas) and by everything else on the machine: on a shared machine the figures only compare when the
-    others' share was similar."""
+    others' share was similar. `service_cores` are the tree's less the harness's (the client in this process,
+    the control process): what serving the photos cost."""
 
     def __enter__(self) -> CpuShare:
         import psutil
@@ -102,10 +109,15 @@ class CpuShare:
         for process in [root] + root.children(recursive=True):
             try:
                 times = process.cpu_times()
+                command = process.cmdline() or [process.name()]
                 # Ray names its workers by role (ray::ServeReplica:recognizer:Detector, ray::ProxyActor, ...)
-                title = (process.cmdline() or [process.name()])[0].split(" ")[0]
+                title = command[0].split(" ")[0]
                 title = title.split(".")[0] if title.startswith("ray::") else title.rsplit("/", 1)[-1]  # raylet, python, ...
-                by_pid[process.pid] = ("this process" if process.pid == root.pid else title[:60], times.user + times.system)
+                if process.pid == root.pid:
+                    title = "this process (load client)"
+                elif any(module in command for module in HARNESS):
+                    title = next(module for module in HARNESS if module in command) + " (harness)"
+                by_pid[process.pid] = (title[:60], times.user + times.system)
                 total += times.user + times.system
             except self._psutil.Error:
                 pass
@@ -119,7 +131,9 @@ class CpuShare:
         for pid, (title, seconds) in by_pid.items():
             groups[title] = groups.get(title, 0.0) + seconds - self._start[2][1].get(pid, (title, 0.0))[1]
         top = sorted(((round(v / wall, 2), k) for k, v in groups.items() if v / wall >= 0.02), reverse=True)
+        harness = sum(max(0.0, v) for k, v in groups.items() if k.endswith("(load client)") or k.endswith("(harness)"))
         self.result = {"ours_cores": round(ours / wall, 2), "others_cores": round(max(0.0, busy - ours) / wall, 2),
+                       "service_cores": round((ours - harness) / wall, 2), "harness_cores": round(harness / wall, 2),
                        "ours_cpu_s": round(ours, 1), "cores_by_process": {k: v for v, k in top}}
 
 
@@ -356,24 +370,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def service_cores(r: dict) -> float | None:
+    """The cores serving took: the service's processes (served, baseline) or the raw pipeline's worker."""
+    share = r.get("cpu") or {}
+    return share.get("service_cores", share.get("ours_cores"))
+
+
 def render(results: dict) -> str:
     def fmt(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
     def cpu(r: dict) -> str:
         share = r.get("cpu")
-        return f"{share['ours_cores']} / {share.get('others_cores', '-')}" if share else "-"
+        if not share:
+            return "-"
+        return f"{share.get('service_cores', share['ours_cores'])} / {share.get('harness_cores', '-')} / {share.get('others_cores', '-')}"
 
     def per_cpu(r: dict) -> str:
-        """Images per CPU-second of our processes: what the serving costs, whatever share of the CPU it got."""
-        share = r.get("cpu")
-        return fmt(r["images_per_s"] / share["ours_cores"]) if share and share["ours_cores"] else "-"
+        """Images per CPU-second of the service's processes: what the serving costs, whatever share of the CPU it got."""
+        return fmt(r["images_per_s"] / service_cores(r)) if service_cores(r) else "-"
 
     lines = ["# Throughput benchmark", "",
              f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
              f"{results['duration_s']:.0f} s measured per figure.", "",
-             "| mode | runtimes (classifier+detector) | images/s | p50 (s) | p99 (s) | answers | CPU cores used: ours / other processes "
-             "| images per CPU-second |",
+             "| mode | runtimes (classifier+detector) | images/s | p50 (s) | p99 (s) | answers | CPU cores used: service / "
+             "load client and harness / other processes | images per CPU-second (service) |",
              "|---|---|---|---|---|---|---|---|"]
     notes: list[str] = []
     runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
@@ -391,7 +412,7 @@ def render(results: dict) -> str:
     for pair, by_batch in results.get("raw", {}).items():
         for batch, r in by_batch.items():
             lines.append(f"| raw, batch {batch} (in process) | {pair} | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
-                         f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - | {per_cpu(r)} |")
+                         f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - / - | {per_cpu(r)} |")
     lines.append("")
     served = results.get("served_runtimes", {})
     raw = results.get("raw", {})
@@ -403,7 +424,7 @@ def render(results: dict) -> str:
         def ratio(a: dict | None, b: dict | None, per_cpu_second: bool = False) -> str:
             if not a or not b:
                 return "-"
-            value = (lambda r: r["images_per_s"] / r["cpu"]["ours_cores"]) if per_cpu_second else (lambda r: r["images_per_s"])
+            value = (lambda r: r["images_per_s"] / service_cores(r)) if per_cpu_second else (lambda r: r["images_per_s"])
             return fmt(value(a) / value(b))
 
         lines += [f"- raw {new} / raw {reference}, images per CPU-second (best batch): {ratio(best.get(new), best.get(reference), True)}",
@@ -417,7 +438,7 @@ def render(results: dict) -> str:
     if results.get("sweep"):
         lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
                   "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) "
-                  "| CPU cores: ours / others | images per CPU-second |",
+                  "| CPU cores: service / harness / others | images per CPU-second (service) |",
                   "|---|---|---|---|---|---|---|---|"]
         for batch, r in results["sweep"].items():
             formed = " / ".join(str(r.get("batches", {}).get(d, {}).get("mean_batch", "-")) for d in ("Detector", "Classifier"))

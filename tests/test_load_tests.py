@@ -229,6 +229,12 @@ def test_benchmark_ratios_are_rendered():
     assert "served auto / raw savedmodel+torch, images/s: 0.75" in text and "served / baseline: 3.00" in text
     assert "default mode (HTTP) | - | 3.00 |" in text and "served in Ray Serve's default mode: 2.00" in text
     assert "| 8 | 4.00 |" in text  # the sweep
+    # The load client and the harness are not the service: per CPU-second counts the service's cores alone.
+    harnessed = run | {"cpu": {"ours_cores": 2.5, "service_cores": 2.0, "harness_cores": 0.5, "others_cores": 0.0}}
+    text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10, "served_runtimes": {"auto": harnessed},
+                   "raw": {"auto": {"8": raw}}})
+    assert "| served (HTTP) | auto | 4.00 | 1.00 | 2.00 | {'200': 40} | 2.0 / 0.5 / 0.0 | 2.00 |" in text
+    assert "served / raw, auto, images/s: 0.50; images per CPU-second: 0.50" in text
 
 
 @pytest.fixture(scope="module")
