@@ -115,7 +115,7 @@ class AppArgs(BaseModel):
     model_dir: str | None = None  # absolute, or relative to the repository root; None: MODEL_LABEL_DIR or model_label/
     accelerator: Literal["auto", "gpu", "cpu"] = "auto"
     classifier_runtime: Literal["auto", "savedmodel", "tflite", "tflite_int8"] = "auto"  # auto: the manifest's fastest
-    detector_runtime: Literal["auto", "torch", "onnx"] = "auto"  # that met the accuracy bar on CPU, the framework on GPU
+    detector_runtime: Literal["auto", "torch", "onnx", "onnx_int8"] = "auto"  # that met the accuracy bar on CPU, the framework on GPU
     recognizer_num_cpus: float = 0.2
     detector_num_cpus: float = 0.4
     detector_num_gpus: float = 0.25

@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--baseline", help="ImageNet backbone + linear classifier SavedModel (a run's baseline_export/)")
     parser.add_argument("--target-precision", type=float, default=0.95, help="of the answers called known")
     parser.add_argument("--classifier-runtime", default="auto", help="auto (as served on --device), savedmodel, tflite, tflite_int8")
-    parser.add_argument("--detector-runtime", default="auto", help="auto (as served on --device), torch, onnx")
+    parser.add_argument("--detector-runtime", default="auto", help="auto (as served on --device), torch, onnx, onnx_int8")
     parser.add_argument("--recalibrate", action="store_true",
                         help="fit the unknown threshold on these photos (default: apply the model_label's)")
     args = parser.parse_args(argv)

@@ -213,10 +213,13 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     if detector_data and not Path(detector_data).exists():
         raise FileNotFoundError(f"the detector's held-back data {detector_data} is gone: pass --detector-data")
     detector_runtimes = runtimes.export_detector(staging, ml.DETECTOR_NAME, detector_size)  # torch, before TensorFlow
+    settings = serving_settings(serve_config)
+    if detector_data:  # int8 is calibrated on the detector's fit photos, which its held-back data's view lists
+        calibration = runtimes.detector_calibration_photos(detector_data)
+        detector_runtimes |= runtimes.quantize_detector(staging, calibration, settings, detector_size)
 
     photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
-    settings = serving_settings(serve_config)
     selection, model_selection, split = None, None, {}
     if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.finetune run: choices on its selection split, not on val
         split = _read_json(classifier_dir / SPLIT_NAME)

@@ -11,6 +11,7 @@ runtime that met the bar (pipeline.core.model_label.ModelLabel.resolve_runtime).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import shutil
@@ -30,7 +31,12 @@ from pipeline.core.recognition import crops
 from pipeline.core.settings import ServingSettings
 
 CLASSIFIER_FILES = {"tflite": "classifier.tflite", "tflite_int8": "classifier_int8.tflite"}
-DETECTOR_FILES = {"onnx": "detector.onnx"}
+DETECTOR_FILES = {"onnx": "detector.onnx", "onnx_int8": "detector_int8.onnx"}
+DETECTOR_CALIBRATION_PHOTOS = 64  # fit photos, seeded; what the int8 detector's activation ranges are taken from
+DETECTOR_DECODING = "/model.22/"
+"""ultralytics' Detect head in the exported graph. Its convolutions are quantised, its decoding (DFL, sigmoid,
+box arithmetic) stays float: the output concatenates box coordinates (0 to the input side) and class scores (0-1),
+and one int8 scale for both rounds every score to 0 (mAP50 0.000 when it was tried)."""
 CLASSIFIER_TOP1_BAR = 0.005  # half a point of /hello top-1 on the selection split
 DETECTOR_MAP50_BAR = 0.005
 REPRESENTATIVE_PHOTOS = 100  # int8 calibration: 300 whole photos were measured no better than 100
@@ -51,6 +57,52 @@ def export_detector(directory: Path, checkpoint_name: str, imgsz: int) -> dict[s
         exported = YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=False, imgsz=imgsz, device="cpu")
         shutil.move(str(exported), str(directory / DETECTOR_FILES["onnx"]))
     return {"onnx": {"path": DETECTOR_FILES["onnx"], "format": "onnx, dynamic batch, fp32", "runner": "onnxruntime + ultralytics NMS"}}
+
+
+def quantize_detector(directory: Path, calibration_photos: Sequence[Path], settings: ServingSettings,
+                      imgsz: int) -> dict[str, dict[str, Any]]:
+    """`detector.onnx` in `directory` as static int8 (ONNX Runtime's QDQ format: per-channel int8 weights, uint8
+    activations), calibrated on `calibration_photos` prepared as served (shrunk, letterboxed to `imgsz`); the
+    Detect head's decoding stays float (DETECTOR_DECODING). Whether it meets the mAP50 bar is `measure`'s to say."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from pipeline.core.recognition import prepare_photo
+
+    class Photos(CalibrationDataReader):
+        def __init__(self, input_name: str) -> None:
+            self.input_name, self.photos = input_name, iter(calibration_photos)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            path = next(self.photos, None)
+            if path is None:
+                return None
+            pixels = prepare_photo(Path(path).read_bytes(), settings.recognizer, imgsz)[1].pixels
+            return {self.input_name: (pixels.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]}  # as OnnxDetector feeds it
+
+    directory, calibration_photos = Path(directory).resolve(), [Path(p).resolve() for p in calibration_photos]
+    # In a scratch folder: ONNX Runtime's shape inference and calibration leave their temporary models in the working directory.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        prepared = Path(scratch) / "prepared.onnx"  # shapes inferred for the quantiser (symbolic: the axes are dynamic)
+        quant_pre_process(str(directory / DETECTOR_FILES["onnx"]), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        decoding = [node.name for node in graph.node if node.name.startswith(DETECTOR_DECODING) and node.op_type != "Conv"]
+        quantize_static(str(prepared), str(directory / DETECTOR_FILES["onnx_int8"]), Photos(graph.input[0].name),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=decoding)
+    return {"onnx_int8": {"path": DETECTOR_FILES["onnx_int8"], "runner": "onnxruntime + ultralytics NMS",
+                          "format": "onnx, dynamic batch, int8 (QDQ: per-channel int8 weights, uint8 activations; "
+                                    "the Detect head's decoding in float)",
+                          "calibration": {"photos": len(calibration_photos),
+                                          "of": "the detector's fit photos (not its held-back split), prepared as served"}}}
+
+
+def detector_calibration_photos(data_yaml: Path | str, count: int = DETECTOR_CALIBRATION_PHOTOS) -> list[Path]:
+    """`count` seeded photos of the detector's fit split: the images/train of the dataset view its data.yaml
+    describes (pipeline.detector.build_dataset_view), never its held-back ones."""
+    photos = sorted((Path(data_yaml).parent / "images" / "train").glob("*.jpg"))
+    return random.Random(0).sample(photos, min(count, len(photos)))
 
 
 def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequence[np.ndarray],

@@ -109,7 +109,9 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
     assert report["classifier"]["whole_photo"]["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
 
     # the CPU runtimes beside them, measured; with no selection split to judge them on, none meets the bar
-    assert bundle.runtimes("classifier") == ["savedmodel", "tflite", "tflite_int8"] and bundle.runtimes("detector") == ["torch", "onnx"]
+    assert bundle.runtimes("classifier") == ["savedmodel", "tflite", "tflite_int8"]
+    assert bundle.runtimes("detector") == ["torch", "onnx", "onnx_int8"]  # int8 calibrated on the detector's fit photos
+    assert 0 < manifest["detector"]["runtimes"]["onnx_int8"]["calibration"]["photos"] <= 64
     assert not any(entry["meets_bar"] for entry in manifest["classifier"]["runtimes"].values())
     assert bundle.resolve_runtime("classifier", "auto", use_gpu=False) == "savedmodel"
     assert manifest["classifier"]["runtimes"]["tflite_int8"]["representative"]["inputs"] >= 6

@@ -7,6 +7,13 @@ probabilities move by a few hundredths (measured on 150 val photos: p99 |Δp| 0.
 90% of the top-1 answers must agree and 95% of the probabilities stay within 0.05; whether that costs accuracy
 is measured where it matters, /hello's top-1 on the selection split (the manifest's `meets_bar`). ONNX Runtime
 runs the detector's exact graph with the same NMS: the same boxes within half a pixel, confidences within 1e-4.
+The int8 detector (activations and weights rounded to 8 bits, the head's decoding in float) finds nearly the same
+boxes, not the same pixels: measured on 60 held-back Freiburg and GroceryStore val photos, 93.9% of torch's boxes
+have an int8 box at IoU >= 0.8 (median 0.982), matched confidences differ by 0.009 (median) and 0.055 (95th
+percentile), and it found 140 boxes where torch found 148. So here at least 85% of torch's boxes must be
+matched at IoU >= 0.8, with a median IoU of at least 0.95, 90% of matched confidences within 0.1 and the box
+count within 20%; whether it costs accuracy is measured where it matters, mAP50 on the held-back split (the
+manifest's `meets_bar`: 0.8931 against torch's 0.8915).
 
 Embeddings (cosine to the SavedModel's, per crop): fp32's are the same vector (measured: 1.00000 on all 571 crops
 /hello classifies on val), so at least 0.9999 each. int8's measured 0.987 mean, 0.957 at the 1st percentile and
@@ -80,7 +87,7 @@ def test_a_runtime_file_gone_from_the_folder_stops_the_start(tmp_path):
 @pytest.fixture(scope="module")
 def shipped():
     bundle = load_model_label(SHIPPED_MODEL_DIR)
-    assert {"tflite", "tflite_int8"} <= set(bundle.runtimes("classifier")) and "onnx" in bundle.runtimes("detector")
+    assert {"tflite", "tflite_int8"} <= set(bundle.runtimes("classifier")) and {"onnx", "onnx_int8"} <= set(bundle.runtimes("detector"))
     return bundle
 
 
@@ -184,3 +191,38 @@ def test_the_onnx_detector_finds_the_boxes_torch_finds(shipped):
     for ours, reference in zip(onnx_boxes, torch_boxes):
         assert ours.shape == reference.shape
         assert np.abs(ours[:, :4] - reference[:, :4]).max(initial=0) < 0.5 and np.abs(ours[:, 4] - reference[:, 4]).max(initial=0) < 1e-4
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` [N, 4+] with every box of `b` [M, 4+] (x1, y1, x2, y2)."""
+    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda boxes: (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_int8_detector_finds_nearly_the_boxes_torch_finds(shipped):
+    from pipeline.core.models import load_detector
+
+    settings = serving_settings()
+    images = [prepare_photo(path.read_bytes(), settings.recognizer, shipped.detector_input_size)[1].pixels
+              for path in freiburg_held_back_photos(24) + grocery_val_photos(8)]
+    torch_boxes = load_detector(shipped.detector_path, "torch", threads=1).detect(images, settings.detector)
+    int8_boxes = load_detector(shipped.runtime_path("detector", "onnx_int8"), "onnx_int8", threads=1).detect(images, settings.detector)
+    found, ious, gaps = sum(len(b) for b in torch_boxes), [], []  # per torch box: its best IoU, that box's confidence gap
+    assert found > 20
+    for ours, reference in zip(int8_boxes, torch_boxes):
+        if len(reference) and len(ours):
+            overlap = box_iou(reference, ours)
+            ious += overlap.max(axis=1).tolist()
+            gaps += np.abs(reference[:, 4] - ours[overlap.argmax(axis=1), 4]).tolist()
+        else:
+            ious, gaps = ious + [0.0] * len(reference), gaps + [1.0] * len(reference)
+    ious, gaps = np.array(ious), np.array(gaps)
+    matched = ious >= 0.8
+    assert matched.mean() >= 0.85 and np.median(ious) >= 0.95, (matched.mean(), np.median(ious))
+    assert np.mean(gaps[matched] <= 0.1) >= 0.9, np.quantile(gaps[matched], [0.5, 0.9])
+    assert abs(sum(len(b) for b in int8_boxes) - found) <= 0.2 * found

@@ -33,7 +33,7 @@ DEFAULT_MODEL_DIR = MODEL_LABEL_DIR
 
 FRAMEWORK_RUNTIME = {"classifier": "savedmodel", "detector": "torch"}
 """The runtime each model is trained in: the reference the others are measured against, and the GPU path."""
-RUNTIMES = {"classifier": ("savedmodel", "tflite", "tflite_int8"), "detector": ("torch", "onnx")}
+RUNTIMES = {"classifier": ("savedmodel", "tflite", "tflite_int8"), "detector": ("torch", "onnx", "onnx_int8")}
 AUTO_RUNTIME = "auto"
 
 

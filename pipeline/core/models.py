@@ -85,8 +85,9 @@ class YoloDetector(BoxDetector):
 
 
 class OnnxDetector(BoxDetector):
-    """The YOLO network exported to ONNX (dynamic batch), run by ONNX Runtime on CPU; ultralytics' NMS after it,
-    so the boxes are the torch model's (export measures the agreement)."""
+    """The YOLO network exported to ONNX (dynamic batch; fp32, or int8 from pipeline.runtimes.quantize_detector),
+    run by ONNX Runtime on CPU; ultralytics' NMS after it, so the boxes are the torch model's (export measures the
+    agreement)."""
 
     def __init__(self, path: Path | str, use_gpu: bool = False, threads: int | None = None) -> None:
         from pipeline.core.yolo_offline import prepare_ultralytics
@@ -218,6 +219,6 @@ def load_detector(path: Path | str, runtime: str, use_gpu: bool = False, threads
     """The detector file of `runtime` as a detector; ONNX runs on CPU only (`use_gpu` asks for the torch runtime)."""
     if runtime == "torch":
         return YoloDetector(path, use_gpu=use_gpu, threads=threads)
-    if runtime == "onnx":
+    if runtime in ("onnx", "onnx_int8"):
         return OnnxDetector(path, threads=threads)
     raise ValueError(f"unknown detector runtime {runtime!r}")
