@@ -177,16 +177,23 @@ def test_the_probabilities_and_the_embedding_come_from_one_forward_pass(shipped,
     assert others.min() > 0.1
 
 
-@pytest.mark.models
-@pytest.mark.data
-def test_the_onnx_detector_finds_the_boxes_torch_finds(shipped):
+@pytest.fixture(scope="module")
+def detected(shipped) -> dict[str, list[np.ndarray]]:
+    """Each detector runtime's boxes on 24 held-back Freiburg photos and 8 GroceryStore val photos, prepared as served."""
     from pipeline.core.models import load_detector
 
     settings = serving_settings()
     images = [prepare_photo(path.read_bytes(), settings.recognizer, shipped.detector_input_size)[1].pixels
-              for path in freiburg_held_back_photos(6) + grocery_val_photos(2)]
-    torch_boxes = load_detector(shipped.detector_path, "torch", threads=1).detect(images, settings.detector)
-    onnx_boxes = load_detector(shipped.runtime_path("detector", "onnx"), "onnx", threads=1).detect(images, settings.detector)
+              for path in freiburg_held_back_photos(24) + grocery_val_photos(8)]
+    return {runtime: load_detector(shipped.detector_path if runtime == "torch" else shipped.runtime_path("detector", runtime),
+                                   runtime, threads=1).detect(images, settings.detector)
+            for runtime in ("torch", "onnx", "onnx_int8")}
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_onnx_detector_finds_the_boxes_torch_finds(detected):
+    torch_boxes, onnx_boxes = detected["torch"], detected["onnx"]
     assert sum(len(b) for b in torch_boxes) > 0
     for ours, reference in zip(onnx_boxes, torch_boxes):
         assert ours.shape == reference.shape
@@ -204,14 +211,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.models
 @pytest.mark.data
-def test_the_int8_detector_finds_nearly_the_boxes_torch_finds(shipped):
-    from pipeline.core.models import load_detector
-
-    settings = serving_settings()
-    images = [prepare_photo(path.read_bytes(), settings.recognizer, shipped.detector_input_size)[1].pixels
-              for path in freiburg_held_back_photos(24) + grocery_val_photos(8)]
-    torch_boxes = load_detector(shipped.detector_path, "torch", threads=1).detect(images, settings.detector)
-    int8_boxes = load_detector(shipped.runtime_path("detector", "onnx_int8"), "onnx_int8", threads=1).detect(images, settings.detector)
+def test_the_int8_detector_finds_nearly_the_boxes_torch_finds(detected):
+    torch_boxes, int8_boxes = detected["torch"], detected["onnx_int8"]
     found, ious, gaps = sum(len(b) for b in torch_boxes), [], []  # per torch box: its best IoU, that box's confidence gap
     assert found > 20
     for ours, reference in zip(int8_boxes, torch_boxes):
