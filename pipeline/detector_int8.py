@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.core.model_label import MANIFEST_NAME, fastest_within_bar, load_model_label
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.settings import serving_settings
@@ -29,10 +27,9 @@ from pipeline.core.settings import serving_settings
 
 def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = SERVE_CONFIG) -> dict[str, Any]:
     from pipeline.core.models import load_detector
-    from pipeline.core.preprocessing import load_training_image
     from pipeline.datasets import load_labelled_photos
     from pipeline.detector import build_dataset_view, validate
-    from pipeline.runtimes import DETECTOR_MAP50_BAR, detector_calibration_photos, ms_per_item, quantize_detector
+    from pipeline.runtimes import DETECTOR_MAP50_BAR, detector_calibration_photos, detector_timing_images, ms_per_item, quantize_detector
 
     bundle = load_model_label(model_label)
     manifest_path = model_label / MANIFEST_NAME
@@ -53,7 +50,7 @@ def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = S
 
     # The three detectors timed in one run, as pipeline.runtimes.measure times them (one thread, the same photos).
     val_photos = load_labelled_photos(eval_data, bundle.labels, "val")
-    images = [np.full((side, side, 3), 114, np.uint8)] + [load_training_image(str(p), side) for p, _ in val_photos[:3]]
+    images = detector_timing_images(val_photos, side)
     names = {"torch": "detector.pt", "onnx": detector["runtimes"]["onnx"]["path"], "onnx_int8": entry["path"]}
     detectors = {name: load_detector(model_label / file, name, threads=1) for name, file in names.items()}
     timing = ms_per_item({name: functools.partial(d.detect, images, settings.detector) for name, d in detectors.items()},
@@ -66,17 +63,15 @@ def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = S
     served = manifest["cpu_runtimes"]["served_on_cpu"]
     chosen = fastest_within_bar("detector", {"torch": {"ms_per_item": timing["torch"]}, **detector["runtimes"]})
     if chosen != served["detector"]:  # /hello on val with what `auto` now serves
-        from pipeline.evaluate import ModelsUnderTest, crop_and_whole, photo_pass, policy_probabilities, precision_at, top_k_accuracy
+        from pipeline.evaluate import ModelsUnderTest, precision_at
+        from pipeline.runtimes import hello_answers, top1_top5
 
         classifier = served["classifier"]
         models = ModelsUnderTest.load(model_label / names[chosen], bundle.runtime_path("classifier", classifier), bundle.labels,
                                       bundle.classifier_input_size, side, classifier_runtime=classifier, detector_runtime=chosen)
-        recognized = photo_pass(models.facts, models.detector, models.classifier, [p for p, _ in val_photos], settings)
-        crop, whole = crop_and_whole(recognized)
-        probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[bundle.hello_policy]
-        targets = np.array([t for _, t in val_photos])
-        served |= {"detector": chosen, "hello": {"top1": top_k_accuracy(probabilities, targets, 1),
-                                                 "top5": top_k_accuracy(probabilities, targets, 5)},
+        probabilities, targets, _ = hello_answers(models.facts, models.detector, models.classifier, val_photos, settings,
+                                                  bundle.hello_policy)
+        served |= {"detector": chosen, "hello": top1_top5(probabilities, targets),
                    "known": precision_at(probabilities, targets, bundle.unknown_threshold_for(classifier))}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return {"onnx_int8": detector["runtimes"]["onnx_int8"], "timing": timing, "served_on_cpu": served}

@@ -188,6 +188,29 @@ def ms_per_item(calls: dict[str, Callable[[], Any]], items: int, rounds: int = T
     return {name: round(1000 * float(np.median(s)) / items, 2) for name, s in seconds.items()}
 
 
+def hello_answers(facts: ModelFacts, detector: BoxDetector, classifier: Callable[[list[np.ndarray]], Any],
+                  photos: Sequence[tuple[Path, int]], settings: ServingSettings,
+                  hello_policy: str) -> tuple[np.ndarray, np.ndarray, list[Recognized]]:
+    """What /hello answers for each labelled photo (its policy's probabilities), the labels, and the loop's output."""
+    from pipeline.evaluate import crop_and_whole, photo_pass, policy_probabilities
+
+    recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
+    crop, whole = crop_and_whole(recognized)
+    probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[hello_policy]
+    return probabilities, np.array([t for _, t in photos]), recognized
+
+
+def top1_top5(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    from pipeline.evaluate import top_k_accuracy
+
+    return {"top1": top_k_accuracy(probabilities, targets, 1), "top5": top_k_accuracy(probabilities, targets, 5)}
+
+
+def detector_timing_images(photos: Sequence[tuple[Path, int]], side: int) -> list[np.ndarray]:
+    """What every detector runtime is timed on: a grey (empty) square and three photos, letterboxed to `side`."""
+    return [np.full((side, side, 3), 114, np.uint8)] + [load_training_image(str(p), side) for p, _ in photos[:3]]
+
+
 def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, dict[str, Any]],
             detector_runtimes: dict[str, dict[str, Any]], *, selection_photos: Sequence[tuple[Path, int]],
             val_photos: Sequence[tuple[Path, int]], settings: ServingSettings, hello_policy: str,
@@ -198,16 +221,9 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
     runtimes that met the bar). Returns {"classifier": {runtime: entry}, "detector": {runtime: entry},
     "ms_per_item": {...}, "served_on_cpu": {...}}."""
     from pipeline.detector import validate
-    from pipeline.evaluate import calibrate_unknown, crop_and_whole, photo_pass, policy_probabilities, precision_at, top_k_accuracy
+    from pipeline.evaluate import calibrate_unknown, precision_at, top_k_accuracy
 
-    def hello(detector, classifier, photos: Sequence[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list[Recognized]]:
-        recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
-        crop, whole = crop_and_whole(recognized)
-        probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[hello_policy]
-        return probabilities, np.array([t for _, t in photos]), recognized
-
-    def top1_top5(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        return {"top1": top_k_accuracy(probabilities, targets, 1), "top5": top_k_accuracy(probabilities, targets, 5)}
+    hello = functools.partial(hello_answers, facts, settings=settings, hello_policy=hello_policy)
 
     detectors = {"torch": load_detector(directory / "detector.pt", "torch", threads=1)}
     detectors |= {name: load_detector(directory / entry["path"], name, threads=1) for name, entry in detector_runtimes.items()}
@@ -242,7 +258,7 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
 
     size, side = facts.classifier_input_size, facts.detector_input_size
     crops = [load_training_image(str(p), size) for p, _ in val_photos[:8]]
-    images = [np.full((side, side, 3), 114, np.uint8)] + [load_training_image(str(p), side) for p, _ in val_photos[:3]]
+    images = detector_timing_images(val_photos, side)
     classify_calls: dict[str, Callable[[], Any]] = {name: functools.partial(c, crops) for name, c in classifiers.items()}
     detect_calls: dict[str, Callable[[], Any]] = {
         name: functools.partial(d.detect, images, settings.detector) for name, d in detectors.items()}
