@@ -203,25 +203,36 @@ def pretrained_lite0(weights: Path | str | None = None, include_top: bool = Fals
     return model
 
 
-def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0):
+def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
+                               cosine_scale: float | None = None):
     """A fine-tuned torch Lite with a `num_classes` head as the serving classifier: float32 [N, S, S, 3] pixels 0-255
     → {"probabilities": softmax(logits / temperature) [N, C], "embedding": the pooled features [N, 1280] that the
     head reads, L2-normalised}, both from one forward pass; S the variant's native size (the "same" padding of
-    torch's static convs). The embedding is what the catalog matches crops by."""
+    torch's static convs). The embedding is what the catalog matches crops by. With `cosine_scale`, the head is
+    pipeline.cosine_head's: logits = scale x the embedding against each class's unit weight."""
     import tf_keras
 
     size = VARIANTS[variant].input_size
-    network = build_lite(VARIANTS[variant], size, num_classes)
+    network = build_lite(VARIANTS[variant], size, None if cosine_scale else num_classes)
     load_state_dict(network, state)
-    features_and_logits = tf_keras.Model(network.inputs, [network.get_layer("avg_pool").output, network.output],
-                                         name=network.name)
     inputs = tf_keras.Input(shape=(size, size, 3), dtype="float32", name="image")
-    features, logits = features_and_logits(tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs),
-                                           training=False)
+    pixels = tf_keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
+    if cosine_scale:
+        features = network(pixels, training=False)
+        embedding = tf_keras.layers.UnitNormalization(axis=-1, name=EMBEDDING_OUTPUT)(features)
+        head = tf_keras.layers.Dense(num_classes, use_bias=False, name="cosine_head")
+        logits = head(embedding)
+        weight = state["_fc.weight"]
+        head.set_weights([(cosine_scale * weight / np.linalg.norm(weight, axis=1, keepdims=True)).T])
+    else:
+        features_and_logits = tf_keras.Model(network.inputs, [network.get_layer("avg_pool").output, network.output],
+                                             name=network.name)
+        features, logits = features_and_logits(pixels, training=False)
+        embedding = tf_keras.layers.UnitNormalization(axis=-1, name=EMBEDDING_OUTPUT)(features)
     scaled = tf_keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
     return tf_keras.Model(inputs, {
         PROBABILITIES_OUTPUT: tf_keras.layers.Softmax(name=PROBABILITIES_OUTPUT)(scaled),
-        EMBEDDING_OUTPUT: tf_keras.layers.UnitNormalization(axis=-1, name=EMBEDDING_OUTPUT)(features),
+        EMBEDDING_OUTPUT: embedding,
     }, name="product_classifier")
 
 

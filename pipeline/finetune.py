@@ -50,6 +50,7 @@ SUMMARY_NAME = "train_summary.json"
 CONFIG_NAME = "finetune_config.json"
 PROBE_NAME = "probe.npz"  # the frozen network's linear probe: the head's start, and the baseline row
 EXPORT_DIR = "export"
+HEADS = ("linear", "cosine")
 BASELINE_EXPORT_DIR = "baseline_export"  # ImageNet backbone + the linear probe, for the evaluation's first row
 
 
@@ -70,6 +71,11 @@ class FinetuneConfig:
     weight_decay: float = option(1e-2, help="AdamW weight decay (none on biases and BatchNorm)")
     warmup_steps: int = option(40, help="linear warm-up, then cosine decay to 0")
     label_smoothing: float = option(0.1)
+    head: str = option("linear", help="linear: the recipe's; cosine: a normalised-softmax head (logits = scale x the "
+                                      "cosine of the L2-normalised pooled features and each class's weight), which "
+                                      "trains the embedding the catalog matches by as well as the classes",
+                       choices=HEADS)
+    cosine_scale: float = option(16.0, help="the cosine head's logit scale (1 / its softmax temperature)")
     probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
     resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
     crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")
@@ -124,14 +130,19 @@ def load_photos(paths: list[str], size: int) -> np.ndarray:
 # ---------------------------------------------------------------- network
 
 
-def build_network(variant: str, num_classes: int):
-    """The torch EfficientNet-Lite with its ImageNet weights (strict) and a new `num_classes` linear head."""
+def build_network(variant: str, num_classes: int, head: str = "linear", cosine_scale: float = 16.0):
+    """The torch EfficientNet-Lite with its ImageNet weights (strict) and a new `num_classes` head (HEADS)."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     network = EfficientNet.from_name(f"efficientnet-{variant}")
     network.load_state_dict(torch.load(VARIANTS[variant].weights_path(), map_location="cpu", weights_only=True))
-    network._fc = torch.nn.Linear(network._fc.in_features, num_classes)
+    if head == "cosine":
+        from pipeline.cosine_head import CosineHead
+
+        network._fc = CosineHead(network._fc.in_features, num_classes, cosine_scale)
+    else:
+        network._fc = torch.nn.Linear(network._fc.in_features, num_classes)
     return network
 
 
@@ -289,7 +300,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     print(f"{len(fit.paths)} fit / {len(selection.paths)} selection photos, {len(labels)} classes, "
           f"decoded in {time.time() - started:.0f} s", flush=True)
 
-    network = build_network(config.backbone, len(labels))
+    network = build_network(config.backbone, len(labels), config.head, config.cosine_scale)
     steps_per_epoch = math.ceil(len(fit.paths) / config.batch_size)
     if config.max_steps:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
@@ -305,22 +316,25 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         state = checkpoint["state"]
         print(f"resumed after epoch {state['epoch']}", flush=True)
     else:
-        # The head starts from the frozen network's linear probe (on the fit photos at the native size, unaugmented);
-        # for Lite0 those features are the ones the sessions were found with.
+        # The head starts from the frozen network's linear probe, or for the cosine head its class means (on the fit
+        # photos at the native size, unaugmented); for Lite0 those features are the ones the sessions were found with.
         if config.backbone == "lite0":
             position = {path: i for i, path in enumerate(train_split.paths)}
             fit_features = lite0_features[[position[path] for path in fit.paths]]
         else:
             fit_features = pooled_features(network, load_photos(fit.paths, size))
-        weight, bias = linear_probe(fit_features, fit_targets, len(labels), config.probe_l2)
-        np.savez(out / PROBE_NAME, weight=weight, bias=bias)
-        with torch.no_grad():
-            network._fc.weight.copy_(torch.from_numpy(weight))
-            network._fc.bias.copy_(torch.from_numpy(bias))
+        if config.head == "cosine":
+            network._fc.imprint(torch.from_numpy(fit_features), torch.from_numpy(fit_targets))
+        else:
+            weight, bias = linear_probe(fit_features, fit_targets, len(labels), config.probe_l2)
+            np.savez(out / PROBE_NAME, weight=weight, bias=bias)
+            with torch.no_grad():
+                network._fc.weight.copy_(torch.from_numpy(weight))
+                network._fc.bias.copy_(torch.from_numpy(bias))
         probe = logits_of(network, selection_photos)
-        state["probe"] = {"selection_top1": top_k_accuracy(probe, selection_targets, 1),
+        state["probe"] = {"head": config.head, "selection_top1": top_k_accuracy(probe, selection_targets, 1),
                           "selection_top5": top_k_accuracy(probe, selection_targets, 5)}
-        print(f"linear probe: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
+        print(f"{config.head} head at its start: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
         with (out / HISTORY_NAME).open("w", newline="") as file:
             csv.writer(file).writerow(["epoch", "train_loss", "selection_top1", "selection_top5", "seconds"])
 
@@ -406,16 +420,18 @@ def export(out: Path | str) -> Path:
     from pipeline.classifier_model import export_model
 
     out = Path(out)
-    backbone = json.loads((out / CONFIG_NAME).read_text())["backbone"]
+    config = json.loads((out / CONFIG_NAME).read_text())
+    backbone, head, cosine_scale = config["backbone"], config.get("head", "linear"), config.get("cosine_scale", 16.0)
     split = json.loads((out / SPLIT_NAME).read_text())
     variant = VARIANTS[backbone]
     labels_count = len(read_labels(out / LABELS_NAME))
-    network = build_network(backbone, labels_count)
+    network = build_network(backbone, labels_count, head, cosine_scale)
     network.load_state_dict(torch.load(out / BEST_NAME, map_location="cpu", weights_only=True))
     selection_photos = load_photos(split["selection"], variant.input_size)
     temperature = fit_temperature(logits_of(network, selection_photos), np.asarray(split["selection_class_ids"]))
     state = {key: value.detach().numpy() for key, value in network.state_dict().items()}
-    model = efficientnet_lite.classifier_from_state_dict(backbone, state, labels_count, temperature)
+    model = efficientnet_lite.classifier_from_state_dict(backbone, state, labels_count, temperature,
+                                                         cosine_scale if head == "cosine" else None)
     export_model(model, out / EXPORT_DIR)
     if (out / PROBE_NAME).is_file():  # the comparison's first row: the ImageNet network, frozen, with its probe
         probe = np.load(out / PROBE_NAME)
@@ -424,7 +440,7 @@ def export(out: Path | str) -> Path:
         export_model(efficientnet_lite.classifier_from_state_dict(backbone, imagenet, labels_count), out / BASELINE_EXPORT_DIR)
     summary = json.loads((out / SUMMARY_NAME).read_text()) if (out / SUMMARY_NAME).is_file() else {}
     summary["temperature"] = temperature
-    summary["model"] = {"num_classes": labels_count, "input_size": variant.input_size,
+    summary["model"] = {"num_classes": labels_count, "input_size": variant.input_size, "head": head,
                         "backbone": f"efficientnet-{backbone} (fine-tuned whole, torch; ported to TF)"}
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return out / EXPORT_DIR

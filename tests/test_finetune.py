@@ -88,12 +88,13 @@ def test_linear_probe_names_photos_of_its_classes(data):
 
 
 @pytest.mark.train
-def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path):
+@pytest.mark.parametrize("head", finetune.HEADS)
+def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path, head: str):
     import torch
 
     out = tmp_path / "run"
     config = finetune.FinetuneConfig(out=str(out), data=str(GROCERY), backbone="lite0", max_per_class=3, epochs=1,
-                                     max_steps=2, batch_size=8)
+                                     max_steps=2, batch_size=8, head=head)
     first = finetune.train(config)
     assert first["epochs_run"] == 1 and (out / finetune.LAST_NAME).is_file() and (out / finetune.BEST_NAME).is_file()
     split = json.loads((out / finetune.SPLIT_NAME).read_text())
@@ -106,7 +107,7 @@ def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path):
     export_dir = finetune.export(out)
     summary = json.loads((out / finetune.SUMMARY_NAME).read_text())
     assert 0.2 < summary["temperature"] < 5
-    network = finetune.build_network("lite0", 81)
+    network = finetune.build_network("lite0", 81, head)
     network.load_state_dict(torch.load(out / finetune.BEST_NAME, weights_only=True))
     photos = finetune.load_photos(split["selection"][:4], 224)
     expected = torch.softmax(torch.from_numpy(finetune.logits_of(network, photos)) / summary["temperature"], 1).numpy()
