@@ -97,8 +97,8 @@ class CatalogIndex:
         queries = _normalised(embeddings)
         if self._index is None or not len(queries):
             return np.full(len(queries), -1.0, np.float32)
-        _, rows = self._index.search(queries, min(len(self.snapshot.vectors), CANDIDATES))
-        return np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows]).max(axis=1).astype(np.float32)
+        _, exact = self._rescored(queries, CANDIDATES)
+        return exact.max(axis=1).astype(np.float32)
 
     def best(self, embeddings: np.ndarray) -> list[CatalogMatch | None]:
         """Per embedding [N, D], the nearest product; None for every one when the catalog is empty."""
@@ -109,13 +109,17 @@ class CatalogIndex:
         queries = _normalised(embeddings)
         if self._index is None or not len(queries):
             return [[] for _ in queries]
+        # The k-th distinct sku's nearest photo ranks at most (k - 1) * (photos per sku) + 1: within this many.
+        rows, exact = self._rescored(queries, CANDIDATES + (k - 1) * self._photos_per_sku)
+        return [self._distinct(row, score, k) for row, score in zip(rows, exact)]
+
+    def _rescored(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `wanted` nearest rows of the fp16 scan for each unit query, and their float32 cosines."""
+        assert self._index is not None
         if queries.shape[1] != self.snapshot.vectors.shape[1]:
             raise ValueError(f"embeddings of dimension {queries.shape[1]}; the catalog's are {self.snapshot.vectors.shape[1]}")
-        # The k-th distinct sku's nearest photo ranks at most (k - 1) * (photos per sku) + 1: within this many.
-        wanted = min(len(self.snapshot.vectors), CANDIDATES + (k - 1) * self._photos_per_sku)
-        _, rows = self._index.search(queries, wanted)
-        exact = np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows])
-        return [self._distinct(row, score, k) for row, score in zip(rows, exact)]
+        _, rows = self._index.search(queries, min(len(self.snapshot.vectors), wanted))
+        return rows, np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows])
 
     def _distinct(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[CatalogMatch]:
         matches: dict[str, CatalogMatch] = {}
