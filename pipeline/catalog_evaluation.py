@@ -266,7 +266,8 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
         indexes = [enrolled_catalog(pool, left_out, shots, draw, all_labels) for draw in range(DRAWS)]
         val_by_shots[str(shots)] = measure(val, val_training, indexes, rule, kept, left_out, unknown)
     report = {
-        "run": str(run), "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
+        "run": str(run), "detector_runtime": detector_runtime,
+        "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
         "split_seed": split["seed"], "shots": list(SHOTS), "draws": DRAWS, "operating_shots": OPERATING_SHOTS,
         "target_precision": TARGET_PRECISION, "unknown_threshold_selection": unknown,
         "rule_choice_on_selection": choices, "rule": {"policy": rule.policy, "threshold": rule.threshold},
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         path = Path(args.model_label) / "manifest.json"
         manifest = json.loads(path.read_text())
         manifest["catalog"] = {"rule": report["rule"], "chosen_on": CHOSEN_ON,
-                               "evaluation": {k: report[k] for k in ("left_out_classes", "val", "val_rejection",
+                               "evaluation": {k: report[k] for k in ("detector_runtime", "left_out_classes", "val", "val_rejection",
                                                                      "freiburg_shipped_classifier", "draws", "split_seed",
                                                                      "leave_out_run")}}
         path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -23,28 +23,29 @@ import numpy as np
 from pipeline.core.model_label import GALLERY_NAME, MANIFEST_NAME, load_model_label
 
 
-def embed_fit_photos(model_label: Path, paths: list[str], class_ids: list[int]) -> tuple[np.ndarray, np.ndarray, str]:
+def embed_fit_photos(model_label: Path, paths: list[str], class_ids: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """The largest product's embedding of each photo (the whole photo's when nothing is detected), by the
-    model_label's models in the runtimes `auto` serves on CPU, as the evaluation embeds them."""
+    model_label's models in the runtimes `auto` serves on CPU (returned too), as the evaluation embeds them."""
     from pipeline.catalog_evaluation import embed
     from pipeline.evaluate import ModelsUnderTest
 
     bundle = load_model_label(model_label)
     models, runtimes = ModelsUnderTest.served_on_cpu(bundle)
     embedded = embed(models, paths, class_ids, bundle.hello_policy)
-    return embedded.embeddings, embedded.class_ids.astype(np.int32), runtimes["classifier"]
+    return embedded.embeddings, embedded.class_ids.astype(np.int32), runtimes
 
 
 def write_gallery(model_label: Path, run: Path) -> dict[str, Any]:
     """model_label/classifier_gallery.npz from `run`'s fit photos (its split.json), and its manifest entry."""
     split = json.loads((run / "split.json").read_text())
-    embeddings, class_ids, runtime = embed_fit_photos(model_label, split["fit"], split["fit_class_ids"])
+    embeddings, class_ids, runtimes = embed_fit_photos(model_label, split["fit"], split["fit_class_ids"])
     path = model_label / GALLERY_NAME
     np.savez(path, embeddings=embeddings.astype(np.float16), class_ids=class_ids)
     manifest_path = model_label / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     entry = {"path": GALLERY_NAME, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "photos": int(len(class_ids)),
-             "source": f"the fit photos of {run / 'split.json'} (never selection or val)", "classifier_runtime": runtime,
+             "source": f"the fit photos of {run / 'split.json'} (never selection or val)", "classifier_runtime": runtimes["classifier"],
+             "detector_runtime": runtimes["detector"],
              "model_version": manifest["classifier"]["version"], "dtype": "float16"}
     manifest["classifier"]["gallery"] = entry
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
