@@ -323,11 +323,12 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
             fit_features = lite0_features[[position[path] for path in fit.paths]]
         else:
             fit_features = pooled_features(network, load_photos(fit.paths, size))
+        # The probe is fitted for either head: it is also the evaluation's first row (export's baseline_export).
+        weight, bias = linear_probe(fit_features, fit_targets, len(labels), config.probe_l2)
+        np.savez(out / PROBE_NAME, weight=weight, bias=bias)
         if config.head == "cosine":
             network._fc.imprint(torch.from_numpy(fit_features), torch.from_numpy(fit_targets))
         else:
-            weight, bias = linear_probe(fit_features, fit_targets, len(labels), config.probe_l2)
-            np.savez(out / PROBE_NAME, weight=weight, bias=bias)
             with torch.no_grad():
                 network._fc.weight.copy_(torch.from_numpy(weight))
                 network._fc.bias.copy_(torch.from_numpy(bias))
