@@ -120,8 +120,9 @@ def test_the_tflite_classifiers_agree_with_the_savedmodel_on_real_photos(classif
     quantized = classified["tflite_int8"].probabilities
     assert (quantized.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 0.9
     assert np.quantile(np.abs(quantized - reference), 0.95) < 0.05
-    # the softmax is int8 too, in steps of 1/256: each row sums to 1 within a few steps
-    assert quantized.shape == reference.shape and np.allclose(quantized.sum(axis=1), 1, atol=0.05)
+    # the softmax is int8 too, in steps of 1/256: each of the 81 probabilities is rounded, so a row's sum may be off
+    # by up to 81/512; measured 0.949-0.996 with the cosine head, whose answers spread over more classes
+    assert quantized.shape == reference.shape and np.allclose(quantized.sum(axis=1), 1, atol=0.08)
 
 
 EMBEDDING_COSINE = {"tflite": (0.9999, 0.9999), "tflite_int8": (0.97, 0.90)}  # (mean, each crop), see above
@@ -150,9 +151,11 @@ def test_every_runtime_embeds_each_crop_as_the_savedmodel_does(shipped, classifi
 @pytest.mark.models
 @pytest.mark.data
 def test_the_probabilities_and_the_embedding_come_from_one_forward_pass(shipped, crops):
-    """The SavedModel's probabilities are softmax((|f| W·e + b) / T) of its own embedding e: per crop one unknown, the
-    features' norm |f|, fitted by least squares, must explain all 81 log-probabilities (measured residual 2.5e-6; an
-    embedding of another crop leaves residuals above 3). W, b: the head's weights, in the SavedModel."""
+    """The SavedModel's probabilities are softmax((c W·e + b) / T) of its own embedding e: per crop one unknown factor
+    c, fitted by least squares, must explain all 81 log-probabilities (measured residual 2.5e-6; an embedding of
+    another crop leaves residuals above 3). W, b: the head's weights, in the SavedModel. A linear head reads the
+    pooled features f = |f| e, so c is their norm; a cosine head (pipeline.cosine_head) reads e's direction only,
+    its scale folded into W and no bias, so c is 1."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(shipped.classifier_path))  # keep a reference: its variables die with it
@@ -160,7 +163,11 @@ def test_the_probabilities_and_the_embedding_come_from_one_forward_pass(shipped,
     probabilities, embeddings = outputs["probabilities"].numpy().astype(np.float64), outputs["embedding"].numpy()
     assert np.abs(np.linalg.norm(embeddings, axis=1) - 1).max() < 1e-5  # normalised inside the model
     head = {variable.name: variable.numpy() for variable in loaded.variables}
-    kernel, bias = head["fc/kernel:0"], head["fc/bias:0"]
+    if "cosine_head/kernel:0" in head:
+        kernel, factors = head["cosine_head/kernel:0"], (0.999, 1.001)
+        bias = np.zeros(kernel.shape[1])
+    else:
+        kernel, bias, factors = head["fc/kernel:0"], head["fc/bias:0"], (1.0, np.inf)  # |f|: about 12-16 on these photos
     temperature = shipped.manifest["classifier"]["backbone_source"]["temperature"]
 
     def residuals(embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +179,7 @@ def test_the_probabilities_and_the_embedding_come_from_one_forward_pass(shipped,
         return norm, np.abs(y - norm[:, None] * x).max(axis=1)
 
     norms, own = residuals(embeddings)
-    assert own.max() < 1e-3 and (norms > 1).all()  # the pooled features' norm: about 12-16 on these photos
+    assert own.max() < 1e-3 and ((norms > factors[0]) & (norms < factors[1])).all(), (own.max(), norms)
     _, others = residuals(np.roll(embeddings, 1, axis=0))
     assert others.min() > 0.1
 
