@@ -9,10 +9,11 @@ Why torch: the TF-Hub path (hub.KerasLayer, trainable) with the same recipe stay
 (issue 16's trials); torch's loop reaches the recipe's figures. Serving keeps loading a TF SavedModel, ported by
 pipeline.efficientnet_lite (agrees with torch to ~1e-5), and the manifest says which path made it.
 
-The recipe: head = one linear layer started from the frozen network's linear probe (so epoch 1 starts at the
-probe's accuracy, not at chance); AdamW, head 1e-3 and backbone 2e-4, weight decay 1e-2 except biases and
-BatchNorm, warm-up then cosine; label smoothing 0.1; BatchNorm statistics frozen (eval mode) while its scale and
-shift train; random-resized crops (scale 0.6-1) from a whole-photo resize, flips, colour jitter.
+The recipe: a cosine head (pipeline.cosine_head) started from the frozen network's class means, so epoch 1 does not
+start at chance (before 2026-12-02: one linear layer started from the frozen network's linear probe); AdamW, head
+1e-3 and backbone 2e-4, weight decay 1e-2 except biases and BatchNorm, warm-up then cosine; label smoothing 0.1;
+BatchNorm statistics frozen (eval mode) while its scale and shift train; random-resized crops (scale 0.6-1) from a
+whole-photo resize, flips, colour jitter.
 
 Every choice is made on a *selection split* held back from train (pipeline.selection_split: stratified by class,
 whole sessions, seeded, recorded in split.json); GroceryStore val is not read here. Photos are decoded once
@@ -71,9 +72,9 @@ class FinetuneConfig:
     weight_decay: float = option(1e-2, help="AdamW weight decay (none on biases and BatchNorm)")
     warmup_steps: int = option(40, help="linear warm-up, then cosine decay to 0")
     label_smoothing: float = option(0.1)
-    head: str = option("linear", help="linear: the recipe's; cosine: a normalised-softmax head (logits = scale x the "
-                                      "cosine of the L2-normalised pooled features and each class's weight), which "
-                                      "trains the embedding the catalog matches by as well as the classes",
+    head: str = option("cosine", help="cosine (the recipe's since 2026-12-02): a normalised-softmax head, logits = scale x "
+                                      "the cosine of the pooled features and each class's weight, which shapes the "
+                                      "embedding the catalog matches by; linear: the recipe's before",
                        choices=HEADS)
     cosine_scale: float = option(16.0, help="the cosine head's logit scale (1 / its softmax temperature)")
     probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
