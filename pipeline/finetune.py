@@ -49,9 +49,10 @@ BEST_NAME = "best.pt"  # the weights of the best selection top-1, to export
 HISTORY_NAME = "history.csv"
 SUMMARY_NAME = "train_summary.json"
 CONFIG_NAME = "finetune_config.json"
-PROBE_NAME = "probe.npz"  # the frozen network's linear probe: the head's start, and the baseline row
+PROBE_NAME = "probe.npz"  # the frozen network's linear probe: the baseline row, and the linear head's start
 EXPORT_DIR = "export"
 HEADS = ("linear", "cosine")
+COSINE_SCALE = 16.0  # the cosine head's logit scale unless a run says otherwise
 BASELINE_EXPORT_DIR = "baseline_export"  # ImageNet backbone + the linear probe, for the evaluation's first row
 
 
@@ -76,7 +77,7 @@ class FinetuneConfig:
                                       "the cosine of the pooled features and each class's weight, which shapes the "
                                       "embedding the catalog matches by; linear: the recipe's before",
                        choices=HEADS)
-    cosine_scale: float = option(16.0, help="the cosine head's logit scale (1 / its softmax temperature)")
+    cosine_scale: float = option(COSINE_SCALE, help="the cosine head's logit scale (1 / its softmax temperature)")
     probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
     resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
     crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")
@@ -131,7 +132,7 @@ def load_photos(paths: list[str], size: int) -> np.ndarray:
 # ---------------------------------------------------------------- network
 
 
-def build_network(variant: str, num_classes: int, head: str = "linear", cosine_scale: float = 16.0):
+def build_network(variant: str, num_classes: int, head: str = "linear", cosine_scale: float = COSINE_SCALE):
     """The torch EfficientNet-Lite with its ImageNet weights (strict) and a new `num_classes` head (HEADS)."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
@@ -423,7 +424,7 @@ def export(out: Path | str) -> Path:
 
     out = Path(out)
     config = json.loads((out / CONFIG_NAME).read_text())
-    backbone, head, cosine_scale = config["backbone"], config.get("head", "linear"), config.get("cosine_scale", 16.0)
+    backbone, head, cosine_scale = config["backbone"], config.get("head", "linear"), config.get("cosine_scale", COSINE_SCALE)
     split = json.loads((out / SPLIT_NAME).read_text())
     variant = VARIANTS[backbone]
     labels_count = len(read_labels(out / LABELS_NAME))
