@@ -53,7 +53,8 @@ DETECTOR_DATA = (
     "a seeded 10% of images held back for the figures here"
 )
 RUNTIME_SELECTION = ("each runtime's accuracy bar (/hello top-1 within half a point of the SavedModel's), its unknown "
-                     "threshold, and the choice of int8 calibration inputs (train photos), made on the selection split (pipeline.runtimes)")
+                     "threshold, and the int8 classifier's recipe (its calibration inputs, train photos, and which nodes stay float), "
+                     "made on the selection split (pipeline.runtimes)")
 SIGNATURE = "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]"
 EMBEDDING_SIGNATURE = ("serve(float32 [N, S, S, 3], pixels 0-255) -> {probabilities: softmax [N, num_classes], "
                        "embedding: L2-normalised [N, D]}")

@@ -1,5 +1,5 @@
 """The shipped models in CPU runtimes, written by pipeline.export beside the SavedModel and the checkpoint: the
-classifier as TFLite fp32 and full int8 (calibrated on train photos), the detector as ONNX; and what each costs
+classifier as TFLite fp32 and int8 (calibrated on train photos), the detector as ONNX; and what each costs
 and answers, measured against the framework runtime.
 
 A runtime meets the accuracy bar when, on the selection split (never val), /hello's top-1 is within
@@ -12,7 +12,9 @@ runtime that met the bar (pipeline.core.model_label.ModelLabel.resolve_runtime).
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import io
 import random
 import shutil
 import tempfile
@@ -42,6 +44,13 @@ box arithmetic) stays float: the output concatenates box coordinates (0 to the i
 and one int8 scale for both rounds every score to 0 (mAP50 0.000 when it was tried)."""
 CLASSIFIER_TOP1_BAR = 0.005  # half a point of /hello top-1 on the selection split
 DETECTOR_MAP50_BAR = 0.005
+INT8_FLOAT_ERROR_STEPS = 0.7
+"""A classifier layer whose int8 output's RMSE against float is over this many of its quantization steps stays float
+(the criterion of TensorFlow's quantization debugger guide). For the shipped Lite0 that is the stem convolution and
+the first depthwise one; the recipe was chosen on /hello's selection top-1 (BENCHMARKS.md, "The int8 classifier")."""
+INT8_FLOAT_RULE = (f"layers whose int8 RMSE is over {INT8_FLOAT_ERROR_STEPS} of their quantization step on the "
+                   "calibration crops, and the pooling and the head after it (probabilities and embedding in float)")
+DEBUG_EVERY = 6  # the debugger's per-layer error: every 6th calibration crop (about 30 crops)
 REPRESENTATIVE_PHOTOS = 100  # int8 calibration: 300 whole photos were measured no better than 100
 TIMING_ROUNDS = 15
 
@@ -111,10 +120,10 @@ def detector_calibration_photos(data_yaml: Path | str, count: int = DETECTOR_CAL
 
 def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequence[np.ndarray],
                        representative: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The SavedModel's `serve` function as TFLite fp32 and as full int8 (float input and output, so both take the
+    """The SavedModel's `serve` function as TFLite fp32 and as int8 (float input and output, so both take the
     crops as the SavedModel does), int8 calibrated on `calibration`: crops as serving cuts them (`representative`
     says of which photos). Both keep the signature's named outputs (probabilities and, when the model has it, the
-    embedding); int8's embedding is int8 too, its agreement with the SavedModel's measured by `measure`."""
+    embedding). In int8 a few nodes stay float (`int8_float_nodes`); their names go in the manifest."""
     import tensorflow as tf
 
     def converter() -> Any:
@@ -123,21 +132,58 @@ def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequ
     fp32 = converter()
     (directory / CLASSIFIER_FILES["tflite"]).write_bytes(fp32.convert())
 
-    def calibration_crops():
-        for crop in calibration:
-            yield [crop[None].astype(np.float32)]  # by position: the signature names its input as the model was built
+    def calibration_crops(every: int = 1) -> Callable[[], Any]:
+        def crops():
+            for crop in calibration[::every]:
+                yield [crop[None].astype(np.float32)]  # by position: the signature names its input as the model was built
+        return crops
 
-    int8 = converter()
-    int8.optimizations = [tf.lite.Optimize.DEFAULT]
-    int8.representative_dataset = calibration_crops
-    int8.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    (directory / CLASSIFIER_FILES["tflite_int8"]).write_bytes(int8.convert())
+    def int8_converter() -> Any:
+        int8 = converter()
+        int8.optimizations = [tf.lite.Optimize.DEFAULT]
+        int8.representative_dataset = calibration_crops()
+        return int8
+
+    measured = tf.lite.experimental.QuantizationDebugger(converter=int8_converter(),
+                                                         debug_dataset=calibration_crops(DEBUG_EVERY))
+    measured.run()
+    statistics = io.StringIO()
+    measured.layer_statistics_dump(statistics)
+    layers = list(csv.DictReader(io.StringIO(statistics.getvalue())))
+    floats = int8_float_nodes(layers)
+    if len(floats) < len(layers):
+        selective = tf.lite.experimental.QuantizationDebugger(
+            converter=int8_converter(), debug_dataset=calibration_crops(len(calibration)),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[n["node"] for n in floats]))
+        int8 = selective.get_nondebug_quantized_model()
+    else:  # the rule would leave no layer int8 (a toy network): plain full int8, judged by the bar like any file
+        floats, full = [], int8_converter()
+        full.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        int8 = full.convert()
+    (directory / CLASSIFIER_FILES["tflite_int8"]).write_bytes(int8)
     return {
         "tflite": {"path": CLASSIFIER_FILES["tflite"], "format": "tflite fp32", "runner": "ai_edge_litert (XNNPACK)"},
-        "tflite_int8": {"path": CLASSIFIER_FILES["tflite_int8"], "format": "tflite full int8, float32 input and output",
+        "tflite_int8": {"path": CLASSIFIER_FILES["tflite_int8"],
+                        "format": "tflite int8 (per-channel int8 weights, int8 activations), float32 input and output; "
+                                  "the float nodes below stay float",
                         "runner": "ai_edge_litert (XNNPACK)",
-                        "representative": representative | {"inputs": len(calibration)}},
+                        "representative": representative | {"inputs": len(calibration)},
+                        "float_nodes": {"rule": INT8_FLOAT_RULE, "nodes": floats}},
     }
+
+
+def int8_float_nodes(statistics: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """The nodes of the int8 classifier that stay float, from the quantization debugger's per-layer statistics
+    (its rows in execution order): each layer whose int8 output is off by more than INT8_FLOAT_ERROR_STEPS of its
+    own quantization step (RMSE / scale), and the global pooling and everything after it."""
+    floats, pooled = [], False
+    for row in statistics:
+        pooled = pooled or row["op_name"] == "MEAN"
+        scale = float(row["scale"])
+        steps = float(row["mean_squared_error"]) ** 0.5 / scale if scale else 0.0
+        if pooled or steps > INT8_FLOAT_ERROR_STEPS:
+            floats.append({"node": row["tensor_name"], "op": row["op_name"], "error_steps": round(steps, 3)})
+    return floats
 
 
 def representative_photos(fit: Sequence[str | Path], count: int = REPRESENTATIVE_PHOTOS, seed: int = 0) -> list[Path]:

@@ -114,7 +114,11 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
     assert 0 < manifest["detector"]["runtimes"]["onnx_int8"]["calibration"]["photos"] <= 64
     assert not any(entry["meets_bar"] for entry in manifest["classifier"]["runtimes"].values())
     assert bundle.resolve_runtime("classifier", "auto", use_gpu=False) == "savedmodel"
-    assert manifest["classifier"]["runtimes"]["tflite_int8"]["representative"]["inputs"] >= 6
+    int8_entry = manifest["classifier"]["runtimes"]["tflite_int8"]
+    assert int8_entry["representative"]["inputs"] >= 6
+    # this one-convolution net's every layer would stay float under the rule, so it is plain int8 (the shipped
+    # classifier's float nodes: tests/test_runtimes.py)
+    assert int8_entry["float_nodes"]["nodes"] == [] and "quantization step" in int8_entry["float_nodes"]["rule"]
     assert all(entry["metrics"]["hello"]["top1"] == 1.0 for entry in manifest["classifier"]["runtimes"].values())
     assert "## Runtimes" in (tmp_path / "report" / "evaluation.md").read_text()
     # a classifier with one output (exported before embeddings) ships and serves, without an embedding
