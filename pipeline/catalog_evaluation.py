@@ -19,6 +19,7 @@ detector's training photos and asked with its held-back ones (category-level few
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,23 @@ class Embedded:
                         self.embeddings[index], self.detected[index])
 
 
-def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], policy: str, cache: Path | None = None) -> Embedded:
-    """`paths` through serving's loop (cached in `cache`, when given: the models are the expensive part)."""
+def models_key(policy: str, *model_paths: Path) -> str:
+    """What a cache's embeddings were made by: the policy and the bytes of the model files. A cache made by other
+    models (a new classifier, another runtime or policy) is stale, whatever its paths."""
+    digest = hashlib.sha256(policy.encode())
+    for path in model_paths:
+        for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], policy: str, cache: Path | None = None,
+          key: str = "") -> Embedded:
+    """`paths` through serving's loop (cached in `cache`, when given, for the models `key` names: the models are the
+    expensive part)."""
     if cache is not None and cache.is_file():
         saved = np.load(cache)
-        if list(saved["paths"]) == paths:
+        if list(saved["paths"]) == paths and "key" in saved.files and str(saved["key"]) == key:
             return Embedded(paths, saved["class_ids"], saved["probabilities"], saved["embeddings"], saved["detected"])
     recognized = photo_pass(models.facts, models.detector, models.classifier, paths, serving_settings())
     if any(r.embeddings is None for r in recognized):
@@ -77,7 +90,7 @@ def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], polic
                    np.array([r.detected for r in recognized]))
     if cache is not None:
         np.savez(cache, paths=np.array(paths), class_ids=out.class_ids, probabilities=out.probabilities,
-                 embeddings=out.embeddings, detected=out.detected)
+                 embeddings=out.embeddings, detected=out.detected, key=np.array(key))
     return out
 
 
@@ -192,7 +205,7 @@ def rejection(queries: Embedded, training: np.ndarray, pool: Embedded, left_out:
             "precision_at_threshold": float(np.mean(precisions)) if precisions else float("nan")}
 
 
-def freiburg(models: ModelsUnderTest, policy: str, out: Path) -> dict[str, Any]:
+def freiburg(models: ModelsUnderTest, policy: str, out: Path, key: str) -> dict[str, Any]:
     """The shipped classifier on Freiburg's 25 categories it never saw: enrolled from the detector's training
     photos, asked with its held-back ones; the catalog's nearest product among the 25 (no rule: the classifier's
     81 classes are not these)."""
@@ -210,7 +223,7 @@ def freiburg(models: ModelsUnderTest, policy: str, out: Path) -> dict[str, Any]:
         queries = members[held_back[members]]
         query_index += queries[:FREIBURG_QUERIES_PER_CATEGORY].tolist()
     chosen = sorted(pool_index + query_index)
-    embedded = embed(models, [str(photos[i]) for i in chosen], [category[i] for i in chosen], policy, out / "freiburg_embeddings.npz")
+    embedded = embed(models, [str(photos[i]) for i in chosen], [category[i] for i in chosen], policy, out / "freiburg_embeddings.npz", key)
     is_query = np.isin(chosen, query_index)
     pool, queries = embedded.take(~is_query), embedded.take(is_query)
     table = {}
@@ -233,19 +246,20 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     bundle = load_model_label(model_label)
     policy = bundle.hello_policy
     detector_runtime = bundle.resolve_runtime("detector", "auto", use_gpu=False)
+    key = models_key(policy, bundle.runtime_path("detector", detector_runtime), run / "export")
     models = ModelsUnderTest.load(bundle.runtime_path("detector", detector_runtime), run / "export", [all_labels[c] for c in kept],
                                   bundle.classifier_input_size, bundle.detector_input_size, detector_runtime=detector_runtime)
     out.mkdir(parents=True, exist_ok=True)
 
     to_all = lambda ids: [kept[i] for i in ids]  # noqa: E731  the run numbers its kept classes 0..64
-    pool = embed(models, left["fit"], left["fit_class_ids"], policy, out / "pool_embeddings.npz")
+    pool = embed(models, left["fit"], left["fit_class_ids"], policy, out / "pool_embeddings.npz", key)
     selection = embed(models, split["selection"] + left["selection"], to_all(split["selection_class_ids"]) + left["selection_class_ids"],
-                      policy, out / "selection_embeddings.npz")
+                      policy, out / "selection_embeddings.npz", key)
     val_data = load_labelled_data(data)
-    val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz")
+    val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz", key)
 
     # The classifier's gallery: its fit photos (as pipeline.catalog_gallery ships it for a model_label).
-    gallery_photos = embed(models, split["fit"], to_all(split["fit_class_ids"]), policy, out / "gallery_embeddings.npz")
+    gallery_photos = embed(models, split["fit"], to_all(split["fit_class_ids"]), policy, out / "gallery_embeddings.npz", key)
     gallery = CatalogIndex(CatalogSnapshot(0, "evaluation", gallery_photos.embeddings.astype(np.float32),
                                            [str(c) for c in gallery_photos.class_ids], [str(c) for c in gallery_photos.class_ids]))
     selection_training, val_training = gallery.nearest_similarity(selection.embeddings), gallery.nearest_similarity(val.embeddings)
@@ -277,8 +291,9 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
         "photos": {"pool": len(pool.paths), "selection": len(selection.paths), "val": len(val.paths),
                    "gallery": len(gallery_photos.paths)},
     }
-    shipped, _ = ModelsUnderTest.served_on_cpu(bundle)
-    report["freiburg_shipped_classifier"] = freiburg(shipped, policy, out)
+    shipped, served = ModelsUnderTest.served_on_cpu(bundle)
+    shipped_key = models_key(policy, *(bundle.runtime_path(part, runtime) for part, runtime in served.items()))
+    report["freiburg_shipped_classifier"] = freiburg(shipped, policy, out, shipped_key)
     (out / "catalog_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "catalog_evaluation.md").write_text(to_markdown(report))
     return report
