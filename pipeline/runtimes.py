@@ -152,7 +152,7 @@ def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequ
     layers = list(csv.DictReader(io.StringIO(statistics.getvalue())))
     floats = int8_float_nodes(layers)
     if len(floats) < len(layers):
-        selective = tf.lite.experimental.QuantizationDebugger(
+        selective = tf.lite.experimental.QuantizationDebugger(  # its debug dataset (one crop) is not run for this model
             converter=int8_converter(), debug_dataset=calibration_crops(len(calibration)),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[n["node"] for n in floats]))
         int8 = selective.get_nondebug_quantized_model()
