@@ -106,6 +106,14 @@ class ServeCluster:
             time.sleep(1)
         raise TimeoutError(f"application not RUNNING after {timeout_s}s: {app and (app['status'], app['message'])}")
 
+    def actor_pids(self, node_id: str) -> list[int]:
+        """The process ids of the Serve actors alive on a node (its proxy and the replicas placed there)."""
+        from ray.util.state import list_actors
+
+        return [actor.pid for actor in list_actors(self.cluster.address, filters=[("ray_namespace", "=", "serve")],
+                                                   detail=True, limit=1000)
+                if actor.node_id == node_id and actor.state == "ALIVE" and actor.pid]
+
     def replicas(self) -> list[dict]:
         """Every replica of the app: deployment, replica, node (head / worker-N), CPU, GPU, state.
 
@@ -352,6 +360,22 @@ def send_until(url: str, photos: list[bytes], stop: threading.Event, deadline: f
             time.sleep(0.5)  # a client backs off a little on a refusal
 
 
+def until_gone(pids: list[int], deadline: float) -> float:
+    """When the last of these processes had exited (a zombie counts as gone: its sockets are closed); the deadline
+    at the latest."""
+    import psutil
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return time.monotonic()
+
+
 @pytest.mark.data
 def test_losing_the_gpu_node_under_load_hangs_no_request_and_a_new_node_recovers(serve_cluster, photos_and_labels):
     """SIGKILL the GPU node (its raylet and every process it started: both model replicas and that node's proxy)
@@ -372,10 +396,12 @@ def test_losing_the_gpu_node_under_load_hangs_no_request_and_a_new_node_recovers
     replaced_s = hello = None
     try:
         time.sleep(5)
+        started_there = serve_cluster.actor_pids(worker.node_id)  # its proxy and model replicas
         killed_at = time.monotonic()
         cluster.remove_node(worker, allow_graceful=False)  # SIGKILL: the raylet and everything it started
         removed_at = time.monotonic()
-        time.sleep(5)
+        gone_at = until_gone(started_there, removed_at + 5)  # they exit after their raylet, not with it
+        time.sleep(max(0.0, removed_at + 5 - time.monotonic()))
         added_at = time.monotonic()
         new_node = serve_cluster.node_names[serve_cluster.add_gpu_node().node_id]
         deadline = added_at + 240
@@ -402,7 +428,8 @@ def test_losing_the_gpu_node_under_load_hangs_no_request_and_a_new_node_recovers
     lines = [f"t={o.start - t0:5.1f}s..{o.end - t0:5.1f}s {o.status} {o.kind} ({o.source or 'no answer'}"
              f"{', ' + o.code if o.code else ''}{', ' + o.error if o.error else ''})"
              for o in sorted(outcomes, key=lambda o: o.start) if o.kind != OK or o.end >= killed_at]
-    summary = (f"worker-1 killed (SIGKILL) at t={killed_at - t0:.1f}s under 4 clients (gone at t={removed_at - t0:.1f}s); "
+    summary = (f"worker-1 killed (SIGKILL) at t={killed_at - t0:.1f}s under 4 clients (removed at t={removed_at - t0:.1f}s, "
+               f"its processes gone at t={gone_at - t0:.1f}s); "
                f"{new_node} added at t={added_at - t0:.1f}s; a Detector and a Classifier RUNNING on it "
                f"{replaced_s and f'{replaced_s:.0f}'}s later; then /hello answered "
                f"{hello and hello.status_code} in {hello and f'{hello_s:.1f}'}s. {len(outcomes)} client requests: {kinds}. "
@@ -418,8 +445,8 @@ def test_losing_the_gpu_node_under_load_hangs_no_request_and_a_new_node_recovers
             continue
         if o.kind == "connection":
             # Its connection was to worker-1's own proxy (EveryNode: every node's proxy binds the HTTP port), which
-            # died with the node: only a request in flight there at the loss may end so.
-            assert o.start <= removed_at and o.end <= removed_at + 10, o
+            # died with the node: only a request that reached it before its process was gone may end so.
+            assert o.start <= gone_at and o.end <= gone_at + 10, o
         elif o.kind == "proxy_timeout_408":
             # Held by the Recognizer until a model replica came back, then given up by the proxy at request_timeout_s.
             assert o.source == "proxy" and o.end - o.start >= request_timeout_s - 1, o
