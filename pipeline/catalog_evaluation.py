@@ -32,7 +32,7 @@ from pipeline import runtimes
 from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
 from pipeline.core.catalog_rule import CATALOG_POLICIES, CatalogRule
 from pipeline.core.model_label import load_model_label
-from pipeline.core.models import BoxDetector, load_detector
+from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.paths import SHARED_DATA
 from pipeline.core.photo_to_answer import ModelFacts
 from pipeline.core.recognition import prominent_probabilities
@@ -244,14 +244,13 @@ def freiburg(models: ModelsUnderTest, policy: str, out: Path, key: str) -> dict[
 def served_classifier(run: Path, runtime: str, detector: BoxDetector, facts: ModelFacts, fit: list[str]) -> Path:
     """The leave-out run's classifier in the runtime the shipped folder serves on CPU, so that the rule's threshold
     is chosen on the embeddings serving will compare: its SavedModel, or converted beside it as pipeline.export
-    converts the shipped one (int8 calibrated on the crops /hello cuts from the run's own fit photos)."""
+    converts the shipped one."""
+    saved_model = run / "export"
     if runtime == "savedmodel":
-        return run / "export"
+        return saved_model
     path = run / runtimes.CLASSIFIER_FILES[runtime]
     if not path.is_file():
-        photos = runtimes.representative_photos(fit)
-        calibration = runtimes.served_crops(photos, facts, detector, serving_settings())
-        runtimes.convert_classifier(run, "export", calibration, {"photos": len(photos), "seed": 0, "from": "the run's fit photos"})
+        runtimes.convert_classifier(run, saved_model.name, fit, facts, detector, serving_settings(), "the run's fit photos")
     return path
 
 
@@ -267,10 +266,10 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     classifier_runtime = bundle.resolve_runtime("classifier", "auto", use_gpu=False)
     detector_path = bundle.runtime_path("detector", detector_runtime)
     facts = ModelFacts([all_labels[c] for c in kept], bundle.classifier_input_size, bundle.detector_input_size, policy)
-    classifier_path = served_classifier(run, classifier_runtime, load_detector(detector_path, detector_runtime), facts, left["fit"])
+    detector = load_detector(detector_path, detector_runtime)  # torch first, TensorFlow after
+    classifier_path = served_classifier(run, classifier_runtime, detector, facts, left["fit"])
     key = models_key(policy, detector_path, classifier_path)
-    models = ModelsUnderTest.load(detector_path, classifier_path, facts.labels, bundle.classifier_input_size,
-                                  bundle.detector_input_size, classifier_runtime=classifier_runtime, detector_runtime=detector_runtime)
+    models = ModelsUnderTest(facts, detector, load_classifier(classifier_path, classifier_runtime))
     out.mkdir(parents=True, exist_ok=True)
 
     to_all = lambda ids: [kept[i] for i in ids]  # noqa: E731  the run numbers its kept classes 0..64

@@ -169,11 +169,9 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
                  "unknown_threshold": report["calibration"]["unknown_threshold"]}
     facts = ModelFacts(labels, classifier_size, detector_size, report["hello_policy"], reference["unknown_threshold"])
     fit = split.get("fit") or [path for path, _ in load_labelled_photos(eval_data, labels, "train")]
-    representative = runtimes.representative_photos(fit)
-    calibration = runtimes.served_crops(representative, facts, load_detector(staging / ml.DETECTOR_NAME, "torch"), settings)
-    classifier_runtimes = runtimes.convert_classifier(staging, ml.CLASSIFIER_NAME, calibration, {
-        "photos": len(representative), "seed": 0, "from": "GroceryStore train, less the selection split",
-        "inputs_per_photo": "the largest detector box's crop and the whole photo, as /hello classifies them"})
+    classifier_runtimes = runtimes.convert_classifier(staging, ml.CLASSIFIER_NAME, fit, facts,
+                                                      load_detector(staging / ml.DETECTOR_NAME, "torch"), settings,
+                                                      "GroceryStore train, less the selection split")
     selection_photos = [(Path(p), c) for p, c in zip(split.get("selection", []), split.get("selection_class_ids", []))]
     measured = runtimes.measure(
         staging, facts, classifier_runtimes, detector_runtimes, selection_photos=selection_photos or photos[:0],

@@ -118,13 +118,19 @@ def detector_calibration_photos(data_yaml: Path | str, count: int = DETECTOR_CAL
     return random.Random(0).sample(photos, min(count, len(photos)))
 
 
-def convert_classifier(directory: Path, saved_model_name: str, calibration: Sequence[np.ndarray],
-                       representative: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def convert_classifier(directory: Path, saved_model_name: str, fit: Sequence[str | Path], facts: ModelFacts,
+                       detector: BoxDetector, settings: ServingSettings, source: str) -> dict[str, dict[str, Any]]:
     """The SavedModel's `serve` function as TFLite fp32 and as int8 (float input and output, so both take the
-    crops as the SavedModel does), int8 calibrated on `calibration`: crops as serving cuts them (`representative`
-    says of which photos). Both keep the signature's named outputs (probabilities and, when the model has it, the
-    embedding). In int8 a few nodes stay float (`int8_float_nodes`); their names go in the manifest."""
+    crops as the SavedModel does), int8 calibrated on the crops /hello cuts (`served_crops`) from a seeded sample of
+    `fit`, the photos the classifier was fitted on (`source` says which). Both keep the signature's named outputs
+    (probabilities and, when the model has it, the embedding). In int8 a few nodes stay float (`int8_float_nodes`);
+    their names go in the manifest."""
     import tensorflow as tf
+
+    photos = representative_photos(fit)
+    calibration = served_crops(photos, facts, detector, settings)
+    representative = {"photos": len(photos), "seed": 0, "from": source,
+                      "inputs_per_photo": "the largest detector box's crop and the whole photo, as /hello classifies them"}
 
     def converter() -> Any:
         return tf.lite.TFLiteConverter.from_saved_model(str(directory / saved_model_name), signature_keys=["serve"])
