@@ -244,12 +244,12 @@ def freiburg(models: ModelsUnderTest, policy: str, out: Path, key: str) -> dict[
 def served_classifier(run: Path, runtime: str, detector: BoxDetector, facts: ModelFacts, fit: list[str]) -> Path:
     """The leave-out run's classifier in the runtime the shipped folder serves on CPU, so that the rule's threshold
     is chosen on the embeddings serving will compare: its SavedModel, or converted beside it as pipeline.export
-    converts the shipped one."""
+    converts the shipped one (again whenever the SavedModel is newer than the converted file)."""
     saved_model = run / "export"
     if runtime == "savedmodel":
         return saved_model
     path = run / runtimes.CLASSIFIER_FILES[runtime]
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_mtime < (saved_model / "saved_model.pb").stat().st_mtime:
         runtimes.convert_classifier(run, saved_model.name, fit, facts, detector, serving_settings(), "the run's fit photos")
     return path
 
