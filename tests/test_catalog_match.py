@@ -54,8 +54,8 @@ def test_best_takes_the_max_over_a_products_photos():
 
 
 def test_near_ties_are_decided_in_float32():
-    """Photos whose cosines differ by less than float16 can tell apart still come out in their float32 order (with
-    this seed the float16 scan alone ranks another photo first)."""
+    """Photos whose cosines differ by less than the int8 scan can tell apart still come out in their float32 order
+    (the scan alone ties all 12 and ranks another photo first)."""
     rng = np.random.default_rng(3)
     query = unit(rng.standard_normal(256))
     other = rng.standard_normal(256)
@@ -67,6 +67,23 @@ def test_near_ties_are_decided_in_float32():
     [match] = CatalogIndex(snapshot).best(query[None])
     assert match is not None and match.sku == "s11"
     assert match.similarity == pytest.approx(float(vectors[11] @ query), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_best_is_exact_on_vectors_like_the_classifiers(seed):
+    """Pooled ReLU6 features are non-negative and sparse, so every cosine is positive and many are close: where
+    the int8 scan's rounding matters most. Queries near a photo and unrelated ones: the exact nearest each time."""
+    rng = np.random.default_rng(seed)
+    features = lambda n: rng.gamma(0.3, size=(n, 1280)) * (rng.random((n, 1280)) < 0.5)  # noqa: E731
+    vectors = unit(features(5000))
+    snapshot = CatalogSnapshot(1, "m", vectors, [f"sku-{i // 3}" for i in range(5000)], [f"label-{i // 3}" for i in range(5000)])
+    queries = np.concatenate([vectors[rng.choice(5000, 40)] + 0.05 * unit(features(40)), unit(features(40))]).astype(np.float32)
+    index = CatalogIndex(snapshot)
+    exact = unit(queries) @ vectors.T
+    assert index.nearest_similarity(queries) == pytest.approx(exact.max(axis=1), abs=1e-6)
+    assert [m.sku for m in index.best(queries)] == [snapshot.skus[i] for i in exact.argmax(axis=1)]  # type: ignore[union-attr]
+    fp16 = CatalogIndex(snapshot, scan="fp16")  # the scan it replaced answers the same
+    assert [m.sku for m in fp16.best(queries)] == [m.sku for m in index.best(queries)]  # type: ignore[union-attr]
 
 
 def test_top_k_are_distinct_products_nearest_first():

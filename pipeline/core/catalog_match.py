@@ -5,12 +5,16 @@ catalog's vectors; each replica builds a `CatalogIndex` from it and asks, per cr
 product is nearest (`best`), or the k nearest (`top`, for the evaluation). The store's records and errors are
 here too: they cross Ray from the Catalog deployment to the ingress, which imports this module, not the store.
 
-The search scans every vector (no approximate index: a catalog this size needs none). The scan reads a float16
-copy of the vectors (faiss' fp16 scalar quantizer), which halves the memory it streams, the cost of a scan this
-size; the few best candidates are then scored again in float32 from the snapshot's own vectors, so a similarity
-is the float32 cosine and the answer is the exact nearest photo unless more than `CANDIDATES` photos lie within
-float16 rounding (about 1e-4) of it, when one of them (as near) is answered. faiss runs one thread per call
-here: the replica sets `faiss.omp_set_num_threads(1)`, its share of the CPU.
+The search scans every vector (no approximate index: a catalog this size needs none). A scan this size costs the
+memory it streams, so it reads an int8 copy of the vectors, a quarter of float32's bytes (faiss' scalar quantizer
+`QT_8bit_direct_signed`: each vector scaled by one factor per snapshot so its largest component is 127, and
+rounded; the query likewise, as faiss' SIMD path multiplies int8 by int8). The `CANDIDATES` best of that scan are
+then scored again in float32 from the snapshot's own vectors, so a similarity is the float32 cosine, and the
+answer is the exact nearest photo unless more than `CANDIDATES` photos lie within int8 rounding of it (about 1e-3
+of cosine), when one of them (as near) is answered: photos that close are one product's, as enrollment refuses a
+near-duplicate of another sku. `scan="fp16"` is the float16 scan this replaced (half float32's bytes), kept for
+load_tests.catalog_cost to compare in one run. faiss runs one thread per call here: the replica sets
+`faiss.omp_set_num_threads(1)`, its share of the CPU.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import faiss
 import numpy as np
 
 SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-CANDIDATES = 16
-"""Photos the float16 scan hands to the float32 rescoring, per query (more for `top`)."""
+CANDIDATES = 32
+"""Photos the int8 scan hands to the float32 rescoring, per query (more for `top`)."""
+SCANS = ("int8", "fp16")
+INT8_TOP = 127.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,14 +78,22 @@ class CatalogIndex:
     """A snapshot, searchable: the best product per crop embedding (max cosine over each product's photos)."""
 
     snapshot: CatalogSnapshot
+    scan: str = "int8"
     _index: faiss.Index | None = field(init=False, default=None, repr=False)
     _photos_per_sku: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self) -> None:
+        if self.scan not in SCANS:
+            raise ValueError(f"unknown scan {self.scan!r}; one of {SCANS}")
         vectors = self.snapshot.vectors
         if len(vectors):
-            self._index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            self._index.add(np.ascontiguousarray(vectors))
+            if self.scan == "int8":
+                self._index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit_direct_signed,
+                                                         faiss.METRIC_INNER_PRODUCT)
+                self._index.add(_int8_grid(vectors))
+            else:
+                self._index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+                self._index.add(np.ascontiguousarray(vectors))
             self._photos_per_sku = int(np.unique(np.asarray(self.snapshot.skus), return_counts=True)[1].max())
 
     @property
@@ -118,7 +132,8 @@ class CatalogIndex:
         assert self._index is not None
         if queries.shape[1] != self.snapshot.vectors.shape[1]:
             raise ValueError(f"embeddings of dimension {queries.shape[1]}; the catalog's are {self.snapshot.vectors.shape[1]}")
-        _, rows = self._index.search(queries, min(len(self.snapshot.vectors), wanted))
+        scanned = _int8_grid(queries, per_row=True) if self.scan == "int8" else queries
+        _, rows = self._index.search(scanned, min(len(self.snapshot.vectors), wanted))
         return rows, np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows])
 
     def _distinct(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[CatalogMatch]:
@@ -130,6 +145,14 @@ class CatalogIndex:
                 if len(matches) == k:
                     break
         return list(matches.values())
+
+
+def _int8_grid(vectors: np.ndarray, per_row: bool = False) -> np.ndarray:
+    """Vectors as the int8 scan holds them: scaled so the largest component is 127 and rounded to whole numbers
+    (float32, which faiss' direct quantizer stores as int8). A snapshot's rows share one factor, or their ranking
+    would change; queries (`per_row`) get one each, which changes no query's ranking and keeps each one's precision."""
+    top = np.abs(vectors).max(axis=1, keepdims=True) if per_row else np.abs(vectors).max(initial=0.0)
+    return np.ascontiguousarray(np.rint(vectors * (INT8_TOP / np.where(top > 0, top, 1.0))), np.float32)
 
 
 def _normalised(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

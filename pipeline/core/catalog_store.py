@@ -12,9 +12,9 @@ only after a commit.
 their version numbers, which would then name other content while replicas hold snapshots under the old ones.
 
 When a vector database server should replace this (behind the same methods): every matching replica keeps the
-vectors, float32 to score and float16 to scan (pipeline.core.catalog_match), 1,280 x 6 B = 7.5 KB per photo, and
-scans 2.5 KB per photo for every crop: 75 MB and a 25 MB scan at the targets' 10,000 photos, 750 MB per replica
-and a 250 MB scan per crop at 100,000. Past some 20,000-50,000 photos one server holding the vectors once, with
+vectors, float32 to score and int8 to scan (pipeline.core.catalog_match), 1,280 x 5 B = 6.3 KB per photo, and
+scans 1.25 KB per photo for every crop: 63 MB and a 13 MB scan at the targets' 10,000 photos, 630 MB per replica
+and a 125 MB scan per crop at 100,000. Past some 20,000-50,000 photos one server holding the vectors once, with
 an approximate index, costs less; `max_photos` keeps this store below that.
 """
 
