@@ -30,7 +30,8 @@ import numpy as np
 SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CANDIDATES = 32
 """Photos the int8 scan hands to the float32 rescoring, per query (more for `top`)."""
-SCANS = ("int8", "fp16")
+SCANS = {"int8": faiss.ScalarQuantizer.QT_8bit_direct_signed, "fp16": faiss.ScalarQuantizer.QT_fp16}
+"""What the scan reads, by name: faiss' scalar quantizer that holds the vectors."""
 INT8_TOP = 127.0
 
 
@@ -84,16 +85,11 @@ class CatalogIndex:
 
     def __post_init__(self) -> None:
         if self.scan not in SCANS:
-            raise ValueError(f"unknown scan {self.scan!r}; one of {SCANS}")
+            raise ValueError(f"unknown scan {self.scan!r}; one of {sorted(SCANS)}")
         vectors = self.snapshot.vectors
         if len(vectors):
-            if self.scan == "int8":
-                self._index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit_direct_signed,
-                                                         faiss.METRIC_INNER_PRODUCT)
-                self._index.add(_int8_grid(vectors))
-            else:
-                self._index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-                self._index.add(np.ascontiguousarray(vectors))
+            self._index = faiss.IndexScalarQuantizer(vectors.shape[1], SCANS[self.scan], faiss.METRIC_INNER_PRODUCT)
+            self._index.add(self._as_scanned(vectors))
             self._photos_per_sku = int(np.unique(np.asarray(self.snapshot.skus), return_counts=True)[1].max())
 
     @property
@@ -132,9 +128,12 @@ class CatalogIndex:
         assert self._index is not None
         if queries.shape[1] != self.snapshot.vectors.shape[1]:
             raise ValueError(f"embeddings of dimension {queries.shape[1]}; the catalog's are {self.snapshot.vectors.shape[1]}")
-        scanned = _int8_grid(queries, per_row=True) if self.scan == "int8" else queries
-        _, rows = self._index.search(scanned, min(len(self.snapshot.vectors), wanted))
+        _, rows = self._index.search(self._as_scanned(queries, per_row=True), min(len(self.snapshot.vectors), wanted))
         return rows, np.einsum("nd,nkd->nk", queries, self.snapshot.vectors[rows])
+
+    def _as_scanned(self, vectors: np.ndarray, per_row: bool = False) -> np.ndarray:
+        """Vectors as the scan takes them: on the int8 grid (`_int8_grid`) for the int8 scan, as they are for fp16."""
+        return _int8_grid(vectors, per_row) if self.scan == "int8" else np.ascontiguousarray(vectors, np.float32)
 
     def _distinct(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[CatalogMatch]:
         matches: dict[str, CatalogMatch] = {}
