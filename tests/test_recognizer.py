@@ -24,6 +24,7 @@ from pipeline.core.model_label import parse_label
 from pipeline.core.preprocessing import decode_photo
 from pipeline.core.settings import RecognizerSettings, SettingsError
 from tests.ingress_fakes import (
+    BLUE,
     BLUE_LABEL,
     BUNDLE,
     CLASSIFIER_VERSION,
@@ -136,6 +137,21 @@ def test_hello_answers_the_largest_products_label_in_base64(service, larger):
     assert list(response.json()) == ["item"]
     label = RED_LABEL if larger == "red" else BLUE_LABEL
     assert base64.b64decode(response.json()["item"]).decode("utf-8") == label
+
+
+@pytest.mark.parametrize("policy", ["crop", "whole_photo"])
+def test_hello_classifies_the_largest_product_alone(service, policy):
+    """/hello names one product: the smaller one is never sent to the classifier (the whole photo is, when the
+    policy looks at it), and the answer is /v1/recognize's first product's."""
+    use_policy(service.replica, policy)
+    data = shelf_photo(red=(400, 400, 1400, 1800), blue=(100, 100, 300, 300))
+    first = service.recognize(data).json()["products"][0]
+    hello = service.hello(data)
+    (crops,) = service.classifier.classify.calls[-1]
+    assert len(crops) == (2 if policy == "whole_photo" else 1)
+    assert colour_mask(crops[0], RED).mean() > 0.5  # the largest product, red
+    assert not any(colour_mask(crop, BLUE).mean() > 0.5 for crop in crops)  # the smaller, blue one is not sent
+    assert base64.b64decode(hello.json()["item"]).decode("utf-8") == first["candidates"][0]["label"]
 
 
 def test_the_raw_body_and_the_image_and_img_parts_get_one_answer(service):
