@@ -9,7 +9,9 @@
 then the ratios 1/2 and 1/3, the served graph once more with Ray Serve's default request path instead of
 the throughput mode serve_config.yaml turns on, and a sweep of max_batch_size (Detector and Classifier).
 1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
-original business server sends it). Each measures `--duration` seconds after `--warmup` seconds.
+original business server sends it; `--endpoint /v1/recognize` asks the served graph for every product, and
+the raw pipeline then does that work too: it always does what the measured endpoint does). Each measures `--duration` seconds after
+`--warmup` seconds.
 
     python -m load_tests.benchmark [--model-dir DIR] [--duration 15] [--concurrency 16] [--sweep 1,4,8,16]
 """
@@ -210,9 +212,11 @@ def wait_http(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s}s")
 
 
-def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int], runtimes: str) -> dict:
+def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int], runtimes: str,
+            endpoint: str) -> dict:
     """Worker mode (a separate process, so torch and TensorFlow load fresh): images/s per batch size, with the
-    runtimes `runtimes` names (CLASSIFIER+DETECTOR, as serve_config.yaml's args)."""
+    runtimes `runtimes` names (CLASSIFIER+DETECTOR, as serve_config.yaml's args), doing `endpoint`'s work (/hello
+    classifies the largest product alone)."""
     from load_tests.inprocess import InProcessPipeline
 
     classifier_runtime, detector_runtime = runtime_pair(runtimes)
@@ -227,7 +231,7 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
         stream = [photos[i % len(photos)] for i in range(images)]
         chunks = [stream[at:at + batch] for at in range(0, images, batch)]
         started, cpu_started = time.perf_counter(), time.process_time()
-        pipeline.recognize_chunks(chunks)
+        pipeline.recognize_chunks(chunks, prominent_only=endpoint == "/hello")
         elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         t = pipeline.times
         out[str(batch)] = {
@@ -267,22 +271,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtimes", default="savedmodel+torch,auto",
                    help="runtime pairs CLASSIFIER+DETECTOR (or auto) compared in raw and served, comma-separated; "
                         "the first is the reference")
+    p.add_argument("--endpoint", choices=["/hello", "/v1/recognize"], default="/hello",
+                   help="what the served graph is asked and the raw pipeline does: /hello (the largest product) or every product")
     p.add_argument("--only", choices=["raw", "baseline", "served"], action="append", help="run only these (repeatable)")
     p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.raw_worker:
-        print(json.dumps(run_raw(args.model_dir, args.originals, args.phones, args.raw_images, [1, args.raw_batch], args.runtimes)))
+        print(json.dumps(run_raw(args.model_dir, args.originals, args.phones, args.raw_images, [1, args.raw_batch], args.runtimes,
+                                 args.endpoint)))
         return 0
     pairs = [pair.strip() for pair in args.runtimes.split(",") if pair.strip()]
 
     args.out.mkdir(parents=True, exist_ok=True)
     only = set(args.only or ["raw", "baseline", "served"])
+    if args.endpoint != "/hello":
+        only.discard("baseline")  # the original's shape answers /hello only
     model_args = ["--model-dir", args.model_dir] if args.model_dir else []
     photos = load_photos(args.originals, args.phones)
     hello = [rest_template_body(data, name) for name, data in photos]
-    results: dict = {"photos": len(photos), "phones": args.phones, "concurrency": args.concurrency, "duration_s": args.duration}
+    recognize = [multipart_body(data, "image", name) for name, data in photos]
+    asked = hello if args.endpoint == "/hello" else recognize
+    results: dict = {"photos": len(photos), "phones": args.phones, "concurrency": args.concurrency, "duration_s": args.duration,
+                     "endpoint": args.endpoint}
 
     if "raw" in only:
         results["raw"] = {}
@@ -290,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"raw pipeline, {pair} ...", flush=True)
             output = subprocess.run([sys.executable, "-m", "load_tests.benchmark", "--raw-worker", *model_args,
                                      "--raw-images", str(args.raw_images), "--raw-batch", str(args.raw_batch),
-                                     "--originals", str(args.originals), "--phones", str(args.phones), "--runtimes", pair],
+                                     "--originals", str(args.originals), "--phones", str(args.phones), "--runtimes", pair,
+                                     "--endpoint", args.endpoint],
                                     cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
             results["raw"][pair] = json.loads(output.strip().splitlines()[-1])
 
@@ -317,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
         control = Control(args.out, url=None, ray_address=None, model_dir=args.model_dir, num_cpus=args.num_cpus,
                           upscale_delay=None, downscale_delay=None)
-        def measured(bodies, duration, warmup, endpoint="/hello"):
+        def measured(bodies, duration, warmup, endpoint=args.endpoint):
             before = batch_metrics(control.metrics_urls)
             with CpuShare() as cpu:
                 result = drive(control.url, bodies, args.concurrency, duration, warmup, endpoint=endpoint)
@@ -326,16 +339,19 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             control.wait_ready()
-            recognize = [multipart_body(data, "image", name) for name, data in photos]
             results["served_runtimes"] = {}
             for pair in pairs:  # the last is the one the default-mode comparison and the sweep then run with
                 classifier_runtime, detector_runtime = runtime_pair(pair)
                 print(f"served graph, {pair} ...", flush=True)
                 control.deploy({}, args={"classifier_runtime": classifier_runtime, "detector_runtime": detector_runtime})
                 # Saturate once before measuring, so autoscaling has settled and replica starts do not eat the CPU.
-                drive(control.url, hello, args.concurrency, args.served_warmup, 0)
-                run = measured(hello, args.duration, args.warmup)
-                run["stage_ms"] = stage_means(measured(recognize, min(args.duration, 8), 2, endpoint="/v1/recognize")["bodies"])
+                drive(control.url, asked, args.concurrency, args.served_warmup, 0, endpoint=args.endpoint)
+                run = measured(asked, args.duration, args.warmup)
+                # Every product of the same photos (/v1/recognize), measured as long: what /hello's largest-product-only
+                # work saves, side by side, and where a photo's time goes.
+                every = measured(recognize, args.duration, args.warmup, endpoint="/v1/recognize")
+                run["stage_ms"] = stage_means(every.pop("bodies"))
+                run["every_product"] = every
                 results["served_runtimes"][pair] = run
             results["served"] = results["served_runtimes"][pairs[-1]]
             if args.compare_serve_mode:
@@ -343,17 +359,17 @@ def main(argv: list[str] | None = None) -> int:
                 # throughput mode): what that setting buys, side by side on this machine.
                 print("served graph, Ray Serve's default mode ...", flush=True)
                 control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})
-                drive(control.url, hello, args.concurrency, args.served_warmup / 2, 0)
-                results["served_default_mode"] = measured(hello, args.duration, args.warmup)
+                drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
+                results["served_default_mode"] = measured(asked, args.duration, args.warmup)
                 control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
-                drive(control.url, hello, args.concurrency, args.served_warmup / 2, 0)
+                drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
             sweep = [int(v) for v in args.sweep.split(",") if v.strip()]
             results["sweep"] = {}
             for batch in sweep:
                 print(f"  max_batch_size {batch} ...", flush=True)
                 change = {"max_batch_size": batch} | ({"batch_wait_timeout_s": args.sweep_wait} if args.sweep_wait is not None else {})
                 control.deploy({"Detector": change, "Classifier": change})
-                results["sweep"][str(batch)] = measured(hello, args.duration, args.warmup)
+                results["sweep"][str(batch)] = measured(asked, args.duration, args.warmup)
         finally:
             control.stop()
 
@@ -392,7 +408,8 @@ def render(results: dict) -> str:
 
     lines = ["# Throughput benchmark", "",
              f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
-             f"{results['duration_s']:.0f} s measured per figure.", "",
+             f"{results['duration_s']:.0f} s measured per figure; served and raw do what {results.get('endpoint', '/hello')} asks"
+             " (/hello: the largest product).", "",
              "| mode | runtimes (classifier+detector) | images/s | p50 (s) | p99 (s) | answers | CPU cores used: service / "
              "load client and harness / other processes | images per CPU-second (service) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -407,6 +424,10 @@ def render(results: dict) -> str:
             notes.append(f"- {title}, {pair}: batches formed (Serve's own metrics): {r['batches']}")
         if r.get("cpu", {}).get("cores_by_process"):
             notes.append(f"- {title}, {pair}: CPU cores by process: {r['cpu']['cores_by_process']}")
+        if r.get("every_product"):
+            every = r["every_product"]
+            notes.append(f"- {title}, {pair}: /v1/recognize (every product) at the same load: {fmt(every['images_per_s'])} images/s, "
+                         f"p99 {fmt(every['p99_s'])} s, {per_cpu(every)} images per CPU-second")
         if r.get("stage_ms"):
             notes.append(f"- {title}, {pair}: mean ms per stage of /v1/recognize at saturation (queueing included): {r['stage_ms']}")
     for pair, by_batch in results.get("raw", {}).items():

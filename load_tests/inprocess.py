@@ -86,12 +86,12 @@ class InProcessPipeline:
         self.times.add(seconds, recognized)
         return [r.answers[0].label for r in recognized]
 
-    def recognize_chunks(self, chunks: list[list[bytes]]) -> None:
+    def recognize_chunks(self, chunks: list[list[bytes]], prominent_only: bool = False) -> None:
         """Chunks of photos, two in flight: the next chunk decodes while the models run on this one (a plain input
-        pipeline); each model takes one call at a time."""
-        asyncio.run(self._pipelined(chunks))
+        pipeline); each model takes one call at a time. `prominent_only`: the largest product alone, as /hello."""
+        asyncio.run(self._pipelined(chunks, prominent_only))
 
-    async def _pipelined(self, chunks: list[list[bytes]]) -> None:
+    async def _pipelined(self, chunks: list[list[bytes]], prominent_only: bool) -> None:
         detector_free, classifier_free, in_flight = asyncio.Lock(), asyncio.Lock(), asyncio.Semaphore(2)
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -104,7 +104,7 @@ class InProcessPipeline:
 
         async def one(chunk: list[bytes]) -> None:
             async with in_flight:
-                recognized, seconds = await self.loop(chunk, detect, classify)
+                recognized, seconds = await self.loop(chunk, detect, classify, prominent_only=prominent_only)
                 self.times.add(seconds, recognized)
 
         await asyncio.gather(*(one(chunk) for chunk in chunks))

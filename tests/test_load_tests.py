@@ -235,6 +235,24 @@ def test_benchmark_ratios_are_rendered():
                    "raw": {"auto": {"8": raw}}})
     assert "| served (HTTP) | auto | 4.00 | 1.00 | 2.00 | {'200': 40} | 2.0 / 0.5 / 0.0 | 2.00 |" in text
     assert "served / raw, auto, images/s: 0.50; images per CPU-second: 0.50" in text
+    every = {"images_per_s": 3.0, "p50_s": 1.5, "p99_s": 3.0, "statuses": {"200": 30}, "cpu": {"ours_cores": 2.0}}
+    text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10, "endpoint": "/hello",
+                   "served_runtimes": {"auto": run | {"every_product": every}}})
+    assert "served and raw do what /hello asks" in text
+    assert "auto: /v1/recognize (every product) at the same load: 3.00 images/s, p99 3.00 s, 1.50 images per CPU-second" in text
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_raw_pipeline_does_what_the_measured_endpoint_does():
+    """The benchmark's raw figures compare with the served graph's only for the same work: for /hello the largest
+    product (and the whole photo, under the shipped policy) is classified, for /v1/recognize every product."""
+    from load_tests.benchmark import run_raw
+
+    hello = run_raw(None, 2, 1, 3, [1], "auto", "/hello")["1"]
+    every = run_raw(None, 2, 1, 3, [1], "auto", "/v1/recognize")["1"]
+    assert hello["runtimes"] == every["runtimes"] == {"classifier": "tflite_int8", "detector": "onnx_int8"}
+    assert 1 <= hello["crops_per_image"] <= 2 < every["crops_per_image"]
 
 
 @pytest.fixture(scope="module")
