@@ -78,6 +78,7 @@ class FinetuneConfig:
                                       "embedding the catalog matches by; linear: the recipe's before",
                        choices=HEADS)
     cosine_scale: float = option(COSINE_SCALE, help="the cosine head's logit scale (1 / its softmax temperature)")
+    cosine_margin: float = option(0.0, help="the cosine head's additive margin in training (CosFace; 0: none)")
     probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
     resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
     crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")
@@ -341,7 +342,14 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         with (out / HISTORY_NAME).open("w", newline="") as file:
             csv.writer(file).writerow(["epoch", "train_loss", "selection_top1", "selection_top5", "seconds"])
 
-    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if config.cosine_margin:
+        if config.head != "cosine":
+            raise ValueError("--cosine-margin needs --head cosine")
+        from pipeline.cosine_head import AdditiveMarginLoss
+
+        loss_function: torch.nn.Module = AdditiveMarginLoss(config.cosine_scale, config.cosine_margin, config.label_smoothing)
+    else:
+        loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     generator = np.random.default_rng(config.seed + state["epoch"])
     while state["epoch"] < config.epochs:
         epoch_started = time.time()

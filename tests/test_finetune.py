@@ -74,6 +74,22 @@ def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
                       (config.backbone_lr, 0.0), (config.backbone_lr, config.weight_decay)}
 
 
+def test_the_additive_margin_asks_the_true_class_to_win_by_the_margin():
+    import torch
+
+    from pipeline.cosine_head import AdditiveMarginLoss
+
+    cosines = torch.tensor([[0.50, 0.45, 0.10], [0.20, 0.70, 0.30]])
+    targets = torch.tensor([0, 1])
+    plain = torch.nn.CrossEntropyLoss(label_smoothing=0.1)(16 * cosines, targets)
+    assert torch.allclose(AdditiveMarginLoss(16, 0.0, 0.1)(16 * cosines, targets), plain)
+    # The first photo is right by 0.05 only: with a 0.2 margin it counts as 0.15 wrong, and costs more than the second.
+    lowered = cosines - 0.2 * torch.nn.functional.one_hot(targets, 3)
+    expected = torch.nn.CrossEntropyLoss(label_smoothing=0.1, reduction="none")(16 * lowered, targets)
+    assert torch.allclose(AdditiveMarginLoss(16, 0.2, 0.1)(16 * cosines, targets), expected.mean())
+    assert expected[0] > expected[1] and AdditiveMarginLoss(16, 0.2, 0.1)(16 * cosines, targets) > plain
+
+
 @pytest.mark.train
 def test_linear_probe_names_photos_of_its_classes(data):
     network = finetune.build_network("lite0", data.num_classes)
