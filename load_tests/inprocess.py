@@ -80,8 +80,9 @@ class InProcessPipeline:
 
     def recognize(self, photos: list[bytes], match: Match | None = None, reference: Reference | None = None) -> list[str]:
         """The top label of each photo's largest product (the whole photo when nothing is detected): what
-        `/hello` answers. `match`, `reference`: a catalog's index and the classifier's gallery, asked for every
-        product as the ingress asks them (load_tests/catalog_cost.py)."""
+        `/hello` answers, with every product classified as the original module did and /v1/recognize does.
+        `match`, `reference`: a catalog's index and the classifier's gallery, asked for every product as the
+        ingress asks them (load_tests/catalog_cost.py)."""
         recognized, seconds = self.loop.run(photos, self._detect, self._classify, match=match, reference=reference)
         self.times.add(seconds, recognized)
         return [r.answers[0].label for r in recognized]
