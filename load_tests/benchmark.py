@@ -10,8 +10,8 @@ then the ratios 1/2 and 1/3, the served graph once more with Ray Serve's default
 the throughput mode serve_config.yaml turns on, and a sweep of max_batch_size (Detector and Classifier).
 1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
 original business server sends it; `--endpoint /v1/recognize` asks the served graph for every product, and
-the raw pipeline then does that work too: it always does what the measured endpoint does). Each measures `--duration` seconds after
-`--warmup` seconds.
+the raw pipeline then does that work too: it always does what the measured endpoint does). Each measures
+`--duration` seconds after `--warmup` seconds.
 
     python -m load_tests.benchmark [--model-dir DIR] [--duration 15] [--concurrency 16] [--sweep 1,4,8,16]
 """
