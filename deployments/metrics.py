@@ -43,7 +43,9 @@ class RecognizerMetrics:
             "product_unknown_products", description="Products answered as unknown (under the unknown threshold)", tag_keys=("endpoint",),
         )
         self.whole_photo = Counter(
-            "product_whole_photo_answers", description="Photos where nothing was detected: the whole photo was classified",
+            "product_whole_photo_answers",
+            description="Photos answered from the whole photo alone: nothing was detected, or /hello under the whole-photo "
+                        "policy with no product enrolled (the detector is not asked)",
             tag_keys=("endpoint",),
         )
         self.stage_latency = Histogram(

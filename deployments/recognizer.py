@@ -109,11 +109,12 @@ class Recognizer(CatalogCalls):
     async def hello(self, request: Request) -> HelloAnswer:
         """The original client's call: multipart part `img`; answers the most prominent product's label, base64.
 
-        Only the largest product is classified (and the whole photo, when the policy looks at it): the answer names
-        no other, so classifying the rest would be CPU spent on nothing."""
+        Only what the answer reads is computed: the largest product (and the whole photo, when the policy looks at
+        it), and under the whole-photo policy with no product enrolled the whole photo alone, without asking the
+        detector: its boxes would change no answer, so they would be CPU spent on nothing."""
         async with self.metrics.photo("/hello") as record:
             data = await read_image(request, ("img",), allow_raw_body=False)
-            recognition = record(await self._recognize(data, started=time.perf_counter(), prominent_only=True))
+            recognition = record(await self._recognize(data, started=time.perf_counter(), answer_only=True))
         prominent = recognition.products[0]  # largest first; never empty (whole photo when nothing detected)
         label = prominent.label or prominent.candidates[0].label  # the original always named something
         return HelloAnswer(item=base64.b64encode(label.encode("utf-8")).decode("ascii"))
@@ -231,11 +232,11 @@ class Recognizer(CatalogCalls):
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
 
-    async def _recognize(self, data: bytes, started: float, prominent_only: bool = False) -> Recognition:
-        """The photo through the core's loop, with the model deployments as its model calls (`prominent_only`: the
-        largest product alone)."""
+    async def _recognize(self, data: bytes, started: float, answer_only: bool = False) -> Recognition:
+        """The photo through the core's loop, with the model deployments as its model calls (`answer_only`: what
+        /hello's answer reads, PhotoToAnswer's)."""
         read_done = time.perf_counter()
-        versions: dict[str, str] = {}
+        versions = {"detector": self.bundle.versions["detector"]}  # the Detector's own, once it is asked
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
             detections: list[Detection] = [await self._call("Detector.detect", self.detector.detect, image) for image in images]
@@ -250,7 +251,7 @@ class Recognizer(CatalogCalls):
         catalog = await self.catalog_copy.current()  # this replica's copy: never waits on the Catalog deployment
         matching = catalog if catalog is not None and not catalog.empty else None  # an empty one names nothing: no search
         (recognized,), times = await self.photo_to_answer(
-            [data], detect, classify, prominent_only=prominent_only, decode_slots=self.decode_slots,
+            [data], detect, classify, answer_only=answer_only, decode_slots=self.decode_slots,
             match=matching.best if matching else None,
             reference=self.gallery.nearest_similarity if self.gallery and matching else None)
         photo, whole_photo = recognized.photo, not recognized.detected

@@ -231,7 +231,7 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
         stream = [photos[i % len(photos)] for i in range(images)]
         chunks = [stream[at:at + batch] for at in range(0, images, batch)]
         started, cpu_started = time.perf_counter(), time.process_time()
-        pipeline.recognize_chunks(chunks, prominent_only=endpoint == "/hello")
+        pipeline.recognize_chunks(chunks, answer_only=endpoint == "/hello")
         elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         t = pipeline.times
         out[str(batch)] = {

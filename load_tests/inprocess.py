@@ -87,12 +87,12 @@ class InProcessPipeline:
         self.times.add(seconds, recognized)
         return [r.answers[0].label for r in recognized]
 
-    def recognize_chunks(self, chunks: list[list[bytes]], prominent_only: bool = False) -> None:
+    def recognize_chunks(self, chunks: list[list[bytes]], answer_only: bool = False) -> None:
         """Chunks of photos, two in flight: the next chunk decodes while the models run on this one (a plain input
-        pipeline); each model takes one call at a time. `prominent_only`: the largest product alone, as /hello."""
-        asyncio.run(self._pipelined(chunks, prominent_only))
+        pipeline); each model takes one call at a time. `answer_only`: only what /hello's answer reads, as /hello."""
+        asyncio.run(self._pipelined(chunks, answer_only))
 
-    async def _pipelined(self, chunks: list[list[bytes]], prominent_only: bool) -> None:
+    async def _pipelined(self, chunks: list[list[bytes]], answer_only: bool) -> None:
         detector_free, classifier_free, in_flight = asyncio.Lock(), asyncio.Lock(), asyncio.Semaphore(2)
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -105,7 +105,7 @@ class InProcessPipeline:
 
         async def one(chunk: list[bytes]) -> None:
             async with in_flight:
-                recognized, seconds = await self.loop(chunk, detect, classify, prominent_only=prominent_only)
+                recognized, seconds = await self.loop(chunk, detect, classify, answer_only=answer_only)
                 self.times.add(seconds, recognized)
 
         await asyncio.gather(*(one(chunk) for chunk in chunks))

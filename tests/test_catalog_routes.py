@@ -30,6 +30,7 @@ from tests.ingress_fakes import (
     encode,
     in_process_service,
     shelf_photo,
+    use_policy,
 )
 
 ADMIN_KEY = "catalog-test-key"
@@ -105,7 +106,11 @@ def test_a_write_without_the_right_key_is_forbidden_and_changes_nothing(service,
     assert service.detector.detect.calls == []  # refused before any photo reached the models
 
 
-def test_an_enrolled_product_is_answered_by_the_catalog_with_its_sku(service):
+@pytest.mark.parametrize("policy", ["crop", "whole_photo"])
+def test_an_enrolled_product_is_answered_by_the_catalog_with_its_sku(service, policy):
+    """Under either /hello policy: with a product enrolled, /hello asks the detector again, since the catalog
+    matches the largest product's crop."""
+    use_policy(service.replica, policy)
     photo = red_photo()
     before = service.recognize(photo).json()
     assert before["products"][0]["label_source"] == "model" and before["models"]["catalog"] == 0
@@ -123,8 +128,10 @@ def test_an_enrolled_product_is_answered_by_the_catalog_with_its_sku(service):
     assert product["known"] and product["similarity"] > 0.99
     assert product["fields"] == {"name": "Cola Zero", "container": "can", "size": "330ml"}
     assert product["candidates"][0]["label"] == RED_LABEL  # the classifier's own candidates stay
+    detector_calls = len(service.detector.detect.calls)
     hello = service.hello(photo).json()["item"]
     assert base64.b64decode(hello).decode() == "Cola Zero_can_330ml"
+    assert len(service.detector.detect.calls) == detector_calls + 1
 
 
 def test_a_photo_is_enrolled_cut_as_the_ingress_cuts_queries_under_its_live_settings(service):

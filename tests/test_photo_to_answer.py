@@ -92,6 +92,30 @@ def test_policy_crop_sends_no_whole_photo_and_prominent_only_one_box():
     assert len(models.classified[-1]) == 2 and len(prominent.answers) == 1 and prominent.whole_photo is not None
 
 
+def test_answer_only_computes_what_the_prominent_answer_reads():
+    """/hello's work: under the whole-photo policy with no catalog to match, the whole photo alone (no detector call,
+    no crop) and the same answer as the largest product's; a catalog to match, or a policy that reads the crop,
+    needs the detector and the largest crop back."""
+    models = StandIns()
+    whole_photo = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="whole_photo"), RecognizerSettings())
+    (prominent,), _ = whole_photo.run([photo()], models.detect, models.classify, prominent_only=True)
+    assert len(models.detected) == 1 and len(models.classified[-1]) == 2  # the largest crop, then the whole photo
+    (alone,), seconds = whole_photo.run([photo()], models.detect, models.classify, answer_only=True)
+    assert len(models.detected) == 1 and seconds.detect < 0.01  # the detector was not asked
+    (whole,) = models.classified[-1]
+    assert whole.shape == (16, 16, 3) and np.array_equal(whole, models.classified[-2][1])  # the same whole photo
+    assert alone.regions == [None] and not alone.detected and len(alone.answers) == 1
+    assert alone.answers[0] == prominent.answers[0] and np.array_equal(alone.prominent, prominent.prominent)
+
+    nothing_enrolled = lambda embeddings: [None] * len(embeddings)  # noqa: E731  a catalog copy with no match
+    (matched,), _ = whole_photo.run([photo()], models.detect, models.classify, answer_only=True, match=nothing_enrolled)
+    assert len(models.detected) == 2 and len(models.classified[-1]) == 2  # the crop's embedding is what is matched
+    assert matched.answers[0].label == prominent.answers[0].label and matched.detected
+
+    (averaged,), _ = PhotoToAnswer(FACTS, RecognizerSettings()).run([photo()], models.detect, models.classify, answer_only=True)
+    assert len(models.detected) == 3 and len(models.classified[-1]) == 2 and len(averaged.answers) == 1
+
+
 def test_many_photos_take_one_call_per_model_and_come_back_in_order():
     models = StandIns()
     loop = PhotoToAnswer(FACTS, RecognizerSettings())

@@ -139,18 +139,24 @@ def test_hello_answers_the_largest_products_label_in_base64(service, larger):
     assert base64.b64decode(response.json()["item"]).decode("utf-8") == label
 
 
-@pytest.mark.parametrize("policy", ["crop", "whole_photo"])
-def test_hello_classifies_the_largest_product_alone(service, policy):
-    """/hello names one product: the smaller one is never sent to the classifier (the whole photo is, when the
-    policy looks at it), and the answer is /v1/recognize's first product's."""
+@pytest.mark.parametrize("policy", ["crop", "average", "whole_photo"])
+def test_hello_classifies_only_what_its_answer_reads(service, policy):
+    """/hello names one product: the smaller one is never sent to the classifier; under the whole-photo policy with
+    no product enrolled only the whole photo is, and the detector is not asked. The answer is /v1/recognize's first
+    product's."""
     use_policy(service.replica, policy)
     data = shelf_photo(red=(400, 400, 1400, 1800), blue=(100, 100, 300, 300))
     first = service.recognize(data).json()["products"][0]
+    detector_calls = len(service.detector.detect.calls)
     hello = service.hello(data)
     (crops,) = service.classifier.classify.calls[-1]
-    assert len(crops) == (2 if policy == "whole_photo" else 1)
-    assert colour_mask(crops[0], RED).mean() > 0.5  # the largest product, red
-    assert not any(colour_mask(crop, BLUE).mean() > 0.5 for crop in crops)  # the smaller, blue one is not sent
+    assert len(crops) == {"crop": 1, "average": 2, "whole_photo": 1}[policy]
+    assert len(service.detector.detect.calls) == detector_calls + (policy != "whole_photo")
+    if policy == "whole_photo":
+        assert 0.2 < colour_mask(crops[0], RED).mean() < 0.5 and colour_mask(crops[0], BLUE).mean() > 0  # the whole photo
+    else:
+        assert colour_mask(crops[0], RED).mean() > 0.5  # the largest product, red
+        assert not any(colour_mask(crop, BLUE).mean() > 0.5 for crop in crops)  # the smaller, blue one is not sent
     assert base64.b64decode(hello.json()["item"]).decode("utf-8") == first["candidates"][0]["label"]
 
 

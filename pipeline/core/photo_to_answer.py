@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.core.catalog_match import CatalogMatch
 from pipeline.core.catalog_rule import CatalogRule
 from pipeline.core.model_label import ModelLabel
-from pipeline.core.preprocessing import Letterboxed, Photo
+from pipeline.core.preprocessing import Letterboxed, Photo, decode_photo
 from pipeline.core.recognition import (
     DEFAULT_HELLO_POLICY,
     Answer,
@@ -107,6 +107,7 @@ class Recognized:
 
     photo: Photo
     boxes: np.ndarray  # float [K, 5] detector boxes in decoded-photo pixels, largest first; empty: nothing detected
+    #   (or the detector not asked: `answer_only` under the whole-photo policy)
     regions: list[Box | None]  # what was classified: each box grown by the crop margin, or [None]: the whole photo
     probabilities: np.ndarray  # float [R, C], one row per region
     whole_photo: np.ndarray | None  # [C] the whole photo's, when the policy looked at it besides the largest box
@@ -130,13 +131,16 @@ class PhotoToAnswer:
         self.catalog_rule = rule if settings.catalog_threshold is None else CatalogRule(rule.policy, settings.catalog_threshold)
 
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
-                       prominent_only: bool = False, hello_policy: str | None = None,
+                       prominent_only: bool = False, answer_only: bool = False, hello_policy: str | None = None,
                        decode_slots: asyncio.Semaphore | None = None, match: Match | None = None,
                        reference: Reference | None = None) -> tuple[list[Recognized], StageSeconds]:
         """Every photo through the loop: one detector call for all of them, one classifier call for all their crops.
 
         `classify` None stops after the regions (no probabilities). `prominent_only`: classify only the largest
-        box (what /hello names). `hello_policy`: another than the manifest's (evaluation compares them).
+        box (what /hello names). `answer_only`: only what the prominent product's answer reads (/hello's answer): the
+        largest box, and under the whole-photo policy with no catalog to match only the whole photo, so the detector
+        is not asked and nothing is cropped (its boxes would change no answer). `hello_policy`: another than the
+        manifest's (evaluation compares them).
         `decode_slots`: bounds the concurrent decodes (the ingress's memory). Decoding and cropping run in a
         thread, so an event loop keeps taking requests meanwhile. `match`: the catalog, asked for each region's
         embedding; the catalog rule decides whether it names the product (`reference`: the classifier's gallery,
@@ -144,16 +148,21 @@ class PhotoToAnswer:
         """
         settings, models, times = self.settings, self.models, StageSeconds()
         policy = hello_policy or models.hello_policy
+        whole_photo_alone = answer_only and policy == "whole_photo" and match is None
         started = time.perf_counter()
-        prepared = await asyncio.gather(*(self._decode(data, decode_slots) for data in photos))
+        prepared = await asyncio.gather(*(self._decode(data, decode_slots, not whole_photo_alone) for data in photos))
         decoded = time.perf_counter()
-        detections = await detect([image.pixels for _, image in prepared])
+        if whole_photo_alone:
+            detections: list[np.ndarray | None] = [None] * len(prepared)
+        else:
+            detections = list(await detect([image.pixels for _, image in prepared if image is not None]))
         detected = time.perf_counter()
 
         plans = []
         for (photo, image), found in zip(prepared, detections):
-            boxes = boxes_in_photo(found, photo, image)  # decoded-photo pixels, largest first
-            regions = crop_boxes(boxes, settings.crop_margin)[:1 if prominent_only else None]
+            # decoded-photo pixels, largest first; none when the detector was not asked
+            boxes = np.empty((0, 5), np.float32) if found is None or image is None else boxes_in_photo(found, photo, image)
+            regions = crop_boxes(boxes, settings.crop_margin)[:1 if prominent_only or answer_only else None]
             with_whole_photo = needs_whole_photo(policy) and regions[0] is not None
             plans.append((photo, boxes, regions, with_whole_photo))
         size = models.classifier_input_size
@@ -216,6 +225,9 @@ class PhotoToAnswer:
             recognized += self.run([Path(path).read_bytes() for path in paths[start:start + batch]], detect, classify, **options)[0]
         return recognized
 
-    async def _decode(self, data: bytes, slots: asyncio.Semaphore | None) -> tuple[Photo, Letterboxed]:
+    async def _decode(self, data: bytes, slots: asyncio.Semaphore | None, for_detector: bool = True) -> tuple[Photo, Letterboxed | None]:
+        """The decoded photo, and the detector's input when it will be asked."""
         async with slots or contextlib.nullcontext():
+            if not for_detector:
+                return await asyncio.to_thread(decode_photo, data, self.settings.decode_min_side), None
             return await asyncio.to_thread(prepare_photo, data, self.settings, self.models.detector_input_size)
