@@ -215,8 +215,8 @@ def wait_http(url: str, timeout_s: float = 300) -> None:
 def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int], runtimes: str,
             endpoint: str) -> dict:
     """Worker mode (a separate process, so torch and TensorFlow load fresh): images/s per batch size, with the
-    runtimes `runtimes` names (CLASSIFIER+DETECTOR, as serve_config.yaml's args), doing `endpoint`'s work (/hello
-    classifies the largest product alone)."""
+    runtimes `runtimes` names (CLASSIFIER+DETECTOR, as serve_config.yaml's args), doing `endpoint`'s work (/hello's:
+    only what its answer reads, PhotoToAnswer's `answer_only`)."""
     from load_tests.inprocess import InProcessPipeline
 
     classifier_runtime, detector_runtime = runtime_pair(runtimes)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="runtime pairs CLASSIFIER+DETECTOR (or auto) compared in raw and served, comma-separated; "
                         "the first is the reference")
     p.add_argument("--endpoint", choices=["/hello", "/v1/recognize"], default="/hello",
-                   help="what the served graph is asked and the raw pipeline does: /hello (the largest product) or every product")
+                   help="what the served graph is asked and the raw pipeline does: /hello (what its answer reads) or every product")
     p.add_argument("--only", choices=["raw", "baseline", "served"], action="append", help="run only these (repeatable)")
     p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
@@ -412,7 +412,7 @@ def render(results: dict) -> str:
     lines = ["# Throughput benchmark", "",
              f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
              f"{results['duration_s']:.0f} s measured per figure; served and raw do what {results.get('endpoint', '/hello')} asks"
-             " (/hello: the largest product).", "",
+             " (/hello: what its answer reads; with an empty catalog, the whole photo alone).", "",
              "| mode | runtimes (classifier+detector) | images/s | p50 (s) | p99 (s) | answers | CPU cores used: service / "
              "load client and harness / other processes | images per CPU-second (service) |",
              "|---|---|---|---|---|---|---|---|"]
