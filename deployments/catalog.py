@@ -28,10 +28,18 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.payloads import Classification, Detection, Refusal
-from pipeline.core.catalog_match import CatalogError, CatalogSnapshot, Product, StoredPhoto, valid_label, valid_sku
+from pipeline.core.catalog_match import (
+    CatalogError,
+    CatalogSnapshot,
+    Product,
+    StoredPhoto,
+    embedding_space,
+    valid_label,
+    valid_sku,
+)
 from pipeline.core.catalog_store import CatalogStore
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
-from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
+from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
 from pipeline.core.settings import RecognizerSettings
 
@@ -81,7 +89,7 @@ class Catalog:
         faiss.omp_set_num_threads(1)
         self.detector, self.classifier = detector, classifier
         bundle = load_model_label(model_dir, verify_checksums=False)
-        self.model_version = bundle.versions["classifier"]
+        self.model_version = embedding_space(bundle.versions["classifier"])
         # The largest product's crop is what a product is enrolled as and what a query is matched with, cut with the
         # ingress's live settings (crop margin, decode and detector sizes), which each write brings; re-embedding at
         # start uses the last ones seen, the defaults (serve_config.yaml's) before any write.
@@ -237,7 +245,8 @@ class Catalog:
         return EmbeddedPhoto(index, filename, media_type, data, embedding)
 
     async def _embedding(self, data: bytes, loop: PhotoToAnswer) -> np.ndarray | None:
-        """The largest product's embedding, as a query photo's is made; None when no product is detected."""
+        """The photo's enrolled vector (its largest product's crop, cut as a query's is, with the whole photo); None when
+        no product is detected."""
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
             found: list[Detection] = [await asyncio.wait_for(self.detector.detect.remote(image), MODEL_CALL_TIMEOUT_S)
@@ -248,10 +257,8 @@ class Catalog:
             result: Classification = await asyncio.wait_for(self.classifier.classify.remote(crops), MODEL_CALL_TIMEOUT_S)
             return Classified(result.probabilities, result.embeddings)
 
-        (recognized,), _ = await loop([data], detect, classify, prominent_only=True, hello_policy="crop")
-        if not recognized.detected or recognized.embeddings is None:
-            return None
-        return recognized.embeddings[0]
+        (recognized,), _ = await loop([data], detect, classify, prominent_only=True, hello_policy=ENROLLMENT_POLICY)
+        return recognized.enrolled_vector
 
     def _start_reembedding(self) -> None:
         """From the first call on the replica's event loop (a long-poll, a read, the ingress's ping)."""

@@ -52,7 +52,7 @@ from deployments.schemas import (
     Timings,
 )
 from deployments.uploads import read_image
-from pipeline.core.catalog_match import gallery_index
+from pipeline.core.catalog_match import embedding_space, gallery_index
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
@@ -90,7 +90,7 @@ class Recognizer(CatalogCalls):
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
-        self.catalog_copy = CatalogCopy(catalog, self.bundle.versions["classifier"])  # what crops are matched with
+        self.catalog_copy = CatalogCopy(catalog, embedding_space(self.bundle.versions["classifier"]))  # what crops are matched with
         gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
         wanted = catalog is not None and self.bundle.catalog_rule.needs_gallery
         self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and wanted else None

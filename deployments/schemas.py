@@ -147,7 +147,8 @@ class CatalogInfo(BaseModel):
     version: int = Field(description="every write makes a new version")
     products: int
     photos: int
-    model_version: str = Field(description="the classifier whose embeddings the catalog matches with")
+    model_version: str = Field(description="the embedding space the catalog matches in: the classifier whose embeddings it "
+                                           "holds, and how an enrolled photo is embedded ('<classifier version>/crop+whole')")
     matchable_photos: int = Field(description="photos embedded by that classifier (the others wait for re-embedding)")
     photos_needing_embedding: int
     updated: str | None

@@ -4,10 +4,11 @@
     python -m pipeline.catalog list --catalog DIR [--offset 0] [--limit 50]
     python -m pipeline.catalog reembed --catalog DIR [--model-label model_label]
 
-`reembed` gives every stored photo an embedding of the model_label's classifier (its version names the embedding
-space), as the served graph embeds an enrollment photo: through the photo → answer loop, from the largest
-product's crop (`embed_photos`). A photo the model finds no product in gets none, and is listed. Once all have
-one, the catalog switches to that model (a new catalog version); stopped before, it goes on from there next time.
+`reembed` gives every stored photo an embedding of the model_label's classifier (its version, with how a photo is
+embedded, names the embedding space), as the served graph embeds an enrollment photo: through the photo → answer
+loop, its largest product's crop with the whole photo (`embed_photos`). A photo the model finds no product in gets
+none, and is listed. Once all have one, the catalog switches to that model (a new catalog version); stopped before,
+it goes on from there next time.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.core.catalog_match import embedding_space
 from pipeline.core.catalog_store import CatalogStore
 from pipeline.core.paths import MODEL_LABEL_DIR, SERVE_CONFIG
-from pipeline.core.photo_to_answer import PhotoToAnswer
+from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
 
 if TYPE_CHECKING:
@@ -33,17 +35,17 @@ if TYPE_CHECKING:
 
 def embed_photos(photos: Sequence[bytes], loop: PhotoToAnswer, detect: Callable[[list[np.ndarray]], list[np.ndarray]],
                  classify: Callable[[list[np.ndarray]], Classified]) -> list[np.ndarray | None]:
-    """Per photo, the embedding of its largest product's crop (the product /hello names), or None when the detector
-    finds no product in it or it does not decode."""
+    """Per photo, its enrolled vector (its largest product's crop, the product /hello names, with the whole photo:
+    `Recognized.enrolled_vector`), or None when the detector finds no product in it or it does not decode."""
     try:
-        recognized, _ = loop.run(photos, detect, classify, prominent_only=True, hello_policy="crop")  # the crop alone
+        recognized, _ = loop.run(photos, detect, classify, prominent_only=True, hello_policy=ENROLLMENT_POLICY)
     except ImageError:
         if len(photos) == 1:
             return [None]
         return [embedding for photo in photos for embedding in embed_photos([photo], loop, detect, classify)]
     if any(found.embeddings is None for found in recognized):
         raise ValueError("this classifier has no embedding output: export its model_label again (python -m pipeline.export)")
-    return [found.embeddings[0] if found.detected and found.embeddings is not None else None for found in recognized]
+    return [found.enrolled_vector for found in recognized]
 
 
 def reembed(args: argparse.Namespace) -> dict:
@@ -62,7 +64,7 @@ def reembed(args: argparse.Namespace) -> dict:
     detector = load_detector(bundle.runtime_path("detector", runtimes["detector"]), runtimes["detector"])  # torch before TensorFlow
     classifier = load_classifier(bundle.runtime_path("classifier", runtimes["classifier"]), runtimes["classifier"])
     loop = PhotoToAnswer(ModelFacts.of(bundle, runtimes["classifier"]), settings.recognizer)
-    model_version = bundle.versions["classifier"]
+    model_version = embedding_space(bundle.versions["classifier"])
 
     def embed(photos: list[bytes]) -> list[np.ndarray | None]:
         return embed_photos(photos, loop, lambda images: detector.detect(images, settings.detector), classifier)

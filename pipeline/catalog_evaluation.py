@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import runtimes
-from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
+from pipeline.core.catalog_match import ENROLLED_AS, CatalogIndex, CatalogSnapshot
 from pipeline.core.catalog_rule import CATALOG_POLICIES, CatalogRule
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
@@ -58,13 +58,14 @@ class Embedded:
     paths: list[str]
     class_ids: np.ndarray  # [N]
     probabilities: np.ndarray  # [N, C] the prominent product's, by the manifest's policy
-    embeddings: np.ndarray  # [N, D] the largest box's crop (the whole photo when nothing is detected)
+    embeddings: np.ndarray  # [N, D] the largest box's crop (the whole photo when nothing is detected): a query's
     detected: np.ndarray  # [N] bool
+    enrolled: np.ndarray  # [N, D] the photo's vector when it is enrolled (Recognized.enrolled_vector; zeros: none)
 
     def take(self, mask: np.ndarray) -> Embedded:
         index = np.flatnonzero(mask)
         return Embedded([self.paths[i] for i in index], self.class_ids[index], self.probabilities[index],
-                        self.embeddings[index], self.detected[index])
+                        self.embeddings[index], self.detected[index], self.enrolled[index])
 
 
 def models_key(policy: str, *model_paths: Path) -> str:
@@ -83,30 +84,33 @@ def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], polic
     expensive part)."""
     if cache is not None and cache.is_file():
         saved = np.load(cache)
-        if list(saved["paths"]) == paths and "key" in saved.files and str(saved["key"]) == key:
-            return Embedded(paths, saved["class_ids"], saved["probabilities"], saved["embeddings"], saved["detected"])
+        if list(saved["paths"]) == paths and {"key", "enrolled"} <= set(saved.files) and str(saved["key"]) == key:
+            return Embedded(paths, saved["class_ids"], saved["probabilities"], saved["embeddings"], saved["detected"],
+                            saved["enrolled"])
     recognized = photo_pass(models.facts, models.detector, models.classifier, paths, serving_settings())
     if any(r.embeddings is None for r in recognized):
         raise ValueError("the classifier has no embedding output: export it again (pipeline.finetune export)")
+    crops = np.stack([r.embeddings[0] for r in recognized])  # type: ignore[index]
+    enrolled = [r.enrolled_vector for r in recognized]
     out = Embedded(paths, np.asarray(class_ids),
                    np.stack([prominent_probabilities(r.probabilities[0], r.whole_photo, policy) for r in recognized]),
-                   np.stack([r.embeddings[0] for r in recognized]),  # type: ignore[index]
-                   np.array([r.detected for r in recognized]))
+                   crops, np.array([r.detected for r in recognized]),
+                   np.stack([np.zeros_like(crop) if vector is None else vector for crop, vector in zip(crops, enrolled)]))
     if cache is not None:
         np.savez(cache, paths=np.array(paths), class_ids=out.class_ids, probabilities=out.probabilities,
-                 embeddings=out.embeddings, detected=out.detected, key=np.array(key))
+                 embeddings=out.embeddings, detected=out.detected, enrolled=out.enrolled, key=np.array(key))
     return out
 
 
 def enrolled_catalog(pool: Embedded, classes: list[int], shots: int, seed: int, labels: list[str]) -> CatalogIndex:
     """Each class of `classes` enrolled from `shots` of its pool photos with a detected product (enrollment
-    refuses the others), drawn with `seed`."""
+    refuses the others), drawn with `seed`, as the Catalog stores them (`Embedded.enrolled`)."""
     rng = np.random.default_rng(seed)
     vectors, skus = [], []
     for class_id in classes:
         candidates = np.flatnonzero((pool.class_ids == class_id) & pool.detected)
         for i in rng.choice(candidates, size=min(shots, len(candidates)), replace=False):
-            vectors.append(pool.embeddings[i])
+            vectors.append(pool.enrolled[i])
             skus.append(str(class_id))
     return CatalogIndex(CatalogSnapshot(version=1, model_version="evaluation", vectors=np.stack(vectors).astype(np.float32),
                                         skus=skus, labels=[labels[int(s)] for s in skus]))
@@ -303,7 +307,7 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     report = {
         "run": str(run), "detector_runtime": detector_runtime, "classifier_runtime": classifier_runtime,
         "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
-        "split_seed": split["seed"], "shots": list(SHOTS), "draws": DRAWS, "operating_shots": OPERATING_SHOTS,
+        "enrolled_as": ENROLLED_AS, "split_seed": split["seed"], "shots": list(SHOTS), "draws": DRAWS, "operating_shots": OPERATING_SHOTS,
         "target_precision": TARGET_PRECISION, "unknown_threshold_selection": unknown,
         "rule_choice_on_selection": choices, "rule": {"policy": rule.policy, "threshold": rule.threshold},
         "val": val_by_shots, "val_rejection": rejection(val, val_training, pool, left_out, kept, all_labels, rule, unknown),
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_manifest:
         path = Path(args.model_label) / "manifest.json"
         manifest = json.loads(path.read_text())
-        manifest["catalog"] = {"rule": report["rule"], "chosen_on": CHOSEN_ON,
+        manifest["catalog"] = {"rule": report["rule"], "chosen_on": CHOSEN_ON, "enrolled_as": report["enrolled_as"],
                                "evaluation": {k: report[k] for k in ("classifier_runtime", "detector_runtime", "left_out_classes",
                                                                      "val", "val_rejection", "freiburg_shipped_classifier",
                                                                      "draws", "split_seed", "leave_out_run")}}

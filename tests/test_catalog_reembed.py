@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from load_tests.photos import drawn_product
-from pipeline.core.catalog_match import CatalogIndex, StoredPhoto
+from pipeline.core.catalog_match import CatalogIndex, StoredPhoto, embedding_space
 from pipeline.core.catalog_store import CatalogStore
 from pipeline.core.model_label import load_model_label
 from tests.tiny_models import SHIPPED_MODEL_DIR
@@ -23,7 +23,7 @@ def test_reembed_gives_every_stored_photo_the_shipped_classifiers_embedding(tmp_
         store.enroll("carton-1", "Carton", [StoredPhoto(drawn_product(seed), "image/jpeg", old / np.linalg.norm(old))
                                             for seed in (1, 2)], "classifier-old", "test")
     report = catalog.main(["reembed", "--catalog", str(tmp_path), "--model-label", str(SHIPPED_MODEL_DIR)])
-    version = load_model_label(SHIPPED_MODEL_DIR).versions["classifier"]
+    version = embedding_space(load_model_label(SHIPPED_MODEL_DIR).versions["classifier"])
     assert report["model_version"] == version and report["embedded"] == 2 and report["without_product"] == []
     with CatalogStore(tmp_path) as store:
         assert store.info().model_version == version and store.photos_needing(version) == []

@@ -27,6 +27,7 @@ from tests.ingress_fakes import (
     FakeHandle,
     Service,
     assert_error,
+    colour_embedding,
     encode,
     in_process_service,
     shelf_photo,
@@ -125,7 +126,7 @@ def test_an_enrolled_product_is_answered_by_the_catalog_with_its_sku(service, po
     after = answer_when(service, lambda a: a["models"]["catalog"] == 1, photo)
     product = after["products"][0]
     assert product["label_source"] == "catalog" and product["sku"] == "cola-1" and product["label"] == "Cola Zero_can_330ml"
-    assert product["known"] and product["similarity"] > 0.99
+    assert product["known"] and product["similarity"] > 0.9  # the crop against its own crop's and whole photo's mean
     assert product["fields"] == {"name": "Cola Zero", "container": "can", "size": "330ml"}
     assert product["candidates"][0]["label"] == RED_LABEL  # the classifier's own candidates stay
     detector_calls = len(service.detector.detect.calls)
@@ -135,15 +136,22 @@ def test_an_enrolled_product_is_answered_by_the_catalog_with_its_sku(service, po
 
 
 def test_a_photo_is_enrolled_cut_as_the_ingress_cuts_queries_under_its_live_settings(service):
-    """The crop margin retuned live (reconfigure): the Catalog embeds the enrolled photo with the ingress's margin,
-    so the same photo asked again matches itself exactly. Embedded with another margin, its crop would hold
-    another share of the white shelf (the stand-in's embedding is the crop's mean colour: cosine about 0.85)."""
+    """The crop margin retuned live (reconfigure): the Catalog cuts the enrolled photo's product with the ingress's
+    margin, pixel for pixel as a query's, and stores the unit mean of that crop's embedding and the whole photo's
+    (Recognized.enrolled_vector). Cut with another margin, the crop would hold another share of the white shelf."""
     settings = dataclasses.asdict(service.replica.photo_to_answer.settings)
     service.replica.reconfigure(settings | {"crop_margin": 0.0})
     photo = red_photo()
+    before = len(service.classifier.classify.calls)
     assert enroll(service, "cola-1", "Cola", [photo]).status_code == 201
+    (enrolled_crop, whole), = service.classifier.classify.calls[before]  # the largest product, then the whole photo
     product = answer_when(service, lambda a: a["models"]["catalog"] == 1, photo)["products"][0]
-    assert product["sku"] == "cola-1" and product["similarity"] == pytest.approx(1.0, abs=1e-4)
+    (query_crop,), = service.classifier.classify.calls[-1]
+    assert np.array_equal(query_crop, enrolled_crop) and whole.shape == query_crop.shape
+    mean = colour_embedding(enrolled_crop) + colour_embedding(whole)
+    assert product["sku"] == "cola-1"
+    assert product["similarity"] == pytest.approx(float(colour_embedding(query_crop) @ mean / np.linalg.norm(mean)), abs=1e-4)
+    assert product["similarity"] < 0.999  # the whole photo's white shelf is in the enrolled vector
 
 
 def test_the_catalog_is_listed_read_and_its_photos_served(service):

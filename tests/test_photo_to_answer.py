@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, nothing_detected
+from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, Classified, ModelFacts, PhotoToAnswer, nothing_detected
 from pipeline.core.settings import RecognizerSettings
 
 LABELS = ["red", "blue", "grey"]
@@ -158,6 +158,20 @@ def test_each_region_gets_the_embedding_of_its_own_crop_and_the_whole_photo_its_
     assert cropped.whole_embedding is None and len(cropped.embeddings) == 2  # the policy did not look at the whole photo
     (old,), _ = PhotoToAnswer(FACTS, RecognizerSettings()).run([photo()], models.detect, models.classify_without_embeddings)
     assert old.embeddings is None and old.whole_embedding is None and [a.label for a in old.answers] == ["red", "blue"]
+
+
+def test_an_enrolled_photo_is_the_unit_mean_of_its_largest_crop_and_the_whole_photo():
+    models = StandIns()
+    loop = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="whole_photo"), RecognizerSettings())
+    (enrolled, blank), _ = loop.run([photo(), photo(red=None, blue=None)], models.detect, models.classify,
+                                    prominent_only=True, hello_policy=ENROLLMENT_POLICY)
+    crop, whole = enrolled.embeddings[0], enrolled.whole_embedding
+    assert np.allclose(enrolled.enrolled_vector, (crop + whole) / np.linalg.norm(crop + whole))
+    assert np.linalg.norm(enrolled.enrolled_vector) == pytest.approx(1.0) and 0.5 < float(crop @ whole) < 0.99
+    assert blank.enrolled_vector is None  # no product: enrollment refuses the photo
+    (crop_only,), _ = loop.run([photo()], models.detect, models.classify, prominent_only=True, hello_policy="crop")
+    with pytest.raises(ValueError, match="policy 'average'"):
+        assert crop_only.enrolled_vector is None
 
 
 def test_without_a_classifier_the_loop_stops_at_the_regions():

@@ -33,6 +33,14 @@ CANDIDATES = 32
 SCANS = {"int8": faiss.ScalarQuantizer.QT_8bit_direct_signed, "fp16": faiss.ScalarQuantizer.QT_fp16}
 """What the scan reads, by name: faiss' scalar quantizer that holds the vectors."""
 INT8_TOP = 127.0
+ENROLLED_AS = "crop+whole"
+"""How an enrolled photo becomes its vector (pipeline.core.photo_to_answer's `Recognized.enrolled_vector`). Part of
+the catalog's embedding space: a catalog embedded another way is embedded again at start, as for a new classifier."""
+
+
+def embedding_space(classifier_version: str) -> str:
+    """What a catalog's vectors are pinned to: the classifier that embeds them and how an enrolled photo is embedded."""
+    return f"{classifier_version}/{ENROLLED_AS}"
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,6 +39,10 @@ from pipeline.core.settings import RecognizerSettings
 Detect = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]
 """Letterboxed RGB uint8 images → per image, boxes [K, 5] (x1, y1, x2, y2, confidence) in letterbox pixels."""
 
+ENROLLMENT_POLICY = "average"
+"""The policy an enrollment photo goes through the loop with (`prominent_only`): its largest product's crop and the
+whole photo are both classified, for `Recognized.enrolled_vector`."""
+
 PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT = "probabilities", "embedding"
 """The names of the exported classifier's outputs (pipeline.efficientnet_lite writes them, pipeline.core.models
 reads them): a model is asked for its outputs by name, never by position."""
@@ -119,6 +123,20 @@ class Recognized:
     @property
     def detected(self) -> bool:
         return len(self.boxes) > 0
+
+    @property
+    def enrolled_vector(self) -> np.ndarray | None:
+        """This photo's vector as an enrolled catalog photo: the unit mean of its largest product's crop embedding and
+        the whole photo's (queries stay their crops). Chosen on the selection split against the crop alone: the
+        catalog's nearest product is right more often, and the rule names more enrolled photos at the same precision
+        (docs/catalog.md). None when no product was detected (enrollment refuses the photo) or the model has no
+        embeddings; the loop must have run with ENROLLMENT_POLICY."""
+        if not self.detected or self.embeddings is None:
+            return None
+        if self.whole_embedding is None:
+            raise ValueError(f"an enrollment photo goes through the loop with policy {ENROLLMENT_POLICY!r}: no whole-photo embedding")
+        mean = self.embeddings[0] + self.whole_embedding
+        return mean / np.linalg.norm(mean)
 
 
 class PhotoToAnswer:
