@@ -90,9 +90,9 @@ class Catalog:
         self.detector, self.classifier = detector, classifier
         bundle = load_model_label(model_dir, verify_checksums=False)
         self.model_version = embedding_space(bundle.versions["classifier"])
-        # The largest product's crop is what a product is enrolled as and what a query is matched with, cut with the
-        # ingress's live settings (crop margin, decode and detector sizes), which each write brings; re-embedding at
-        # start uses the last ones seen, the defaults (serve_config.yaml's) before any write.
+        # The largest product's crop is what a query is matched with, and with the whole photo what a product is
+        # enrolled as, cut with the ingress's live settings (crop margin, decode and detector sizes), which each write
+        # brings; re-embedding at start uses the last ones seen, the defaults (serve_config.yaml's) before any write.
         self.models = ModelFacts.of(bundle, classifier_runtime)
         self.loop = PhotoToAnswer(self.models, RecognizerSettings())
         self.store = CatalogStore(catalog_folder(catalog_dir))
