@@ -2,27 +2,56 @@
 
 Classifier runtimes: the TF SavedModel (the reference, and the GPU path) and TFLite fp32 / int8 run by LiteRT
 (`ai_edge_litert`, the supported interpreter: `tf.lite.Interpreter` is deprecated). Detector runtimes: torch via
-ultralytics (the reference, and the GPU path) and ONNX Runtime with ultralytics' own NMS. Each takes a thread
-count: a replica's share of the CPU.
+ultralytics (the reference, and the GPU path) and ONNX Runtime with ultralytics' NMS in numpy. Each takes a
+thread count: a replica's share of the CPU.
 
 Each framework is imported when a model is loaded, never when this module is, so the ingress imports the core
-without TensorFlow, torch or ultralytics. Load torch (the detector) before TensorFlow in one process: the other
-order can crash it.
+without TensorFlow, torch or ultralytics, and a CPU serving install (LiteRT, ONNX Runtime) has none of them: a
+runtime whose framework is missing fails at load with the extra to install (MissingRuntime). Load torch (the
+detector) before TensorFlow in one process: the other order can crash it.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from pipeline.core.nms import non_max_suppression
 from pipeline.core.photo_to_answer import EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT, Classified
 from pipeline.core.settings import DetectorSettings
 
 logger = logging.getLogger("ray.serve")
+
+RUNTIME_EXTRAS = {"savedmodel": "frameworks", "torch": "frameworks"}
+"""The pyproject extra each runtime needs beyond the default (CPU serving) install: TensorFlow for the SavedModel,
+torch and ultralytics for the torch detector. LiteRT and ONNX Runtime are in the default install."""
+
+
+class MissingRuntime(ImportError):
+    """A runtime was asked for whose framework this install lacks; the message names the extra to install."""
+
+
+def require_runtime(module: str, runtime: str) -> None:
+    """Raises MissingRuntime, naming the pyproject extra, when `module` (needed by `runtime`) is not installed."""
+    if importlib.util.find_spec(module.split(".")[0]) is not None:
+        return
+    extra = RUNTIME_EXTRAS.get(runtime)
+    install = f"pip install 'product-recognition[{extra}]'" if extra else "pip install product-recognition"
+    raise MissingRuntime(f"the {runtime!r} runtime needs {module.split('.')[0]}, which this install lacks: {install} "
+                         "(or choose a runtime this install has: `auto` on CPU serves TFLite and ONNX Runtime)")
+
+
+def import_runtime(module: str, runtime: str) -> ModuleType:
+    """`module`, imported for `runtime` (MissingRuntime when it is not installed)."""
+    require_runtime(module, runtime)
+    return importlib.import_module(module)
 
 
 class BoxDetector:
@@ -51,10 +80,11 @@ class YoloDetector(BoxDetector):
     """An ultralytics YOLO checkpoint, run by torch (CPU, or CUDA when the replica has a GPU)."""
 
     def __init__(self, path: Path | str, use_gpu: bool = False, threads: int | None = None) -> None:
+        torch = import_runtime("torch", "torch")
+        require_runtime("ultralytics", "torch")
         from pipeline.core.yolo_offline import prepare_ultralytics
 
         prepare_ultralytics()
-        import torch
         from ultralytics import YOLO
 
         if threads:
@@ -86,23 +116,15 @@ class YoloDetector(BoxDetector):
 
 class OnnxDetector(BoxDetector):
     """The YOLO network exported to ONNX (dynamic batch; fp32, or int8 from pipeline.runtimes.quantize_detector),
-    run by ONNX Runtime on CPU; ultralytics' NMS after it, so the boxes are the torch model's (export measures the
-    agreement)."""
+    run by ONNX Runtime on CPU, then ultralytics' NMS written in numpy (pipeline.core.nms): no torch or
+    ultralytics, so a CPU serving node installs neither (export and tests measure the boxes against torch's)."""
 
     def __init__(self, path: Path | str, use_gpu: bool = False, threads: int | None = None) -> None:
-        from pipeline.core.yolo_offline import prepare_ultralytics
-
-        prepare_ultralytics()
-        import onnxruntime
-        import torch
-        from ultralytics.utils import nms
-
-        torch.set_num_threads(threads or 1)  # the NMS runs in torch: no more threads than the replica's share
+        onnxruntime = import_runtime("onnxruntime", "onnx")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = threads or 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.torch, self.nms = torch, nms
         self.threads, self.device = threads or 1, "cpu"
         self.detect([np.zeros((64, 64, 3), np.uint8)], DetectorSettings())
 
@@ -110,9 +132,8 @@ class OnnxDetector(BoxDetector):
         size = images[0].shape[0]
         pixels = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), np.float32) / 255.0  # RGB, 0-1, NCHW
         raw = self.session.run(None, {self.input_name: pixels})[0]  # [N, 4 + classes, anchors]
-        found = self.nms.non_max_suppression(self.torch.from_numpy(raw), settings.confidence_threshold, settings.iou_threshold,
-                                             None, False, max_det=settings.max_detections, nc=0)
-        return [np.concatenate([f[:, :4].clamp(0, size).numpy(), f[:, 4:5].numpy()], axis=1).astype(np.float32) for f in found]
+        found = non_max_suppression(raw, settings.confidence_threshold, settings.iou_threshold, settings.max_detections)
+        return [np.concatenate([np.clip(f[:, :4], 0, size), f[:, 4:5]], axis=1).astype(np.float32) for f in found]
 
 
 def classified(outputs: dict[str, np.ndarray], where: Path | str) -> Classified:
@@ -144,8 +165,7 @@ class SavedModelClassifier:
     most `batch`."""
 
     def __init__(self, path: Path | str, threads: int | None = None, batch: int = 32) -> None:
-        import tensorflow as tf
-
+        tf = import_runtime("tensorflow", "savedmodel")
         try:
             if threads:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -175,8 +195,7 @@ class TfliteClassifier:
     batch axis is dynamic: the input is resized when the batch size changes."""
 
     def __init__(self, path: Path | str, threads: int | None = None, batch: int = 32) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
+        Interpreter = import_runtime("ai_edge_litert.interpreter", "tflite").Interpreter
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1)
         self.path = path
         self.input = self.interpreter.get_input_details()[0]
