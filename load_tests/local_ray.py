@@ -14,6 +14,8 @@ the environment before Ray reads them (tests/conftest.py sets them before anythi
 from __future__ import annotations
 
 import os
+import random
+import socket
 from collections.abc import MutableMapping
 
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
@@ -31,3 +33,23 @@ def apply_local_ray_env(environ: MutableMapping[str, str] | None = None, *, loca
     for name, value in (LOCAL_RAY_ENV if local_node else AUTH_ENV).items():
         environ.setdefault(name, value)
     return environ
+
+
+FREE_PORTS = range(20000, 30000)
+"""Where `free_port` looks: above Ray's worker ports (10002-19999), below Serve's direct-ingress replica ports
+(30000-31000, when on) and the kernel's ephemeral range (32768-60999 on Linux), from which Ray's own processes
+take their gRPC and agent ports while a test starts. A port the kernel handed out (bind to 0) was free when
+asked and could be another Ray process's by the time the proxy bound it (a CI run failed so: "Failed to bind
+to address '0.0.0.0:35595'")."""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on, on any address (the proxy binds 0.0.0.0), outside the ranges Ray draws from."""
+    for port in random.sample(FREE_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")

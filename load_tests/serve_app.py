@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import random
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -27,29 +25,10 @@ from ray.serve._private import api as serve_private_api  # what `serve run confi
 from ray.serve.config import ProxyLocation
 from ray.serve.schema import ServeDeploySchema
 
+from load_tests.local_ray import free_port  # noqa: F401  (re-exported: the tests take it from here)
 from pipeline.core.settings import read_serve_config
 
 APP_NAME = "recognizer"
-
-
-FREE_PORTS = range(20000, 30000)
-"""Where `free_port` looks: above Ray's worker ports (10002-19999), below Serve's direct-ingress replica ports
-(30000-31000, when on) and the kernel's ephemeral range (32768-60999 on Linux), from which Ray's own processes
-take their gRPC and agent ports while a test starts. A port the kernel handed out (bind to 0) was free when
-asked and could be another Ray process's by the time the proxy bound it (a CI run failed so: "Failed to bind
-to address '0.0.0.0:35595'")."""
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on, on any address (the proxy binds 0.0.0.0), outside the ranges Ray draws from."""
-    for port in random.sample(FREE_PORTS, 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 def shipped_config(model_dir: Path | str | None = None, port: int | None = None) -> dict:
