@@ -65,4 +65,4 @@ constraints:
 	{ echo "# Every package of the test install, pinned: make and deploy/'s Dockerfiles install with pip -c this file."; \
 	  echo "# Written by \`make constraints\` (Python 3.11, x86_64 Linux); edit pyproject.toml, not this file."; \
 	  $(VENV)-constraints/bin/pip freeze --exclude product-recognition; } > constraints.txt
-	rm -rf $(VENV)-constraints
+	rm -rf $(VENV)-constraints build

@@ -185,7 +185,7 @@ def serve_cluster():
         dashboard_port = free_port()
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": HEAD_CPUS, "num_gpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-            "resources": {"catalog_volume": 1},  # the head holds the catalog's volume, as docs/cluster.md's RayService
+            "resources": {"catalog_volume": 1},  # the head holds the catalog's volume, as deploy/rayservice.yaml's
             "dashboard_port": dashboard_port, "dashboard_agent_listen_port": free_port(),
         })
         config = shipped_config(port=free_port())

@@ -1,19 +1,16 @@
 """serve_config.yaml's resource arithmetic: every deployment at its max_replicas fits the node the file declares
 (args node_cpus/node_gpus), on CPU and in GPU mode, so the autoscaler never wants a replica that cannot be
 placed. No Ray cluster: the arithmetic of deployments/placement.py, which `python -m deployments.placement` runs.
-And docs/cluster.md's RayService deploys this very file."""
+(deploy/rayservice.yaml deploys this very file: tests/test_deploy_files.py.)"""
 
 import copy
-import re
 
 import pytest
 import yaml
 
 from deployments.placement import AppArgs, Placement, app_placement, max_replicas
-from pipeline.core.paths import REPO_ROOT, SERVE_CONFIG
+from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.settings import read_serve_config
-
-CLUSTER_DOC = REPO_ROOT / "docs" / "cluster.md"
 
 
 def application(config: dict | None = None) -> dict:
@@ -49,7 +46,6 @@ def test_the_models_can_double_on_the_two_cpu_node():
 
 
 def test_the_comments_give_the_same_arithmetic():
-    from pipeline.core.paths import SERVE_CONFIG
 
     text = open(SERVE_CONFIG, encoding="utf-8").read()
     app = application()
@@ -115,29 +111,3 @@ def test_the_placement_command_checks_a_config_file(tmp_path, capsys):
     assert main([str(path)]) == 1
     out = capsys.readouterr().out
     assert "cannot all be placed" in out and "Detector 4 × 0.4" in out and "lower max_replicas" in out
-
-
-# --- docs/cluster.md's RayService: its serveConfigV2 is serve_config.yaml ---------------------------------------
-
-def cluster_doc_rayservice() -> dict:
-    """The RayService manifest of docs/cluster.md (its ```yaml block with kind: RayService)."""
-    blocks = re.findall(r"^```yaml\n(.*?)^```", CLUSTER_DOC.read_text(encoding="utf-8"), flags=re.M | re.S)
-    manifests = [doc for block in blocks for doc in yaml.safe_load_all(block)
-                 if isinstance(doc, dict) and doc.get("kind") == "RayService"]
-    assert len(manifests) == 1, f"docs/cluster.md should hold one RayService manifest, found {len(manifests)}"
-    return manifests[0]
-
-
-def test_the_cluster_docs_rayservice_serves_serve_config_yaml():
-    manifest = cluster_doc_rayservice()
-    assert manifest["apiVersion"] == "ray.io/v1"
-    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == yaml.safe_load(SERVE_CONFIG.read_text()), (
-        "docs/cluster.md's RayService serveConfigV2 differs from serve_config.yaml: copy the file into it again")
-    cluster = manifest["spec"]["rayClusterConfig"]
-    assert cluster["authOptions"]["mode"] == "token"
-
-    def gpus(group: dict) -> list:
-        return [c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") for c in group["template"]["spec"]["containers"]]
-
-    assert not any(gpus(cluster["headGroupSpec"])), "the head group is CPU-only"
-    assert any(1 in gpus(group) for group in cluster["workerGroupSpecs"]), "a worker group has one GPU a pod"
