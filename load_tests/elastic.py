@@ -275,6 +275,8 @@ class Run:
     lost_node: str | None = None
     max_worker_nodes: int = 0
     node_addresses: set[str] = field(default_factory=set)  # every node's address: 127.0.0.1 alone
+    max_rss_mb: dict[str, float] = field(default_factory=dict)  # deployment -> the largest replica's resident memory
+    dashboard_without_token: int = 0  # the HTTP status of Serve's REST API asked without the token (401: auth on)
 
 
 # --- the load ------------------------------------------------------------------------------------------------------
@@ -381,6 +383,11 @@ def observe(cluster: Cluster, run: Run, t0: float, seen: dict) -> Sample:
             replicas[row["deployment"]]["waiting"] += 1
             seen.setdefault(row["replica"], now)
             continue
+        try:
+            rss = psutil.Process(row["pid"]).memory_info().rss / 2**20 if row["pid"] else 0.0
+        except psutil.Error:
+            rss = 0.0
+        run.max_rss_mb[row["deployment"]] = max(run.max_rss_mb.get(row["deployment"], 0.0), rss)
         where = "head" if row["node"] in head_ids else "workers"
         replicas[row["deployment"]][where] += 1
         if where == "workers" and row["replica"] in seen and not seen.get(row["replica"] + ":running"):
@@ -430,6 +437,7 @@ def run_elastic(clients: int, peak_s: float, settle_s: float, quiet_s: float = 5
         started = time.monotonic()
         cluster.serve_deploy(elastic_serve_config(cluster.http_port, catalog_dir, admin_key))
         wait_running(cluster, timeout_s=300)
+        run.dashboard_without_token = status_without_token(cluster.dashboard_port, "/api/serve/applications/")
         t0 = time.monotonic() + quiet_s
         run.events["cluster up and app running (s before the peak)"] = round(t0 - started, 1)
         while time.monotonic() < t0:
@@ -484,6 +492,15 @@ def run_elastic(clients: int, peak_s: float, settle_s: float, quiet_s: float = 5
     return run
 
 
+def status_without_token(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def wait_running(cluster: Cluster, timeout_s: float) -> None:
     deadline, status = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
@@ -534,6 +551,10 @@ def checks(run: Run, peak_s: float, settle_s: float) -> dict[str, tuple[bool, st
             bool(run.probes) and len(named) == len(run.probes),
             f"{len(named)} of {len(run.probes)} answers from {CATALOG_DEADLINE_S:g} s after the enrollment name it"),
         "a worker node lost under load": (run.lost_node is not None, f"node {run.lost_node or '-'}"),
+        "token auth on, every node on 127.0.0.1": (
+            run.dashboard_without_token == 401 and run.node_addresses == {"127.0.0.1"},
+            f"Serve's REST API without the token: HTTP {run.dashboard_without_token}; node addresses: "
+            f"{', '.join(sorted(run.node_addresses))}"),
         "back to the head alone within 5 minutes after the peak": (
             after_peak is not None and after_peak <= 300 and last is not None and last.nodes == 1,
             f"{after_peak:.0f} s after the peak" if after_peak is not None else f"not within {settle_s:.0f} s"),
@@ -550,6 +571,8 @@ def report(run: Run, results: dict[str, tuple[bool, str]], out: Path, command: s
     if run.starts:
         lines += ["", "Replica start on a new node (seen placed → RUNNING, 1 s resolution): " + "; ".join(
             f"{name} {', '.join(f'{s:.0f}' for s in starts)} s" for name, starts in run.starts.items())]
+    lines += ["", f"Nodes' addresses: {', '.join(sorted(run.node_addresses))}. Largest replica's resident memory during the run: "
+              + ", ".join(f"{name} {mb:.0f} MB" for name, mb in run.max_rss_mb.items())]
     lines += ["", "Timeline (every 5 s; replicas RUNNING on the head + on workers, + waiting):", "",
               "| t (s) | nodes | Recognizer | Detector | Classifier | answers/s | non-200/s |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -562,7 +585,8 @@ def report(run: Run, results: dict[str, tuple[bool, str]], out: Path, command: s
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps({
         "checks": {name: {"passed": ok, "measured": text} for name, (ok, text) in results.items()},
-        "events": run.events, "starts": run.starts, "probes": run.probes,
+        "events": run.events, "starts": run.starts, "probes": run.probes, "max_rss_mb": run.max_rss_mb,
+        "node_addresses": sorted(run.node_addresses),
         "samples": [asdict(s) for s in run.samples], "records": [asdict(r) for r in run.records]}, indent=1))
     return text
 
