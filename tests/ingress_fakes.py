@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ TOP_K, UNKNOWN_THRESHOLD = 3, 0.5
 
 class FakeMethod:
     """A DeploymentHandle's method (`handle.detect`): `.remote(*args)` is awaitable, as a DeploymentResponse is,
-    and gives `answer(*args)` (or raises what it raises). The calls are kept."""
+    and gives `answer(*args)` (or raises what it raises; awaited first when it is awaitable: a slow replica). The
+    calls are kept."""
 
     def __init__(self, answer: Callable) -> None:
         self.answer, self.calls = answer, []
@@ -55,7 +57,8 @@ class FakeMethod:
         self.calls.append(args)
 
         async def response():
-            return self.answer(*args)
+            result = self.answer(*args)
+            return await result if inspect.isawaitable(result) else result
 
         return response()
 

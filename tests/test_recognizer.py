@@ -247,6 +247,29 @@ def test_a_replica_lost_once_is_retried_and_the_photo_answered(service, method, 
     assert len(fake.calls) == 2 and len(response.json()["products"]) == 2
 
 
+@pytest.mark.parametrize("method", ["detect", "classify"])
+def test_a_model_call_unanswered_within_its_timeout_is_a_503_and_the_next_photo_is_answered(service, method, monkeypatch):
+    """MODEL_CALL_TIMEOUT_S bounds each model call: a replica that does not answer (here 5 s, against a 0.3 s bound)
+    costs that photo a 503 `model_unavailable` with Retry-After, not a hang; the next photo is answered. The bound is
+    set where the replica's code reads it: @serve.ingress runs a copy of the module's class, with its own globals."""
+    monkeypatch.setitem(type(service.replica)._call.__globals__, "MODEL_CALL_TIMEOUT_S", 0.3)
+    fake = getattr(service.detector if method == "detect" else service.classifier, method)
+    answer = fake.answer
+
+    async def slow(*args):
+        await asyncio.sleep(5.0)
+        return answer(*args)
+
+    fake.answer = failing(then=slow)
+    started = time.monotonic()
+    response = service.recognize(shelf_photo())
+    assert_error(response, 503, "model_unavailable")
+    assert response.headers.get("retry-after") == "1"
+    assert time.monotonic() - started < 5.0  # answered at the bound, not when the replica finally answered
+    fake.answer = answer
+    assert service.recognize(shelf_photo()).status_code == 200
+
+
 def test_a_model_call_is_named_in_the_log_by_its_caller(service, caplog):
     fake = service.classifier.classify
     fake.answer = failing(RayActorError(), then=fake.answer)
