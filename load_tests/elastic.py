@@ -573,7 +573,7 @@ def report(run: Run, results: dict[str, tuple[bool, str]], out: Path, command: s
             f"{name} {', '.join(f'{s:.0f}' for s in starts)} s" for name, starts in run.starts.items())]
     lines += ["", f"Nodes' addresses: {', '.join(sorted(run.node_addresses))}. Largest replica's resident memory during the run: "
               + ", ".join(f"{name} {mb:.0f} MB" for name, mb in run.max_rss_mb.items())]
-    lines += ["", "Timeline (every 5 s; replicas RUNNING on the head + on workers, + waiting):", "",
+    lines += ["", "Timeline (every 5th sample, about one a second; replicas RUNNING on the head + on workers, + waiting):", "",
               "| t (s) | nodes | Recognizer | Detector | Classifier | answers/s | non-200/s |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for sample in run.samples[::5]:
