@@ -39,3 +39,78 @@ def test_a_cache_is_used_only_for_the_models_that_made_it(tmp_path):
     np.savez(cache, **saved)
     with pytest.raises(AttributeError, match="facts"):
         embed(None, paths, [0, 1], "whole_photo", cache, "made-by-these")  # type: ignore[arg-type]
+
+
+# --- the arithmetic that chose the shipped catalog rule, on a world small enough to work out by hand -------------
+# One enrolled product (class 2, vector e0); the classifier was trained on classes 0 and 1. Four query photos:
+#   a: class 2, the enrolled photo itself (cosine 1.0), 0.5 from its nearest training photo  -> margin  0.5
+#   b: class 2, cosine 0.8 to it, 0.7 from training                                         -> margin  0.1
+#   c: class 0, cosine 0.9 to it (looks like the new product), 0.85 from training           -> margin  0.05
+#   d: class 1, orthogonal to it, 0.9 from training                                          -> margin -0.9
+# The classifier answers class 0, 1, 0, 1 (right for c and d only), with top probabilities 0.6, 0.7, 0.9, 0.8.
+
+KEPT = [0, 1]
+
+
+def small_world():
+    from pipeline.catalog_evaluation import Embedded
+    from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
+
+    embeddings = np.array([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0.9, 0, np.sqrt(1 - 0.81), 0], [0, 0, 0, 1]], np.float32)
+    queries = Embedded(["a", "b", "c", "d"], np.array([2, 2, 0, 1]),
+                       np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1], [0.2, 0.8]], np.float32), embeddings,
+                       np.ones(4, bool), embeddings.copy())
+    index = CatalogIndex(CatalogSnapshot(1, "test", np.array([[1, 0, 0, 0]], np.float32), ["2"], ["two"]))
+    training = np.array([0.5, 0.7, 0.85, 0.9], np.float32)
+    return queries, training, index
+
+
+def test_answer_lets_the_catalog_speak_where_the_rule_says_and_the_classifier_elsewhere():
+    from pipeline.catalog_evaluation import answer
+    from pipeline.core.catalog_rule import CatalogRule
+
+    queries, training, index = small_world()
+    result = answer(queries, training, index, CatalogRule("beats_training", 0.2), KEPT, unknown_threshold=0.5)
+    np.testing.assert_allclose(result.score, [0.5, 0.1, 0.05, -0.9], atol=1e-5)
+    assert result.by_catalog.tolist() == [True, False, False, False]
+    assert result.answered.tolist() == [2, 1, 0, 1] and result.matched.tolist() == [2, 2, 2, 2]
+    # unknown_only: only where the classifier's top probability is under the unknown threshold (a: 0.6 < 0.65)
+    unsure = answer(queries, training, index, CatalogRule("unknown_only", 0.85), KEPT, unknown_threshold=0.65)
+    assert unsure.eligible.tolist() == [True, False, False, False]
+    assert unsure.by_catalog.tolist() == [True, False, False, False] and unsure.answered.tolist() == [2, 1, 0, 1]
+
+
+def test_auroc_is_the_mann_whitney_probability_ties_counting_half():
+    from pipeline.catalog_evaluation import auroc
+
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert auroc(np.array([0.9, 0.5, 0.5]), np.array([0.5, 0.1])) == pytest.approx(5 / 6)  # 4 wins, 2 ties of 6
+    assert np.isnan(auroc(np.array([]), np.array([1.0])))
+
+
+def test_the_chosen_threshold_is_the_lowest_whose_catalog_answers_reach_the_target_precision():
+    from pipeline.catalog_evaluation import TARGET_PRECISION, choose_threshold
+
+    assert TARGET_PRECISION == 0.95
+    queries, training, index = small_world()
+    # margins 0.5 (right), 0.1 (right), 0.05 (wrong: c is class 0), -0.9 (wrong): at 0.1 both answers taken are
+    # right; at 0.05 two of three
+    assert choose_threshold(queries, training, [index], "beats_training", KEPT, 0.5) == pytest.approx(0.1)
+    # similarity: 1.0 (right), 0.9 (wrong), 0.8 (right), 0.0: only 1.0 keeps every catalog answer right
+    assert choose_threshold(queries, training, [index], "similarity", KEPT, 0.5) == pytest.approx(1.0)
+
+
+def test_measure_counts_what_the_catalog_gains_on_enrolled_photos_and_costs_on_trained_ones():
+    from pipeline.catalog_evaluation import measure
+    from pipeline.core.catalog_rule import CatalogRule
+
+    queries, training, index = small_world()
+    strict = measure(queries, training, [index], CatalogRule("beats_training", 0.08), KEPT, [2], 0.5)
+    assert strict == pytest.approx({
+        "enrolled_top1_served": 1.0, "enrolled_top1_nearest": 1.0, "all_top1": 1.0, "all_top1_without_catalog": 0.5,
+        "trained_top1": 1.0, "trained_top1_without_catalog": 1.0, "catalog_precision": 1.0,
+        "catalog_coverage_of_enrolled": 1.0, "trained_taken_by_catalog": 0.0, "trained_change_points": 0.0})
+    loose = measure(queries, training, [index], CatalogRule("beats_training", 0.03), KEPT, [2], 0.5)  # c taken too
+    assert loose["all_top1"] == 0.75 and loose["trained_top1"] == 0.5 and loose["trained_taken_by_catalog"] == 0.5
+    assert loose["catalog_precision"] == pytest.approx(2 / 3) and loose["trained_change_points"] == pytest.approx(-50)
