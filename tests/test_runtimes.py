@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from deployments.placement import AppArgs
-from load_tests.photos import freiburg_held_back_photos, grocery_val_photos
+from load_tests.photos import GROCERY, freiburg_held_back_photos, grocery_val_photos
 from pipeline import runtimes
 from pipeline.core.model_label import ModelLabel, ModelLabelError, load_model_label
 from pipeline.core.preprocessing import load_training_image
@@ -259,3 +259,36 @@ def test_the_int8_detector_finds_nearly_the_boxes_torch_finds(detected):
     assert matched.mean() >= 0.85 and np.median(ious) >= 0.95, (matched.mean(), np.median(ious))
     assert np.mean(gaps[matched] <= 0.1) >= 0.9, np.quantile(gaps[matched], [0.5, 0.9])
     assert abs(sum(len(b) for b in int8_boxes) - found) <= 0.2 * found
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_a_classifier_runtime_meets_the_bar_only_within_half_a_point_of_the_savedmodels_selection_top1():
+    """pipeline.runtimes.measure with a selection split, as export runs it when the run has one: a runtime meets
+    the bar that decides what `auto` serves when its /hello top-1 on the selection photos is at most
+    CLASSIFIER_TOP1_BAR under the SavedModel's. Here the SavedModel's is set just above (0.004) and just past
+    (0.006) the runtime's own top-1 on 24 real photos."""
+    from pipeline.core.models import load_classifier, load_detector
+    from pipeline.core.photo_to_answer import ModelFacts
+    from pipeline.datasets import load_labelled_photos
+    from pipeline.evaluate import top_k_accuracy
+
+    assert runtimes.CLASSIFIER_TOP1_BAR == 0.005
+    bundle = load_model_label(SHIPPED_MODEL_DIR)
+    facts, settings = ModelFacts.of(bundle, "tflite"), serving_settings()
+    photos = load_labelled_photos(GROCERY, bundle.labels, "val")
+    selection, val = photos[::12][:24], photos[5::50][:4]
+    entry = bundle.manifest["classifier"]["runtimes"]["tflite"]
+    probabilities, targets, _ = runtimes.hello_answers(
+        facts, load_detector(SHIPPED_MODEL_DIR / "detector.pt", "torch", threads=1),
+        load_classifier(SHIPPED_MODEL_DIR / entry["path"], "tflite", threads=1), selection, settings, bundle.hello_policy)
+    top1 = top_k_accuracy(probabilities, targets, 1)
+    for margin, meets in ((0.004, True), (0.006, False)):
+        reference = {"selection_top1": top1 + margin, "mAP50": 1.0, "unknown_threshold": bundle.unknown_threshold}
+        measured = runtimes.measure(SHIPPED_MODEL_DIR, facts, {"tflite": {"path": entry["path"]}}, {},
+                                    selection_photos=selection, val_photos=val, settings=settings,
+                                    hello_policy=bundle.hello_policy, reference=reference, detector_data=None,
+                                    target_precision=0.95)["classifier"]["tflite"]
+        assert measured["selection"]["hello_top1"] == pytest.approx(top1)
+        assert measured["calibration"]["fitted_on"] == "the selection split"
+        assert measured["meets_bar"] is meets, (margin, measured["selection"])
