@@ -251,13 +251,44 @@ def test_with_the_catalog_down_writes_answer_503_and_recognition_goes_on_from_th
 
 
 def test_the_replicas_copy_ignores_a_snapshot_of_another_model(service):
-    copy = service.replica.catalog_copy
+    """A good copy (a product enrolled, matched) is kept when a snapshot of another classifier arrives."""
     from pipeline.core.catalog_match import CatalogSnapshot
 
+    photo = red_photo()
+    enroll(service, "cola-1", "Cola", [photo])
+    assert answer_when(service, lambda a: a["models"]["catalog"] == 1, photo)["products"][0]["sku"] == "cola-1"
+    copy = service.replica.catalog_copy
+    good = copy.index
+    assert good is not None and not good.empty
     foreign = CatalogSnapshot(7, "another-classifier", np.eye(3, dtype=np.float32), ["a", "b", "c"], ["A", "B", "C"])
-    index_before = copy.index
     copy.use(foreign)
-    assert copy.index is index_before and copy.version == 7
+    assert copy.index is good and copy.version == 7
+    assert service.recognize(photo).json()["products"][0]["sku"] == "cola-1"
+
+
+def test_hello_asks_no_detector_while_no_product_is_enrolled_with_the_catalog_deployed(service):
+    """/hello's whole-photo shortcut (the whole photo alone, no detector) holds whenever the catalog names nothing:
+    before the replica's copy has a first snapshot (the Catalog down from the start), at version 0, and once a
+    delete has emptied the catalog again; with a product enrolled, the detector is asked."""
+    use_policy(service.replica, "whole_photo")
+    photo = red_photo()
+
+    def detector_calls_for_hello() -> int:
+        calls = len(service.detector.detect.calls)
+        assert service.hello(photo).status_code == 200
+        return len(service.detector.detect.calls) - calls
+
+    service.replica.catalog.down = True
+    assert detector_calls_for_hello() == 0 and service.replica.catalog_copy.index is None  # no snapshot yet
+    service.replica.catalog.down = False
+    assert answer_when(service, lambda a: a["models"]["catalog"] == 0, photo)["models"]["catalog"] == 0
+    assert detector_calls_for_hello() == 0  # version 0: nothing enrolled
+    enroll(service, "cola-1", "Cola", [photo])
+    assert answer_when(service, lambda a: a["models"]["catalog"] == 1, photo)["products"][0]["sku"] == "cola-1"
+    assert detector_calls_for_hello() == 1
+    assert service.client.delete("/v1/catalog/products/cola-1", headers=ADMIN).status_code == 200
+    assert answer_when(service, lambda a: a["models"]["catalog"] == 2, photo)["products"][0]["label_source"] == "model"
+    assert detector_calls_for_hello() == 0  # emptied by the delete
 
 
 def test_the_openapi_schema_documents_the_catalog(service):

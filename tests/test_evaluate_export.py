@@ -160,7 +160,7 @@ def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
                             "--serve-config", str(tmp_path / "serve_config.yaml")])
     assert report["settings"]["detector"]["confidence_threshold"] == 0.000001
     assert report["classifier"]["hello"]["no_detection_whole_photo_used"] == 0
-    assert report["classifier"]["whole_photo"]["top5"] == 1.0 and report["classifier"]["hello"]["top1"] == 1.0
+    assert report["classifier"]["hello"]["top1"] == 1.0  # (top-5 of 3 labels is 1.0 whatever the model does)
     assert [answer["label"] for answer in report["answers"]] == [answer["target"] for answer in report["answers"]]
     assert report["detector"]["data"].endswith("data.yaml")
     assert "| the classifier, whole photo | 100.00% | 100.00% |" in capsys.readouterr().out
