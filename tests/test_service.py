@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.metrics import PRODUCTS_BOUNDARIES
 from load_tests.photos import collage, freiburg_held_back_photos, grocery_val_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
 from pipeline.core.model_label import load_model_label
@@ -88,15 +89,32 @@ def test_raw_body_and_img_part_give_the_same_answer(app):
 
 @pytest.mark.data
 def test_phone_photo_boxes_are_in_original_pixels(app):
-    """A 12 MP phone JPEG, stored sideways with EXIF orientation 6: answered in upright full-size pixels."""
+    """A phone JPEG (a shelf photo enlarged to 3024 px a side) stored sideways with EXIF orientation 6, as a phone
+    held upright stores it: answered in upright full-size pixels, each product where the shelf photo itself has
+    it once the scale is undone (the same scene; the detector sees it at a different resolution only)."""
+    from PIL import Image
+
+    from load_tests.photos import jpeg_bytes
+
     path = freiburg_held_back_photos(1)[0]
     small = recognize(app, path.read_bytes()).json()
-    phone = recognize(app, phone_photo(path, (4032, 3024), orientation=6)).json()
-    assert (phone["photo"]["width"], phone["photo"]["height"]) == (3024, 4032)
-    for product in phone["products"]:
-        assert product["box"]["x2"] <= 3024 and product["box"]["y2"] <= 4032
-    if not small["whole_photo"]:
-        assert not phone["whole_photo"]
+    upright = Image.open(path).convert("RGB")
+    side = 3024
+    sideways = upright.resize((side, round(side * upright.height / upright.width))).transpose(Image.Transpose.ROTATE_90)
+    phone = recognize(app, jpeg_bytes(sideways, orientation=6)).json()
+    scale = upright.width / side
+    assert (phone["photo"]["width"], phone["photo"]["height"]) == (side, round(side * upright.height / upright.width))
+    assert not small["whole_photo"] and not phone["whole_photo"]  # a shelf photo: products found in both
+
+    def iou(a: dict, b: dict) -> float:
+        inter = max(0.0, min(a["x2"], b["x2"]) - max(a["x1"], b["x1"])) * max(0.0, min(a["y2"], b["y2"]) - max(a["y1"], b["y1"]))
+        area = lambda r: (r["x2"] - r["x1"]) * (r["y2"] - r["y1"])  # noqa: E731
+        return inter / (area(a) + area(b) - inter)
+
+    in_small_pixels = [{key: value * scale for key, value in product["box"].items()} for product in phone["products"]]
+    assert iou(in_small_pixels[0], small["products"][0]["box"]) > 0.9  # the largest product: the same box
+    for box in in_small_pixels:  # every product found is one the shelf photo has (one near the threshold may not be found)
+        assert max(iou(box, theirs["box"]) for theirs in small["products"]) > 0.6, box
 
 
 @pytest.mark.data
@@ -272,8 +290,10 @@ def test_product_metrics_are_exported_for_prometheus(app):
     time.sleep(3)  # what earlier tests did has been reported (ServeApp: every second)
     before = scrape_product_metrics()
     photos = grocery_val_photos(3)
-    for path in photos:
-        assert recognize(app, path.read_bytes()).status_code == 200
+    answers = [recognize(app, path.read_bytes()) for path in photos]
+    assert [answer.status_code for answer in answers] == [200] * 3
+    products_answered = [len(answer.json()["products"]) for answer in answers]
+    unknown_answered = sum(not product["known"] for answer in answers for product in answer.json()["products"])
     assert httpx.post(f"{app.url}/hello", files={"img": ("x.jpg", photos[0].read_bytes(), "image/jpeg")}, timeout=120).status_code == 200
     assert recognize(app, b"this is not a photo").status_code == 415
 
@@ -293,13 +313,19 @@ def test_product_metrics_are_exported_for_prometheus(app):
     assert delta("ray_product_decode_refusals_total", code="not_an_image") == 1
     answered = delta("ray_product_products_per_photo_count", endpoint="/v1/recognize")
     products = delta("ray_product_products_per_photo_sum", endpoint="/v1/recognize")
-    assert answered == 3 and 3 <= products <= 30  # at least one product per answered photo, at most max_detections
-    assert delta("ray_product_unknown_products_total") <= products + 1
+    assert answered == 3 and products >= 3
+    # Each answer in its bucket: the counts are exact (Ray exports a histogram's sum from its buckets' midpoints)
+    for bound in PRODUCTS_BOUNDARIES:
+        in_bucket = delta("ray_product_products_per_photo_bucket", endpoint="/v1/recognize", le=str(bound))
+        assert in_bucket == sum(count <= bound for count in products_answered), (bound, products_answered)
+    assert delta("ray_product_unknown_products_total", endpoint="/v1/recognize") == unknown_answered
     for stage in ("decode", "detect", "crop", "classify", "total"):
         assert delta("ray_product_stage_latency_ms_count", stage=stage) == 4, stage
         assert delta("ray_product_stage_latency_ms_sum", stage=stage) > 0, stage
     total_ms = delta("ray_product_stage_latency_ms_sum", stage="total")
-    assert total_ms >= delta("ray_product_stage_latency_ms_sum", stage="classify") and total_ms < 4 * 120_000
+    # Ray exports a histogram's sum from its buckets' midpoints, so sums compare only roughly: the total holds the
+    # classify stage; the stage counts above are exact.
+    assert total_ms >= delta("ray_product_stage_latency_ms_sum", stage="classify")
     assert value(after, "ray_product_photos_in_flight", endpoint="/v1/recognize") == 0
 
 
