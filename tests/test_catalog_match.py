@@ -134,12 +134,18 @@ def test_bad_snapshots_and_queries_are_refused():
         CatalogIndex(CatalogSnapshot(1, "m", vectors, ["a", "b"], ["A", "B"])).best(np.ones((1, 4), np.float32))
 
 
-def test_a_10000_photo_catalog_is_searched_in_milliseconds_on_one_thread():
-    """The search's cost per crop, one faiss thread as in a replica: the least of several runs, so that other load
-    on the machine does not count. The bound is loose; BENCHMARKS.md has the measured figure."""
+def test_a_10000_photo_catalog_is_held_and_scanned_at_one_byte_a_component():
+    """What keeps a 10,000-photo search to a millisecond a crop on one thread (BENCHMARKS.md, load_tests.catalog_cost:
+    0.57 ms measured) is the int8 scan: faiss holds each component in one byte, a quarter of float32's memory traffic.
+    Checked as structure, not as a wall-clock bound (a float32 or fp16 scan fails here at any machine speed); the
+    best of ten one-thread runs is printed."""
     rng = np.random.default_rng(5)
     index = CatalogIndex(catalog(rng, 2_000, most_photos=9))
-    assert len(index.snapshot.skus) > 9_000
+    photos = len(index.snapshot.skus)
+    assert photos > 9_000
+    faiss_index = index._index
+    assert isinstance(faiss_index, faiss.IndexScalarQuantizer) and faiss_index.ntotal == photos
+    assert faiss_index.sq.qtype == faiss.ScalarQuantizer.QT_8bit_direct_signed and faiss_index.code_size == 1280
     queries = unit(rng.standard_normal((8, 1280)))
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -152,4 +158,4 @@ def test_a_10000_photo_catalog_is_searched_in_milliseconds_on_one_thread():
             runs.append((time.perf_counter() - started) / len(queries))
     finally:
         faiss.omp_set_num_threads(threads)
-    assert min(runs) < 0.010, f"{min(runs) * 1e3:.1f} ms per crop"
+    print(f"\n{photos} photos: {min(runs) * 1e3:.2f} ms per crop, best of 10, one thread")

@@ -170,11 +170,12 @@ class PhotoToAnswer:
         started = time.perf_counter()
         prepared = await asyncio.gather(*(self._decode(data, decode_slots, not whole_photo_alone) for data in photos))
         decoded = time.perf_counter()
-        if whole_photo_alone:
+        if whole_photo_alone:  # the detector is not asked: its stage took no time
             detections: list[np.ndarray | None] = [None] * len(prepared)
+            detected = decoded
         else:
             detections = list(await detect([image.pixels for _, image in prepared if image is not None]))
-        detected = time.perf_counter()
+            detected = time.perf_counter()
 
         plans = []
         for (photo, image), found in zip(prepared, detections):
