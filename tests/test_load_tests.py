@@ -257,6 +257,9 @@ def test_the_raw_pipeline_does_what_the_measured_endpoint_does():
     assert hello["ms_per_image"]["detect"] < 1 < every["ms_per_image"]["detect"]
 
 
+SECOND_REPLICA_CHECK = "Detector and Classifier reached 2 RUNNING in the peak, back after"
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     return make_model_label(tmp_path_factory.mktemp("tiny"), ["사과_ _1", "우유_팩_200", "라면_컵_114"])
@@ -266,16 +269,21 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.mark.data
 @pytest.mark.cluster
 def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
-    """A bounded run (about 20 s of load) against a freshly started tiny-model app, as CI can afford."""
+    """A bounded run (about 30 s of load) against a freshly started tiny-model app, as CI can afford. The quiet end
+    is 15 s: scaling back down took up to 7 s after the peak here, under other load."""
     command = [sys.executable, "-m", "load_tests.peak", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path),
-               "--baseline-s", "3", "--peak-s", "10", "--quiet-s", "7", "--peak-users", "12",
+               "--baseline-s", "3", "--peak-s", "10", "--quiet-s", "15", "--peak-users", "12",
                "--upscale-delay", "1", "--downscale-delay", "2", "--originals", "4", "--phones", "2"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    # One exit status is right for this run: the report's verdict, 0 when every check passed and 1 when one failed
-    # (a timing check may on a loaded machine); a crash (no report, or another status) fails here.
+    # The exit status is the report's verdict (0 when every check passed, 1 when one failed); a crash (no report, or
+    # another status) fails here. Every check must pass but one: a 10 s peak is shorter than a second model
+    # replica's start here, so "reached 2 RUNNING in the peak" is left to the long run (python -m load_tests.peak).
     assert (tmp_path / "peak.json").is_file(), done.stderr[-3000:]
-    verdicts = {c["name"]: c["passed"] for c in json.loads((tmp_path / "peak.json").read_text())["checks"]}
+    checks = json.loads((tmp_path / "peak.json").read_text())["checks"]
+    print("\n" + "\n".join(f"{c['name']}: {c['passed']} ({c['detail']})" for c in checks), flush=True)
+    verdicts = {c["name"]: c["passed"] for c in checks}
     assert done.returncode == (0 if all(verdicts.values()) else 1), (done.returncode, verdicts, done.stderr[-3000:])
+    assert {name for name, passed in verdicts.items() if not passed} <= {SECOND_REPLICA_CHECK}, verdicts
     for name in ("peak.md", "peak.png", "peak.json", "samples.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
     report = json.loads((tmp_path / "peak.json").read_text())
@@ -284,7 +292,7 @@ def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
     assert {"Recognizer", "Detector", "Classifier"} <= set(samples[-1]["deployments"])
     assert len(samples) >= 15  # one a second over the run
     checks = {c["name"]: c for c in report["checks"]}
-    assert len(checks) == 7 and checks["every request answered"]["passed"], checks
+    assert len(checks) == 7, checks
     assert "wanted no more than it could place" in checks
     assert {"target", "pending", "resources"} <= set(samples[-1]["deployments"]["Detector"])
     assert samples[-1]["cluster"]["total"]["CPU"] > 0  # the local Ray's logical CPUs, sampled
