@@ -248,6 +248,9 @@ def test_with_the_catalog_down_writes_answer_503_and_recognition_goes_on_from_th
     assert ready.status_code == 200 and ready.json()["detail"]["catalog"].startswith("unavailable")
     service.replica.catalog.down = False
     assert enroll(service, "cola-2", "Cola 2", [shelf_photo(red=None)]).status_code == 201
+    # and the replica's copy, whose long-poll failed while the Catalog was down, follows it again
+    assert answer_when(service, lambda a: a["models"]["catalog"] == 2, photo)["models"]["catalog"] == 2
+    assert service.client.get("/readyz").json()["detail"]["catalog"] == "catalog version 2; this replica matches with version 2"
 
 
 def test_the_replicas_copy_ignores_a_snapshot_of_another_model(service):
