@@ -1,5 +1,6 @@
 """README's `make serve` on a fresh copy of this checkout: it creates the serving install (pyproject's default
-dependencies with constraints.txt, as deploy/Dockerfile does) and serves. That install is small, has no
+dependencies with constraints.txt, as deploy/Dockerfile does) and serves; stopped and started again, it keeps
+the catalog. That install is small, has no
 TensorFlow, torch or ultralytics, answers what the test install answers with what `auto` serves on CPU, names the
 extra a missing runtime needs, and the graph grows past one node under a peak and back when run from it
 (load_tests/elastic.py, Ray's autoscaler with simulated nodes: the replicas on every node run without the training
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.cluster  # every test here needs `make serve` (a local 
 SERVING_INSTALL_MAX_BYTES = 1.2e9  # issue 29's bound; 0.89 GB measured
 FRAMEWORKS = ("tensorflow", "torch", "ultralytics", "tf_keras", "matplotlib")
 MAKE_SERVE_PORT = 8000  # serve_config.yaml's, as shipped
+MAKE_SERVE_URL = f"http://127.0.0.1:{MAKE_SERVE_PORT}"
 START_TIMEOUT_S = 600
 
 
@@ -55,20 +57,51 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+ADMIN_KEY = "fresh-copy-admin-key"  # writes open for the restart test's enrollment
+
+
 @dataclass
 class MakeServe:
+    """`make serve` in a checkout, started and stopped as a user does (Ctrl-C there; SIGTERM here, since a
+    background `serve run` ignores SIGINT)."""
+
     checkout: Path
-    process: subprocess.Popen
+    process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        """Starts it and waits for /readyz 200; returns the seconds that took."""
+        assert not port_in_use(MAKE_SERVE_PORT), f"port {MAKE_SERVE_PORT} is taken: another server would answer"
+        env = {name: value for name, value in os.environ.items() if not name.startswith(("VIRTUAL_ENV", "RAY_", "PYTEST"))}
+        log_path = self.checkout / "make-serve.log"
+        started = time.monotonic()
+        with open(log_path, "a") as log:
+            self.process = subprocess.Popen(["make", "serve"], cwd=self.checkout, env=env | {"PRODUCT_ADMIN_KEY": ADMIN_KEY},
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while time.monotonic() - started < START_TIMEOUT_S:
+            if self.process.poll() is not None:
+                raise AssertionError(f"make serve exited {self.process.returncode}: {log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{MAKE_SERVE_URL}/readyz", timeout=5) as answer:
+                    if answer.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                time.sleep(1)
+        self.stop()
+        raise AssertionError(f"make serve not ready in {START_TIMEOUT_S} s: {log_path.read_text()[-4000:]}")
 
     def stop(self) -> None:
-        """SIGTERM to its process group (a background `serve run` ignores SIGINT), SIGKILL after a minute."""
-        if self.process.poll() is None:
+        """SIGTERM to its process group, SIGKILL after a minute; returns once its proxy has let the port go."""
+        if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        deadline = time.monotonic() + 60
+        while port_in_use(MAKE_SERVE_PORT):
+            assert time.monotonic() < deadline, f"port {MAKE_SERVE_PORT} still answers a minute after make serve stopped"
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -76,27 +109,9 @@ def make_serve(tmp_path_factory):
     """`make serve` in a fresh copy, until /readyz answers 200; stopped after the module's tests (or sooner)."""
     if port_in_use(MAKE_SERVE_PORT):
         pytest.fail(f"port {MAKE_SERVE_PORT} is taken (a `make serve` running?): README's `make serve` is tested on it")
-    checkout = fresh_copy(tmp_path_factory.mktemp("fresh"))
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("VIRTUAL_ENV", "RAY_", "PYTEST"))}
-    log_path = checkout / "make-serve.log"
-    started = time.monotonic()
-    with open(log_path, "w") as log:
-        served = MakeServe(checkout, subprocess.Popen(["make", "serve"], cwd=checkout, env=env, stdout=log,
-                                                      stderr=subprocess.STDOUT, start_new_session=True))
+    served = MakeServe(fresh_copy(tmp_path_factory.mktemp("fresh")))
     try:
-        while time.monotonic() - started < START_TIMEOUT_S:
-            if served.process.poll() is not None:
-                raise AssertionError(f"make serve exited {served.process.returncode}: {log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{MAKE_SERVE_PORT}/readyz", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            raise AssertionError(f"make serve not ready in {START_TIMEOUT_S} s: {log_path.read_text()[-4000:]}")
-        print(f"\nmake serve on a fresh copy: ready {time.monotonic() - started:.0f} s after it started, install included",
-              flush=True)
+        print(f"\nmake serve on a fresh copy: ready {served.start():.0f} s after it started, install included", flush=True)
         yield served
     finally:
         served.stop()
@@ -114,7 +129,7 @@ def test_make_serve_on_a_fresh_copy_answers_the_original_client(make_serve):
     from load_tests.photos import grocery_val_photos
 
     body, headers = multipart_body(grocery_val_photos(1)[0].read_bytes(), part="img")
-    request = urllib.request.Request(f"http://127.0.0.1:{MAKE_SERVE_PORT}/hello", data=body, headers=headers, method="POST")
+    request = urllib.request.Request(f"{MAKE_SERVE_URL}/hello", data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=120) as answer:
         assert answer.status == 200
         assert set(json.loads(answer.read())) == {"item"}
@@ -189,6 +204,37 @@ def test_a_runtime_whose_extra_is_missing_fails_at_start_naming_the_extra(servin
     for line, (runtime, module) in zip(lines, (("savedmodel", "tensorflow"), ("torch", "torch"))):
         assert f"the {runtime!r} runtime needs {module}" in line
         assert "pip install 'product-recognition[frameworks]'" in line
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_make_serve_stopped_and_started_again_keeps_the_catalog(make_serve):
+    """The products enrolled, their photos and the answers they give survive a restart: the Catalog reopens its
+    SQLite store in catalog_data/ and each ingress replica gets its copy from it."""
+    import httpx
+
+    from load_tests.photos import freiburg_category_photos
+
+    photos = freiburg_category_photos("JUICE", 2)  # a product the classifier never saw
+    files = [("photo", (f"{i}.jpg", Path(p).read_bytes(), "image/jpeg")) for i, p in enumerate(photos)]
+    enrolled = httpx.post(f"{MAKE_SERVE_URL}/v1/catalog/products", data={"sku": "kept-1", "label": "Kept product"},
+                          files=files, headers={"X-Admin-Key": ADMIN_KEY}, timeout=120)
+    assert enrolled.status_code == 201, enrolled.text
+    version = enrolled.json()["catalog_version"]
+    before = httpx.get(f"{MAKE_SERVE_URL}/v1/catalog/products/kept-1", timeout=10).json()
+    make_serve.stop()
+    print(f"\nmake serve again: ready in {make_serve.start():.0f} s", flush=True)
+    assert (make_serve.checkout / "catalog_data").is_dir()
+    assert httpx.get(f"{MAKE_SERVE_URL}/v1/catalog/products/kept-1", timeout=10).json() == before
+    assert httpx.get(f"{MAKE_SERVE_URL}/v1/catalog", timeout=10).json()["version"] == version
+    photo = Path(photos[0]).read_bytes()
+    deadline = time.monotonic() + 10
+    while True:
+        answer = httpx.post(f"{MAKE_SERVE_URL}/v1/recognize", files={"image": ("p.jpg", photo, "image/jpeg")}, timeout=60).json()
+        if answer["models"]["catalog"] == version or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert answer["products"][0]["sku"] == "kept-1" and answer["products"][0]["label_source"] == "catalog"
 
 
 @pytest.mark.data
