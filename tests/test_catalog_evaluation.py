@@ -114,3 +114,25 @@ def test_measure_counts_what_the_catalog_gains_on_enrolled_photos_and_costs_on_t
     loose = measure(queries, training, [index], CatalogRule("beats_training", 0.03), KEPT, [2], 0.5)  # c taken too
     assert loose["all_top1"] == 0.75 and loose["trained_top1"] == 0.5 and loose["trained_taken_by_catalog"] == 0.5
     assert loose["catalog_precision"] == pytest.approx(2 / 3) and loose["trained_change_points"] == pytest.approx(-50)
+
+
+def test_rejection_scores_enrolled_classes_photos_against_never_enrolled_ones_fold_by_fold():
+    """Left-out classes 2 and 3, each enrolled in one fold and never in the other. Class 2's photos sit at e0, class
+    3's at e1, except one class-3 photo that looks like class 2 (e0); a trained class-0 photo at e2; every query
+    0.5 from the training gallery; the rule's margin 0.2.
+    Fold 2 enrolled: scores 0.5, 0.5 (class 2) against 3's -0.5 and 0.5: AUROC 0.75 (two wins, two ties); against
+    every photo not enrolled 5/6; the catalog names 2 for three photos, one of them class 3: precision 2/3.
+    Fold 3 enrolled: 3's 0.5 and -0.5 against 2's -0.5, -0.5: AUROC 0.75; against all not enrolled 0.75;
+    precision 1."""
+    from pipeline.catalog_evaluation import Embedded, rejection
+    from pipeline.core.catalog_rule import CatalogRule
+
+    e = np.eye(4, dtype=np.float32)
+    queries = Embedded([f"q{i}" for i in range(5)], np.array([2, 2, 3, 3, 0]), np.tile([[0.6, 0.4]], (5, 1)).astype(np.float32),
+                       np.stack([e[0], e[0], e[1], e[0], e[2]]), np.ones(5, bool), np.stack([e[0], e[0], e[1], e[0], e[2]]))
+    pool = Embedded([f"p{i}" for i in range(12)], np.array([2] * 6 + [3] * 6), np.zeros((12, 2), np.float32),
+                    np.stack([e[0]] * 6 + [e[1]] * 6), np.ones(12, bool), np.stack([e[0]] * 6 + [e[1]] * 6))
+    result = rejection(queries, np.full(5, 0.5, np.float32), pool, [2, 3], KEPT, ["zero", "one", "two", "three"],
+                       CatalogRule("beats_training", 0.2), unknown_threshold=0.5)
+    assert result == pytest.approx({"auroc_never_enrolled": 0.75, "auroc_all_not_enrolled": (5 / 6 + 0.75) / 2,
+                                    "precision_at_threshold": (2 / 3 + 1) / 2})

@@ -134,6 +134,9 @@ def test_a_write_is_answered_by_every_replica_within_a_second(app):
     print(f"\nwrite returned → a stale answer could still start: max {max(delays):.3f} s over {len(delays)} writes; "
           f"write sent → last stale start: max {max(from_send):.3f} s, mean {np.mean(from_send):.3f} s; {len(seen)} requests")
     assert len(seen) > 5 * WRITES
+    # The bound is the product's promise (README: every replica recognises an enrolled product within a second),
+    # not a speed figure: each replica's long-poll answers as soon as a write lands, so the delay is one snapshot
+    # transfer and a request's start (a few tens of ms when idle); a slow machine has the rest of the second.
     assert max(delays) <= 1.0, delays
 
 

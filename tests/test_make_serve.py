@@ -415,12 +415,13 @@ def test_a_killed_ingress_replica_fails_its_requests_with_text_500s_and_a_retry_
     try:
         control.wait_ready()
         mib = 1024 * 1024
-        # 3 MiB of a declared 4 MiB: the app reads them at once and then waits for the rest for ~5 s (its deadline
-        # is 2 s + 1 s per MiB received), long enough for the kill to land while the requests are in the replica.
-        headers = {"Content-Type": "image/jpeg", "Content-Length": str(4 * mib)}
+        # 8 MiB of a declared 9 MiB (under the 10 MiB limit): the app reads them at once and then waits for the rest
+        # for ~10 s (its deadline is 2 s + 1 s per MiB received), so the kill, sent 1 s after the bodies, lands while
+        # the requests are in the replica with 9 s to spare (3 MiB gave 4 s: tight on a slow 2-core machine).
+        headers = {"Content-Type": "image/jpeg", "Content-Length": str(9 * mib)}
         sent = [threading.Event() for _ in range(3)]
         with ThreadPoolExecutor(len(sent)) as pool:
-            futures = [pool.submit(raw_request, served.port, headers, b"\xff\xd8" + b"\0" * (3 * mib - 2), started=event)
+            futures = [pool.submit(raw_request, served.port, headers, b"\xff\xd8" + b"\0" * (8 * mib - 2), started=event)
                        for event in sent]
             assert all(event.wait(10) for event in sent)
             time.sleep(1.0)
