@@ -17,6 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from grpc import StatusCode
+from grpc.aio import AioRpcError
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
@@ -41,7 +43,15 @@ UI_PAGE = Path(__file__).with_name("ui.html")
 
 CATALOG_DOWN = (TimeoutError, BackPressureError, DeploymentUnavailableError, RayActorError, ReplicaUnavailableError)
 """How a call fails when the Catalog is gone, restarting or overloaded: 503 `catalog_unavailable`. Anything else
-is a bug, answered 500 by the app's handler with its traceback logged."""
+is a bug, answered 500 by the app's handler with its traceback logged; so is a gRPC error (Serve's throughput mode
+calls between replicas over gRPC) unless its code says the Catalog replica could not be reached (GONE_CODES)."""
+
+GONE_CODES = frozenset({StatusCode.UNAVAILABLE, StatusCode.CANCELLED})
+"""How a call over Serve's gRPC transport fails when the replica under it is killed or unreachable."""
+
+
+def catalog_down(error: BaseException) -> bool:
+    return isinstance(error, CATALOG_DOWN) or (isinstance(error, AioRpcError) and error.code() in GONE_CODES)
 
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 403, 404, 409, 413, 415, 422, 503)}
 READ_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 422, 503)}
@@ -73,7 +83,9 @@ class CatalogCalls:
         catalog = self._catalog()
         try:
             await asyncio.wait_for(catalog.ready.remote(), REACHABLE_TIMEOUT_S)
-        except CATALOG_DOWN as error:
+        except Exception as error:
+            if not catalog_down(error):
+                raise
             raise self._unavailable(error) from None
         return catalog
 
@@ -81,16 +93,20 @@ class CatalogCalls:
         catalog = self._catalog()
         try:
             return answered(await asyncio.wait_for(getattr(catalog, method).remote(*args), READ_TIMEOUT_S))
-        except CATALOG_DOWN as error:
+        except Exception as error:
+            if not catalog_down(error):
+                raise
             raise self._unavailable(error) from None
 
     async def _write(self, call: Any) -> dict:
         try:
             return answered(await asyncio.wait_for(call, WRITE_TIMEOUT_S))
-        except CATALOG_DOWN as error:
+        except Exception as error:
+            if not catalog_down(error):
+                raise
             raise self._unavailable(error) from None
 
     @staticmethod
     def _unavailable(error: Exception) -> ServiceError:
-        logger.warning("catalog unavailable: %s", type(error).__name__)
+        logger.warning("catalog unavailable: %s %s", type(error).__name__, error.code() if isinstance(error, AioRpcError) else "")
         return ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry the write shortly")
