@@ -81,26 +81,19 @@ class CatalogCalls:
 
     async def _reachable_catalog(self) -> DeploymentHandle:
         catalog = self._catalog()
-        try:
-            await asyncio.wait_for(catalog.ready.remote(), REACHABLE_TIMEOUT_S)
-        except Exception as error:
-            if not catalog_down(error):
-                raise
-            raise self._unavailable(error) from None
+        await self._answer(catalog.ready.remote(), REACHABLE_TIMEOUT_S)
         return catalog
 
     async def _read(self, method: str, *args: Any) -> Any:
-        catalog = self._catalog()
-        try:
-            return answered(await asyncio.wait_for(getattr(catalog, method).remote(*args), READ_TIMEOUT_S))
-        except Exception as error:
-            if not catalog_down(error):
-                raise
-            raise self._unavailable(error) from None
+        return answered(await self._answer(getattr(self._catalog(), method).remote(*args), READ_TIMEOUT_S))
 
     async def _write(self, call: Any) -> dict:
+        return answered(await self._answer(call, WRITE_TIMEOUT_S))
+
+    async def _answer(self, call: Any, timeout_s: float) -> Any:
+        """A Catalog call's answer within `timeout_s`; the Catalog gone or overloaded (catalog_down) is a 503."""
         try:
-            return answered(await asyncio.wait_for(call, WRITE_TIMEOUT_S))
+            return await asyncio.wait_for(call, timeout_s)
         except Exception as error:
             if not catalog_down(error):
                 raise
