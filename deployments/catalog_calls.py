@@ -3,7 +3,10 @@ and those routes' OpenAPI bodies.
 
 Reads go to the Catalog deployment; writes need the admin key (deployments/catalog_http.py) and are checked
 before their body is read. A Catalog that does not answer makes writes 503 `catalog_unavailable` with
-Retry-After, at once: recognition does not need it (each ingress replica matches against its own copy).
+Retry-After, at once: recognition does not need it (each ingress replica matches against its own copy). The 503
+says whether the write was applied: `"applied": false` when the Catalog was gone before it was sent, `"unknown"`
+when it went away under the write (the store commits each write whole or not at all, but the answer can be lost
+after the commit): the client reads the catalog to see which before it retries.
 
 The routes themselves are declared on the Recognizer class: Serve's class-based view rewrites each route
 function's signature in the process that imports the ingress module, and a replica unpickles the ingress class by
@@ -53,6 +56,15 @@ GONE_CODES = frozenset({StatusCode.UNAVAILABLE, StatusCode.CANCELLED})
 def catalog_down(error: BaseException) -> bool:
     return isinstance(error, CATALOG_DOWN) or (isinstance(error, AioRpcError) and error.code() in GONE_CODES)
 
+
+READ = ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry shortly")
+NOT_SENT = ServiceError(503, "catalog_unavailable", "the catalog is unavailable, so the write was not sent; recognition "
+                        "goes on, retry the write shortly", {"applied": False})
+IN_FLIGHT = ServiceError(503, "catalog_unavailable", "the catalog went away during the write, which is applied whole or "
+                         "not at all: read the catalog (GET /v1/catalog/products/{sku}, /v1/catalog) to see which "
+                         "before you retry", {"applied": "unknown"})
+"""The 503s of a read, of a write never sent (the Catalog did not answer its ping) and of a write in flight."""
+
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 403, 404, 409, 413, 415, 422, 503)}
 READ_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 422, 503)}
 
@@ -81,25 +93,22 @@ class CatalogCalls:
 
     async def _reachable_catalog(self) -> DeploymentHandle:
         catalog = self._catalog()
-        await self._answer(catalog.ready.remote(), REACHABLE_TIMEOUT_S)
+        await self._answer(catalog.ready.remote(), REACHABLE_TIMEOUT_S, NOT_SENT)
         return catalog
 
     async def _read(self, method: str, *args: Any) -> Any:
-        return answered(await self._answer(getattr(self._catalog(), method).remote(*args), READ_TIMEOUT_S))
+        return answered(await self._answer(getattr(self._catalog(), method).remote(*args), READ_TIMEOUT_S, READ))
 
     async def _write(self, call: Any) -> dict:
-        return answered(await self._answer(call, WRITE_TIMEOUT_S))
+        return answered(await self._answer(call, WRITE_TIMEOUT_S, IN_FLIGHT))
 
-    async def _answer(self, call: Any, timeout_s: float) -> Any:
-        """A Catalog call's answer within `timeout_s`; the Catalog gone or overloaded (catalog_down) is a 503."""
+    async def _answer(self, call: Any, timeout_s: float, lost: ServiceError) -> Any:
+        """A Catalog call's answer within `timeout_s`; the Catalog gone or overloaded (catalog_down) is `lost`, a 503."""
         try:
             return await asyncio.wait_for(call, timeout_s)
         except Exception as error:
             if not catalog_down(error):
                 raise
-            raise self._unavailable(error) from None
-
-    @staticmethod
-    def _unavailable(error: Exception) -> ServiceError:
-        logger.warning("catalog unavailable: %s %s", type(error).__name__, error.code() if isinstance(error, AioRpcError) else "")
-        return ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry the write shortly")
+            logger.warning("catalog unavailable: %s %s", type(error).__name__,
+                           error.code() if isinstance(error, AioRpcError) else "")
+            raise ServiceError(lost.status, lost.code, lost.message, lost.detail) from None

@@ -97,6 +97,9 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+    applied: bool | Literal["unknown"] | None = Field(None, description=(
+        "a catalog write's 503 only: false when the write was never sent, \"unknown\" when the Catalog went away "
+        "under it (applied whole or not at all: read the catalog before retrying)"))
 
 
 class Health(BaseModel):

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from grpc import StatusCode
+from grpc.aio import AioRpcError, Metadata
 from PIL import Image, ImageDraw
 
 from deployments.catalog import Catalog
@@ -39,10 +41,12 @@ ADMIN = {"X-Admin-Key": ADMIN_KEY}
 
 
 class InProcessHandle:
-    """A DeploymentHandle of a replica object in this process: `handle.method.remote(*args)` awaits the method."""
+    """A DeploymentHandle of a replica object in this process: `handle.method.remote(*args)` awaits the method.
+    `down`: every call fails as a gone deployment's does. `answers_lost`: a call (but the ping) runs, and then
+    fails as a gRPC call does when the replica under it is killed before it answers."""
 
     def __init__(self, replica: object) -> None:
-        self.replica, self.down = replica, False
+        self.replica, self.down, self.answers_lost = replica, False, False
 
     def __getattr__(self, name: str):
         method = getattr(self.replica, name)
@@ -55,6 +59,11 @@ class InProcessHandle:
                     async def gone():
                         raise DEPLOYMENT_GONE
                     return gone()
+                if handle.answers_lost and name != "ready":
+                    async def lost():
+                        await method(*args)
+                        raise AioRpcError(StatusCode.UNAVAILABLE, Metadata(), Metadata(), "Socket closed")
+                    return lost()
                 return method(*args)
 
         return Remote
@@ -240,7 +249,7 @@ def test_with_the_catalog_down_writes_answer_503_and_recognition_goes_on_from_th
     service.replica.catalog.down = True
     response = enroll(service, "cola-2", "Cola 2", [shelf_photo(red=None)])
     assert_error(response, 503, "catalog_unavailable")
-    assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after"] == "1" and response.json()["applied"] is False
     assert_error(service.client.get("/v1/catalog"), 503, "catalog_unavailable")
     still = service.recognize(photo)
     assert still.status_code == 200 and still.json()["products"][0]["sku"] == "cola-1"
@@ -338,3 +347,18 @@ def test_with_the_api_key_on_too_a_write_carries_both_keys(service, monkeypatch)
     both = enroll(service, "cola-1", "Cola", [red_photo()], headers={"X-API-Key": "api-key", "Authorization": f"Bearer {ADMIN_KEY}"})
     assert both.status_code == 201, both.text
     assert_error(enroll(service, "cola-2", "Cola", [red_photo(700)], headers={"X-API-Key": "api-key"}), 403, "forbidden")
+
+
+def test_a_write_whose_answer_is_lost_answers_503_applied_unknown_and_the_client_can_read_which(service):
+    """The Catalog commits the write and is killed before it answers: the ingress cannot know the outcome, so it
+    says so ("applied": "unknown", not a 503 that would read as "not written"), and a read tells the client which."""
+    service.replica.catalog.answers_lost = True
+    response = enroll(service, "cola-1", "Cola", [red_photo()])
+    assert_error(response, 503, "catalog_unavailable")
+    assert response.json()["applied"] == "unknown" and "GET /v1/catalog/products/" in response.json()["error"]["message"]
+    deleted = service.client.delete("/v1/catalog/products/nothing-1", headers=ADMIN)
+    assert_error(deleted, 503, "catalog_unavailable")  # the Catalog's own 404 lost with its answer, too
+    service.replica.catalog.answers_lost = False
+    stored = service.client.get("/v1/catalog/products/cola-1")
+    assert stored.status_code == 200 and stored.json()["photos"] == 1  # it was applied: whole
+    assert service.client.get("/v1/catalog").json()["version"] == 1  # the delete was refused: no version
