@@ -83,6 +83,9 @@ class FinetuneConfig:
     resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
     crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")
     color_jitter: float = option(0.2, help="brightness, contrast and saturation x (1 ± this)")
+    ema_decay: float = option(0.0, help="also keep an exponential moving average of the weights, updated every step "
+                                        "with this decay (0: none); each epoch scores both on the selection split and the "
+                                        "better one is the epoch's candidate for best.pt")
     max_per_class: int | None = option(None, help="at most this many train photos per class (small test runs)")
     max_steps: int | None = option(None, help="stop each epoch after this many steps (small test runs)")
     threads: int = option(0, help="torch threads (0: all cores)")
@@ -242,6 +245,16 @@ def augment(batch, size: int, config: FinetuneConfig):
     return torch.stack([transform(image) for image in batch.permute(0, 3, 1, 2)]).permute(0, 2, 3, 1)
 
 
+def weight_average(network, decay: float):
+    """An exponential moving average of the network's weights (torch's AveragedModel; the BatchNorm statistics are
+    frozen, so copied), or None for decay 0. Averaging the last steps' weights is a free gain on small data sets."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_step(network, optimizer, scheduler, loss_function, images, targets: np.ndarray) -> float:
     """One update on a batch of uint8 NHWC images; the batch's loss before it."""
     import torch
@@ -310,9 +323,12 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(parameter_groups(network, config))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, steps_per_epoch * config.epochs))
     state: dict[str, Any] = {"epoch": 0, "best_selection_top1": -1.0, "best_epoch": 0, "probe": None}
+    average = weight_average(network, config.ema_decay)
     if config.resume and (out / LAST_NAME).is_file():
         checkpoint = torch.load(out / LAST_NAME, map_location="cpu", weights_only=False)
         network.load_state_dict(checkpoint["model"])
+        if average is not None:
+            average.load_state_dict(checkpoint["average"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -339,8 +355,11 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         state["probe"] = {"head": config.head, "selection_top1": top_k_accuracy(probe, selection_targets, 1),
                           "selection_top5": top_k_accuracy(probe, selection_targets, 5)}
         print(f"{config.head} head at its start: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
+        if average is not None:  # the head's start is the average's start too
+            average = weight_average(network, config.ema_decay)
         with (out / HISTORY_NAME).open("w", newline="") as file:
-            csv.writer(file).writerow(["epoch", "train_loss", "selection_top1", "selection_top5", "seconds"])
+            csv.writer(file).writerow(["epoch", "train_loss", "selection_top1", "selection_top5", "seconds",
+                                       "average_top1", "average_top5"])
 
     if config.cosine_margin:
         if config.head != "cosine":
@@ -361,21 +380,34 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
             images = augment(torch.from_numpy(fit_photos[index]), size, config)
             losses.append(train_step(network, optimizer, scheduler, loss_function, images, fit_targets[index]))
+            if average is not None:
+                average.update_parameters(network)
         logits = logits_of(network, selection_photos)
         top1, top5 = top_k_accuracy(logits, selection_targets, 1), top_k_accuracy(logits, selection_targets, 5)
+        candidates = [(top1, top5, "trained", network)]
+        if average is not None:
+            averaged = logits_of(average.module, selection_photos)
+            candidates.append((top_k_accuracy(averaged, selection_targets, 1), top_k_accuracy(averaged, selection_targets, 5),
+                               "average", average.module))
         state["epoch"] += 1
-        if top1 > state["best_selection_top1"]:
-            state.update(best_selection_top1=top1, best_selection_top5=top5, best_epoch=state["epoch"])
-            torch.save(network.state_dict(), out / BEST_NAME)
+        best_top1, best_top5, weights, best_network = max(candidates, key=lambda c: c[0])  # ties: the trained weights
+        if best_top1 > state["best_selection_top1"]:
+            state.update(best_selection_top1=best_top1, best_selection_top5=best_top5, best_epoch=state["epoch"],
+                         best_weights=weights)
+            torch.save(best_network.state_dict(), out / BEST_NAME)
         seconds = time.time() - epoch_started
+        averages = [f"{candidates[1][0]:.4f}", f"{candidates[1][1]:.4f}"] if average is not None else ["", ""]
         with (out / HISTORY_NAME).open("a", newline="") as file:
-            csv.writer(file).writerow([state["epoch"], f"{np.mean(losses):.4f}", f"{top1:.4f}", f"{top5:.4f}", f"{seconds:.0f}"])
+            csv.writer(file).writerow([state["epoch"], f"{np.mean(losses):.4f}", f"{top1:.4f}", f"{top5:.4f}", f"{seconds:.0f}",
+                                       *averages])
         state.setdefault("first_loss", losses[0])
         state["last_loss"] = float(np.mean(losses[-max(1, len(losses) // 4):]))
         _save_atomically({"model": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "torch_rng": torch.get_rng_state(), "state": state}, out / LAST_NAME)
+                          "torch_rng": torch.get_rng_state(), "state": state,
+                          "average": average.state_dict() if average is not None else None}, out / LAST_NAME)
         print(f"epoch {state['epoch']}/{config.epochs}: loss {np.mean(losses):.3f}, selection top-1 {top1:.3f} "
-              f"top-5 {top5:.3f}, {seconds:.0f} s", flush=True)
+              f"top-5 {top5:.3f}" + (f", weight average {averages[0]} / {averages[1]}" if average is not None else "")
+              + f", {seconds:.0f} s", flush=True)
 
     summary = {
         "trainer": "pipeline.finetune (torch, whole network), ported to TF by pipeline.efficientnet_lite",
@@ -384,6 +416,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
                  "selection_photos": len(selection.paths), "selection_seed": config.seed,
                  "selection_fraction": config.selection_fraction},
         "linear_probe": state["probe"], "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+        "best_weights": state.get("best_weights", "trained"),
         "best_selection_top1": state["best_selection_top1"], "best_selection_top5": state.get("best_selection_top5"),
         "first_loss": state.get("first_loss"), "last_loss": state.get("last_loss"),
         "torch_version": torch.__version__, "threads": torch.get_num_threads(),

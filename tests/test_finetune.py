@@ -91,6 +91,26 @@ def test_the_additive_margin_asks_the_true_class_to_win_by_the_margin():
 
 
 @pytest.mark.train
+def test_the_weight_average_follows_the_weights_by_its_decay():
+    """EMA: the first update takes the weights; each one after moves the average (1 - decay) of the way to them."""
+    import torch
+
+    assert finetune.weight_average(finetune.build_network("lite0", 3), 0.0) is None
+    network = finetune.build_network("lite0", 3)
+    average = finetune.weight_average(network, 0.9)
+    start = network._fc.weight.detach().clone()
+    with torch.no_grad():
+        network._fc.weight.add_(1.0)
+    average.update_parameters(network)
+    torch.testing.assert_close(average.module._fc.weight, start + 1.0)
+    with torch.no_grad():
+        network._fc.weight.add_(1.0)
+    average.update_parameters(network)
+    torch.testing.assert_close(average.module._fc.weight, start + 1.1)
+    torch.testing.assert_close(average.module._bn1.running_mean, network._bn1.running_mean)  # statistics copied
+
+
+@pytest.mark.train
 def test_linear_probe_names_photos_of_its_classes(data):
     network = finetune.build_network("lite0", data.num_classes)
     subset = finetune.limit_per_class(data.train, 3)
@@ -110,7 +130,7 @@ def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path, head: str):
 
     out = tmp_path / "run"
     config = finetune.FinetuneConfig(out=str(out), data=str(GROCERY), backbone="lite0", max_per_class=3, epochs=1,
-                                     max_steps=2, batch_size=8, head=head)
+                                     max_steps=2, batch_size=8, head=head, ema_decay=0.9)
     first = finetune.train(config)
     assert first["epochs_run"] == 1 and (out / finetune.LAST_NAME).is_file() and (out / finetune.BEST_NAME).is_file()
     split = json.loads((out / finetune.SPLIT_NAME).read_text())
@@ -118,7 +138,10 @@ def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path, head: str):
     config.epochs, config.resume = 2, True
     second = finetune.train(config)
     assert second["epochs_run"] == 2
-    assert len((out / finetune.HISTORY_NAME).read_text().splitlines()) == 3  # header + one line per epoch, once
+    history = (out / finetune.HISTORY_NAME).read_text().splitlines()
+    assert len(history) == 3  # header + one line per epoch, once
+    assert all(line.split(",")[-1] for line in history)  # the weight average scored every epoch, resumed too
+    assert second["best_weights"] in ("trained", "average")
 
     export_dir = finetune.export(out)
     summary = json.loads((out / finetune.SUMMARY_NAME).read_text())
