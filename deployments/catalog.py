@@ -89,7 +89,7 @@ class Catalog:
         faiss.omp_set_num_threads(1)
         self.detector, self.classifier = detector, classifier
         bundle = load_model_label(model_dir, verify_checksums=False)
-        self.model_version = embedding_space(bundle.versions["classifier"])
+        self.model_version = embedding_space(bundle.versions["classifier"], bundle.whole_photo_share)
         # The largest product's crop is what a query is matched with, and with the whole photo what a product is
         # enrolled as, cut with the ingress's live settings (crop margin, decode and detector sizes), which each write
         # brings; re-embedding at start uses the last ones seen, the defaults (serve_config.yaml's) before any write.

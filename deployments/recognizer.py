@@ -90,7 +90,7 @@ class Recognizer(CatalogCalls):
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
-        self.catalog_copy = CatalogCopy(catalog, embedding_space(self.bundle.versions["classifier"]))  # what crops are matched with
+        self.catalog_copy = CatalogCopy(catalog, embedding_space(self.bundle.versions["classifier"], self.bundle.whole_photo_share))  # what crops are matched with
         gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
         wanted = catalog is not None and self.bundle.catalog_rule.needs_gallery
         self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and wanted else None

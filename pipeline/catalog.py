@@ -64,7 +64,7 @@ def reembed(args: argparse.Namespace) -> dict:
     detector = load_detector(bundle.runtime_path("detector", runtimes["detector"]), runtimes["detector"])  # torch before TensorFlow
     classifier = load_classifier(bundle.runtime_path("classifier", runtimes["classifier"]), runtimes["classifier"])
     loop = PhotoToAnswer(ModelFacts.of(bundle, runtimes["classifier"]), settings.recognizer)
-    model_version = embedding_space(bundle.versions["classifier"])
+    model_version = embedding_space(bundle.versions["classifier"], bundle.whole_photo_share)
 
     def embed(photos: list[bytes]) -> list[np.ndarray | None]:
         return embed_photos(photos, loop, lambda images: detector.detect(images, settings.detector), classifier)

@@ -270,7 +270,8 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     detector_runtime = bundle.resolve_runtime("detector", "auto", use_gpu=False)
     classifier_runtime = bundle.resolve_runtime("classifier", "auto", use_gpu=False)
     detector_path = bundle.runtime_path("detector", detector_runtime)
-    facts = ModelFacts([all_labels[c] for c in kept], bundle.classifier_input_size, bundle.detector_input_size, policy)
+    facts = ModelFacts([all_labels[c] for c in kept], bundle.classifier_input_size, bundle.detector_input_size, policy,
+                       whole_photo_share=bundle.whole_photo_share)
     detector = load_detector(detector_path, detector_runtime)  # torch first, TensorFlow after
     classifier_path = served_classifier(run, classifier_runtime, detector, facts, left["fit"])
     key = models_key(policy, detector_path, classifier_path)

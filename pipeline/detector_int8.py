@@ -68,7 +68,8 @@ def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = S
 
         classifier = served["classifier"]
         models = ModelsUnderTest.load(model_label / names[chosen], bundle.runtime_path("classifier", classifier), bundle.labels,
-                                      bundle.classifier_input_size, side, classifier_runtime=classifier, detector_runtime=chosen)
+                                      bundle.classifier_input_size, side, classifier_runtime=classifier, detector_runtime=chosen,
+                                      whole_photo_share=bundle.whole_photo_share)
         probabilities, targets, _ = hello_answers(models.facts, models.detector, models.classifier, val_photos, settings,
                                                   bundle.hello_policy)
         served |= {"detector": chosen, "hello": top1_top5(probabilities, targets),

@@ -17,6 +17,7 @@ torch/ultralytics load before TensorFlow (ModelsUnderTest.load): the other order
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,11 +60,28 @@ def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
     return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(correct: ArrayLike, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> list[float]:
+    """The percentile bootstrap interval of a mean of per-photo 0/1 outcomes (photos resampled with replacement,
+    seeded): on 296 or 357 photos a point is 3-4 photos, and this says how far a figure can move by chance."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(correct) == 0:
+        return [float("nan"), float("nan")]
+    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
+    means = correct[draws].mean(axis=1)
+    return [float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, 1 - (1 - level) / 2))]
+
+
 def summarize(probabilities: np.ndarray, targets: ArrayLike, labels: Sequence[str]) -> dict[str, Any]:
-    """Top-1 / top-5 accuracy, per-class accuracy and the confusion matrix of one set of predictions."""
+    """Top-1 (with its 95% bootstrap interval) / top-5 accuracy, per-class accuracy and the confusion matrix of one
+    set of predictions."""
     matrix = confusion_matrix(targets, np.argmax(probabilities, axis=1), len(labels))
     return {
         "top1": top_k_accuracy(probabilities, targets, 1),
+        "top1_ci95": bootstrap_interval(np.argmax(probabilities, axis=1) == np.asarray(targets)),
         "top5": top_k_accuracy(probabilities, targets, min(5, len(labels))),
         "per_class": {
             label: {"n": int(matrix[i].sum()), "accuracy": accuracy}
@@ -90,9 +108,10 @@ class ModelsUnderTest:
     @classmethod
     def load(cls, detector_path: Path | str, classifier_dir: Path | str, labels: Sequence[str], classifier_size: int,
              detector_size: int, device: str = "cpu", classifier_runtime: str = "savedmodel",
-             detector_runtime: str = "torch") -> ModelsUnderTest:
+             detector_runtime: str = "torch", whole_photo_share: float = 1.0) -> ModelsUnderTest:
         detector = load_detector(detector_path, detector_runtime, use_gpu=device != "cpu")  # torch first, TensorFlow after
-        return cls(ModelFacts(labels, classifier_size, detector_size), detector, load_classifier(classifier_dir, classifier_runtime))
+        return cls(ModelFacts(labels, classifier_size, detector_size, whole_photo_share=whole_photo_share), detector,
+                   load_classifier(classifier_dir, classifier_runtime))
 
     @classmethod
     def served_on_cpu(cls, bundle: ModelLabel) -> tuple[ModelsUnderTest, dict[str, str]]:
@@ -100,7 +119,8 @@ class ModelsUnderTest:
         runtimes = {part: bundle.resolve_runtime(part, "auto", use_gpu=False) for part in ("detector", "classifier")}
         models = cls.load(bundle.runtime_path("detector", runtimes["detector"]), bundle.runtime_path("classifier", runtimes["classifier"]),
                           bundle.labels, bundle.classifier_input_size, bundle.detector_input_size,
-                          classifier_runtime=runtimes["classifier"], detector_runtime=runtimes["detector"])
+                          classifier_runtime=runtimes["classifier"], detector_runtime=runtimes["detector"],
+                          whole_photo_share=bundle.whole_photo_share)
         return models, runtimes
 
     def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False) -> list[Recognized]:
@@ -179,15 +199,37 @@ POLICY_TOP1_TOLERANCE = 0.01
 among them the one whose answers can be called known most often wins."""
 
 
+WHOLE_PHOTO_SHARES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+"""The whole-photo views tried on the selection split: the centre share of each side (recognition.whole_photo_box)."""
+
+
+def choose_whole_photo_share(classifier: ClassifyCrops, labels: Sequence[str], classifier_size: int, detector_size: int,
+                             photos: Sequence[tuple[Path, int]], settings: ServingSettings) -> dict[str, Any]:
+    """On the selection photos (never val): the whole photo's top-1 / top-5 under each WHOLE_PHOTO_SHARES view, and
+    the share with the best top-1 (the larger share of equals: the smaller change)."""
+    images = [path for path, _ in photos]
+    targets = np.array([target for _, target in photos])
+    figures = {}
+    for share in WHOLE_PHOTO_SHARES:
+        facts = ModelFacts(labels, classifier_size, detector_size, whole_photo_share=share)
+        whole = np.stack([r.probabilities[0] for r in photo_pass(facts, None, classifier, images, settings)])
+        figures[f"{share:g}"] = {"top1": top_k_accuracy(whole, targets, 1), "top5": top_k_accuracy(whole, targets, 5)}
+    chosen = max(WHOLE_PHOTO_SHARES, key=lambda share: figures[f"{share:g}"]["top1"])  # max keeps the first of equals
+    return {"chosen": chosen, "shares": figures}
+
+
 def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, labels: Sequence[str],
                         photos: Sequence[tuple[Path, int]], settings: ServingSettings, detector_size: int,
                         classifier_size: int, device: str = "cpu", target_precision: float = 0.95) -> dict[str, Any]:
-    """On the selection photos (never val): each /hello policy's top-1 / top-5 and the coverage of its answers at
-    `target_precision`; the chosen policy (top-1 within POLICY_TOP1_TOLERANCE of the best, then the most coverage)
-    and the unknown threshold calibrated on its answers."""
+    """On the selection photos (never val): the whole-photo view (choose_whole_photo_share), then each /hello
+    policy's top-1 / top-5 and the coverage of its answers at `target_precision`; the chosen policy (top-1 within
+    POLICY_TOP1_TOLERANCE of the best, then the most coverage) and the unknown threshold calibrated on its answers."""
     images = [path for path, _ in photos]
     targets = np.array([target for _, target in photos])
     models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device)
+    view = choose_whole_photo_share(models.classifier, labels, classifier_size, detector_size, photos, settings)
+    models = dataclasses.replace(models, facts=ModelFacts(labels, classifier_size, detector_size,
+                                                          whole_photo_share=view["chosen"]))
     recognized = models.pass_over(images, settings)
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
@@ -202,7 +244,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
     # Flip averaging, measured and not served: it doubles the classifier's work per photo.
     crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True))
     averaged = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, detected)[chosen]
-    return {"photos": len(images), "policies": figures, "hello_policy": chosen,
+    return {"photos": len(images), "whole_photo_share": view, "policies": figures, "hello_policy": chosen,
             "flip_averaged": {"top1": top_k_accuracy(averaged, targets, 1), "top5": top_k_accuracy(averaged, targets, 5)},
             "calibration": calibrations[chosen]}
 
@@ -235,13 +277,15 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
              baseline_dir: Path | str | None = None, target_precision: float = 0.95,
              data_description: str = "", selection: dict[str, Any] | None = None,
              hello_policy: str = DEFAULT_HELLO_POLICY, unknown_threshold: float | None = None,
-             classifier_runtime: str = "savedmodel", detector_runtime: str = "torch") -> dict[str, Any]:
+             classifier_runtime: str = "savedmodel", detector_runtime: str = "torch",
+             whole_photo_share: float = 1.0) -> dict[str, Any]:
     """Run the comparison, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report.
 
     `selection`: what `choose_hello_policy` found on the selection split; its policy makes the /hello row and its
     threshold is applied here (precision and coverage on these photos, fitted elsewhere). Without it, `hello_policy`
     makes the row and `unknown_threshold` (a model_label's, fitted elsewhere) is applied, or when None "unknown" is
-    calibrated on these photos themselves (optimistic: say so when reporting).
+    calibrated on these photos themselves (optimistic: say so when reporting); the same for the whole-photo view
+    (the selection's share, else `whole_photo_share`).
     `baseline_dir`: a SavedModel of the ImageNet backbone with a linear classifier (the classifier run's
     baseline_export/), for the table's first row. `settings`: serve_config.yaml's unless given.
     """
@@ -253,10 +297,13 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
 
     report: dict[str, Any] = {"data": data_description, "images": len(images), "classes": len(labels),
                               "rows": dict(ROWS)}
+    if selection and "whole_photo_share" in selection:
+        whole_photo_share = selection["whole_photo_share"]["chosen"]
+    report["whole_photo_share"] = whole_photo_share
     if detector_data is not None:  # torch work first, TensorFlow (classify) after
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
     models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device,
-                                  classifier_runtime, detector_runtime)
+                                  classifier_runtime, detector_runtime, whole_photo_share)
     recognized = models.pass_over(images, settings)
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
@@ -264,7 +311,8 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
         raise ValueError(f"the classifier has {whole.shape[1]} outputs but there are {len(labels)} labels")
     report["classifier"] = {}
     if baseline_dir is not None:
-        whole_photos = photo_pass(models.facts, None, SavedModelClassifier(baseline_dir), images, settings)
+        whole_photos = photo_pass(dataclasses.replace(models.facts, whole_photo_share=1.0), None,  # the view it was fitted on
+                                  SavedModelClassifier(baseline_dir), images, settings)
         baseline = np.stack([r.probabilities[0] for r in whole_photos])
         report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
     report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
@@ -301,10 +349,12 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The figures worth recording in a manifest: no per-class tables or matrices."""
-    classifier = {row: {"top1": r["top1"], "top5": r["top5"]} for row, r in report["classifier"].items()}
+    classifier = {row: {"top1": r["top1"], "top5": r["top5"], **({"top1_ci95": r["top1_ci95"]} if "top1_ci95" in r else {})}
+                  for row, r in report["classifier"].items()}
     classifier["hello"]["no_detection_whole_photo_used"] = report["classifier"]["hello"]["no_detection_whole_photo_used"]
     return {"data": report["data"], "images": report["images"], "classifier": classifier,
-            "hello_policy": report["hello_policy"], **({"selection": report["selection"]} if "selection" in report else {}),
+            "hello_policy": report["hello_policy"], "whole_photo_share": report.get("whole_photo_share", 1.0),
+            **({"selection": report["selection"]} if "selection" in report else {}),
             "calibration": report["calibration"], **({"detector": report["detector"]} if "detector" in report else {})}
 
 
@@ -316,13 +366,19 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['images']} photos, {report['classes']} classes.",
         "",
-        "| | top-1 | top-5 |",
+        "| | top-1 (95% interval) | top-5 |",
         "|---|---|---|",
     ]
     for row, result in rows.items():
         note = f" (no detection, whole photo: {hello['no_detection_whole_photo_used']})" if row == "hello" else ""
-        lines.append(f"| {ROWS[row]}{note} | {result['top1']:.2%} | {result['top5']:.2%} |")
+        interval = result.get("top1_ci95")
+        low_high = f" ({interval[0]:.1%}-{interval[1]:.1%})" if interval else ""
+        lines.append(f"| {ROWS[row]}{note} | {result['top1']:.2%}{low_high} | {result['top5']:.2%} |")
     lines += [
+        "",
+        f"The whole-photo view: the centre {report.get('whole_photo_share', 1.0):.0%} of each side "
+        "(pipeline.core.recognition.whole_photo_box). The interval is a bootstrap over the photos: figures whose "
+        "intervals overlap this much may differ by chance.",
         "",
         f"/hello's policy: **{report['hello_policy']}** ({HELLO_POLICIES[report['hello_policy']]}).",
         "",
@@ -334,7 +390,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     if "selection" in report:
         selection = report["selection"]
-        lines += [f"Chosen on the selection split ({selection['photos']} photos held back from train):", "",
+        lines += [f"Chosen on the selection split ({selection['photos']} photos held back from train):", ""]
+        if "whole_photo_share" in selection:
+            view = selection["whole_photo_share"]
+            lines += ["| whole-photo view (centre share of each side) | top-1 | top-5 |", "|---|---|---|"]
+            lines += [f"| {share}{' (chosen)' if float(share) == view['chosen'] else ''} | {f['top1']:.2%} | {f['top5']:.2%} |"
+                      for share, f in view["shares"].items()]
+            lines += [""]
+        lines += [
                   f"| /hello policy | top-1 | top-5 | coverage at {calibration['target_precision']:.0%} precision |",
                   "|---|---|---|---|"]
         lines += [f"| {policy} | {f['top1']:.2%} | {f['top5']:.2%} | {f['coverage_at_target']:.1%} |"
@@ -427,6 +490,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         target_precision=args.target_precision, data_description=str(args.data), hello_policy=bundle.hello_policy,
         unknown_threshold=None if args.recalibrate else bundle.unknown_threshold_for(classifier_runtime),
         classifier_runtime=classifier_runtime, detector_runtime=detector_runtime,
+        whole_photo_share=bundle.whole_photo_share,
     )
     print((Path(args.out) / "evaluation.md").read_text(encoding="utf-8"))
     return report

@@ -167,7 +167,8 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
     reference = {"selection_top1": chosen["policies"][report["hello_policy"]]["top1"] if chosen else float("inf"),
                  "mAP50": report.get("detector", {}).get("mAP50", float("inf")),
                  "unknown_threshold": report["calibration"]["unknown_threshold"]}
-    facts = ModelFacts(labels, classifier_size, detector_size, report["hello_policy"], reference["unknown_threshold"])
+    facts = ModelFacts(labels, classifier_size, detector_size, report["hello_policy"], reference["unknown_threshold"],
+                       whole_photo_share=report["whole_photo_share"])
     fit = split.get("fit") or [path for path, _ in load_labelled_photos(eval_data, labels, "train")]
     classifier_runtimes = runtimes.convert_classifier(staging, ml.CLASSIFIER_NAME, fit, facts,
                                                       load_detector(staging / ml.DETECTOR_NAME, "torch"), settings,
@@ -231,6 +232,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
                      "selection top-1 of the two heads pipeline.finetune trains (docs/training.md)"),
             "temperature": "fitted on the selection split (pipeline.finetune export)",
             "hello_policy": "chosen on the selection split (pipeline.evaluate.choose_hello_policy)",
+            "whole_photo_share": "chosen on the selection split (pipeline.evaluate.choose_whole_photo_share)",
             "unknown_threshold": "fitted on the selection split",
             "cpu_runtimes": RUNTIME_SELECTION,
             "val": f"{eval_split} is measured once, here, for the figures; nothing is chosen on it",
@@ -265,6 +267,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "preprocessing": "pipeline.core.preprocessing.classifier_input, then float32 0-255 (the model rescales)",
             "training": _compact(classifier_summary),
             "hello_policy": report["hello_policy"],
+            "whole_photo_share": report["whole_photo_share"],
             "metrics": {"data": figures["data"], "images": figures["images"], "rows": report["rows"],
                         **figures["classifier"]},
             # The threshold serving applies: fitted on the selection split when the run has one (figures: val's).

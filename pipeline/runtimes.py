@@ -205,7 +205,8 @@ def served_crops(photos: Sequence[Path], facts: ModelFacts, detector: BoxDetecto
     recognized = PhotoToAnswer(facts, settings.recognizer).run_files(
         photos, lambda pixels: detector.detect(pixels, settings.detector), None, prominent_only=True)
     return [crop for r in recognized
-            for crop in crops(r.photo.image, r.regions[:1] + ([None] if r.detected else []), facts.classifier_input_size)]
+            for crop in crops(r.photo.image, r.regions[:1] + ([None] if r.detected else []), facts.classifier_input_size,
+                              facts.whole_photo_share)]
 
 
 def served_embeddings(recognized: Sequence[Recognized]) -> np.ndarray | None:

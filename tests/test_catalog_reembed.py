@@ -23,7 +23,8 @@ def test_reembed_gives_every_stored_photo_the_shipped_classifiers_embedding(tmp_
         store.enroll("carton-1", "Carton", [StoredPhoto(drawn_product(seed), "image/jpeg", old / np.linalg.norm(old))
                                             for seed in (1, 2)], "classifier-old", "test")
     report = catalog.main(["reembed", "--catalog", str(tmp_path), "--model-label", str(SHIPPED_MODEL_DIR)])
-    version = embedding_space(load_model_label(SHIPPED_MODEL_DIR).versions["classifier"])
+    shipped = load_model_label(SHIPPED_MODEL_DIR)
+    version = embedding_space(shipped.versions["classifier"], shipped.whole_photo_share)
     assert report["model_version"] == version and report["embedded"] == 2 and report["without_product"] == []
     with CatalogStore(tmp_path) as store:
         assert store.info().model_version == version and store.photos_needing(version) == []

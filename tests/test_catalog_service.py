@@ -16,6 +16,7 @@ import pytest
 from load_tests.photos import GROCERY, freiburg_category_photos, grocery_val_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
 from pipeline.core.catalog_match import embedding_space
+from pipeline.core.model_label import load_model_label
 from pipeline.datasets import load_labelled_data
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
@@ -99,7 +100,8 @@ def test_an_enrolled_product_is_named_by_the_catalog_on_real_photos(app):
     other = recognize(app, grocery_val_photos(1)[0].read_bytes())["products"][0]
     assert other["label_source"] == "model" and other["sku"] is None and other["similarity"] < product["similarity"]
     info = httpx.get(f"{app.url}/v1/catalog", timeout=10).json()
-    assert info["products"] >= 1 and info["model_version"] == embedding_space(answer["models"]["classifier"])
+    assert info["products"] >= 1 and info["model_version"] == embedding_space(answer["models"]["classifier"],
+                                                                                   load_model_label(SHIPPED_MODEL_DIR).whole_photo_share)
 
 
 def test_a_write_is_answered_by_every_replica_within_a_second(app):

@@ -143,6 +143,41 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
 
 @pytest.mark.train
 @pytest.mark.models
+def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_path):
+    """A run with a selection split whose photos are a product in the middle of another colour: the mean-colour
+    classifier names the product only when the view cuts enough of the border away. The export tries the views on
+    the selection photos (never val), ships the largest share that names them, and serving's loop uses it."""
+    import shutil
+
+    from PIL import Image
+
+    from pipeline.export import export
+
+    run = tmp_path / "classifier"
+    shutil.copytree(runs / "classifier", run)
+    selection, targets = [], []
+    for i, (product, border) in enumerate((("red", "green"), ("blue", "red"), ("green", "blue"), ("red", "blue"))):
+        image = Image.new("RGB", (200, 160), COLOURS[border])
+        side = 0.655  # the product's share of each side: under half the area until the view is 0.9 of each side
+        image.paste(COLOURS[product], (round(100 - 100 * side), round(80 - 80 * side), round(100 + 100 * side), round(80 + 80 * side)))
+        image.save(tmp_path / f"selection{i}.png")
+        selection.append(str(tmp_path / f"selection{i}.png"))
+        targets.append(LABELS.index(product))
+    fit = [str(path) for path, _ in load_labelled_photos(runs / "photos", LABELS)]
+    (run / "split.json").write_text(json.dumps({"seed": 0, "fraction": 0.5, "fit": fit, "fit_class_ids": [0] * len(fit),
+                                                "selection": selection, "selection_class_ids": targets}))
+    manifest = export(run, runs / "detector", runs / "photos", tmp_path / "model_label", report_dir=tmp_path / "report")
+
+    view = manifest["classifier"]["selection"]["whole_photo_share"]
+    assert {share: f["top1"] for share, f in view["shares"].items()} == {
+        "1": 0.0, "0.95": 0.0, "0.9": 1.0, "0.85": 1.0, "0.8": 1.0, "0.75": 1.0, "0.7": 1.0}
+    assert view["chosen"] == 0.9 == manifest["classifier"]["whole_photo_share"] == load_model_label(tmp_path / "model_label").whole_photo_share
+    assert manifest["classifier"]["metrics"]["whole_photo"]["top1"] == 1.0  # val's plain photos, through the 0.9 view
+    assert "| 0.9 (chosen) | 100.00% |" in (tmp_path / "report" / "evaluation.md").read_text()
+
+
+@pytest.mark.train
+@pytest.mark.models
 def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
     import yaml
 
@@ -163,7 +198,17 @@ def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
     assert report["classifier"]["hello"]["top1"] == 1.0  # (top-5 of 3 labels is 1.0 whatever the model does)
     assert [answer["label"] for answer in report["answers"]] == [answer["target"] for answer in report["answers"]]
     assert report["detector"]["data"].endswith("data.yaml")
-    assert "| the classifier, whole photo | 100.00% | 100.00% |" in capsys.readouterr().out
+    assert "| the classifier, whole photo | 100.00% (100.0%-100.0%) | 100.00% |" in capsys.readouterr().out
+
+
+def test_the_bootstrap_interval_holds_the_figure_and_narrows_with_more_photos():
+    few = evaluate.bootstrap_interval([1] * 85 + [0] * 15)
+    many = evaluate.bootstrap_interval([1] * 850 + [0] * 150)
+    assert few[0] < 0.85 < few[1] and many[0] < 0.85 < many[1]
+    assert 0.10 < few[1] - few[0] < 0.18  # ~4 standard errors of sqrt(.85 x .15 / 100)
+    assert many[1] - many[0] < (few[1] - few[0]) / 2.5  # sqrt(10) narrower
+    assert evaluate.bootstrap_interval([1] * 10) == [1.0, 1.0]
+    assert evaluate.bootstrap_interval([1, 0] * 50) == evaluate.bootstrap_interval([1, 0] * 50)  # seeded
 
 
 def test_calibration_picks_the_lowest_threshold_that_keeps_known_answers_precise():

@@ -94,6 +94,19 @@ def test_an_unknown_hello_policy_is_refused_and_none_means_crop(copy_of):
 
 
 @pytest.mark.models
+def test_the_whole_photo_share_is_the_manifests_one_and_must_be_a_share(copy_of):
+    assert load_model_label(copy_of).whole_photo_share == 1.0  # manifests from before the view existed: the whole photo
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["classifier"]["whole_photo_share"] = 0.85
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    assert load_model_label(copy_of).whole_photo_share == 0.85
+    manifest["classifier"]["whole_photo_share"] = 0
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLabelError, match="whole_photo_share 0"):
+        load_model_label(copy_of)
+
+
+@pytest.mark.models
 def test_label_count_must_match_the_classifier_outputs(tmp_path, model_dir):
     # A manifest that is consistent with itself, around a classifier with 3 outputs but 4 labels.
     other = make_model_label(tmp_path / "four", ["a_ _ ", "b_ _ ", "c_ _ ", "d_ _ "], detector_from=model_dir / "detector.pt")

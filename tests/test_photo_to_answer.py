@@ -180,3 +180,25 @@ def test_without_a_classifier_the_loop_stops_at_the_regions():
     assert recognized.answers == [] and not models.classified and len(recognized.regions) == 2
     x1, y1, x2, y2 = recognized.regions[0]
     assert x1 < 0 and x2 > 300  # grown by the margin (clipped only when cut)
+
+
+def test_the_whole_photo_view_is_the_models_centre_share_and_boxes_stay_as_detected():
+    """A model_label's whole_photo_share < 1: the whole-photo view (and a photo with nothing detected) is the centre
+    share of each side, squashed; detector boxes are cut as before. A red square filling exactly the centre half of
+    each side is all the classifier sees at share 0.5, and a quarter of it at share 1."""
+    models = StandIns()
+    red_centre = photo(red=(160, 120, 480, 360), blue=None)
+    for share, red_share in ((1.0, 0.25), (0.5, 1.0)):
+        loop = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="whole_photo", whole_photo_share=share), RecognizerSettings())
+        (seen,), _ = loop.run([red_centre], nothing_detected, models.classify, answer_only=True)
+        (whole,) = models.classified[-1]
+        assert seen.regions == [None]
+        redness = np.mean(whole[..., 0].astype(float) - whole[..., 1]) / 255  # grey: 0, red: 1
+        assert abs(redness - red_share) < 0.05, (share, redness)
+    (boxed,), _ = loop.run([red_centre], models.detect, models.classify, prominent_only=True)
+    crop, whole = models.classified[-1]
+    assert np.all(whole == (255, 0, 0))  # the view
+    assert len(boxed.boxes) == 1 and boxed.regions[0] is not None and crop.shape == whole.shape  # the box (with its margin)
+    with pytest.raises(ValueError, match="share"):
+        PhotoToAnswer(ModelFacts(LABELS, 16, 64, whole_photo_share=1.5), RecognizerSettings()).run(
+            [red_centre], nothing_detected, models.classify)

@@ -38,9 +38,10 @@ ENROLLED_AS = "crop+whole"
 the catalog's embedding space: a catalog embedded another way is embedded again at start, as for a new classifier."""
 
 
-def embedding_space(classifier_version: str) -> str:
-    """What a catalog's vectors are pinned to: the classifier that embeds them and how an enrolled photo is embedded."""
-    return f"{classifier_version}/{ENROLLED_AS}"
+def embedding_space(classifier_version: str, whole_photo_share: float = 1.0) -> str:
+    """What a catalog's vectors are pinned to: the classifier that embeds them and how an enrolled photo is embedded
+    (its whole-photo view's share, when not the whole photo)."""
+    return f"{classifier_version}/{ENROLLED_AS}" + (f"@{whole_photo_share:g}" if whole_photo_share != 1 else "")
 
 
 @dataclass(frozen=True, eq=False)

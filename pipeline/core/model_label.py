@@ -125,6 +125,12 @@ class ModelLabel:
         return str(self.manifest["classifier"].get("hello_policy", DEFAULT_HELLO_POLICY))
 
     @property
+    def whole_photo_share(self) -> float:
+        """The whole-photo view's centre share of each side (pipeline.core.recognition.whole_photo_box), chosen at
+        export on the selection split; 1 (the whole photo) for a model_label/ from before it."""
+        return float(self.manifest["classifier"].get("whole_photo_share", 1.0))
+
+    @property
     def versions(self) -> dict[str, str]:
         return {part: self.manifest[part]["version"] for part in ("classifier", "detector")}
 
@@ -246,6 +252,8 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
     if policy not in HELLO_POLICIES:
         raise ModelLabelError(f"{manifest_path} has classifier.hello_policy {policy!r}; this code knows {sorted(HELLO_POLICIES)}")
     bundle = ModelLabel(directory=directory, manifest=manifest, labels=labels)
+    if not 0 < bundle.whole_photo_share <= 1:
+        raise ModelLabelError(f"{manifest_path} has classifier.whole_photo_share {bundle.whole_photo_share}; it must be in (0, 1]")
     if bundle.catalog_rule.needs_gallery and bundle.gallery_path is None:
         raise ModelLabelError(f"{manifest_path}'s catalog rule {bundle.catalog_rule.policy!r} needs the classifier's gallery, "
                               "which it does not list: python -m pipeline.catalog_gallery")

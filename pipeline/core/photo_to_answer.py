@@ -82,12 +82,13 @@ class ModelFacts:
     hello_policy: str = DEFAULT_HELLO_POLICY
     unknown_threshold: float = 0.5
     catalog_rule: CatalogRule = CatalogRule()
+    whole_photo_share: float = 1.0  # the whole-photo view: its centre share of each side (recognition.whole_photo_box)
 
     @classmethod
     def of(cls, bundle: ModelLabel, classifier_runtime: str = "savedmodel") -> ModelFacts:
         """A model_label/'s, with the unknown threshold calibrated for the classifier in `classifier_runtime`."""
         return cls(bundle.labels, bundle.classifier_input_size, bundle.detector_input_size, bundle.hello_policy,
-                   bundle.unknown_threshold_for(classifier_runtime), bundle.catalog_rule)
+                   bundle.unknown_threshold_for(classifier_runtime), bundle.catalog_rule, bundle.whole_photo_share)
 
 
 def nothing_detected(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -186,7 +187,7 @@ class PhotoToAnswer:
             plans.append((photo, boxes, regions, with_whole_photo))
         size = models.classifier_input_size
         photo_crops = await asyncio.to_thread(
-            lambda: [crop for photo, _, regions, whole in plans for crop in crops(photo.image, regions + [None] * whole, size)])
+            lambda: [crop for photo, _, regions, whole in plans for crop in crops(photo.image, regions + [None] * whole, size, models.whole_photo_share)])
         cropped = time.perf_counter()
         classified_crops = await classify(photo_crops) if classify is not None else None
         classified = time.perf_counter()

@@ -53,9 +53,24 @@ def crop_boxes(boxes: np.ndarray, margin: float = 0.0) -> list[Box | None]:
     return regions
 
 
-def crops(image: Image.Image, boxes: Sequence[Box | None], size: int) -> list[np.ndarray]:
-    """Classifier inputs (uint8 size x size RGB) for each box of the decoded photo."""
-    return [classifier_input(image, box, size) for box in boxes]
+def whole_photo_box(width: int, height: int, share: float = 1.0) -> Box | None:
+    """The whole-photo view of a width x height photo: the centre `share` of each side (None: all of it).
+
+    Training cuts random crops of 60-100% of a photo's area, so a product fills more of the network's input there
+    than in the whole photo squashed: a centre cut at test time gives the network the size it learned (the "FixRes"
+    effect). The share is the model's (model_label/ manifest, chosen on the selection split)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the whole-photo share must be in (0, 1], not {share}")
+    if share == 1:
+        return None
+    dx, dy = width * (1 - share) / 2, height * (1 - share) / 2
+    return (dx, dy, width - dx, height - dy)
+
+
+def crops(image: Image.Image, boxes: Sequence[Box | None], size: int, whole_photo_share: float = 1.0) -> list[np.ndarray]:
+    """Classifier inputs (uint8 size x size RGB) for each box of the decoded photo; None: its whole-photo view."""
+    whole = whole_photo_box(image.width, image.height, whole_photo_share)
+    return [classifier_input(image, whole if box is None else box, size) for box in boxes]
 
 
 HELLO_POLICIES = {  # what the prominent product's (and /hello's) answer is made of; the manifest says which ships
