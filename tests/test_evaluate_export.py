@@ -146,7 +146,8 @@ def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_
 def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_path):
     """A run with a selection split whose photos are a product in the middle of another colour: the mean-colour
     classifier names the product only when the view cuts enough of the border away. The export tries the views on
-    the selection photos (never val), ships the largest share that names them, and serving's loop uses it."""
+    the selection photos (never val), ships the one that names them most surely (the least log-loss: the tightest
+    view here), and serving's loop uses it."""
     import shutil
 
     from PIL import Image
@@ -171,9 +172,11 @@ def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_pa
     view = manifest["classifier"]["selection"]["whole_photo_share"]
     assert {share: f["top1"] for share, f in view["shares"].items()} == {
         "1": 0.0, "0.95": 0.0, "0.9": 1.0, "0.85": 1.0, "0.8": 1.0, "0.75": 1.0, "0.7": 1.0}
-    assert view["chosen"] == 0.9 == manifest["classifier"]["whole_photo_share"] == load_model_label(tmp_path / "model_label").whole_photo_share
-    assert manifest["classifier"]["metrics"]["whole_photo"]["top1"] == 1.0  # val's plain photos, through the 0.9 view
-    assert "| 0.9 (chosen) | 100.00% |" in (tmp_path / "report" / "evaluation.md").read_text()
+    losses = [f["log_loss"] for f in view["shares"].values()]
+    assert losses == sorted(losses, reverse=True)  # the tighter the view, the more product: the surer
+    assert view["chosen"] == 0.7 == manifest["classifier"]["whole_photo_share"] == load_model_label(tmp_path / "model_label").whole_photo_share
+    assert manifest["classifier"]["metrics"]["whole_photo"]["top1"] == 1.0  # val's plain photos, through the 0.7 view
+    assert "| 0.7 (chosen) | 100.00% |" in (tmp_path / "report" / "evaluation.md").read_text()
 
 
 @pytest.mark.train
