@@ -249,8 +249,7 @@ class Catalog:
         no product is detected."""
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
-            found: list[Detection] = [await asyncio.wait_for(self.detector.detect.remote(image), MODEL_CALL_TIMEOUT_S)
-                                      for image in images]
+            found: list[Detection] = await asyncio.wait_for(self.detector.detect.remote(images), MODEL_CALL_TIMEOUT_S)
             return [detection.boxes for detection in found]
 
         async def classify(crops: list[np.ndarray]) -> Classified:

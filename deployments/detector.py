@@ -52,11 +52,14 @@ class Detector:
     async def detect_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return await asyncio.to_thread(self.model.detect, images, self.settings)
 
-    async def detect(self, image: np.ndarray) -> Detection:
-        """Boxes of one letterboxed RGB uint8 image [S, S, 3] (S a multiple of 32)."""
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[0] % 32 or image.shape[2] != 3:
-            raise ValueError(f"the detector takes letterboxed uint8 [S, S, 3] images, S a multiple of 32; got {image.dtype} {image.shape}")
-        return Detection(boxes=await self.detect_batch(image), version=self.version)
+    async def detect(self, images: list[np.ndarray]) -> list[Detection]:
+        """Boxes of each letterboxed RGB uint8 image [S, S, 3] (S a multiple of 32), in the order sent. A list, so an
+        ingress sends the photos it gathered in one call; each image goes into the batch queue on its own."""
+        for image in images:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[0] % 32 or image.shape[2] != 3:
+                raise ValueError(f"the detector takes letterboxed uint8 [S, S, 3] images, S a multiple of 32; got {image.dtype} {image.shape}")
+        boxes = await asyncio.gather(*(self.detect_batch(image) for image in images))
+        return [Detection(boxes=found, version=self.version) for found in boxes]
 
     async def ready(self) -> str:
         return self.version

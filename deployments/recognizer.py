@@ -90,6 +90,9 @@ class Recognizer(CatalogCalls):
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
+        gathering = {"max_batch_size": RecognizerSettings.gather_max_photos, "batch_wait_timeout_s": RecognizerSettings.gather_wait_s}
+        self._detect_gathered = serve.batch(**gathering)(self._detect_all)
+        self._classify_gathered = serve.batch(**gathering)(self._classify_all)
         self.catalog_copy = CatalogCopy(catalog, embedding_space(self.bundle.versions["classifier"], self.bundle.whole_photo_share))  # what crops are matched with
         gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
         wanted = catalog is not None and self.bundle.catalog_rule.needs_gallery
@@ -100,9 +103,13 @@ class Recognizer(CatalogCalls):
                     "required" if os.environ.get(API_KEY_ENV) else f"off ({API_KEY_ENV} unset)")
 
     def reconfigure(self, user_config: dict) -> None:
-        """Apply new photo, crop and answer settings without a restart (serve_config.yaml user_config)."""
+        """Apply new photo, crop, answer and gathering settings without a restart (serve_config.yaml user_config)."""
         settings = RecognizerSettings.from_config(user_config)
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, self.classifier_runtime), settings)
+        for gathered in (self._detect_gathered, self._classify_gathered):
+            # @serve.batch's wrapper has these setters; Ray annotates the decorator as returning a plain callable.
+            gathered.set_max_batch_size(settings.gather_max_photos)  # type: ignore[attr-defined]
+            gathered.set_batch_wait_timeout_s(settings.gather_wait_s)  # type: ignore[attr-defined]
         logger.info("Recognizer settings: %s", self.photo_to_answer.settings)
 
     @api.post("/hello", response_model=HelloAnswer, responses=ERRORS, openapi_extra=MULTIPART_BODY)
@@ -239,12 +246,12 @@ class Recognizer(CatalogCalls):
         versions = {"detector": self.bundle.versions["detector"]}  # the Detector's own, once it is asked
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
-            detections: list[Detection] = [await self._call("Detector.detect", self.detector.detect, image) for image in images]
+            detections: list[Detection] = await asyncio.gather(*(self._detect_gathered(image) for image in images))
             versions["detector"] = detections[0].version
             return [detection.boxes for detection in detections]
 
         async def classify(photo_crops: list[np.ndarray]) -> Classified:
-            classification: Classification = await self._call("Classifier.classify", self.classifier.classify, photo_crops)
+            classification: Classification = await self._classify_gathered(photo_crops)
             versions["classifier"] = classification.version
             return Classified(classification.probabilities, classification.embeddings)
 
@@ -297,6 +304,29 @@ class Recognizer(CatalogCalls):
         width, height = photo.original_size
         x1, y1, x2, y2 = (float(v) * photo.scale for v in box)
         return Box(x1=max(0.0, x1), y1=max(0.0, y1), x2=min(float(width), x2), y2=min(float(height), y2))
+
+    # ------------------------------------------------------------ the model calls, gathered across requests
+    # (self._detect_gathered and self._classify_gathered: these two under @serve.batch, made per replica in __init__,
+    # so each replica object, in Serve as in the in-process tests, has its own queue on its own event loop)
+
+    async def _detect_all(self, images: list[np.ndarray]) -> list[Detection]:
+        """The detector images of the requests that arrived within gather_wait_s, in one Detector call: Ray's cost of
+        a call between deployments (the ingress's largest) is paid once for them, not once a photo."""
+        return await self._call("Detector.detect", self.detector.detect, images)
+
+    async def _classify_all(self, crop_lists: list[list[np.ndarray]]) -> list[Classification]:
+        """The crops of the requests that arrived within gather_wait_s, in one Classifier call; each request gets
+        its own rows back, in its order. A failed call fails the requests it carried, each with the same 503."""
+        combined: Classification = await self._call("Classifier.classify", self.classifier.classify,
+                                                    [crop for crops in crop_lists for crop in crops])
+        answers, at = [], 0
+        for crops in crop_lists:
+            rows = slice(at, at + len(crops))
+            embeddings = None if combined.embeddings is None else combined.embeddings[rows]
+            answers.append(Classification(probabilities=combined.probabilities[rows], version=combined.version,
+                                          embeddings=embeddings))
+            at += len(crops)
+        return answers
 
     @staticmethod
     async def _call(name: str, method: DeploymentHandle, *args: Any) -> Any:

@@ -33,6 +33,7 @@ from deployments.auth import API_KEY_ENV
 from deployments.payloads import Classification, Detection
 from deployments.recognizer import Recognizer
 from pipeline.core.model_label import ModelLabel, load_model_label
+from pipeline.core.settings import deployment_config, read_serve_config
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 BUNDLE = load_model_label(SHIPPED_MODEL_DIR, verify_checksums=False)  # labels and sizes only, as the ingress reads them
@@ -167,13 +168,17 @@ def in_process_service(monkeypatch, catalog: Callable[[FakeHandle, FakeHandle], 
     the API key off, the /hello policy `crop` (the tests that need the whole photo too say so). `catalog`: makes
     the Catalog's handle from the model handles (tests/test_catalog_routes.py)."""
     monkeypatch.delenv(API_KEY_ENV, raising=False)
-    detector = FakeHandle(detect=find_rectangles, ready=lambda: DETECTOR_VERSION)
+    detector = FakeHandle(detect=lambda images: [find_rectangles(image) for image in images], ready=lambda: DETECTOR_VERSION)
     classifier = FakeHandle(classify=name_by_colour, ready=lambda: CLASSIFIER_VERSION)
+    # The replica's context: the routes' `self` is what Serve's class-based view asks it for (the servable object),
+    # and @serve.batch reads its deployment config (to warn when batches cannot fill).
+    config = SimpleNamespace(max_ongoing_requests=deployment_config(read_serve_config(), "Recognizer")["max_ongoing_requests"])
+    context = SimpleNamespace(servable_object=None, _deployment_config=config)
+    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
     replica = start_replica(detector, classifier, catalog(detector, classifier) if catalog else None)
+    context.servable_object = replica
     replica.reconfigure({"top_k": TOP_K, "unknown_threshold": UNKNOWN_THRESHOLD})
     use_policy(replica, "crop")
-    # The routes' `self` is what Serve's class-based view asks for: the replica's servable object.
-    monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=replica))
     with TestClient(replica) as client:
         yield Service(replica, detector, classifier, client)
         follower = replica.catalog_copy.task  # the catalog long-poll, on the client's event loop: ended there

@@ -5,6 +5,7 @@ calls' timeouts and retry, readiness, /v1/labels and live reconfiguration."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import logging
 import time
@@ -83,7 +84,7 @@ def test_every_product_is_answered_in_upright_original_pixels_of_an_exif_rotated
     assert set(timings) == {f"{stage}_ms" for stage in ("read", "decode", "detect", "crop", "classify", "total")}
     assert timings["total_ms"] >= timings["decode_ms"] >= 0
 
-    letterboxed = service.detector.detect.calls[-1][0]
+    (letterboxed,) = service.detector.detect.calls[-1][0]  # one call, a list of this request's one image
     assert letterboxed.shape == (BUNDLE.detector_input_size, BUNDLE.detector_input_size, 3) and letterboxed.dtype == np.uint8
     assert len(service.classifier.classify.calls[-1][0]) == 2  # one crop per box, one call per photo
 
@@ -177,7 +178,7 @@ def test_elongated_jpegs_decode_and_are_answered(service, size):
     response = service.recognize(data)
     assert response.status_code == 200, response.text
     assert (response.json()["photo"]["width"], response.json()["photo"]["height"]) == size
-    letterboxed = service.detector.detect.calls[-1][0]
+    (letterboxed,) = service.detector.detect.calls[-1][0]  # one call, a list of this request's one image
     assert letterboxed.shape == (BUNDLE.detector_input_size, BUNDLE.detector_input_size, 3)
 
     hello = service.hello(data)
@@ -311,13 +312,13 @@ def test_reconfigure_changes_the_crops_and_the_detectors_input(service):
     service.replica.reconfigure({"crop_margin": 0.0, "detector_input_size": 640})
     tight = service.recognize(data).json()
     assert red_share_of_crops(service) > 0.9 > default_share
-    assert service.detector.detect.calls[-1][0].shape == (640, 640, 3)
+    assert service.detector.detect.calls[-1][0][0].shape == (640, 640, 3)
     assert_box(tight["products"][0]["box"], (200, 300, 900, 1100), 2 * letterbox_pixel(2000, 640))
 
     service.replica.reconfigure({"crop_margin": 0.5})
     assert service.recognize(data).status_code == 200
     assert red_share_of_crops(service) < default_share
-    assert service.detector.detect.calls[-1][0].shape == (BUNDLE.detector_input_size,) * 2 + (3,)  # back to the manifest's
+    assert service.detector.detect.calls[-1][0][0].shape == (BUNDLE.detector_input_size,) * 2 + (3,)  # back to the manifest's
 
 
 @pytest.mark.parametrize("user_config", [
@@ -332,3 +333,34 @@ def test_reconfigure_refuses_an_invalid_user_config_and_keeps_the_last_good_one(
     with pytest.raises(SettingsError, match="crop_margn"):  # a misspelt key is refused too, not ignored
         service.replica.reconfigure({"crop_margn": 0.1})
     assert service.recognize(shelf_photo()).status_code == 200
+
+
+def test_photos_arriving_together_share_one_call_per_model_and_each_gets_its_own_answer(service):
+    """The ingress gathers the photos of requests that arrive within gather_wait_s into one Detector call and one
+    Classifier call (Ray's per-call cost paid once), and splits the answers back: a red photo is answered red, a
+    blue one blue, whatever else shared its call; a photo that cannot be decoded is answered 415 alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = dataclasses.asdict(service.replica.photo_to_answer.settings) | {"gather_wait_s": 0.3}
+    service.replica.reconfigure(settings)
+    red = shelf_photo(blue=None)
+    blue = shelf_photo(red=None, blue=(300, 400, 1200, 1600))
+    photos = [red, blue, b"not a photo", blue, red, red, blue]
+    detector_calls, classifier_calls = len(service.detector.detect.calls), len(service.classifier.classify.calls)
+    with ThreadPoolExecutor(len(photos)) as pool:
+        answers = list(pool.map(service.recognize, photos))
+    assert [a.status_code for a in answers] == [200, 200, 415, 200, 200, 200, 200]
+    for photo, answer in zip(photos, answers):
+        if photo is not photos[2]:
+            (product,) = answer.json()["products"]
+            assert product["label"] == (RED_LABEL if photo is red else BLUE_LABEL)
+    gathered = service.classifier.classify.calls[classifier_calls:]
+    assert sum(len(crops) for (crops,) in gathered) == 6  # one crop a photo, every one classified once ...
+    assert len(gathered) < 6 and len(service.detector.detect.calls) - detector_calls == len(gathered)  # ... in fewer calls
+    assert max(len(images) for (images,) in service.detector.detect.calls[detector_calls:]) > 1
+
+    settings["gather_wait_s"] = 0.0  # a call per request, at once
+    service.replica.reconfigure(settings)
+    classifier_calls = len(service.classifier.classify.calls)
+    assert all(service.recognize(red).status_code == 200 for _ in range(3))
+    assert len(service.classifier.classify.calls) - classifier_calls == 3

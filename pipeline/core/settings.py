@@ -85,6 +85,8 @@ class RecognizerSettings(Settings):
     top_k: int = 5  # candidates per product
     unknown_threshold: float | None = None  # top-1 probability under this: "unknown"; None: the manifest's calibrated one
     catalog_threshold: float | None = None  # the catalog rule's threshold (pipeline.core.catalog_rule); None: the manifest's
+    gather_max_photos: int = 8  # the ingress sends the photos of up to this many requests to a model in one call
+    gather_wait_s: float = 0.005  # ... that arrive within this long of the first (0: each request's own call, at once)
 
     def __post_init__(self) -> None:
         if self.detector_image_max_side < 32 or self.decode_min_side < self.detector_image_max_side:
@@ -95,6 +97,8 @@ class RecognizerSettings(Settings):
             raise ValueError("crop_margin must be in [0, 1]")
         if self.top_k < 1 or not (self.unknown_threshold is None or 0 <= self.unknown_threshold <= 1):
             raise ValueError("top_k must be >= 1 and unknown_threshold in [0, 1] (or null: the manifest's)")
+        if self.gather_max_photos < 1 or not 0 <= self.gather_wait_s <= 1:
+            raise ValueError("gather_max_photos must be >= 1 and gather_wait_s in [0, 1] seconds")
         if self.catalog_threshold is not None and not -2 <= self.catalog_threshold <= 2:
             raise ValueError("catalog_threshold is a cosine similarity or a difference of two: in [-2, 2] (or null: the manifest's)")
 
