@@ -3,11 +3,14 @@
 1. served  — the Ray Serve graph (serve_config.yaml, a fresh local app) at saturation over HTTP;
 2. baseline — the original module's shape: one process, one request at a time, decode → YOLO → crop →
    classify with no batching, behind a plain HTTP server (load_tests.baseline_server);
+   peer — what a user might pick instead of Ray Serve on one node: LitServe, one worker, its batching, around the
+   same loop and models (load_tests.peer_server; `pip install -e '.[bench]'`);
 3. raw     — the pipeline in one process with batching, no HTTP and no Ray, the next batch decoded in a
    thread while the models run (meant as this machine's upper bound; it runs the stages one after another,
    so a graph whose stages run in parallel processes can beat it);
-then the ratios 1/2 and 1/3, the served graph once more with Ray Serve's default request path instead of
-the throughput mode serve_config.yaml turns on, and a sweep of max_batch_size (Detector and Classifier).
+then the ratios 1/2 and 1/3, the served graph once more with a model call per request (the ingress's gathering off,
+gather_wait_s 0) and with Ray Serve's default request path instead of the throughput mode serve_config.yaml turns
+on, and a sweep of max_batch_size (Detector and Classifier).
 1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
 original business server sends it; `--endpoint /v1/recognize` asks the served graph for every product, and
 the raw pipeline then does that work too: it always does what the measured endpoint does). Each measures
@@ -32,6 +35,7 @@ import numpy as np
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.photos import load_photos
 from pipeline.core.paths import REPO_ROOT
+from pipeline.core.settings import RecognizerSettings
 
 
 def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration_s: float, warmup_s: float,
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the first is the reference")
     p.add_argument("--endpoint", choices=["/hello", "/v1/recognize"], default="/hello",
                    help="what the served graph is asked and the raw pipeline does: /hello (what its answer reads) or every product")
-    p.add_argument("--only", choices=["raw", "baseline", "served"], action="append", help="run only these (repeatable)")
+    p.add_argument("--only", choices=["raw", "baseline", "peer", "served"], action="append", help="run only these (repeatable)")
     p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -285,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [pair.strip() for pair in args.runtimes.split(",") if pair.strip()]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["raw", "baseline", "served"])
+    only = set(args.only or ["raw", "baseline", "peer", "served"])
     if args.endpoint != "/hello":
-        only.discard("baseline")  # the original's shape answers /hello only
+        only -= {"baseline", "peer"}  # they answer /hello only
     model_args = ["--model-dir", args.model_dir] if args.model_dir else []
     photos = load_photos(args.originals, args.phones)
     hello = [rest_template_body(data, name) for name, data in photos]
@@ -307,22 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                                     cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
             results["raw"][pair] = json.loads(output.strip().splitlines()[-1])
 
-    if "baseline" in only:
-        print("baseline server ...", flush=True)
-        from load_tests.serve_app import free_port
-
-        port = free_port()
-        with open(args.out / "baseline_server.log", "w") as log:
-            server = subprocess.Popen([sys.executable, "-m", "load_tests.baseline_server", "--port", str(port), *model_args],
-                                      cwd=REPO_ROOT, stdout=log, stderr=log)
-            try:
-                wait_http(f"http://127.0.0.1:{port}/readyz")
-                with CpuShare() as cpu:
-                    results["baseline"] = drive(f"http://127.0.0.1:{port}", hello, args.concurrency, args.duration, args.warmup)
-                results["baseline"]["cpu"] = cpu.result
-            finally:
-                server.terminate()  # our own child
-                server.wait(timeout=30)
+    for name, module in (("baseline", "load_tests.baseline_server"), ("peer", "load_tests.peer_server")):
+        if name in only:
+            print(f"{name} server ...", flush=True)
+            results[name] = one_process_server(module, model_args, hello, args, args.out / f"{name}_server.log")
 
     if "served" in only:
         print("served graph ...", flush=True)
@@ -357,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
                     run["stage_ms"] = stage_means(run["bodies"])
                 results["served_runtimes"][pair] = run
             results["served"] = results["served_runtimes"][pairs[-1]]
+            # The same graph with a model call per request: what the ingress's gathering buys, side by side.
+            print("served graph, a model call per request (gather_wait_s 0) ...", flush=True)
+            control.deploy({"Recognizer": {"gather_wait_s": 0.0}})
+            drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
+            results["served_call_per_request"] = measured(asked, args.duration, args.warmup)
+            control.deploy({"Recognizer": {"gather_wait_s": RecognizerSettings.gather_wait_s}})
             if args.compare_serve_mode:
                 # The same graph with Ray Serve's default request path (serve_config.yaml turns on its
                 # throughput mode): what that setting buys, side by side on this machine.
@@ -376,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             control.stop()
 
-    for part in ("baseline", "served", "served_default_mode"):
+    for part in ("baseline", "peer", "served", "served_call_per_request", "served_default_mode"):
         results.get(part, {}).pop("bodies", None)
     for run in results.get("served_runtimes", {}).values():
         run.pop("bodies", None)
@@ -387,6 +385,26 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "benchmark.md").write_text(text)
     (args.out / "benchmark.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+def one_process_server(module: str, model_args: list[str], bodies: list[tuple[bytes, dict]], args: argparse.Namespace,
+                       log_path: Path) -> dict:
+    """A one-process server (`python -m module --port P`) on 127.0.0.1, driven like the served graph."""
+    from load_tests.serve_app import free_port
+
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *model_args],
+                                  cwd=REPO_ROOT, stdout=log, stderr=log)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+            drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.warmup, 0)  # its first batches, before measuring
+            with CpuShare() as cpu:
+                result = drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.duration, args.warmup)
+            return result | {"cpu": cpu.result}
+        finally:
+            server.terminate()  # our own child
+            server.wait(timeout=30)
 
 
 def service_cores(r: dict) -> float | None:
@@ -418,8 +436,10 @@ def render(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     notes: list[str] = []
     runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
-    runs += [(title, "-", results[name]) for name, title in (("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
-                                                             ("baseline", "baseline (HTTP)")) if name in results]
+    runs += [(title, "-", results[name]) for name, title in (
+        ("served_call_per_request", "served, a model call per request (gathering off)"),
+        ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
+        ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)")) if name in results]
     for title, pair, r in runs:
         lines.append(f"| {title} | {pair} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
                      f"| {cpu(r)} | {per_cpu(r)} |")
@@ -455,7 +475,10 @@ def render(results: dict) -> str:
                   f"- served / raw, {new}, images/s: {ratio(served.get(new), best.get(new))}; images per CPU-second: "
                   f"{ratio(served.get(new), best.get(new), True)}",
                   f"- served {new} / raw {reference}, images/s: {ratio(served.get(new), best.get(reference))}",
-                  f"- served / baseline: {ratio(served.get(new), results.get('baseline'))}"]
+                  f"- served / baseline: {ratio(served.get(new), results.get('baseline'))}",
+                  f"- served / peer (LitServe), images/s: {ratio(served.get(new), results.get('peer'))}; p99: "
+                  f"{fmt(served[new]['p99_s'] / results['peer']['p99_s']) if served.get(new) and results.get('peer') else '-'}",
+                  f"- served / served with a model call per request: {ratio(served.get(new), results.get('served_call_per_request'))}"]
     if results.get("served_default_mode") and served:
         lines.append(f"- served / served in Ray Serve's default mode: {ratio(served.get(pairs[-1]), results['served_default_mode'])}")
     lines += notes

@@ -87,6 +87,13 @@ class InProcessPipeline:
         self.times.add(seconds, recognized)
         return [r.answers[0].label for r in recognized]
 
+    def hello(self, photos: list[bytes]) -> list[str]:
+        """What `/hello` answers for each photo, computing only what that answer reads, as the graph's /hello does
+        (PhotoToAnswer's `answer_only`): the peer server of the benchmark (load_tests.peer_server) serves this."""
+        recognized, seconds = self.loop.run(photos, self._detect, self._classify, answer_only=True)
+        self.times.add(seconds, recognized)
+        return [r.answers[0].label for r in recognized]
+
     def recognize_chunks(self, chunks: list[list[bytes]], answer_only: bool = False) -> None:
         """Chunks of photos, two in flight: the next chunk decodes while the models run on this one (a plain input
         pipeline); each model takes one call at a time. `answer_only`: only what /hello's answer reads, as /hello."""

@@ -222,13 +222,18 @@ def test_benchmark_ratios_are_rendered():
                    "baseline": run | {"images_per_s": 2.0},
                    "raw": {"savedmodel+torch": {"1": raw | {"images_per_s": 5.0}, "8": raw},
                            "auto": {"8": raw | {"images_per_s": 12.0, "cpu": {"ours_cores": 1.5}}}},
-                   "served_default_mode": run | {"images_per_s": 3.0}, "sweep": {"1": run, "8": run}})
+                   "served_default_mode": run | {"images_per_s": 3.0}, "sweep": {"1": run, "8": run},
+                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5}, "served_call_per_request": run | {"images_per_s": 5.0}})
     assert "| served (HTTP) | auto | 6.00 |" in text and "| raw, batch 8 (in process) | savedmodel+torch | 8.00 |" in text
     assert "raw auto / raw savedmodel+torch, images per CPU-second (best batch): 2.00" in text  # 12/1.5 against 8/2
     assert "served / raw, auto, images/s: 0.50; images per CPU-second: 0.38" in text  # 6/12; 3 against 8
     assert "served auto / raw savedmodel+torch, images/s: 0.75" in text and "served / baseline: 3.00" in text
     assert "default mode (HTTP) | - | 3.00 |" in text and "served in Ray Serve's default mode: 2.00" in text
     assert "| 8 | 4.00 |" in text  # the sweep
+    assert "| peer: LitServe, one worker, batching 8 / 10 ms (HTTP) | - | 10.00 |" in text
+    assert "served / peer (LitServe), images/s: 0.60; p99: 4.00" in text  # 6/10; 2 s against 0.5 s
+    assert "| served, a model call per request (gathering off) | - | 5.00 |" in text
+    assert "served / served with a model call per request: 1.20" in text
     # The load client and the harness are not the service: per CPU-second counts the service's cores alone.
     harnessed = run | {"cpu": {"ours_cores": 2.5, "service_cores": 2.0, "harness_cores": 0.5, "others_cores": 0.0}}
     text = render({"photos": 12, "phones": 4, "concurrency": 16, "duration_s": 10, "served_runtimes": {"auto": harnessed},
@@ -255,6 +260,43 @@ def test_the_raw_pipeline_does_what_the_measured_endpoint_does():
     assert hello["runtimes"] == every["runtimes"] == {"classifier": "tflite_int8", "detector": "onnx_int8"}
     assert hello["crops_per_image"] == 1 < 2 < every["crops_per_image"]
     assert hello["ms_per_image"]["detect"] < 1 < every["ms_per_image"]["detect"]
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_peer_server_answers_hello_as_the_graph_does(tmp_path):
+    """The benchmark's peer (LitServe around the same loop and models) answers the original client's /hello with
+    what the loop answers for /hello, photo by photo, on 127.0.0.1; batched photos keep their own answers."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from load_tests.benchmark import wait_http
+    from load_tests.inprocess import InProcessPipeline
+    from load_tests.photos import grocery_val_photos
+    from load_tests.serve_app import free_port
+
+    photos = [path.read_bytes() for path in grocery_val_photos(6)]
+    expected = InProcessPipeline(None, threads=1).hello(photos)
+    assert len(set(expected)) > 1  # different products: a mix-up between photos would show
+    port = free_port()
+    with open(tmp_path / "peer.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "load_tests.peer_server", "--port", str(port)], cwd=REPO,
+                                  stdout=log, stderr=log)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=180)
+
+            def hello(photo: bytes) -> str:
+                answer = httpx.post(f"http://127.0.0.1:{port}/hello", files={"img": ("p.jpg", photo, "image/jpeg")}, timeout=60)
+                assert answer.status_code == 200, answer.text
+                return base64.b64decode(answer.json()["item"]).decode()
+
+            with ThreadPoolExecutor(len(photos)) as pool:
+                assert list(pool.map(hello, photos)) == expected
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 SECOND_REPLICA_CHECK = "Detector and Classifier reached 2 RUNNING in the peak, back after"
