@@ -57,7 +57,8 @@ class Detector:
         ingress sends the photos it gathered in one call; each image goes into the batch queue on its own."""
         for image in images:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[0] % 32 or image.shape[2] != 3:
-                raise ValueError(f"the detector takes letterboxed uint8 [S, S, 3] images, S a multiple of 32; got {image.dtype} {image.shape}")
+                raise ValueError("the detector takes letterboxed uint8 [S, S, 3] images, S a multiple of 32; "
+                                 f"got {image.dtype} {image.shape}")
         boxes = await asyncio.gather(*(self.detect_batch(image) for image in images))
         return [Detection(boxes=found, version=self.version) for found in boxes]
 

@@ -90,10 +90,12 @@ class Recognizer(CatalogCalls):
         self.bundle = load_model_label(model_dir, verify_checksums=False)
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
-        gathering = {"max_batch_size": RecognizerSettings.gather_max_photos, "batch_wait_timeout_s": RecognizerSettings.gather_wait_s}
-        self._detect_gathered = serve.batch(**gathering)(self._detect_all)
-        self._classify_gathered = serve.batch(**gathering)(self._classify_all)
-        self.catalog_copy = CatalogCopy(catalog, embedding_space(self.bundle.versions["classifier"], self.bundle.whole_photo_share))  # what crops are matched with
+        gather = serve.batch(max_batch_size=RecognizerSettings.gather_max_photos,
+                             batch_wait_timeout_s=RecognizerSettings.gather_wait_s)
+        self._detect_gathered = gather(self._detect_all)  # each call of `gather` makes its own queue
+        self._classify_gathered = gather(self._classify_all)
+        space = embedding_space(self.bundle.versions["classifier"], self.bundle.whole_photo_share)
+        self.catalog_copy = CatalogCopy(catalog, space)  # what crops are matched with
         gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
         wanted = catalog is not None and self.bundle.catalog_rule.needs_gallery
         self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and wanted else None
@@ -107,9 +109,9 @@ class Recognizer(CatalogCalls):
         settings = RecognizerSettings.from_config(user_config)
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, self.classifier_runtime), settings)
         for gathered in (self._detect_gathered, self._classify_gathered):
-            # @serve.batch's wrapper has these setters; Ray annotates the decorator as returning a plain callable.
-            gathered.set_max_batch_size(settings.gather_max_photos)  # type: ignore[attr-defined]
-            gathered.set_batch_wait_timeout_s(settings.gather_wait_s)  # type: ignore[attr-defined]
+            batching: Any = gathered  # @serve.batch's wrapper has these setters; Ray annotates it as a plain callable
+            batching.set_max_batch_size(settings.gather_max_photos)
+            batching.set_batch_wait_timeout_s(settings.gather_wait_s)
         logger.info("Recognizer settings: %s", self.photo_to_answer.settings)
 
     @api.post("/hello", response_model=HelloAnswer, responses=ERRORS, openapi_extra=MULTIPART_BODY)

@@ -5,6 +5,7 @@
    classify with no batching, behind a plain HTTP server (load_tests.baseline_server);
    peer — what a user might pick instead of Ray Serve on one node: LitServe, one worker, its batching, around the
    same loop and models (load_tests.peer_server; `pip install -e '.[bench]'`);
+   floor — Ray Serve's own cost for the graph's shape with no model work (load_tests.ray_floor);
 3. raw     — the pipeline in one process with batching, no HTTP and no Ray, the next batch decoded in a
    thread while the models run (meant as this machine's upper bound; it runs the stages one after another,
    so a graph whose stages run in parallel processes can beat it);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -33,6 +35,7 @@ import httpx
 import numpy as np
 
 from load_tests.bodies import multipart_body, rest_template_body
+from load_tests.local_ray import AUTH_ENV
 from load_tests.photos import load_photos
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.settings import RecognizerSettings
@@ -277,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the first is the reference")
     p.add_argument("--endpoint", choices=["/hello", "/v1/recognize"], default="/hello",
                    help="what the served graph is asked and the raw pipeline does: /hello (what its answer reads) or every product")
-    p.add_argument("--only", choices=["raw", "baseline", "peer", "served"], action="append", help="run only these (repeatable)")
+    p.add_argument("--only", choices=["raw", "baseline", "peer", "floor", "served"], action="append",
+                   help="run only these (repeatable)")
     p.add_argument("--out", type=Path, default=Path("load_tests/reports"))
     p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -289,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [pair.strip() for pair in args.runtimes.split(",") if pair.strip()]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["raw", "baseline", "peer", "served"])
+    only = set(args.only or ["raw", "baseline", "peer", "floor", "served"])
     if args.endpoint != "/hello":
-        only -= {"baseline", "peer"}  # they answer /hello only
+        only -= {"baseline", "peer", "floor"}  # they answer /hello only
     model_args = ["--model-dir", args.model_dir] if args.model_dir else []
     photos = load_photos(args.originals, args.phones)
     hello = [rest_template_body(data, name) for name, data in photos]
@@ -311,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                                     cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
             results["raw"][pair] = json.loads(output.strip().splitlines()[-1])
 
-    for name, module in (("baseline", "load_tests.baseline_server"), ("peer", "load_tests.peer_server")):
+    for name, module in (("baseline", "load_tests.baseline_server"), ("peer", "load_tests.peer_server"),
+                         ("floor", "load_tests.ray_floor")):
         if name in only:
             print(f"{name} server ...", flush=True)
             results[name] = one_process_server(module, model_args, hello, args, args.out / f"{name}_server.log")
@@ -374,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             control.stop()
 
-    for part in ("baseline", "peer", "served", "served_call_per_request", "served_default_mode"):
+    for part in ("baseline", "peer", "floor", "served", "served_call_per_request", "served_default_mode"):
         results.get(part, {}).pop("bodies", None)
     for run in results.get("served_runtimes", {}).values():
         run.pop("bodies", None)
@@ -395,7 +400,7 @@ def one_process_server(module: str, model_args: list[str], bodies: list[tuple[by
     port = free_port()
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *model_args],
-                                  cwd=REPO_ROOT, stdout=log, stderr=log)
+                                  cwd=REPO_ROOT, stdout=log, stderr=log, env=os.environ | AUTH_ENV)
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz")
             drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.warmup, 0)  # its first batches, before measuring
@@ -439,7 +444,8 @@ def render(results: dict) -> str:
     runs += [(title, "-", results[name]) for name, title in (
         ("served_call_per_request", "served, a model call per request (gathering off)"),
         ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
-        ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)")) if name in results]
+        ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)"),
+        ("floor", "Ray Serve's floor: the graph's shape, no model work (HTTP)")) if name in results]
     for title, pair, r in runs:
         lines.append(f"| {title} | {pair} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
                      f"| {cpu(r)} | {per_cpu(r)} |")
@@ -478,7 +484,9 @@ def render(results: dict) -> str:
                   f"- served / baseline: {ratio(served.get(new), results.get('baseline'))}",
                   f"- served / peer (LitServe), images/s: {ratio(served.get(new), results.get('peer'))}; p99: "
                   f"{fmt(served[new]['p99_s'] / results['peer']['p99_s']) if served.get(new) and results.get('peer') else '-'}",
-                  f"- served / served with a model call per request: {ratio(served.get(new), results.get('served_call_per_request'))}"]
+                  f"- served / served with a model call per request: {ratio(served.get(new), results.get('served_call_per_request'))}",
+                  f"- served / Ray Serve's floor: {ratio(served.get(new), results.get('floor'))}; peer / floor: "
+                  f"{ratio(results.get('peer'), results.get('floor'))}"]
     if results.get("served_default_mode") and served:
         lines.append(f"- served / served in Ray Serve's default mode: {ratio(served.get(pairs[-1]), results['served_default_mode'])}")
     lines += notes

@@ -196,7 +196,8 @@ def test_the_catalog_replica_killed_during_a_write_leaves_it_whole_or_absent(app
     500, and once a new replica has reopened the store the product is there with every photo the answer accepted,
     or not at all: nothing half-written. A 503 says whether the write may have been applied: killed after the
     commit, before the answer, the product is there whole though the answer was a 503 (CI found that, once), so
-    "applied" is "unknown" there, and false only when the write was never sent. This test found two 500s: any enrollment over 4 MiB (the gRPC message limit
+    "applied" is "unknown" there, and false only when the write was never sent.
+    This test found two 500s: any enrollment over 4 MiB (the gRPC message limit
     of Serve's throughput mode, raised in serve_config.yaml), and the gRPC error of a Catalog killed under a call
     (now taken for the Catalog being down: deployments/catalog_calls.py)."""
     from load_tests.control import kill_one_replica, replica_actors

@@ -174,7 +174,8 @@ def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_pa
         "1": 0.0, "0.95": 0.0, "0.9": 1.0, "0.85": 1.0, "0.8": 1.0, "0.75": 1.0, "0.7": 1.0}
     losses = [f["log_loss"] for f in view["shares"].values()]
     assert losses == sorted(losses, reverse=True)  # the tighter the view, the more product: the surer
-    assert view["chosen"] == 0.7 == manifest["classifier"]["whole_photo_share"] == load_model_label(tmp_path / "model_label").whole_photo_share
+    shipped = load_model_label(tmp_path / "model_label")
+    assert view["chosen"] == 0.7 == manifest["classifier"]["whole_photo_share"] == shipped.whole_photo_share
     assert manifest["classifier"]["metrics"]["whole_photo"]["top1"] == 1.0  # val's plain photos, through the 0.7 view
     assert "| 0.7 (chosen) | 100.00% |" in (tmp_path / "report" / "evaluation.md").read_text()
 

@@ -5,8 +5,8 @@ calls' timeouts and retry, readiness, /v1/labels and live reconfiguration."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import base64
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator

@@ -187,7 +187,8 @@ class PhotoToAnswer:
             plans.append((photo, boxes, regions, with_whole_photo))
         size = models.classifier_input_size
         photo_crops = await asyncio.to_thread(
-            lambda: [crop for photo, _, regions, whole in plans for crop in crops(photo.image, regions + [None] * whole, size, models.whole_photo_share)])
+            lambda: [crop for photo, _, regions, whole in plans
+                     for crop in crops(photo.image, regions + [None] * whole, size, models.whole_photo_share)])
         cropped = time.perf_counter()
         classified_crops = await classify(photo_crops) if classify is not None else None
         classified = time.perf_counter()
