@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from deployments.catalog_http import ADMIN_KEY_ENV
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.local_ray import AUTH_ENV
 from load_tests.photos import load_photos
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--served-warmup", type=float, default=20, help="seconds of saturation before the served figures")
     p.add_argument("--no-compare-serve-mode", dest="compare_serve_mode", action="store_false",
                    help="skip the served graph with Ray Serve's default mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=0)")
+    p.add_argument("--catalog-products", type=int, default=25,
+                   help="then /hello with this many products enrolled (one a Freiburg category, 3 shelf photos each; 0: skip)")
     p.add_argument("--raw-images", type=int, default=96)
     p.add_argument("--raw-batch", type=int, default=8, help="batch of the raw pipeline (the Detector's shipped max)")
     p.add_argument("--originals", type=int, default=8)
@@ -360,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
             drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
             results["served_call_per_request"] = measured(asked, args.duration, args.warmup)
             control.deploy({"Recognizer": {"gather_wait_s": RecognizerSettings.gather_wait_s}})
+            if args.endpoint == "/hello" and args.catalog_products:
+                # The same /hello with products enrolled: the detector, the crop and the catalog's match come back.
+                print(f"served graph, /hello with {args.catalog_products} products enrolled ...", flush=True)
+                control.deploy({}, env_vars={ADMIN_KEY_ENV: BENCHMARK_ADMIN_KEY})
+                enroll_products(control.url, args.catalog_products)
+                drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
+                results["served_with_catalog"] = measured(asked, args.duration, args.warmup) | {"products": args.catalog_products}
             if args.compare_serve_mode:
                 # The same graph with Ray Serve's default request path (serve_config.yaml turns on its
                 # throughput mode): what that setting buys, side by side on this machine.
@@ -379,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             control.stop()
 
-    for part in ("baseline", "peer", "floor", "served", "served_call_per_request", "served_default_mode"):
+    for part in ("baseline", "peer", "floor", "served", "served_call_per_request", "served_with_catalog", "served_default_mode"):
         results.get(part, {}).pop("bodies", None)
     for run in results.get("served_runtimes", {}).values():
         run.pop("bodies", None)
@@ -390,6 +401,22 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "benchmark.md").write_text(text)
     (args.out / "benchmark.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+BENCHMARK_ADMIN_KEY = "benchmark-admin-key"  # the served graph's writes, for this run's catalog only (127.0.0.1)
+
+
+def enroll_products(url: str, count: int, photos_each: int = 3) -> None:
+    """`count` products in the served graph's (new, empty) catalog, one a Freiburg category (products the classifier
+    never saw), each from its first shelf photos."""
+    from load_tests.photos import FREIBURG_IMAGES, freiburg_category_photos
+
+    categories = sorted({re.match(r"[A-Z_]+", path.name).group() for path in FREIBURG_IMAGES.glob("*.jpg")})[:count]  # type: ignore[union-attr]
+    for category in categories:
+        files = [("photo", (path.name, path.read_bytes(), "image/jpeg")) for path in freiburg_category_photos(category, photos_each)]
+        answer = httpx.post(f"{url}/v1/catalog/products", data={"sku": category.lower(), "label": f"{category.title()}_ _ "},
+                            files=files, headers={"X-Admin-Key": BENCHMARK_ADMIN_KEY}, timeout=120)
+        answer.raise_for_status()
 
 
 def one_process_server(module: str, model_args: list[str], bodies: list[tuple[bytes, dict]], args: argparse.Namespace,
@@ -443,6 +470,7 @@ def render(results: dict) -> str:
     runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
     runs += [(title, "-", results[name]) for name, title in (
         ("served_call_per_request", "served, a model call per request (gathering off)"),
+        ("served_with_catalog", "served, /hello with products enrolled"),
         ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
         ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)"),
         ("floor", "Ray Serve's floor: the graph's shape, no model work (HTTP)")) if name in results]
@@ -485,6 +513,8 @@ def render(results: dict) -> str:
                   f"- served / peer (LitServe), images/s: {ratio(served.get(new), results.get('peer'))}; p99: "
                   f"{fmt(served[new]['p99_s'] / results['peer']['p99_s']) if served.get(new) and results.get('peer') else '-'}",
                   f"- served / served with a model call per request: {ratio(served.get(new), results.get('served_call_per_request'))}",
+                  f"- served with {results.get('served_with_catalog', {}).get('products', '-')} products enrolled / served with an "
+                  f"empty catalog: {ratio(results.get('served_with_catalog'), served.get(new))}",
                   f"- served / Ray Serve's floor: {ratio(served.get(new), results.get('floor'))}; peer / floor: "
                   f"{ratio(results.get('peer'), results.get('floor'))}"]
     if results.get("served_default_mode") and served:
