@@ -201,9 +201,18 @@ def policy_probabilities(crop: np.ndarray, whole: np.ndarray, detected: Sequence
                               for c, w, d in zip(crop, whole, detected)]) for policy in HELLO_POLICIES}
 
 
-POLICY_TOP1_TOLERANCE = 0.01
-"""Policies whose selection top-1 is within this of the best are equals (a point is ~4 of 357 selection photos);
-among them the one whose answers can be called known most often wins."""
+POLICY_COST = {"whole_photo": 0, "crop": 1, "average": 2}
+"""What a /hello policy costs (HELLO_POLICIES), cheapest first: the whole photo alone needs neither the detector (with
+an empty catalog) nor a crop; the crop needs the detector; the mean needs the detector and two classifier inputs."""
+
+
+def surely_better(correct: ArrayLike, other: ArrayLike, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                  seed: int = 0) -> bool:
+    """Whether per-photo outcomes `correct` beat `other` on the same photos in at least `level` of paired bootstrap
+    resamples: a difference of a few photos in a few hundred is not taken for a real one."""
+    correct, other = np.asarray(correct, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
+    return bool(np.mean(correct[draws].mean(axis=1) > other[draws].mean(axis=1)) >= level)
 
 
 WHOLE_PHOTO_SHARES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
@@ -232,8 +241,10 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
                         photos: Sequence[tuple[Path, int]], settings: ServingSettings, detector_size: int,
                         classifier_size: int, device: str = "cpu", target_precision: float = 0.95) -> dict[str, Any]:
     """On the selection photos (never val): the whole-photo view (choose_whole_photo_share), then each /hello
-    policy's top-1 / top-5 and the coverage of its answers at `target_precision`; the chosen policy (top-1 within
-    POLICY_TOP1_TOLERANCE of the best, then the most coverage) and the unknown threshold calibrated on its answers."""
+    policy's top-1 / top-5 and the coverage of its answers at `target_precision`; the chosen policy and the unknown
+    threshold calibrated on its answers. The policies the best top-1 is not surely better than (surely_better: a
+    paired bootstrap over the photos) are its equals; among them the cheapest (POLICY_COST) wins, then the one
+    whose answers can be called known most often."""
     images = [path for path, _ in photos]
     targets = np.array([target for _, target in photos])
     models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device)
@@ -248,9 +259,10 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
     figures = {policy: {"top1": top_k_accuracy(p, targets, 1), "top5": top_k_accuracy(p, targets, 5),
                         "coverage_at_target": calibrations[policy]["coverage"] if calibrations[policy]["target_met"] else 0.0}
                for policy, p in by_policy.items()}
-    best = max(f["top1"] for f in figures.values())
-    equals = [policy for policy in HELLO_POLICIES if figures[policy]["top1"] >= best - POLICY_TOP1_TOLERANCE]
-    chosen = max(equals, key=lambda policy: figures[policy]["coverage_at_target"])  # max keeps the first of equals
+    right = {policy: p.argmax(axis=1) == targets for policy, p in by_policy.items()}
+    best = max(HELLO_POLICIES, key=lambda policy: figures[policy]["top1"])
+    equals = [policy for policy in HELLO_POLICIES if not surely_better(right[best], right[policy])]
+    chosen = min(equals, key=lambda policy: (POLICY_COST[policy], -figures[policy]["coverage_at_target"]))
     # Flip averaging, measured and not served: it doubles the classifier's work per photo.
     crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True))
     averaged = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, detected)[chosen]

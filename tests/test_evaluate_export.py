@@ -225,3 +225,17 @@ def test_calibration_picks_the_lowest_threshold_that_keeps_known_answers_precise
     assert strict["unknown_threshold"] == 0.8 and strict["precision"] == 1.0 and strict["coverage"] == 0.4
     unreachable = evaluate.calibrate_unknown(np.array([[0.6, 0.4]]), [1], target_precision=0.95)
     assert not unreachable["target_met"] and unreachable["precision"] == 0.0
+
+
+def test_a_policy_is_surely_better_only_by_more_than_chance():
+    """The /hello policies' choice: two policies that disagree on 16 of 357 photos, one right on 10 and the other on
+    6, differ by chance (the cheaper policy stays an equal); 40 photos more right is no chance."""
+    rng = np.random.default_rng(0)
+    other = rng.random(357) < 0.83
+    four_more, forty_more = other.copy(), other.copy()
+    four_more[np.flatnonzero(~other)[:10]] = True
+    four_more[np.flatnonzero(other)[:6]] = False
+    forty_more[np.flatnonzero(~other)[:40]] = True
+    assert not evaluate.surely_better(four_more, other)
+    assert evaluate.surely_better(forty_more, other) and not evaluate.surely_better(other, forty_more)
+    assert set(evaluate.POLICY_COST) == set(evaluate.HELLO_POLICIES) and min(evaluate.POLICY_COST, key=evaluate.POLICY_COST.get) == "whole_photo"
