@@ -75,6 +75,12 @@ DECODE_SLOTS = max(1, DECODE_MEMORY_BUDGET_BYTES // DECODE_PEAK_BYTES)
 """Concurrent decodes per replica: the budget over one decode's worst case (a 50 MP photo of the costliest
 format), so a burst of hostile photos cannot take a replica past it; other requests wait their turn."""
 
+GATHERED_CALLS = 4
+"""Gathered calls one replica keeps in flight to each model deployment. More than one, so the models keep working
+while the next group gathers, and so their queues (what their autoscaling reads: calls, not photos) still grow
+under a peak: with one call at a time the Classifier never saw its target of 4 and the elastic run never grew it
+past the head node. gather_max_photos x GATHERED_CALLS = 16 = the replica's max_ongoing_requests."""
+
 api = make_api()  # the routes below are added to it before @serve.ingress freezes it
 
 
@@ -91,7 +97,7 @@ class Recognizer(CatalogCalls):
         self.classifier_runtime = classifier_runtime  # whose calibrated unknown threshold applies
         self.photo_to_answer = PhotoToAnswer(ModelFacts.of(self.bundle, classifier_runtime), RecognizerSettings())
         gather = serve.batch(max_batch_size=RecognizerSettings.gather_max_photos,
-                             batch_wait_timeout_s=RecognizerSettings.gather_wait_s)
+                             batch_wait_timeout_s=RecognizerSettings.gather_wait_s, max_concurrent_batches=GATHERED_CALLS)
         self._detect_gathered = gather(self._detect_all)  # each call of `gather` makes its own queue
         self._classify_gathered = gather(self._classify_all)
         space = embedding_space(self.bundle.versions["classifier"], self.bundle.whole_photo_share)

@@ -151,7 +151,8 @@ class CatalogInfo(BaseModel):
     products: int
     photos: int
     model_version: str = Field(description="the embedding space the catalog matches in: the classifier whose embeddings it "
-                                           "holds, and how an enrolled photo is embedded ('<classifier version>/crop+whole[@<whole-photo view>]')")
+                                           "holds, and how an enrolled photo is embedded "
+                                           "('<classifier version>/crop+whole[@<whole-photo view>]')")
     matchable_photos: int = Field(description="photos embedded by that classifier (the others wait for re-embedding)")
     photos_needing_embedding: int
     updated: str | None

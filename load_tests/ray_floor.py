@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from ray import serve
 
+from deployments.recognizer import GATHERED_CALLS
 from load_tests.serve_app import ServeApp, shipped_config
 from pipeline.core.settings import RecognizerSettings, deployment_config
 
@@ -44,8 +45,8 @@ class NoModel:
 class FloorIngress:
     def __init__(self, model) -> None:  # noqa: ANN001  a DeploymentHandle
         self.model = model
-        gathering = {"max_batch_size": RecognizerSettings.gather_max_photos, "batch_wait_timeout_s": RecognizerSettings.gather_wait_s}
-        self._gathered = serve.batch(**gathering)(self._classify_all)
+        self._gathered = serve.batch(max_batch_size=RecognizerSettings.gather_max_photos, max_concurrent_batches=GATHERED_CALLS,
+                                     batch_wait_timeout_s=RecognizerSettings.gather_wait_s)(self._classify_all)
 
     async def _classify_all(self, crop_lists: list[list[np.ndarray]]) -> list[list[int]]:
         rows = await self.model.classify.remote([crop for crops in crop_lists for crop in crops])

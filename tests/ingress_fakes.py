@@ -116,9 +116,12 @@ def name_by_colour(crops: list[np.ndarray]) -> Classification:
 
 
 def with_policy(bundle: ModelLabel, policy: str) -> ModelLabel:
-    """The bundle with another /hello policy in its manifest."""
+    """The bundle with another /hello policy in its manifest, and the whole photo as its whole-photo view: the
+    stand-in classifier names a crop by its share of a colour, which a centre view would change (the view itself
+    is tested in tests/test_photo_to_answer.py, and through the real graph)."""
     return dataclasses.replace(bundle, manifest={**bundle.manifest, "classifier": {**bundle.manifest["classifier"],
-                                                                                   "hello_policy": policy}})
+                                                                                   "hello_policy": policy,
+                                                                                   "whole_photo_share": 1.0}})
 
 
 def use_policy(replica, policy: str) -> None:

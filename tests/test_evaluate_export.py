@@ -238,4 +238,5 @@ def test_a_policy_is_surely_better_only_by_more_than_chance():
     forty_more[np.flatnonzero(~other)[:40]] = True
     assert not evaluate.surely_better(four_more, other)
     assert evaluate.surely_better(forty_more, other) and not evaluate.surely_better(other, forty_more)
-    assert set(evaluate.POLICY_COST) == set(evaluate.HELLO_POLICIES) and min(evaluate.POLICY_COST, key=evaluate.POLICY_COST.get) == "whole_photo"
+    assert set(evaluate.POLICY_COST) == set(evaluate.HELLO_POLICIES)
+    assert min(evaluate.POLICY_COST, key=evaluate.POLICY_COST.get) == "whole_photo"

@@ -83,8 +83,10 @@ def test_detector_batches_concurrent_callers_and_answers_each_its_own_boxes(in_a
     detector.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 0.2, "confidence_threshold": 0.4})
     images = [np.full((s, s, 3), v, np.uint8) for s, v in ((224, 10), (224, 20), (640, 30), (224, 40), (640, 50))]
 
-    async def together():
-        return await asyncio.wait_for(asyncio.gather(*(detector.detect(image) for image in images)), 10)
+    async def together():  # each caller (an ingress replica) sends a list; here the first sends two images
+        calls = [detector.detect(images[:2]), *(detector.detect([image]) for image in images[2:])]
+        answers = await asyncio.wait_for(asyncio.gather(*calls), 10)
+        return [detection for answer in answers for detection in answer]
 
     detections = asyncio.run(together())
     assert [d.boxes[0, 0] for d in detections] == [10, 20, 30, 40, 50]
@@ -100,7 +102,8 @@ def test_detector_reconfigure_sets_the_batch_size_and_refuses_bad_settings(in_a_
     images = [np.full((224, 224, 3), v, np.uint8) for v in range(5)]
 
     async def together():
-        return await asyncio.wait_for(asyncio.gather(*(detector.detect(image) for image in images)), 10)
+        answers = await asyncio.wait_for(asyncio.gather(*(detector.detect([image]) for image in images)), 10)
+        return [detection for (detection,) in answers]
 
     detections = asyncio.run(together())
     assert [d.boxes[0, 0] for d in detections] == [0, 1, 2, 3, 4]
@@ -119,7 +122,7 @@ def test_detector_reconfigure_sets_the_batch_size_and_refuses_bad_settings(in_a_
 def test_detector_refuses_what_is_not_a_letterboxed_image(in_a_replica, image):
     detector = detector_without_a_model()
     with pytest.raises(ValueError, match="letterboxed uint8"):
-        asyncio.run(detector.detect(image))
+        asyncio.run(detector.detect([np.zeros((224, 224, 3), np.uint8), image]))  # one bad image refuses the call
     assert not detector.model.model.calls
 
 

@@ -85,7 +85,7 @@ class RecognizerSettings(Settings):
     top_k: int = 5  # candidates per product
     unknown_threshold: float | None = None  # top-1 probability under this: "unknown"; None: the manifest's calibrated one
     catalog_threshold: float | None = None  # the catalog rule's threshold (pipeline.core.catalog_rule); None: the manifest's
-    gather_max_photos: int = 8  # the ingress sends the photos of up to this many requests to a model in one call
+    gather_max_photos: int = 4  # the ingress sends the photos of up to this many requests to a model in one call
     gather_wait_s: float = 0.005  # ... that arrive within this long of the first (0: each request's own call, at once)
 
     def __post_init__(self) -> None:
