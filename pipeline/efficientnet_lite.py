@@ -9,7 +9,6 @@ in, and saves a SavedModel that `hub.KerasLayer(path, trainable=...)` loads exac
 with a `training` argument for BatchNorm, variables and regularization losses (the Reusable SavedModel API).
 
     python -m pipeline.efficientnet_lite export --out artifacts/efficientnet_lite0_feature_vector
-    python -m pipeline.classifier train --backbone hub:artifacts/efficientnet_lite0_feature_vector ...
 
 torch is needed only to read the .pth file (at export time); the SavedModel needs neither torch nor hub.
 """
@@ -238,6 +237,30 @@ def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_c
         PROBABILITIES_OUTPUT: tf_keras.layers.Softmax(name=PROBABILITIES_OUTPUT)(scaled),
         EMBEDDING_OUTPUT: embedding,
     }, name="product_classifier")
+
+
+def export_model(model, export_dir: Path) -> None:
+    """Write a self-contained SavedModel with a `serve` endpoint: float32 [N,S,S,3] 0–255 → [N,C] softmax, or, for
+    a model with named outputs (pipeline.efficientnet_lite's), a dict of them ({"probabilities", "embedding"});
+    then load it back with plain TensorFlow and check every output agrees with the Keras model's."""
+    import tensorflow as tf
+
+    if export_dir.exists():
+        shutil.rmtree(export_dir)
+    model.export(str(export_dir))
+    size = model.input_shape[1]
+    probe = tf.constant(np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype(np.float32))
+    loaded = tf.saved_model.load(str(export_dir))  # keep a reference: its variables die with it
+    exported, expected = loaded.serve(probe), model(probe, training=False)
+    served = exported if isinstance(exported, dict) else {"output": exported}
+    computed = expected if isinstance(expected, dict) else {"output": expected}
+    if served.keys() != computed.keys():
+        raise RuntimeError(f"{export_dir} serves {sorted(served)} but the model answers {sorted(computed)}")
+    for name in computed:
+        ours, reference = served[name].numpy(), computed[name].numpy()
+        if ours.shape != reference.shape or not np.allclose(ours, reference, atol=1e-4):
+            raise RuntimeError(f"{export_dir} does not reproduce the model's {name}: shape {ours.shape} vs "
+                               f"{reference.shape}, max diff {np.abs(ours - reference).max() if ours.shape == reference.shape else '-'}")
 
 
 def _inverse_norm(features):

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import runtimes
-from pipeline.classifier_model import HUB_PREFIX
-from pipeline.classifier_run import BASELINE_EXPORT_DIR, EXPORT_DIR
 from pipeline.core import model_label as ml
 from pipeline.core.models import load_detector
 from pipeline.core.paths import SERVE_CONFIG
@@ -32,7 +30,7 @@ from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.efficientnet_lite import VARIANTS
-from pipeline.finetune import SPLIT_NAME
+from pipeline.finetune import BASELINE_EXPORT_DIR, EXPORT_DIR, SPLIT_NAME
 
 PREPROCESSING = {
     "module": "pipeline.core.preprocessing",
@@ -69,14 +67,6 @@ def _compact(summary: dict[str, Any]) -> dict[str, Any]:
     if len(json.dumps(summary)) <= MAX_SUMMARY_CHARS:
         return summary
     return {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or v is None}
-
-
-def _backbone_source(backbone: str) -> dict[str, Any] | None:
-    """What a local TF-Hub backbone folder says it is (pipeline.efficientnet_lite writes source.json)."""
-    if backbone.startswith(HUB_PREFIX):
-        handle = backbone[len(HUB_PREFIX):]
-        return _read_json(Path(handle) / "source.json") or {"handle": handle}
-    return None
 
 
 def _finetuned_source(summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -127,7 +117,7 @@ def _detector_run(detector_dir: Path, scratch: Path) -> tuple[Path, dict[str, An
 def _stage(classifier_dir: Path, detector_checkpoint: Path, staging: Path) -> None:
     export_dir = classifier_dir / EXPORT_DIR
     if not (export_dir / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.classifier` first")
+        raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.finetune export` first")
     if not detector_checkpoint.is_file():
         raise FileNotFoundError(f"{detector_checkpoint} is missing: run `python -m pipeline.detector train` first")
     if staging.exists():
@@ -259,8 +249,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "input_size": classifier_size,
             "num_classes": len(labels),
             "backbone": classifier_model.get("backbone", "unknown"),
-            "backbone_source": _backbone_source(classifier_model.get("backbone", ""))
-                               or _finetuned_source(classifier_summary),
+            "backbone_source": _finetuned_source(classifier_summary),
             "format": "tf_saved_model",
             "signature": SIGNATURE if cpu_runtimes["embedding"] is None else EMBEDDING_SIGNATURE,
             **({} if cpu_runtimes["embedding"] is None else {"embedding": embedding_entry(cpu_runtimes["embedding"])}),

@@ -456,12 +456,12 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 
 
 def export(out: Path | str) -> Path:
-    """The best checkpoint as a TF SavedModel (pipeline.classifier_model's `serve` contract: float32 0-255 →
+    """The best checkpoint as a TF SavedModel (pipeline.efficientnet_lite.export_model's `serve` contract: float32 0-255 →
     softmax), its softmax temperature fitted on the selection photos; writes <out>/export and updates the summary."""
     import torch
 
     from pipeline import efficientnet_lite
-    from pipeline.classifier_model import export_model
+    from pipeline.efficientnet_lite import export_model
 
     out = Path(out)
     config = json.loads((out / CONFIG_NAME).read_text())

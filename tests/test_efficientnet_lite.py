@@ -96,7 +96,7 @@ def test_hub_keras_layer_loads_the_export_frozen_and_trainable(hub_module, photo
     assert np.abs(frozen(photos / 255.0).numpy() - features).max() <= TOLERANCE
     assert not frozen.trainable_weights
 
-    # Fine-tuning as pipeline.classifier does it: trainable weights, BatchNorm kept in inference mode.
+    # Fine-tuning through TF-Hub's layer: trainable weights, BatchNorm kept in inference mode.
     layer = hub.KerasLayer(str(hub_module), trainable=True)
     inputs = tf_keras.Input((224, 224, 3))
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(3)(layer(inputs, training=False)))
