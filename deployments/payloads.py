@@ -25,6 +25,12 @@ class Classification:
     embeddings: np.ndarray | None  # float32 [N, D] L2-normalised, same forward pass; None: the model has none
 
 
+def row_slices(counts: list[int]) -> list[slice]:
+    """The rows of each part of a call that carried several requests' items back to back (`counts` items each)."""
+    ends = np.cumsum(counts, dtype=int).tolist()
+    return [slice(end - count, end) for count, end in zip(counts, ends)]
+
+
 @dataclass(frozen=True)
 class Refusal:
     """The Catalog's refusal of a call (an unknown sku, a full catalog, no photo accepted): the ingress answers it

@@ -31,7 +31,7 @@ from deployments.catalog_copy import CatalogCopy
 from deployments.catalog_http import admin_actor, read_enrollment
 from deployments.errors import ServiceError, error_outcome
 from deployments.metrics import RecognizerMetrics
-from deployments.payloads import Classification, Detection
+from deployments.payloads import Classification, Detection, row_slices
 from deployments.schemas import (
     Box,
     Candidate,
@@ -327,14 +327,9 @@ class Recognizer(CatalogCalls):
         its own rows back, in its order. A failed call fails the requests it carried, each with the same 503."""
         combined: Classification = await self._call("Classifier.classify", self.classifier.classify,
                                                     [crop for crops in crop_lists for crop in crops])
-        answers, at = [], 0
-        for crops in crop_lists:
-            rows = slice(at, at + len(crops))
-            embeddings = None if combined.embeddings is None else combined.embeddings[rows]
-            answers.append(Classification(probabilities=combined.probabilities[rows], version=combined.version,
-                                          embeddings=embeddings))
-            at += len(crops)
-        return answers
+        return [Classification(probabilities=combined.probabilities[rows], version=combined.version,
+                               embeddings=None if combined.embeddings is None else combined.embeddings[rows])
+                for rows in row_slices([len(crops) for crops in crop_lists])]
 
     @staticmethod
     async def _call(name: str, method: DeploymentHandle, *args: Any) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from ray import serve
 
+from deployments.payloads import row_slices
 from deployments.recognizer import GATHERED_CALLS
 from load_tests.serve_app import ServeApp, shipped_config
 from pipeline.core.settings import RecognizerSettings, deployment_config
@@ -50,11 +51,7 @@ class FloorIngress:
 
     async def _classify_all(self, crop_lists: list[list[np.ndarray]]) -> list[list[int]]:
         rows = await self.model.classify.remote([crop for crops in crop_lists for crop in crops])
-        answers, at = [], 0
-        for crops in crop_lists:
-            answers.append(rows[at:at + len(crops)])
-            at += len(crops)
-        return answers
+        return [rows[part] for part in row_slices([len(crops) for crops in crop_lists])]
 
     @floor_api.post("/hello")
     async def hello(self, request: Request) -> dict:

@@ -217,7 +217,8 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
             "selection_split": {"photos": len(split["selection"]), "held_back_from": "train", "seed": split["seed"],
                                 "fraction": split["fraction"], "grouping": split.get("grouping")},
             "epoch": (f"the best selection top-1 of {classifier_summary.get('epochs_run')} epochs "
-                      f"(epoch {classifier_summary.get('best_epoch')})"),
+                      f"(epoch {classifier_summary.get('best_epoch')}, its "
+                      f"{classifier_summary.get('best_weights', 'trained')} weights)"),
             "head": (f"{classifier_summary.get('hyperparameters', {}).get('head', 'linear')}: the one with the better "
                      "selection top-1 of the two heads pipeline.finetune trains (docs/training.md)"),
             "temperature": "fitted on the selection split (pipeline.finetune export)",
