@@ -9,9 +9,10 @@
 3. raw     — the pipeline in one process with batching, no HTTP and no Ray, the next batch decoded in a
    thread while the models run (meant as this machine's upper bound; it runs the stages one after another,
    so a graph whose stages run in parallel processes can beat it);
-then the ratios 1/2 and 1/3, the served graph once more with a model call per request (the ingress's gathering off,
-gather_wait_s 0) and with Ray Serve's default request path instead of the throughput mode serve_config.yaml turns
-on, and a sweep of max_batch_size (Detector and Classifier).
+then the ratios 1/2 and 1/3, the served graph once more with the ingress gathering requests into one model call
+(gathering ships off), with /hello's products enrolled, with Ray Serve's default request path instead of the
+throughput mode serve_config.yaml turns on, and with calls between deployments by reference, and a sweep of
+max_batch_size (Detector and Classifier).
 1 and 2 are driven by the same closed-loop client (`--concurrency` requests in flight, /hello as the
 original business server sends it; `--endpoint /v1/recognize` asks the served graph for every product, and
 the raw pipeline then does that work too: it always does what the measured endpoint does). Each measures
@@ -358,11 +359,12 @@ def main(argv: list[str] | None = None) -> int:
                     run["stage_ms"] = stage_means(run["bodies"])
                 results["served_runtimes"][pair] = run
             results["served"] = results["served_runtimes"][pairs[-1]]
-            # The same graph with a model call per request: what the ingress's gathering buys, side by side.
-            print("served graph, a model call per request (gather_wait_s 0) ...", flush=True)
-            control.deploy({"Recognizer": {"gather_wait_s": 0.0}})
+            # The same graph with the ingress gathering requests into one model call (it ships off, a model call
+            # per request): what gathering costs or buys, side by side.
+            print(f"served graph, requests gathered (gather_wait_s {GATHER_WAIT_S}) ...", flush=True)
+            control.deploy({"Recognizer": {"gather_wait_s": GATHER_WAIT_S}})
             drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
-            results["served_call_per_request"] = measured(asked, args.duration, args.warmup)
+            results["served_gathered"] = measured(asked, args.duration, args.warmup)
             control.deploy({"Recognizer": {"gather_wait_s": RecognizerSettings.gather_wait_s}})
             if args.endpoint == "/hello" and args.catalog_products:
                 # The same /hello with products enrolled: the detector, the crop and the catalog's match come back.
@@ -378,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
                 control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})
                 drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
                 results["served_default_mode"] = measured(asked, args.duration, args.warmup)
-                control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
+                # The throughput mode sends a call between deployments by value, over gRPC; this row sends it by
+                # reference, through Ray's object store, as Serve's default mode does.
+                print("served graph, calls between deployments by reference ...", flush=True)
+                control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"})
+                drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
+                results["served_by_reference"] = measured(asked, args.duration, args.warmup)
+                control.deploy({}, env_vars={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"})
                 drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
             sweep = [int(v) for v in args.sweep.split(",") if v.strip()]
             results["sweep"] = {}
@@ -390,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             control.stop()
 
-    for part in ("baseline", "peer", "floor", "served", "served_call_per_request", "served_with_catalog", "served_default_mode"):
+    for part in ("baseline", "peer", "floor", "served", "served_gathered", "served_with_catalog", "served_default_mode",
+                 "served_by_reference"):
         results.get(part, {}).pop("bodies", None)
     for run in results.get("served_runtimes", {}).values():
         run.pop("bodies", None)
@@ -403,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+GATHER_WAIT_S = 0.005  # the gathering row's wait: the setting measured on 2026-12-07 (BENCHMARKS.md)
 BENCHMARK_ADMIN_KEY = "benchmark-admin-key"  # the served graph's writes, for this run's catalog only (127.0.0.1)
 
 
@@ -469,9 +479,10 @@ def render(results: dict) -> str:
     notes: list[str] = []
     runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
     runs += [(title, "-", results[name]) for name, title in (
-        ("served_call_per_request", "served, a model call per request (gathering off)"),
+        ("served_gathered", f"served, requests gathered into one model call ({GATHER_WAIT_S * 1000:.0f} ms)"),
         ("served_with_catalog", "served, /hello with products enrolled"),
         ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
+        ("served_by_reference", "served, calls between deployments by reference (object store, not gRPC)"),
         ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)"),
         ("floor", "Ray Serve's floor: the graph's shape, no model work (HTTP)")) if name in results]
     for title, pair, r in runs:
@@ -512,13 +523,18 @@ def render(results: dict) -> str:
                   f"- served / baseline: {ratio(served.get(new), results.get('baseline'))}",
                   f"- served / peer (LitServe), images/s: {ratio(served.get(new), results.get('peer'))}; p99: "
                   f"{fmt(served[new]['p99_s'] / results['peer']['p99_s']) if served.get(new) and results.get('peer') else '-'}",
-                  f"- served / served with a model call per request: {ratio(served.get(new), results.get('served_call_per_request'))}",
+                  f"- served / served with requests gathered: {ratio(served.get(new), results.get('served_gathered'))}",
                   f"- served with {results.get('served_with_catalog', {}).get('products', '-')} products enrolled / served with an "
                   f"empty catalog: {ratio(results.get('served_with_catalog'), served.get(new))}",
                   f"- served / Ray Serve's floor: {ratio(served.get(new), results.get('floor'))}; peer / floor: "
                   f"{ratio(results.get('peer'), results.get('floor'))}"]
-    if results.get("served_default_mode") and served:
-        lines.append(f"- served / served in Ray Serve's default mode: {ratio(served.get(pairs[-1]), results['served_default_mode'])}")
+    # The serve-mode rows run after the catalog row, with its products still enrolled: they compare with it.
+    same_work = results.get("served_with_catalog") or (served.get(pairs[-1]) if served else None)
+    enrolled = " (products enrolled in both)" if results.get("served_with_catalog") else ""
+    if results.get("served_default_mode") and same_work:
+        lines.append(f"- served / served in Ray Serve's default mode{enrolled}: {ratio(same_work, results['served_default_mode'])}")
+    if results.get("served_by_reference") and same_work:
+        lines.append(f"- served / served with calls by reference{enrolled}: {ratio(same_work, results['served_by_reference'])}")
     lines += notes
     if results.get("sweep"):
         lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",

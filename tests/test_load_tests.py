@@ -223,18 +223,21 @@ def test_benchmark_ratios_are_rendered():
                    "raw": {"savedmodel+torch": {"1": raw | {"images_per_s": 5.0}, "8": raw},
                            "auto": {"8": raw | {"images_per_s": 12.0, "cpu": {"ours_cores": 1.5}}}},
                    "served_default_mode": run | {"images_per_s": 3.0}, "sweep": {"1": run, "8": run},
-                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5}, "served_call_per_request": run | {"images_per_s": 5.0},
-                   "served_with_catalog": run | {"images_per_s": 3.0, "products": 25}})
+                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5}, "served_gathered": run | {"images_per_s": 5.0},
+                   "served_by_reference": run | {"images_per_s": 4.0}, "served_with_catalog": run | {"images_per_s": 3.0, "products": 25}})
     assert "| served (HTTP) | auto | 6.00 |" in text and "| raw, batch 8 (in process) | savedmodel+torch | 8.00 |" in text
     assert "raw auto / raw savedmodel+torch, images per CPU-second (best batch): 2.00" in text  # 12/1.5 against 8/2
     assert "served / raw, auto, images/s: 0.50; images per CPU-second: 0.38" in text  # 6/12; 3 against 8
     assert "served auto / raw savedmodel+torch, images/s: 0.75" in text and "served / baseline: 3.00" in text
-    assert "default mode (HTTP) | - | 3.00 |" in text and "served in Ray Serve's default mode: 2.00" in text
+    assert "default mode (HTTP) | - | 3.00 |" in text
+    assert "served in Ray Serve's default mode (products enrolled in both): 1.00" in text  # against the catalog row
     assert "| 8 | 4.00 |" in text  # the sweep
     assert "| peer: LitServe, one worker, batching 8 / 10 ms (HTTP) | - | 10.00 |" in text
     assert "served / peer (LitServe), images/s: 0.60; p99: 4.00" in text  # 6/10; 2 s against 0.5 s
-    assert "| served, a model call per request (gathering off) | - | 5.00 |" in text
-    assert "served / served with a model call per request: 1.20" in text
+    assert "| served, requests gathered into one model call (5 ms) | - | 5.00 |" in text
+    assert "served / served with requests gathered: 1.20" in text
+    assert "| served, calls between deployments by reference (object store, not gRPC) | - | 4.00 |" in text
+    assert "served with calls by reference (products enrolled in both): 0.75" in text
     assert "served with 25 products enrolled / served with an empty catalog: 0.50" in text
     # The load client and the harness are not the service: per CPU-second counts the service's cores alone.
     harnessed = run | {"cpu": {"ours_cores": 2.5, "service_cores": 2.0, "harness_cores": 0.5, "others_cores": 0.0}}
