@@ -7,6 +7,7 @@ models (tests/test_catalog_service.py sends real photos through the real graph).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import time
@@ -42,8 +43,9 @@ ADMIN = {"X-Admin-Key": ADMIN_KEY}
 
 class InProcessHandle:
     """A DeploymentHandle of a replica object in this process: `handle.method.remote(*args)` awaits the method.
-    `down`: every call fails as a gone deployment's does. `answers_lost`: a call (but the ping) runs, and then
-    fails as a gRPC call does when the replica under it is killed before it answers."""
+    `down`: every call fails as a gone deployment's does, those in flight too (the replicas' long-polls).
+    `answers_lost`: a call (but the ping) runs, and then fails as a gRPC call does when the replica under it is
+    killed before it answers."""
 
     def __init__(self, replica: object) -> None:
         self.replica, self.down, self.answers_lost = replica, False, False
@@ -64,7 +66,16 @@ class InProcessHandle:
                         await method(*args)
                         raise AioRpcError(StatusCode.UNAVAILABLE, Metadata(), Metadata(), "Socket closed")
                     return lost()
-                return method(*args)
+
+                async def answered():
+                    call = asyncio.ensure_future(method(*args))
+                    while not call.done():
+                        if handle.down:
+                            call.cancel()
+                            raise DEPLOYMENT_GONE
+                        await asyncio.sleep(0.01)
+                    return call.result()
+                return answered()
 
         return Remote
 
@@ -247,6 +258,7 @@ def test_with_the_catalog_down_writes_answer_503_and_recognition_goes_on_from_th
     enroll(service, "cola-1", "Cola", [photo])
     assert answer_when(service, lambda a: a["models"]["catalog"] == 1, photo)["products"][0]["sku"] == "cola-1"
     service.replica.catalog.down = True
+    time.sleep(0.1)  # the replica's long-poll, in flight, fails (0.01 s) and is asked again after RETRY_S[0], 0.2 s
     response = enroll(service, "cola-2", "Cola 2", [shelf_photo(red=None)])
     assert_error(response, 503, "catalog_unavailable")
     assert response.headers["retry-after"] == "1" and response.json()["applied"] is False
