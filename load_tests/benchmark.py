@@ -29,197 +29,19 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 from deployments.catalog_http import ADMIN_KEY_ENV
+from load_tests.benchmark_report import render
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.local_ray import AUTH_ENV
+from load_tests.measurement import CpuShare, batch_metrics, batch_summary, drive, stage_means, wait_http
 from load_tests.photos import load_photos
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.settings import RecognizerSettings
-
-
-def drive(url: str, bodies: list[tuple[bytes, dict]], concurrency: int, duration_s: float, warmup_s: float,
-          endpoint: str = "/hello", timeout_s: float = 120) -> dict:
-    """Closed-loop client: `concurrency` threads each send the next photo when the last is answered.
-
-    Counts the 200s answered inside the measured window (after the warm-up); latencies of requests sent in it.
-    """
-    start = time.time()
-    window = (start + warmup_s, start + warmup_s + duration_s)
-    records: list[tuple[float, float, int, bytes]] = []
-    lock = threading.Lock()
-
-    def worker(offset: int) -> None:
-        index = offset
-        with httpx.Client(timeout=timeout_s) as client:
-            while time.time() < window[1]:
-                body, headers = bodies[index % len(bodies)]
-                index += concurrency
-                sent = time.time()
-                try:
-                    response = client.post(url + endpoint, content=body, headers=headers)
-                    status, content = response.status_code, response.content
-                except httpx.HTTPError:
-                    status, content = 0, b""
-                with lock:
-                    records.append((sent, time.time(), status, content))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    answered = [r for r in records if window[0] <= r[1] <= window[1] and r[2] == 200]
-    latencies = [done - sent for sent, done, status, _ in records if status == 200 and window[0] <= sent and done <= window[1] + timeout_s]
-    statuses: dict[str, int] = {}
-    for _, _, status, _ in records:
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
-    return {
-        "images_per_s": len(answered) / duration_s,
-        "p50_s": float(np.percentile(latencies, 50)) if latencies else None,
-        "p99_s": float(np.percentile(latencies, 99)) if latencies else None,
-        "statuses": statuses,
-        "bodies": [r[3] for r in answered],
-    }
-
-
-HARNESS = ("load_tests.control",)
-"""Processes of the benchmark's own harness besides this one (the load client): the control process, Ray's
-driver here and the sampler of the served graph. With the client they are `harness_cores`, not the service's:
-in production the load comes from elsewhere and `serve run`'s own driver sits idle."""
-
-
-class CpuShare:
-    """CPU seconds used, during a measurement, by this benchmark's process tree (client, servers, Ray and its
-    replicas) and by everything else on the machine: on a shared machine the figures only compare when the
-    others' share was similar. `service_cores` are the tree's less the harness's (the client in this process,
-    the control process): what serving the photos cost."""
-
-    def __enter__(self) -> CpuShare:
-        import psutil
-
-        self._psutil = psutil
-        self._start = (time.monotonic(), self._busy(), self._ours())
-        return self
-
-    def _busy(self) -> float:
-        times = self._psutil.cpu_times()
-        return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
-
-    def _ours(self) -> tuple[float, dict[int, tuple[str, float]]]:
-        import resource
-
-        finished = resource.getrusage(resource.RUSAGE_CHILDREN)  # children already waited for (the raw worker)
-        total, by_pid = finished.ru_utime + finished.ru_stime, {}
-        root = self._psutil.Process()
-        for process in [root] + root.children(recursive=True):
-            try:
-                times = process.cpu_times()
-                command = process.cmdline() or [process.name()]
-                # Ray names its workers by role (ray::ServeReplica:recognizer:Detector, ray::ProxyActor, ...)
-                title = command[0].split(" ")[0]
-                title = title.split(".")[0] if title.startswith("ray::") else title.rsplit("/", 1)[-1]  # raylet, python, ...
-                if process.pid == root.pid:
-                    title = "this process (load client)"
-                elif any(module in command for module in HARNESS):
-                    title = next(module for module in HARNESS if module in command) + " (harness)"
-                by_pid[process.pid] = (title[:60], times.user + times.system)
-                total += times.user + times.system
-            except self._psutil.Error:
-                pass
-        return total, by_pid
-
-    def __exit__(self, *exc) -> None:
-        wall = time.monotonic() - self._start[0]
-        ours_end, by_pid = self._ours()
-        busy, ours = self._busy() - self._start[1], ours_end - self._start[2][0]
-        groups: dict[str, float] = {}
-        for pid, (title, seconds) in by_pid.items():
-            groups[title] = groups.get(title, 0.0) + seconds - self._start[2][1].get(pid, (title, 0.0))[1]
-        top = sorted(((round(v / wall, 2), k) for k, v in groups.items() if v / wall >= 0.02), reverse=True)
-        harness = sum(max(0.0, v) for k, v in groups.items() if k.endswith("(load client)") or k.endswith("(harness)"))
-        self.result = {"ours_cores": round(ours / wall, 2), "others_cores": round(max(0.0, busy - ours) / wall, 2),
-                       "service_cores": round((ours - harness) / wall, 2), "harness_cores": round(harness / wall, 2),
-                       "ours_cpu_s": round(ours, 1), "cores_by_process": {k: v for v, k in top}}
-
-
-def stage_means(answers: list[bytes]) -> dict[str, float]:
-    """Mean per-stage milliseconds from /v1/recognize answers (queueing included): where the time goes."""
-    timings = [json.loads(a)["timings"] for a in answers]
-    return {key: round(float(np.mean([t[key] for t in timings])), 1) for key in timings[0]} if timings else {}
-
-
-def batch_metrics(urls: list[str]) -> dict[tuple[str, str], dict]:
-    """Serve's own @serve.batch metrics per (deployment, replica), from each node's Prometheus endpoint:
-    the batch-size histogram's cumulative buckets {le: count} (exact: load_tests.control gives it one bucket
-    per size up to 64), and sum/count of the wait-to-fill and run times (sums are approximate)."""
-    series: dict[tuple[str, str], dict] = {}
-    for url in urls:
-        try:
-            text = httpx.get(url, timeout=10).text
-        except httpx.HTTPError:
-            continue
-        for line in text.splitlines():
-            name = line.split("{", 1)[0]
-            if not name.startswith("ray_serve_") or 'deployment="' not in line:
-                continue
-            label = lambda key, line=line: line.split(f'{key}="', 1)[1].split('"', 1)[0] if f'{key}="' in line else ""  # noqa: E731
-            entry = series.setdefault((label("deployment"), label("replica")), {"sizes": {}})
-            value = float(line.rsplit(" ", 1)[1])
-            if name == "ray_serve_actual_batch_size_bucket" and label("le") != "+Inf":
-                entry["sizes"][float(label("le"))] = value
-            elif name in ("ray_serve_batch_wait_time_ms_sum", "ray_serve_batch_wait_time_ms_count",
-                          "ray_serve_batch_execution_time_ms_sum", "ray_serve_batch_execution_time_ms_count"):
-                entry[name[len("ray_serve_"):]] = value
-    return series
-
-
-def batch_summary(before: dict, after: dict) -> dict[str, dict]:
-    """Batches formed between two scrapes, per deployment: how many, mean size, size histogram, mean wait for
-    a batch to fill and mean run time (replicas gone in between are left out; new ones count from zero)."""
-    sizes: dict[str, dict[float, float]] = {}
-    times: dict[str, dict[str, float]] = {}
-    for key, values in after.items():
-        deployment, earlier = key[0], before.get(key, {"sizes": {}})
-        cumulative = sorted((le, n - earlier["sizes"].get(le, 0.0)) for le, n in values["sizes"].items())
-        previous = 0.0
-        for le, n in cumulative:
-            sizes.setdefault(deployment, {})[le] = sizes.get(deployment, {}).get(le, 0.0) + max(0.0, n - previous)
-            previous = n
-        for name, value in values.items():
-            if name != "sizes":
-                times.setdefault(deployment, {})[name] = times.get(deployment, {}).get(name, 0.0) + max(0.0, value - earlier.get(name, 0.0))
-    out = {}
-    for deployment, histogram in sizes.items():
-        batches = sum(histogram.values())
-        if batches:
-            t = times.get(deployment, {})
-            out[deployment] = {
-                "batches": int(batches),
-                "mean_batch": round(sum(le * n for le, n in histogram.items()) / batches, 2),
-                "sizes": {int(le): int(n) for le, n in histogram.items() if n},
-                "mean_wait_ms": round(t.get("batch_wait_time_ms_sum", 0) / max(1, t.get("batch_wait_time_ms_count", 0)), 1),
-                "mean_run_ms": round(t.get("batch_execution_time_ms_sum", 0) / max(1, t.get("batch_execution_time_ms_count", 0)), 1),
-            }
-    return out
-
-
-def wait_http(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} not ready after {timeout_s}s")
 
 
 def run_raw(model_dir: str | None, originals: int, phones: int, images: int, batch_sizes: list[int], runtimes: str,
@@ -364,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"served graph, requests gathered (gather_wait_s {GATHER_WAIT_S}) ...", flush=True)
             control.deploy({"Recognizer": {"gather_wait_s": GATHER_WAIT_S}})
             drive(control.url, asked, args.concurrency, args.served_warmup / 2, 0, endpoint=args.endpoint)
-            results["served_gathered"] = measured(asked, args.duration, args.warmup)
+            results["served_gathered"] = measured(asked, args.duration, args.warmup) | {"gather_wait_s": GATHER_WAIT_S}
             control.deploy({"Recognizer": {"gather_wait_s": RecognizerSettings.gather_wait_s}})
             if args.endpoint == "/hello" and args.catalog_products:
                 # The same /hello with products enrolled: the detector, the crop and the catalog's match come back.
@@ -447,105 +269,6 @@ def one_process_server(module: str, model_args: list[str], bodies: list[tuple[by
         finally:
             server.terminate()  # our own child
             server.wait(timeout=30)
-
-
-def service_cores(r: dict) -> float | None:
-    """The cores serving took: the service's processes (served, baseline) or the raw pipeline's worker."""
-    share = r.get("cpu") or {}
-    return share.get("service_cores", share.get("ours_cores"))
-
-
-def render(results: dict) -> str:
-    def fmt(value, digits=2):
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    def cpu(r: dict) -> str:
-        share = r.get("cpu")
-        if not share:
-            return "-"
-        return f"{share.get('service_cores', share['ours_cores'])} / {share.get('harness_cores', '-')} / {share.get('others_cores', '-')}"
-
-    def per_cpu(r: dict) -> str:
-        """Images per CPU-second of the service's processes: what the serving costs, whatever share of the CPU it got."""
-        return fmt(r["images_per_s"] / service_cores(r)) if service_cores(r) else "-"
-
-    lines = ["# Throughput benchmark", "",
-             f"{results['photos']} photos ({results['phones']} full-size phone JPEGs), {results['concurrency']} requests in flight, "
-             f"{results['duration_s']:.0f} s measured per figure; served and raw do what {results.get('endpoint', '/hello')} asks"
-             " (/hello: what its answer reads; with an empty catalog, the whole photo alone).", "",
-             "| mode | runtimes (classifier+detector) | images/s | p50 (s) | p99 (s) | answers | CPU cores used: service / "
-             "load client and harness / other processes | images per CPU-second (service) |",
-             "|---|---|---|---|---|---|---|---|"]
-    notes: list[str] = []
-    runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
-    runs += [(title, "-", results[name]) for name, title in (
-        ("served_gathered", f"served, requests gathered into one model call ({GATHER_WAIT_S * 1000:.0f} ms)"),
-        ("served_with_catalog", "served, /hello with products enrolled"),
-        ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
-        ("served_by_reference", "served, calls between deployments by reference (object store, not gRPC)"),
-        ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)"),
-        ("floor", "Ray Serve's floor: the graph's shape, no model work (HTTP)")) if name in results]
-    for title, pair, r in runs:
-        lines.append(f"| {title} | {pair} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
-                     f"| {cpu(r)} | {per_cpu(r)} |")
-        if r.get("batches"):
-            notes.append(f"- {title}, {pair}: batches formed (Serve's own metrics): {r['batches']}")
-        if r.get("cpu", {}).get("cores_by_process"):
-            notes.append(f"- {title}, {pair}: CPU cores by process: {r['cpu']['cores_by_process']}")
-        if r.get("every_product"):
-            every = r["every_product"]
-            notes.append(f"- {title}, {pair}: /v1/recognize (every product) at the same load: {fmt(every['images_per_s'])} images/s, "
-                         f"p99 {fmt(every['p99_s'])} s, {per_cpu(every)} images per CPU-second")
-        if r.get("stage_ms"):
-            notes.append(f"- {title}, {pair}: mean ms per stage of /v1/recognize at saturation (queueing included): {r['stage_ms']}")
-    for pair, by_batch in results.get("raw", {}).items():
-        for batch, r in by_batch.items():
-            lines.append(f"| raw, batch {batch} (in process) | {pair} | {fmt(r['images_per_s'])} | - | - | ms/image {r['ms_per_image']}, "
-                         f"{r.get('crops_per_image', 0):.2f} crops/image | {r['cpu']['ours_cores']} / - / - | {per_cpu(r)} |")
-    lines.append("")
-    served = results.get("served_runtimes", {})
-    raw = results.get("raw", {})
-    pairs = list(served or raw)
-    if pairs:
-        reference, new = pairs[0], pairs[-1]
-        best = {pair: max(raw[pair].values(), key=lambda r: r["images_per_s"]) for pair in raw}
-
-        def ratio(a: dict | None, b: dict | None, per_cpu_second: bool = False) -> str:
-            if not a or not b:
-                return "-"
-            value = (lambda r: r["images_per_s"] / service_cores(r)) if per_cpu_second else (lambda r: r["images_per_s"])
-            return fmt(value(a) / value(b))
-
-        lines += [f"- raw {new} / raw {reference}, images per CPU-second (best batch): {ratio(best.get(new), best.get(reference), True)}",
-                  f"- served / raw, {new}, images/s: {ratio(served.get(new), best.get(new))}; images per CPU-second: "
-                  f"{ratio(served.get(new), best.get(new), True)}",
-                  f"- served {new} / raw {reference}, images/s: {ratio(served.get(new), best.get(reference))}",
-                  f"- served / baseline: {ratio(served.get(new), results.get('baseline'))}",
-                  f"- served / peer (LitServe), images/s: {ratio(served.get(new), results.get('peer'))}; p99: "
-                  f"{fmt(served[new]['p99_s'] / results['peer']['p99_s']) if served.get(new) and results.get('peer') else '-'}",
-                  f"- served / served with requests gathered: {ratio(served.get(new), results.get('served_gathered'))}",
-                  f"- served with {results.get('served_with_catalog', {}).get('products', '-')} products enrolled / served with an "
-                  f"empty catalog: {ratio(results.get('served_with_catalog'), served.get(new))}",
-                  f"- served / Ray Serve's floor: {ratio(served.get(new), results.get('floor'))}; peer / floor: "
-                  f"{ratio(results.get('peer'), results.get('floor'))}"]
-    # The serve-mode rows run after the catalog row, with its products still enrolled: they compare with it.
-    same_work = results.get("served_with_catalog") or (served.get(pairs[-1]) if served else None)
-    enrolled = " (products enrolled in both)" if results.get("served_with_catalog") else ""
-    if results.get("served_default_mode") and same_work:
-        lines.append(f"- served / served in Ray Serve's default mode{enrolled}: {ratio(same_work, results['served_default_mode'])}")
-    if results.get("served_by_reference") and same_work:
-        lines.append(f"- served / served with calls by reference{enrolled}: {ratio(same_work, results['served_by_reference'])}")
-    lines += notes
-    if results.get("sweep"):
-        lines += ["", "## max_batch_size sweep (served, Detector and Classifier)", "",
-                  "| max_batch_size | images/s | p50 (s) | p99 (s) | answers | mean batch formed (Detector / Classifier) "
-                  "| CPU cores: service / harness / others | images per CPU-second (service) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for batch, r in results["sweep"].items():
-            formed = " / ".join(str(r.get("batches", {}).get(d, {}).get("mean_batch", "-")) for d in ("Detector", "Classifier"))
-            lines.append(f"| {batch} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
-                         f"| {formed} | {cpu(r)} | {per_cpu(r)} |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def test_hello_body_is_the_rest_template_shape():
 
 
 def test_benchmark_ratios_are_rendered():
-    from load_tests.benchmark import render
+    from load_tests.benchmark_report import render
 
     run = {"images_per_s": 4.0, "p50_s": 1.0, "p99_s": 2.0, "statuses": {"200": 40}, "cpu": {"ours_cores": 2.0}}
     raw = {"images_per_s": 8.0, "ms_per_image": {}, "cpu": {"ours_cores": 2.0}}
@@ -223,7 +223,7 @@ def test_benchmark_ratios_are_rendered():
                    "raw": {"savedmodel+torch": {"1": raw | {"images_per_s": 5.0}, "8": raw},
                            "auto": {"8": raw | {"images_per_s": 12.0, "cpu": {"ours_cores": 1.5}}}},
                    "served_default_mode": run | {"images_per_s": 3.0}, "sweep": {"1": run, "8": run},
-                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5}, "served_gathered": run | {"images_per_s": 5.0},
+                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5}, "served_gathered": run | {"images_per_s": 5.0, "gather_wait_s": 0.005},
                    "served_by_reference": run | {"images_per_s": 4.0}, "served_with_catalog": run | {"images_per_s": 3.0, "products": 25}})
     assert "| served (HTTP) | auto | 6.00 |" in text and "| raw, batch 8 (in process) | savedmodel+torch | 8.00 |" in text
     assert "raw auto / raw savedmodel+torch, images per CPU-second (best batch): 2.00" in text  # 12/1.5 against 8/2
@@ -277,7 +277,7 @@ def test_the_peer_server_answers_hello_as_the_graph_does(tmp_path):
 
     import httpx
 
-    from load_tests.benchmark import wait_http
+    from load_tests.measurement import wait_http
     from load_tests.inprocess import InProcessPipeline
     from load_tests.photos import grocery_val_photos
     from load_tests.serve_app import free_port
@@ -349,7 +349,7 @@ def test_short_peak_run_writes_its_report(tiny_model_dir, tmp_path):
 
 
 def test_batch_sizes_formed_come_from_histogram_deltas():
-    from load_tests.benchmark import batch_summary
+    from load_tests.measurement import batch_summary
 
     before = {("Detector", "a"): {"sizes": {1.0: 10, 2.0: 10, 3.0: 10}, "batch_wait_time_ms_sum": 100, "batch_wait_time_ms_count": 10},
               ("Detector", "gone"): {"sizes": {1.0: 50, 2.0: 50, 3.0: 50}}}
