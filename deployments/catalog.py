@@ -27,6 +27,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.calls import MODEL_CALL_TIMEOUT_S, as_raised, call
 from deployments.payloads import Classification, Detection, Refusal
 from pipeline.core.catalog_match import (
     CatalogError,
@@ -48,9 +49,6 @@ logger = logging.getLogger("ray.serve")
 DUPLICATE_SIMILARITY = 0.97
 """A photo this close (cosine) to a photo of another sku is refused as its near-duplicate: the same picture
 enrolled under two skus would make the catalog's answer a coin toss between them."""
-
-MODEL_CALL_TIMEOUT_S = 30.0
-"""The longest one enrollment photo waits for the Detector or the Classifier."""
 
 
 @dataclass(frozen=True)
@@ -246,14 +244,17 @@ class Catalog:
 
     async def _embedding(self, data: bytes, loop: PhotoToAnswer) -> np.ndarray | None:
         """The photo's enrolled vector (its largest product's crop, cut as a query's is, with the whole photo); None when
-        no product is detected."""
+        no product is detected. A model that does not answer within MODEL_CALL_TIMEOUT_S (a lost replica is retried once,
+        deployments/calls.py) fails the write with the error as Ray raised it."""
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
-            found: list[Detection] = await asyncio.wait_for(self.detector.detect.remote(images), MODEL_CALL_TIMEOUT_S)
+            found: list[Detection] = await call("Detector.detect", self.detector.detect, images,
+                                                timeout_s=MODEL_CALL_TIMEOUT_S, failed=as_raised)
             return [detection.boxes for detection in found]
 
         async def classify(crops: list[np.ndarray]) -> Classified:
-            result: Classification = await asyncio.wait_for(self.classifier.classify.remote(crops), MODEL_CALL_TIMEOUT_S)
+            result: Classification = await call("Classifier.classify", self.classifier.classify, crops,
+                                                timeout_s=MODEL_CALL_TIMEOUT_S, failed=as_raised)
             return Classified(result.probabilities, result.embeddings)
 
         (recognized,), _ = await loop([data], detect, classify, prominent_only=True, hello_policy=ENROLLMENT_POLICY)
