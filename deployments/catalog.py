@@ -39,8 +39,9 @@ from pipeline.core.catalog_match import (
     valid_sku,
 )
 from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.loop_modes import ENROLLMENT
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
-from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, Classified, ModelFacts, PhotoToAnswer
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
 from pipeline.core.settings import RecognizerSettings
 
@@ -257,7 +258,7 @@ class Catalog:
                                                 timeout_s=MODEL_CALL_TIMEOUT_S, failed=as_raised)
             return Classified(result.probabilities, result.embeddings)
 
-        (recognized,), _ = await loop([data], detect, classify, prominent_only=True, hello_policy=ENROLLMENT_POLICY)
+        (recognized,), _ = await loop([data], detect, classify, ENROLLMENT)
         return recognized.enrolled_vector
 
     def _start_reembedding(self) -> None:

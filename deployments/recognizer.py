@@ -53,6 +53,7 @@ from deployments.schemas import (
 )
 from deployments.uploads import read_image
 from pipeline.core.catalog_match import embedding_space, gallery_index
+from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO, LoopMode
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
@@ -132,7 +133,7 @@ class Recognizer(CatalogCalls):
         detector: its boxes would change no answer, so they would be CPU spent on nothing."""
         async with self.metrics.photo("/hello") as record:
             data = await read_image(request, ("img",), allow_raw_body=False)
-            recognition = record(await self._recognize(data, started=time.perf_counter(), answer_only=True))
+            recognition = record(await self._recognize(data, started=time.perf_counter(), mode=HELLO))
         prominent = recognition.products[0]  # largest first; never empty (whole photo when nothing detected)
         label = prominent.label or prominent.candidates[0].label  # the original always named something
         return HelloAnswer(item=base64.b64encode(label.encode("utf-8")).decode("ascii"))
@@ -246,9 +247,9 @@ class Recognizer(CatalogCalls):
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
 
-    async def _recognize(self, data: bytes, started: float, answer_only: bool = False) -> Recognition:
-        """The photo through the core's loop, with the model deployments as its model calls (`answer_only`: what
-        /hello's answer reads, PhotoToAnswer's)."""
+    async def _recognize(self, data: bytes, started: float, mode: LoopMode = EVERY_PRODUCT) -> Recognition:
+        """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its
+        model calls."""
         read_done = time.perf_counter()
         versions = {"detector": self.bundle.versions["detector"]}  # the Detector's own, once it is asked
 
@@ -265,7 +266,7 @@ class Recognizer(CatalogCalls):
         catalog = await self.catalog_copy.current()  # this replica's copy: never waits on the Catalog deployment
         matching = catalog if catalog is not None and not catalog.empty else None  # an empty one names nothing: no search
         (recognized,), times = await self.photo_to_answer(
-            [data], detect, classify, answer_only=answer_only, decode_slots=self.decode_slots,
+            [data], detect, classify, mode, decode_slots=self.decode_slots,
             match=matching.best if matching else None,
             reference=self.gallery.nearest_similarity if self.gallery and matching else None)
         photo, whole_photo = recognized.photo, not recognized.detected
