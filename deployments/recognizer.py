@@ -144,7 +144,7 @@ class Recognizer(CatalogCalls):
         started = time.perf_counter()
         async with self.metrics.photo("/v1/recognize") as record:
             data = await read_image(request, ("image", "img"), allow_raw_body=True)
-            return record(await self._recognize(data, started))
+            return record(await self._recognize(data, started, mode=EVERY_PRODUCT))
 
     @api.get("/v1/labels", response_model=Labels)
     async def labels(self) -> Labels:
@@ -247,7 +247,7 @@ class Recognizer(CatalogCalls):
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
 
-    async def _recognize(self, data: bytes, started: float, mode: LoopMode = EVERY_PRODUCT) -> Recognition:
+    async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> Recognition:
         """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its
         model calls."""
         read_done = time.perf_counter()
