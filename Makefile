@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= $(shell command -v python3.11 || command -v python3 || echo python3.11)
 PIP_INSTALL := $(BIN)/pip install --quiet -c constraints.txt
-# Ultralytics stays offline and keeps its settings inside the repo.
+# Ultralytics stays offline and keeps its settings inside the repo: set here for every process a target starts, before
+# any Python runs (Python code sets the same through pipeline/core/yolo_offline.py's offline_environment; Ray's
+# workers get them from serve_config.yaml's runtime_env).
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
 export YOLO_CONFIG_DIR := $(CURDIR)/.yolo

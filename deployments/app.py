@@ -7,7 +7,8 @@ Whether every deployment at its `max_replicas` fits the node the file declares (
 deployments/placement.py's arithmetic: `python -m deployments.placement [--cluster]`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Serve reads build_app's annotation as a class (AppArgs, a pydantic
+# model) to validate the config's `args` into it; a string annotation would hand the builder a plain dict.
 
 import logging
 
@@ -24,8 +25,9 @@ from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
 logger = logging.getLogger("ray.serve")
 
 
-def build_app(args: dict) -> Application:
-    config = AppArgs(**args)
+def build_app(config: AppArgs) -> Application:
+    """The application of serve_config.yaml, from its `args` as Serve validated them (Ray Serve's typed application
+    builder: an unknown key or runtime is refused before anything is built, with the names it could have meant)."""
     model_dir = str(DEFAULT_MODEL_DIR.parent / config.model_dir) if config.model_dir else None
     bundle = load_model_label(model_dir)  # fail here, with the reason, rather than in three replicas
     if config.accelerator == "auto":

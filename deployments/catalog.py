@@ -27,6 +27,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.calls import MODEL_CALL_TIMEOUT_S, as_raised, call
 from deployments.payloads import Classification, Detection, Refusal
 from pipeline.core.catalog_match import (
     CatalogError,
@@ -38,8 +39,9 @@ from pipeline.core.catalog_match import (
     valid_sku,
 )
 from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.loop_modes import ENROLLMENT
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
-from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, Classified, ModelFacts, PhotoToAnswer
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
 from pipeline.core.settings import RecognizerSettings
 
@@ -48,9 +50,6 @@ logger = logging.getLogger("ray.serve")
 DUPLICATE_SIMILARITY = 0.97
 """A photo this close (cosine) to a photo of another sku is refused as its near-duplicate: the same picture
 enrolled under two skus would make the catalog's answer a coin toss between them."""
-
-MODEL_CALL_TIMEOUT_S = 30.0
-"""The longest one enrollment photo waits for the Detector or the Classifier."""
 
 
 @dataclass(frozen=True)
@@ -246,17 +245,20 @@ class Catalog:
 
     async def _embedding(self, data: bytes, loop: PhotoToAnswer) -> np.ndarray | None:
         """The photo's enrolled vector (its largest product's crop, cut as a query's is, with the whole photo); None when
-        no product is detected."""
+        no product is detected. A model that does not answer within MODEL_CALL_TIMEOUT_S (a lost replica is retried once,
+        deployments/calls.py) fails the write with the error as Ray raised it."""
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
-            found: list[Detection] = await asyncio.wait_for(self.detector.detect.remote(images), MODEL_CALL_TIMEOUT_S)
+            found: list[Detection] = await call("Detector.detect", self.detector.detect, images,
+                                                timeout_s=MODEL_CALL_TIMEOUT_S, failed=as_raised)
             return [detection.boxes for detection in found]
 
         async def classify(crops: list[np.ndarray]) -> Classified:
-            result: Classification = await asyncio.wait_for(self.classifier.classify.remote(crops), MODEL_CALL_TIMEOUT_S)
+            result: Classification = await call("Classifier.classify", self.classifier.classify, crops,
+                                                timeout_s=MODEL_CALL_TIMEOUT_S, failed=as_raised)
             return Classified(result.probabilities, result.embeddings)
 
-        (recognized,), _ = await loop([data], detect, classify, prominent_only=True, hello_policy=ENROLLMENT_POLICY)
+        (recognized,), _ = await loop([data], detect, classify, ENROLLMENT)
         return recognized.enrolled_vector
 
     def _start_reembedding(self) -> None:

@@ -3,7 +3,8 @@ and those routes' OpenAPI bodies.
 
 Reads go to the Catalog deployment; writes need the admin key (deployments/catalog_http.py) and are checked
 before their body is read. A Catalog that does not answer makes writes 503 `catalog_unavailable` with
-Retry-After, at once: recognition does not need it (each ingress replica matches against its own copy). The 503
+Retry-After, at once (deployments/calls.py says which failures mean that; any other is a bug, a 500): recognition
+does not need it (each ingress replica matches against its own copy). The 503
 says whether the write was applied: `"applied": false` when the Catalog was gone before it was sent, `"unknown"`
 when it went away under the write (the store commits each write whole or not at all, but the answer can be lost
 after the commit): the client reads the catalog to see which before it retries.
@@ -15,23 +16,16 @@ value, so a route inherited from another importable module would reach the repli
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
-from grpc import StatusCode
-from grpc.aio import AioRpcError
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.calls import call
 from deployments.catalog_http import MAX_PHOTOS, answered
 from deployments.errors import ServiceError
 from deployments.schemas import ErrorBody
 from deployments.uploads import MAX_IMAGE_BYTES
-
-logger = logging.getLogger("ray.serve")
 
 READ_TIMEOUT_S = 5.0
 """A read the Catalog does not answer in this long answers 503: it is down or restarting."""
@@ -43,19 +37,6 @@ WRITE_TIMEOUT_S = 120.0
 """An enrollment embeds up to 20 photos with the models: under load that takes seconds, never minutes."""
 
 UI_PAGE = Path(__file__).with_name("ui.html")
-
-CATALOG_DOWN = (TimeoutError, BackPressureError, DeploymentUnavailableError, RayActorError, ReplicaUnavailableError)
-"""How a call fails when the Catalog is gone, restarting or overloaded: 503 `catalog_unavailable`. Anything else
-is a bug, answered 500 by the app's handler with its traceback logged; so is a gRPC error (Serve's throughput mode
-calls between replicas over gRPC) unless its code says the Catalog replica could not be reached (GONE_CODES)."""
-
-GONE_CODES = frozenset({StatusCode.UNAVAILABLE, StatusCode.CANCELLED})
-"""How a call over Serve's gRPC transport fails when the replica under it is killed or unreachable."""
-
-
-def catalog_down(error: BaseException) -> bool:
-    return isinstance(error, CATALOG_DOWN) or (isinstance(error, AioRpcError) and error.code() in GONE_CODES)
-
 
 READ = ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry shortly")
 NOT_SENT = ServiceError(503, "catalog_unavailable", "the catalog is unavailable, so the write was not sent; recognition "
@@ -93,22 +74,24 @@ class CatalogCalls:
 
     async def _reachable_catalog(self) -> DeploymentHandle:
         catalog = self._catalog()
-        await self._answer(catalog.ready.remote(), REACHABLE_TIMEOUT_S, NOT_SENT)
+        await self._answer(catalog, "ready", (), REACHABLE_TIMEOUT_S, NOT_SENT)
         return catalog
 
     async def _read(self, method: str, *args: Any) -> Any:
-        return answered(await self._answer(getattr(self._catalog(), method).remote(*args), READ_TIMEOUT_S, READ))
+        return answered(await self._answer(self._catalog(), method, args, READ_TIMEOUT_S, READ))
 
-    async def _write(self, call: Any) -> dict:
-        return answered(await self._answer(call, WRITE_TIMEOUT_S, IN_FLIGHT))
+    async def _write(self, method: str, *args: Any) -> dict:
+        """A write, sent only to a Catalog that has just answered its ping."""
+        catalog = await self._reachable_catalog()
+        return answered(await self._answer(catalog, method, args, WRITE_TIMEOUT_S, IN_FLIGHT))
 
-    async def _answer(self, call: Any, timeout_s: float, lost: ServiceError) -> Any:
-        """A Catalog call's answer within `timeout_s`; the Catalog gone or overloaded (catalog_down) is `lost`, a 503."""
-        try:
-            return await asyncio.wait_for(call, timeout_s)
-        except Exception as error:
-            if not catalog_down(error):
-                raise
-            logger.warning("catalog unavailable: %s %s", type(error).__name__,
-                           error.code() if isinstance(error, AioRpcError) else "")
-            raise ServiceError(lost.status, lost.code, lost.message, lost.detail) from None
+    @staticmethod
+    async def _answer(catalog: DeploymentHandle, method: str, args: tuple, timeout_s: float, lost: ServiceError) -> Any:
+        """A Catalog call's answer within `timeout_s` (deployments/calls.py), never retried: a write lost with its
+        replica may have been applied. The Catalog gone, restarting or overloaded is `lost`, a 503."""
+
+        def failed(error: BaseException) -> ServiceError:
+            return ServiceError(lost.status, lost.code, lost.message, lost.detail)
+
+        return await call(f"Catalog.{method}", getattr(catalog, method), *args, timeout_s=timeout_s, failed=failed,
+                          retry_lost=False)

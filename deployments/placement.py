@@ -17,9 +17,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
+
+from pipeline.core.model_label import AUTO_RUNTIME, unknown_runtime
+from pipeline.core.unknown_keys import unknown_keys
 
 RESOURCES = ("CPU", "GPU")
 UNIT = 1e-4
@@ -110,12 +113,15 @@ class Placement:
 
 
 class AppArgs(BaseModel):
-    """`args` of the application in serve_config.yaml."""
+    """`args` of the application in serve_config.yaml: build_app's typed argument (Serve validates the config's
+    `args` into it before the builder runs). A key it lacks is refused with the ones it could have meant."""
 
     model_dir: str | None = None  # absolute, or relative to the repository root; None: MODEL_LABEL_DIR or model_label/
     accelerator: Literal["auto", "gpu", "cpu"] = "auto"
-    classifier_runtime: Literal["auto", "savedmodel", "tflite", "tflite_int8"] = "auto"  # auto: the manifest's fastest
-    detector_runtime: Literal["auto", "torch", "onnx", "onnx_int8"] = "auto"  # that met the accuracy bar on CPU, the framework on GPU
+    # auto, or a runtime of pipeline.core.model_label.RUNTIMES (the one list of their names); auto: the manifest's
+    # fastest that met the accuracy bar on CPU, the framework's on GPU
+    classifier_runtime: str = AUTO_RUNTIME
+    detector_runtime: str = AUTO_RUNTIME
     recognizer_num_cpus: float = 0.2
     detector_num_cpus: float = 0.4
     detector_num_gpus: float = 0.25
@@ -126,6 +132,22 @@ class AppArgs(BaseModel):
     catalog_node_resource: str | None = None  # a custom resource only the catalog volume's node has (docs/cluster.md)
     node_cpus: float | None = None  # the node the file is sized for: its CPUs (Ray's logical CPUs); None: undeclared
     node_gpus: float = 0  # and its GPUs, when it has them (CPU-only nodes run with no GPU shares at all)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, args: Any) -> Any:
+        unknown = unknown_keys(cls.__name__, "argument", args, cls.model_fields) if isinstance(args, dict) else None
+        if unknown:
+            raise ValueError(unknown)
+        return args
+
+    @field_validator("classifier_runtime", "detector_runtime")
+    @classmethod
+    def _known_runtime(cls, runtime: str, info: ValidationInfo) -> str:
+        unknown = unknown_runtime((info.field_name or "").removesuffix("_runtime"), runtime)
+        if unknown:
+            raise ValueError(unknown)
+        return runtime
 
     def replica_resources(self, use_gpu: bool) -> dict[str, dict[str, float]]:
         """Per-replica {"CPU": share, "GPU": share} of each deployment, as build_app asks Ray for them."""

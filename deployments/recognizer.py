@@ -20,12 +20,12 @@ import numpy as np
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
 from deployments.auth import API_KEY_ENV
+from deployments.calls import MODEL_CALL_TIMEOUT_S, call
 from deployments.catalog_calls import ADD_PHOTOS_BODY, ENROLL_BODY, READ_ERRORS, UI_PAGE, WRITE_ERRORS, CatalogCalls
 from deployments.catalog_copy import CatalogCopy
 from deployments.catalog_http import admin_actor, read_enrollment
@@ -53,20 +53,13 @@ from deployments.schemas import (
 )
 from deployments.uploads import read_image
 from pipeline.core.catalog_match import embedding_space, gallery_index
+from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO, LoopMode
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import DECODE_PEAK_BYTES, Photo
 from pipeline.core.settings import RecognizerSettings
 
 logger = logging.getLogger("ray.serve")
-
-REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
-"""A model replica died under a call (killed, crashed, its node lost): worth one retry."""
-
-MODEL_CALL_TIMEOUT_S = 30.0
-"""The longest a photo waits for one model deployment, queueing included. Queues are bounded, so a healthy
-graph answers far sooner; past this the models are gone (a lost GPU node, replicas still starting) and the
-client gets 503 `model_unavailable` with Retry-After, not the proxy's 408 after its 60 s request timeout."""
 
 DECODE_MEMORY_BUDGET_BYTES = 2 * 1024**3
 """What one ingress replica may spend on decoding photos at once, on top of its own footprint."""
@@ -80,6 +73,17 @@ GATHERED_CALLS = 16
 (max_ongoing_requests), so gathering never caps how many calls are in flight. With one at a time (serve.batch's
 default) the Classifier's queue, which its autoscaling reads in calls, never reached its target under a peak and
 the elastic run never grew it onto a worker node; with 4, /hello ran at 0.60x a call per request."""
+
+
+def model_unavailable(error: BaseException) -> ServiceError:
+    """What the ingress answers when a model deployment did not answer: 503 with Retry-After (errors.py),
+    `overloaded` when its queue was full, else `model_unavailable` (gone, or past MODEL_CALL_TIMEOUT_S)."""
+    if isinstance(error, BackPressureError):
+        return ServiceError(503, "overloaded", "the service is at capacity; retry shortly")
+    if isinstance(error, TimeoutError):
+        return ServiceError(503, "model_unavailable", f"a model deployment did not answer within {MODEL_CALL_TIMEOUT_S:.0f} s")
+    return ServiceError(503, "model_unavailable", f"a model deployment is unavailable: {type(error).__name__}")
+
 
 api = make_api()  # the routes below are added to it before @serve.ingress freezes it
 
@@ -129,7 +133,7 @@ class Recognizer(CatalogCalls):
         detector: its boxes would change no answer, so they would be CPU spent on nothing."""
         async with self.metrics.photo("/hello") as record:
             data = await read_image(request, ("img",), allow_raw_body=False)
-            recognition = record(await self._recognize(data, started=time.perf_counter(), answer_only=True))
+            recognition = record(await self._recognize(data, started=time.perf_counter(), mode=HELLO))
         prominent = recognition.products[0]  # largest first; never empty (whole photo when nothing detected)
         label = prominent.label or prominent.candidates[0].label  # the original always named something
         return HelloAnswer(item=base64.b64encode(label.encode("utf-8")).decode("ascii"))
@@ -140,7 +144,7 @@ class Recognizer(CatalogCalls):
         started = time.perf_counter()
         async with self.metrics.photo("/v1/recognize") as record:
             data = await read_image(request, ("image", "img"), allow_raw_body=True)
-            return record(await self._recognize(data, started))
+            return record(await self._recognize(data, started, mode=EVERY_PRODUCT))
 
     @api.get("/v1/labels", response_model=Labels)
     async def labels(self) -> Labels:
@@ -185,9 +189,8 @@ class Recognizer(CatalogCalls):
         sku replaces its photos. Each photo is accepted or rejected with the reason."""
         actor = admin_actor(request)
         enrollment = await read_enrollment(request, with_product=True)
-        catalog = await self._reachable_catalog()
-        result = await self._write(catalog.enroll.remote(enrollment.sku, enrollment.label, enrollment.photos, actor,
-                                                         enrollment.too_large, self.photo_to_answer.settings))
+        result = await self._write("enroll", enrollment.sku, enrollment.label, enrollment.photos, actor,
+                                   enrollment.too_large, self.photo_to_answer.settings)
         return Enrollment(**result)
 
     @api.post("/v1/catalog/products/{sku}/photos", response_model=Enrollment, responses=WRITE_ERRORS,
@@ -196,25 +199,22 @@ class Recognizer(CatalogCalls):
         """Add photos to an enrolled product (admin), as a new catalog version."""
         actor = admin_actor(request)
         enrollment = await read_enrollment(request, with_product=False)
-        catalog = await self._reachable_catalog()
-        return Enrollment(**await self._write(catalog.add_photos.remote(sku, enrollment.photos, actor, enrollment.too_large,
-                                                                        self.photo_to_answer.settings)))
+        return Enrollment(**await self._write("add_photos", sku, enrollment.photos, actor, enrollment.too_large,
+                                              self.photo_to_answer.settings))
 
     @api.delete("/v1/catalog/products/{sku}", response_model=CatalogWrite, responses=WRITE_ERRORS,
                    tags=["catalog"])
     async def delete_product(self, sku: str, request: Request) -> CatalogWrite:
         """Remove a product from the catalog (admin); its history stays, for rollback and the audit log."""
         actor = admin_actor(request)
-        catalog = await self._reachable_catalog()
-        return CatalogWrite(**await self._write(catalog.delete.remote(sku, actor)))
+        return CatalogWrite(**await self._write("delete", sku, actor))
 
     @api.post("/v1/catalog/rollback", response_model=CatalogWrite, responses=WRITE_ERRORS,
                  tags=["catalog"])
     async def rollback_catalog(self, body: Rollback, request: Request) -> CatalogWrite:
         """Make the products of an earlier catalog version current again (admin), as a new version."""
         actor = admin_actor(request)
-        catalog = await self._reachable_catalog()
-        return CatalogWrite(**await self._write(catalog.rollback.remote(body.version, actor)))
+        return CatalogWrite(**await self._write("rollback", body.version, actor))
 
     @api.get("/v1/catalog", response_model=CatalogInfo, responses=READ_ERRORS, tags=["catalog"])
     async def catalog_info(self) -> CatalogInfo:
@@ -247,9 +247,9 @@ class Recognizer(CatalogCalls):
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
 
-    async def _recognize(self, data: bytes, started: float, answer_only: bool = False) -> Recognition:
-        """The photo through the core's loop, with the model deployments as its model calls (`answer_only`: what
-        /hello's answer reads, PhotoToAnswer's)."""
+    async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> Recognition:
+        """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its
+        model calls."""
         read_done = time.perf_counter()
         versions = {"detector": self.bundle.versions["detector"]}  # the Detector's own, once it is asked
 
@@ -266,7 +266,7 @@ class Recognizer(CatalogCalls):
         catalog = await self.catalog_copy.current()  # this replica's copy: never waits on the Catalog deployment
         matching = catalog if catalog is not None and not catalog.empty else None  # an empty one names nothing: no search
         (recognized,), times = await self.photo_to_answer(
-            [data], detect, classify, answer_only=answer_only, decode_slots=self.decode_slots,
+            [data], detect, classify, mode, decode_slots=self.decode_slots,
             match=matching.best if matching else None,
             reference=self.gallery.nearest_similarity if self.gallery and matching else None)
         photo, whole_photo = recognized.photo, not recognized.detected
@@ -333,29 +333,7 @@ class Recognizer(CatalogCalls):
 
     @staticmethod
     async def _call(name: str, method: DeploymentHandle, *args: Any) -> Any:
-        """A model deployment call; overload and a lost replica become 503s with a JSON body, never a hang.
-
-        A replica that dies under the call (RayActorError: killed, crashed, its node lost) is retried once:
-        model calls are pure, and the router sends the retry to a live replica or holds it until Serve has
-        started the replacement, so a replica loss costs the caller seconds, not its answer; the wait is bounded
-        by MODEL_CALL_TIMEOUT_S. Any other exception is the deployment's code failing on these arguments (a
-        bug): it propagates and answers 500. `name` (deployment.method) names the call in the log.
-        """
-
-        async def answer() -> Any:
-            try:
-                return await method.remote(*args)
-            except REPLICA_LOST as error:
-                logger.warning("model call %s lost its replica (%s); retrying once", name, type(error).__name__)
-                return await method.remote(*args)
-
-        try:
-            return await asyncio.wait_for(answer(), MODEL_CALL_TIMEOUT_S)  # on timeout the request is cancelled
-        except TimeoutError:
-            logger.error("model call %s got no answer in %.0f s", name, MODEL_CALL_TIMEOUT_S)
-            raise ServiceError(503, "model_unavailable", f"a model deployment did not answer within {MODEL_CALL_TIMEOUT_S:.0f} s") from None
-        except BackPressureError:
-            raise ServiceError(503, "overloaded", "the service is at capacity; retry shortly") from None
-        except (*REPLICA_LOST, DeploymentUnavailableError) as error:
-            logger.error("model call %s failed twice: %s", name, type(error).__name__)
-            raise ServiceError(503, "model_unavailable", f"a model deployment is unavailable: {type(error).__name__}") from None
+        """A model deployment call (deployments/calls.py): a replica lost under it retried once (model calls are
+        pure), bounded by MODEL_CALL_TIMEOUT_S; overload and unavailable models become 503s with a JSON body
+        (model_unavailable), never a hang. `name` (deployment.method) names the call in the log."""
+        return await call(name, method, *args, timeout_s=MODEL_CALL_TIMEOUT_S, failed=model_unavailable)

@@ -40,6 +40,7 @@ from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.local_ray import AUTH_ENV
 from load_tests.measurement import CpuShare, batch_metrics, batch_summary, drive, stage_means, wait_http
 from load_tests.photos import load_photos
+from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.settings import RecognizerSettings
 
@@ -48,7 +49,7 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
             endpoint: str) -> dict:
     """Worker mode (a separate process, so torch and TensorFlow load fresh): images/s per batch size, with the
     runtimes `runtimes` names (CLASSIFIER+DETECTOR, as serve_config.yaml's args), doing `endpoint`'s work (/hello's:
-    only what its answer reads, PhotoToAnswer's `answer_only`)."""
+    only what its answer reads, pipeline.core.loop_modes.HELLO)."""
     from load_tests.inprocess import InProcessPipeline
 
     classifier_runtime, detector_runtime = runtime_pair(runtimes)
@@ -63,7 +64,7 @@ def run_raw(model_dir: str | None, originals: int, phones: int, images: int, bat
         stream = [photos[i % len(photos)] for i in range(images)]
         chunks = [stream[at:at + batch] for at in range(0, images, batch)]
         started, cpu_started = time.perf_counter(), time.process_time()
-        pipeline.recognize_chunks(chunks, answer_only=endpoint == "/hello")
+        pipeline.recognize_chunks(chunks, HELLO if endpoint == "/hello" else EVERY_PRODUCT)
         elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         t = pipeline.times
         out[str(batch)] = {

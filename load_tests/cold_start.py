@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from pipeline.core.paths import REPO_ROOT
+from pipeline.core.yolo_offline import offline_environment
 
 CHILD = r"""
 import json, sys, time
@@ -52,7 +53,7 @@ def auto_runtimes() -> dict[str, str]:
 
 def measure(python: str, tree: Path, deployment: str, runtime: str) -> dict:
     result = subprocess.run([python, "-c", CHILD, deployment, runtime], capture_output=True, text=True, cwd=tree,
-                            timeout=300, check=False, env={"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "PATH": "/usr/bin:/bin"})
+                            timeout=300, check=False, env=offline_environment(tree / ".yolo") | {"PATH": "/usr/bin:/bin"})
     if result.returncode:  # e.g. older code in the serving install: say why, go on
         return {"error": (result.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO, LoopMode
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import load_classifier, load_detector
 from pipeline.core.photo_to_answer import Classified, Match, ModelFacts, PhotoToAnswer, Recognized, Reference, StageSeconds
@@ -89,17 +90,17 @@ class InProcessPipeline:
 
     def hello(self, photos: list[bytes]) -> list[str]:
         """What `/hello` answers for each photo, computing only what that answer reads, as the graph's /hello does
-        (PhotoToAnswer's `answer_only`): the peer server of the benchmark (load_tests.peer_server) serves this."""
-        recognized, seconds = self.loop.run(photos, self._detect, self._classify, answer_only=True)
+        (pipeline.core.loop_modes.HELLO): the peer server of the benchmark (load_tests.peer_server) serves this."""
+        recognized, seconds = self.loop.run(photos, self._detect, self._classify, HELLO)
         self.times.add(seconds, recognized)
         return [r.answers[0].label for r in recognized]
 
-    def recognize_chunks(self, chunks: list[list[bytes]], answer_only: bool = False) -> None:
+    def recognize_chunks(self, chunks: list[list[bytes]], mode: LoopMode = EVERY_PRODUCT) -> None:
         """Chunks of photos, two in flight: the next chunk decodes while the models run on this one (a plain input
-        pipeline); each model takes one call at a time. `answer_only`: only what /hello's answer reads, as /hello."""
-        asyncio.run(self._pipelined(chunks, answer_only))
+        pipeline); each model takes one call at a time. `mode`: HELLO for only what /hello's answer reads, as /hello."""
+        asyncio.run(self._pipelined(chunks, mode))
 
-    async def _pipelined(self, chunks: list[list[bytes]], answer_only: bool) -> None:
+    async def _pipelined(self, chunks: list[list[bytes]], mode: LoopMode) -> None:
         detector_free, classifier_free, in_flight = asyncio.Lock(), asyncio.Lock(), asyncio.Semaphore(2)
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -112,7 +113,7 @@ class InProcessPipeline:
 
         async def one(chunk: list[bytes]) -> None:
             async with in_flight:
-                recognized, seconds = await self.loop(chunk, detect, classify, answer_only=answer_only)
+                recognized, seconds = await self.loop(chunk, detect, classify, mode)
                 self.times.add(seconds, recognized)
 
         await asyncio.gather(*(one(chunk) for chunk in chunks))

@@ -25,8 +25,9 @@ import numpy as np
 
 from pipeline.core.catalog_match import embedding_space
 from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.loop_modes import ENROLLMENT
 from pipeline.core.paths import MODEL_LABEL_DIR, SERVE_CONFIG
-from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, PhotoToAnswer
+from pipeline.core.photo_to_answer import PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def embed_photos(photos: Sequence[bytes], loop: PhotoToAnswer, detect: Callable[
     """Per photo, its enrolled vector (its largest product's crop, the product /hello names, with the whole photo:
     `Recognized.enrolled_vector`), or None when the detector finds no product in it or it does not decode."""
     try:
-        recognized, _ = loop.run(photos, detect, classify, prominent_only=True, hello_policy=ENROLLMENT_POLICY)
+        recognized, _ = loop.run(photos, detect, classify, ENROLLMENT)
     except ImageError:
         if len(photos) == 1:
             return [None]

@@ -35,11 +35,11 @@ from pipeline.core.model_label import load_model_label
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.paths import SHARED_DATA
 from pipeline.core.photo_to_answer import ModelFacts
-from pipeline.core.recognition import prominent_probabilities
+from pipeline.core.recognition import hello_probabilities
 from pipeline.core.settings import serving_settings
 from pipeline.datasets import load_labelled_data
 from pipeline.detector import is_validation
-from pipeline.evaluate import ModelsUnderTest, calibrate_unknown, photo_pass
+from pipeline.evaluate import ModelsUnderTest, calibrate_unknown, crop_and_whole, photo_pass
 
 SHOTS = (1, 3, 5, 10)
 DRAWS = 5  # seeded draws of the enrollment photos per k
@@ -93,9 +93,8 @@ def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], polic
         raise ValueError("the classifier has no embedding output: export it again (pipeline.finetune export)")
     crops = np.stack([r.embeddings[0] for r in recognized])  # type: ignore[index]
     enrolled = [r.enrolled_vector for r in recognized]
-    out = Embedded(paths, np.asarray(class_ids),
-                   np.stack([prominent_probabilities(r.probabilities[0], r.whole_photo, policy) for r in recognized]),
-                   crops, np.array([r.detected for r in recognized]),
+    detected = np.array([r.detected for r in recognized])
+    out = Embedded(paths, np.asarray(class_ids), hello_probabilities(*crop_and_whole(recognized), detected, policy), crops, detected,
                    np.stack([np.zeros_like(crop) if vector is None else vector for crop, vector in zip(crops, enrolled)]))
     if cache is not None:
         np.savez(cache, paths=np.array(paths), class_ids=out.class_ids, probabilities=out.probabilities,

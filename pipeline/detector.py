@@ -232,6 +232,7 @@ def _epochs_completed(run_dir: Path) -> int | None:
 def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     """The box /hello would cut from each photo of a labelled split (serving's recognition core and settings),
     as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
+    from pipeline.core.loop_modes import LARGEST_PRODUCT
     from pipeline.core.model_label import load_model_label
     from pipeline.core.models import YoloDetector
     from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
@@ -243,7 +244,7 @@ def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     photos = [str(path) for path, _ in load_labelled_photos(args.data, bundle.labels, args.split)]
     detector = YoloDetector(bundle.detector_path, use_gpu=args.device != "cpu")
     found = PhotoToAnswer(ModelFacts.of(bundle), settings.recognizer).run_files(
-        photos, lambda pixels: detector.detect(pixels, settings.detector), classify=None, prominent_only=True)
+        photos, lambda pixels: detector.detect(pixels, settings.detector), None, LARGEST_PRODUCT)
     result = {path: (list(r.regions[0]) if r.regions[0] else None) for path, r in zip(photos, found)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pipeline.core.loop_modes import ALL_POLICIES
 from pipeline.core.model_label import ModelLabel, load_model_label
 from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, nothing_detected
-from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, prominent_probabilities
+from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, hello_probabilities
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.datasets import load_labelled_photos
 
@@ -147,8 +148,7 @@ def photo_pass(models: ModelFacts, detector: BoxDetector | None, classifier: Cla
     box and the whole photo (policy "average" looks at both, so every policy can be compared from one pass).
     `detector` None: nothing is detected, whole photos are classified."""
     detect = (lambda pixels: detector.detect(pixels, settings.detector)) if detector else nothing_detected
-    return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, prominent_only=True,
-                                                                 hello_policy="average")
+    return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, ALL_POLICIES)
 
 
 def crop_and_whole(recognized: Sequence[Recognized]) -> tuple[np.ndarray, np.ndarray]:
@@ -197,8 +197,7 @@ def precision_at(probabilities: np.ndarray, targets: ArrayLike, threshold: float
 def policy_probabilities(crop: np.ndarray, whole: np.ndarray, detected: Sequence[bool]) -> dict[str, np.ndarray]:
     """Per /hello policy (pipeline.core.recognition.HELLO_POLICIES), the prominent product's probabilities of each photo;
     a photo with no detection has only its whole photo."""
-    return {policy: np.stack([prominent_probabilities(c, w if d else None, policy)
-                              for c, w, d in zip(crop, whole, detected)]) for policy in HELLO_POLICIES}
+    return {policy: hello_probabilities(crop, whole, detected, policy) for policy in HELLO_POLICIES}
 
 
 POLICY_COST = {"whole_photo": 0, "crop": 1, "average": 2}

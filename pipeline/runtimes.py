@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.loop_modes import LARGEST_PRODUCT
 from pipeline.core.model_label import FRAMEWORK_RUNTIME, fastest_within_bar
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized
 from pipeline.core.preprocessing import load_training_image
-from pipeline.core.recognition import crops
+from pipeline.core.recognition import crops, hello_probabilities
 from pipeline.core.settings import ServingSettings
 
 CLASSIFIER_FILES = {"tflite": "classifier.tflite", "tflite_int8": "classifier_int8.tflite"}
@@ -205,7 +206,7 @@ def served_crops(photos: Sequence[Path], facts: ModelFacts, detector: BoxDetecto
     whole photo alone when nothing is detected). int8 calibrated on these, rather than on whole photos only, kept
     /hello's selection top-1 within the bar (BENCHMARKS.md, "CPU runtimes")."""
     recognized = PhotoToAnswer(facts, settings.recognizer).run_files(
-        photos, lambda pixels: detector.detect(pixels, settings.detector), None, prominent_only=True)
+        photos, lambda pixels: detector.detect(pixels, settings.detector), None, LARGEST_PRODUCT)
     return [crop for r in recognized
             for crop in crops(r.photo.image, r.regions[:1] + ([None] if r.detected else []), facts.classifier_input_size,
                               facts.whole_photo_share)]
@@ -247,11 +248,11 @@ def hello_answers(facts: ModelFacts, detector: BoxDetector, classifier: Callable
                   photos: Sequence[tuple[Path, int]], settings: ServingSettings,
                   hello_policy: str) -> tuple[np.ndarray, np.ndarray, list[Recognized]]:
     """What /hello answers for each labelled photo (its policy's probabilities), the labels, and the loop's output."""
-    from pipeline.evaluate import crop_and_whole, photo_pass, policy_probabilities
+    from pipeline.evaluate import crop_and_whole, photo_pass
 
     recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
     crop, whole = crop_and_whole(recognized)
-    probabilities = policy_probabilities(crop, whole, [r.detected for r in recognized])[hello_policy]
+    probabilities = hello_probabilities(crop, whole, [r.detected for r in recognized], hello_policy)
     return probabilities, np.array([t for _, t in photos]), recognized
 
 

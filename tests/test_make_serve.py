@@ -40,6 +40,7 @@ from load_tests.outcomes import APP, BACKPRESSURE, PROXY, PROXY_TIMEOUT, classif
 from load_tests.serve_app import free_port
 from pipeline.core.paths import REPO_ROOT as REPO
 from pipeline.core.settings import read_serve_config
+from pipeline.core.yolo_offline import offline_environment
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 MODEL_DIR = os.environ.get("MODEL_LABEL_DIR") or str(SHIPPED_MODEL_DIR)
@@ -103,7 +104,7 @@ def start_served(folder: Path, ray_env: dict[str, str], extra_env: dict[str, str
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     # What `make serve` runs with: the Makefile's exports, none of this process's other RAY_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | ray_env
-    env |= {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(REPO / ".yolo")} | (extra_env or {})
+    env |= offline_environment(REPO / ".yolo") | (extra_env or {})
     log_path = folder / "serve_run.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen([str(BIN / "serve"), "run", str(config_path)], cwd=REPO, env=env, stdout=log,

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, Classified, ModelFacts, PhotoToAnswer, nothing_detected
+from pipeline.core.loop_modes import ALL_POLICIES, ENROLLMENT, HELLO, LARGEST_PRODUCT
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, nothing_detected
+from pipeline.core.recognition import HELLO_POLICIES, hello_probabilities
 from pipeline.core.settings import RecognizerSettings
 
 LABELS = ["red", "blue", "grey"]
@@ -88,7 +90,7 @@ def test_policy_crop_sends_no_whole_photo_and_prominent_only_one_box():
     crop_policy = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="crop"), RecognizerSettings())
     (recognized,), _ = crop_policy.run([photo()], models.detect, models.classify)
     assert len(models.classified[-1]) == 2 and recognized.whole_photo is None
-    (prominent,), _ = crop_policy.run([photo()], models.detect, models.classify, prominent_only=True, hello_policy="average")
+    (prominent,), _ = crop_policy.run([photo()], models.detect, models.classify, ALL_POLICIES)
     assert len(models.classified[-1]) == 2 and len(prominent.answers) == 1 and prominent.whole_photo is not None
 
 
@@ -98,9 +100,9 @@ def test_answer_only_computes_what_the_prominent_answer_reads():
     needs the detector and the largest crop back."""
     models = StandIns()
     whole_photo = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="whole_photo"), RecognizerSettings())
-    (prominent,), _ = whole_photo.run([photo()], models.detect, models.classify, prominent_only=True)
+    (prominent,), _ = whole_photo.run([photo()], models.detect, models.classify, LARGEST_PRODUCT)
     assert len(models.detected) == 1 and len(models.classified[-1]) == 2  # the largest crop, then the whole photo
-    (alone,), seconds = whole_photo.run([photo()], models.detect, models.classify, answer_only=True)
+    (alone,), seconds = whole_photo.run([photo()], models.detect, models.classify, HELLO)
     assert len(models.detected) == 1 and seconds.detect == 0.0  # the detector was not asked, and no time is booked to it
     (whole,) = models.classified[-1]
     assert whole.shape == (16, 16, 3) and np.array_equal(whole, models.classified[-2][1])  # the same whole photo
@@ -108,12 +110,27 @@ def test_answer_only_computes_what_the_prominent_answer_reads():
     assert alone.answers[0] == prominent.answers[0] and np.array_equal(alone.prominent, prominent.prominent)
 
     nothing_enrolled = lambda embeddings: [None] * len(embeddings)  # noqa: E731  a catalog copy with no match
-    (matched,), _ = whole_photo.run([photo()], models.detect, models.classify, answer_only=True, match=nothing_enrolled)
+    (matched,), _ = whole_photo.run([photo()], models.detect, models.classify, HELLO, match=nothing_enrolled)
     assert len(models.detected) == 2 and len(models.classified[-1]) == 2  # the crop's embedding is what is matched
     assert matched.answers[0].label == prominent.answers[0].label and matched.detected
 
-    (averaged,), _ = PhotoToAnswer(FACTS, RecognizerSettings()).run([photo()], models.detect, models.classify, answer_only=True)
+    (averaged,), _ = PhotoToAnswer(FACTS, RecognizerSettings()).run([photo()], models.detect, models.classify, HELLO)
     assert len(models.detected) == 3 and len(models.classified[-1]) == 2 and len(averaged.answers) == 1
+
+
+def test_every_policys_answer_derived_from_one_all_policies_pass_is_what_the_loop_answers_under_it():
+    """Evaluation's way (recognition.hello_probabilities over an ALL_POLICIES pass) gives, for each /hello policy,
+    the loop's own answer in HELLO under a model whose policy it is: a photo with products, and one without."""
+    models = StandIns()
+    photos = [photo(), photo(red=None, blue=None)]
+    both, _ = PhotoToAnswer(FACTS, RecognizerSettings()).run(photos, models.detect, models.classify, ALL_POLICIES)
+    crop = np.stack([r.probabilities[0] for r in both])
+    whole = np.stack([r.whole_photo if r.whole_photo is not None else r.probabilities[0] for r in both])
+    for policy in HELLO_POLICIES:
+        loop = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy=policy), RecognizerSettings())
+        served, _ = loop.run(photos, models.detect, models.classify, HELLO)
+        derived = hello_probabilities(crop, whole, [r.detected for r in both], policy)
+        assert np.allclose(derived, np.stack([r.prominent for r in served])), policy
 
 
 def test_many_photos_take_one_call_per_model_and_come_back_in_order():
@@ -164,12 +181,13 @@ def test_an_enrolled_photo_is_the_unit_mean_of_its_largest_crop_and_the_whole_ph
     models = StandIns()
     loop = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="whole_photo"), RecognizerSettings())
     (enrolled, blank), _ = loop.run([photo(), photo(red=None, blue=None)], models.detect, models.classify,
-                                    prominent_only=True, hello_policy=ENROLLMENT_POLICY)
+                                    ENROLLMENT)
     crop, whole = enrolled.embeddings[0], enrolled.whole_embedding
     assert np.allclose(enrolled.enrolled_vector, (crop + whole) / np.linalg.norm(crop + whole))
     assert np.linalg.norm(enrolled.enrolled_vector) == pytest.approx(1.0) and 0.5 < float(crop @ whole) < 0.99
     assert blank.enrolled_vector is None  # no product: enrollment refuses the photo
-    (crop_only,), _ = loop.run([photo()], models.detect, models.classify, prominent_only=True, hello_policy="crop")
+    crop_policy = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="crop"), RecognizerSettings())
+    (crop_only,), _ = crop_policy.run([photo()], models.detect, models.classify, LARGEST_PRODUCT)
     with pytest.raises(ValueError, match="policy 'average'"):
         crop_only.enrolled_vector  # noqa: B018  reading the property is what raises
 
@@ -190,12 +208,12 @@ def test_the_whole_photo_view_is_the_models_centre_share_and_boxes_stay_as_detec
     red_centre = photo(red=(160, 120, 480, 360), blue=None)
     for share, red_share in ((1.0, 0.25), (0.5, 1.0)):
         loop = PhotoToAnswer(ModelFacts(LABELS, 16, 64, hello_policy="whole_photo", whole_photo_share=share), RecognizerSettings())
-        (seen,), _ = loop.run([red_centre], nothing_detected, models.classify, answer_only=True)
+        (seen,), _ = loop.run([red_centre], nothing_detected, models.classify, HELLO)
         (whole,) = models.classified[-1]
         assert seen.regions == [None]
         redness = np.mean(whole[..., 0].astype(float) - whole[..., 1]) / 255  # grey: 0, red: 1
         assert abs(redness - red_share) < 0.05, (share, redness)
-    (boxed,), _ = loop.run([red_centre], models.detect, models.classify, prominent_only=True)
+    (boxed,), _ = loop.run([red_centre], models.detect, models.classify, LARGEST_PRODUCT)
     crop, whole = models.classified[-1]
     assert np.all(whole == (255, 0, 0))  # the view
     assert len(boxed.boxes) == 1 and boxed.regions[0] is not None and crop.shape == whole.shape  # the box (with its margin)

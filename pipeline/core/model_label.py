@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.core.catalog_rule import CatalogRule
 from pipeline.core.paths import MODEL_LABEL_DIR
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
+from pipeline.core.unknown_keys import hint
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -35,6 +36,12 @@ FRAMEWORK_RUNTIME = {"classifier": "savedmodel", "detector": "torch"}
 """The runtime each model is trained in: the reference the others are measured against, and the GPU path."""
 RUNTIMES = {"classifier": ("savedmodel", "tflite", "tflite_int8"), "detector": ("torch", "onnx", "onnx_int8")}
 AUTO_RUNTIME = "auto"
+
+
+def unknown_runtime(part: str, runtime: str) -> str | None:
+    """Why `runtime` is no runtime of `part` (the close names told), or None when it is one of RUNTIMES (or auto)."""
+    names = (AUTO_RUNTIME, *RUNTIMES[part])
+    return None if runtime in names else f"unknown {part} runtime {runtime!r}; {hint(runtime, names)}"
 
 
 def fastest_within_bar(part: str, entries: dict[str, dict[str, Any]]) -> str:
@@ -155,8 +162,9 @@ class ModelLabel:
     def resolve_runtime(self, part: str, requested: str, use_gpu: bool) -> str:
         """`requested` if this folder has it (ModelLabelError if not); for `auto`, the framework runtime on a GPU,
         and on CPU the fastest runtime export measured (ms_per_item) among those that met the accuracy bar."""
-        if requested not in (AUTO_RUNTIME, *RUNTIMES[part]):
-            raise ModelLabelError(f"unknown {part} runtime {requested!r}; one of {[AUTO_RUNTIME, *RUNTIMES[part]]}")
+        unknown = unknown_runtime(part, requested)
+        if unknown:
+            raise ModelLabelError(unknown)
         if requested != AUTO_RUNTIME:
             self.runtime_entry(part, requested)
             return requested

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.core.catalog_match import CatalogMatch
 from pipeline.core.catalog_rule import CatalogRule
+from pipeline.core.loop_modes import ENROLLMENT_POLICY, EVERY_PRODUCT, LoopMode
 from pipeline.core.model_label import ModelLabel
 from pipeline.core.preprocessing import Letterboxed, Photo, decode_photo
 from pipeline.core.recognition import (
@@ -30,7 +31,6 @@ from pipeline.core.recognition import (
     boxes_in_photo,
     crop_boxes,
     crops,
-    needs_whole_photo,
     prepare_photo,
     prominent_probabilities,
 )
@@ -38,10 +38,6 @@ from pipeline.core.settings import RecognizerSettings
 
 Detect = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]
 """Letterboxed RGB uint8 images → per image, boxes [K, 5] (x1, y1, x2, y2, confidence) in letterbox pixels."""
-
-ENROLLMENT_POLICY = "average"
-"""The policy an enrollment photo goes through the loop with (`prominent_only`): its largest product's crop and the
-whole photo are both classified, for `Recognized.enrolled_vector`."""
 
 PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT = "probabilities", "embedding"
 """The names of the exported classifier's outputs (pipeline.efficientnet_lite writes them, pipeline.core.models
@@ -112,7 +108,7 @@ class Recognized:
 
     photo: Photo
     boxes: np.ndarray  # float [K, 5] detector boxes in decoded-photo pixels, largest first; empty: nothing detected
-    #   (or the detector not asked: `answer_only` under the whole-photo policy)
+    #   (or the detector not asked: loop_modes.HELLO under the whole-photo policy)
     regions: list[Box | None]  # what was classified: each box grown by the crop margin, or [None]: the whole photo
     probabilities: np.ndarray  # float [R, C], one row per region
     whole_photo: np.ndarray | None  # [C] the whole photo's, when the policy looked at it besides the largest box
@@ -131,7 +127,7 @@ class Recognized:
         the whole photo's (queries stay their crops). Chosen on the selection split against the crop alone: the
         catalog's nearest product is right more often, and the rule names more enrolled photos at the same precision
         (docs/catalog.md). None when no product was detected (enrollment refuses the photo) or the model has no
-        embeddings; the loop must have run with ENROLLMENT_POLICY."""
+        embeddings; the loop must have run in loop_modes.ENROLLMENT."""
         if not self.detected or self.embeddings is None:
             return None
         if self.whole_embedding is None:
@@ -149,29 +145,24 @@ class PhotoToAnswer:
         rule = models.catalog_rule  # the manifest's, its threshold overridden by the settings' when they set one
         self.catalog_rule = rule if settings.catalog_threshold is None else CatalogRule(rule.policy, settings.catalog_threshold)
 
-    async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None, *,
-                       prominent_only: bool = False, answer_only: bool = False, hello_policy: str | None = None,
-                       decode_slots: asyncio.Semaphore | None = None, match: Match | None = None,
-                       reference: Reference | None = None) -> tuple[list[Recognized], StageSeconds]:
+    async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None,
+                       mode: LoopMode = EVERY_PRODUCT, *, decode_slots: asyncio.Semaphore | None = None,
+                       match: Match | None = None, reference: Reference | None = None) -> tuple[list[Recognized], StageSeconds]:
         """Every photo through the loop: one detector call for all of them, one classifier call for all their crops.
 
-        `classify` None stops after the regions (no probabilities). `prominent_only`: classify only the largest
-        box (what /hello names). `answer_only`: only what the prominent product's answer reads (/hello's answer): the
-        largest box, and under the whole-photo policy with no catalog to match only the whole photo, so the detector
-        is not asked and nothing is cropped (its boxes would change no answer). `hello_policy`: another than the
-        manifest's (evaluation compares them).
+        `classify` None stops after the regions (no probabilities). `mode` (pipeline.core.loop_modes): what the pass
+        is for, and so whether the detector is asked, how many regions are classified and by which /hello policy.
         `decode_slots`: bounds the concurrent decodes (the ingress's memory). Decoding and cropping run in a
         thread, so an event loop keeps taking requests meanwhile. `match`: the catalog, asked for each region's
         embedding; the catalog rule decides whether it names the product (`reference`: the classifier's gallery,
         for the rules that compare with it).
         """
         settings, models, times = self.settings, self.models, StageSeconds()
-        policy = hello_policy or models.hello_policy
-        whole_photo_alone = answer_only and policy == "whole_photo" and match is None
+        plan = mode.plan(models.hello_policy, matching=match is not None)
         started = time.perf_counter()
-        prepared = await asyncio.gather(*(self._decode(data, decode_slots, not whole_photo_alone) for data in photos))
+        prepared = await asyncio.gather(*(self._decode(data, decode_slots, plan.asks_detector) for data in photos))
         decoded = time.perf_counter()
-        if whole_photo_alone:  # the detector is not asked: its stage took no time
+        if not plan.asks_detector:  # its stage took no time
             detections: list[np.ndarray | None] = [None] * len(prepared)
             detected = decoded
         else:
@@ -182,8 +173,8 @@ class PhotoToAnswer:
         for (photo, image), found in zip(prepared, detections):
             # decoded-photo pixels, largest first; none when the detector was not asked
             boxes = np.empty((0, 5), np.float32) if found is None or image is None else boxes_in_photo(found, photo, image)
-            regions = crop_boxes(boxes, settings.crop_margin)[:1 if prominent_only or answer_only else None]
-            with_whole_photo = needs_whole_photo(policy) and regions[0] is not None
+            regions = crop_boxes(boxes, settings.crop_margin)[:plan.regions]
+            with_whole_photo = plan.whole_photo and regions[0] is not None
             plans.append((photo, boxes, regions, with_whole_photo))
         size = models.classifier_input_size
         photo_crops = await asyncio.to_thread(
@@ -206,7 +197,7 @@ class PhotoToAnswer:
             end = at + len(regions)
             rows = probabilities[at:end]
             whole = probabilities[end] if with_whole_photo else None
-            prominent = prominent_probabilities(rows[0], whole, policy)
+            prominent = prominent_probabilities(rows[0], whole, plan.policy)
             answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
             if match is not None and embeddings is not None:  # the prominent product is matched by its crop
                 rows_embeddings = embeddings[at:end]
@@ -226,7 +217,8 @@ class PhotoToAnswer:
         return dataclasses.replace(model_answer, match=closest, by_catalog=by_catalog)
 
     def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
-            classify: Callable[[list[np.ndarray]], Classified] | None, **options) -> tuple[list[Recognized], StageSeconds]:
+            classify: Callable[[list[np.ndarray]], Classified] | None, mode: LoopMode = EVERY_PRODUCT,
+            **options) -> tuple[list[Recognized], StageSeconds]:
         """The loop for plain scripts: synchronous model calls, no event loop of the caller's."""
 
         async def detect_now(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -236,14 +228,16 @@ class PhotoToAnswer:
             assert classify is not None
             return classify(batch)
 
-        return asyncio.run(self(photos, detect_now, classify_now if classify else None, **options))
+        return asyncio.run(self(photos, detect_now, classify_now if classify else None, mode, **options))
 
     def run_files(self, paths: Sequence[Path | str], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
-                  classify: Callable[[list[np.ndarray]], Classified] | None, batch: int = 16, **options) -> list[Recognized]:
+                  classify: Callable[[list[np.ndarray]], Classified] | None, mode: LoopMode = EVERY_PRODUCT,
+                  batch: int = 16, **options) -> list[Recognized]:
         """`run` over photo files, `batch` at a time (evaluation, training crops)."""
         recognized: list[Recognized] = []
         for start in range(0, len(paths), batch):
-            recognized += self.run([Path(path).read_bytes() for path in paths[start:start + batch]], detect, classify, **options)[0]
+            recognized += self.run([Path(path).read_bytes() for path in paths[start:start + batch]], detect, classify, mode,
+                                   **options)[0]
         return recognized
 
     async def _decode(self, data: bytes, slots: asyncio.Semaphore | None, for_detector: bool = True) -> tuple[Photo, Letterboxed | None]:

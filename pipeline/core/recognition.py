@@ -5,7 +5,7 @@ pipeline.core.photo_to_answer strings them into the one loop that serving, evalu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -89,6 +89,13 @@ def prominent_probabilities(crop: np.ndarray, whole_photo: np.ndarray | None, po
     if whole_photo is None or policy == "crop":
         return crop
     return whole_photo if policy == "whole_photo" else (crop + whole_photo) / 2
+
+
+def hello_probabilities(crop: np.ndarray, whole_photo: np.ndarray, detected: Iterable[bool], policy: str) -> np.ndarray:
+    """/hello's probabilities of many photos under `policy`: `prominent_probabilities` of each photo's row of
+    `crop` (its largest box's crop) and of `whole_photo` (its whole photo's), a photo with nothing detected having
+    only its whole photo (its `crop` row). Evaluation derives every policy's answers from one pass this way."""
+    return np.stack([prominent_probabilities(c, w if d else None, policy) for c, w, d in zip(crop, whole_photo, detected)])
 
 
 def needs_whole_photo(policy: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Self
 
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.preprocessing import DECODE_MIN_SIDE
+from pipeline.core.unknown_keys import unknown_keys
 
 
 class SettingsError(ValueError):
@@ -27,12 +28,12 @@ class Settings:
 
     @classmethod
     def from_config(cls, user_config: Mapping[str, Any] | None) -> Self:
-        """Settings from a deployment's user_config (None or {}: the defaults); unknown keys are an error."""
+        """Settings from a deployment's user_config (None or {}: the defaults); an unknown key is an error that
+        names the keys it could have meant."""
         user_config = dict(user_config or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(user_config) - known)
+        unknown = unknown_keys(cls.__name__, "setting", user_config, (field.name for field in dataclasses.fields(cls)))
         if unknown:
-            raise SettingsError(f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; it knows {sorted(known)}")
+            raise SettingsError(unknown)
         try:
             return cls(**user_config)
         except (TypeError, ValueError) as error:

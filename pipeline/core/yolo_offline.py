@@ -20,17 +20,31 @@ DEFAULT_CONFIG_DIR = YOLO_CONFIG_DIR
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")  # the names ultralytics looks for (ASCII / non-ASCII class names)
 
 
+def offline_environment(config_dir: Path | str | None = None) -> dict[str, str]:
+    """The YOLO_* variables, Python's one statement of them: ultralytics offline, its settings in `config_dir` (default
+    the repository's .yolo/). prepare_ultralytics sets them in this process; a child process is started with them.
+
+    Two places set the same values outside Python, because they configure a process before any of this code runs:
+    the Makefile's exports (every `make` target, `make serve`'s Ray included) and serve_config.yaml's runtime_env
+    (every Ray worker process of the application, on any node). The deploy/ images set them too (Dockerfile ENV,
+    rayservice.yaml)."""
+    return {
+        "YOLO_OFFLINE": "1",  # is_online() answers False: no update checks, no downloads attempted
+        "YOLO_AUTOINSTALL": "0",  # never pip-install a "missing" requirement at run time
+        "YOLO_CONFIG_DIR": str(config_dir or DEFAULT_CONFIG_DIR),
+    }
+
+
 def prepare_ultralytics(config_dir: Path | str | None = None) -> Path:
     """Set the offline environment, put a local font where ultralytics looks, turn off settings sync.
 
     Returns the Ultralytics config directory. Safe to call more than once. An existing YOLO_CONFIG_DIR in
     the environment wins over the default, so a deployment can point it at a writable place.
     """
-    os.environ["YOLO_OFFLINE"] = "1"  # is_online() answers False: no update checks, no downloads attempted
-    os.environ["YOLO_AUTOINSTALL"] = "0"  # never pip-install a "missing" requirement at run time
-    if config_dir is not None:
-        os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(DEFAULT_CONFIG_DIR))
+    environment = offline_environment(config_dir)
+    if config_dir is None and "YOLO_CONFIG_DIR" in os.environ:  # one set already wins over the default
+        environment["YOLO_CONFIG_DIR"] = os.environ["YOLO_CONFIG_DIR"]
+    os.environ.update(environment)
     font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
     font_dir.mkdir(parents=True, exist_ok=True)
 
