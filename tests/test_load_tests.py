@@ -223,8 +223,10 @@ def test_benchmark_ratios_are_rendered():
                    "raw": {"savedmodel+torch": {"1": raw | {"images_per_s": 5.0}, "8": raw},
                            "auto": {"8": raw | {"images_per_s": 12.0, "cpu": {"ours_cores": 1.5}}}},
                    "served_default_mode": run | {"images_per_s": 3.0}, "sweep": {"1": run, "8": run},
-                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5}, "served_gathered": run | {"images_per_s": 5.0, "gather_wait_s": 0.005},
-                   "served_by_reference": run | {"images_per_s": 4.0}, "served_with_catalog": run | {"images_per_s": 3.0, "products": 25}})
+                   "peer": run | {"images_per_s": 10.0, "p99_s": 0.5},
+                   "served_gathered": run | {"images_per_s": 5.0, "gather_wait_s": 0.005},
+                   "served_by_reference": run | {"images_per_s": 4.0},
+                   "served_with_catalog": run | {"images_per_s": 3.0, "products": 25}})
     assert "| served (HTTP) | auto | 6.00 |" in text and "| raw, batch 8 (in process) | savedmodel+torch | 8.00 |" in text
     assert "raw auto / raw savedmodel+torch, images per CPU-second (best batch): 2.00" in text  # 12/1.5 against 8/2
     assert "served / raw, auto, images/s: 0.50; images per CPU-second: 0.38" in text  # 6/12; 3 against 8
@@ -277,8 +279,8 @@ def test_the_peer_server_answers_hello_as_the_graph_does(tmp_path):
 
     import httpx
 
-    from load_tests.measurement import wait_http
     from load_tests.inprocess import InProcessPipeline
+    from load_tests.measurement import wait_http
     from load_tests.photos import grocery_val_photos
     from load_tests.serve_app import free_port
 
