@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from deployments.catalog_http import ADMIN_KEY_ENV
+from deployments.catalog.http_side import ADMIN_KEY_ENV
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.local_ray import AUTH_ENV
 from load_tests.photos import load_photos

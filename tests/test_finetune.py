@@ -1,4 +1,4 @@
-"""The training path that made the shipped classifier (pipeline.finetune), on a small real subset of GroceryStore:
+"""The training path that made the shipped classifier (pipeline.train.finetune), on a small real subset of GroceryStore:
 the selection split kept apart from train's fit photos and from val, updates that lower the loss with BatchNorm
 statistics frozen, checkpoints that resume, and the TF export agreeing with the torch network it comes from."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from load_tests.photos import GROCERY
-from pipeline import finetune
-from pipeline.datasets import load_labelled_data
-from pipeline.selection_split import photo_groups, selection_split
+from pipeline.data.datasets import load_labelled_data
+from pipeline.data.selection_split import photo_groups, selection_split
+from pipeline.train import finetune
 
 pytestmark = [pytest.mark.data, pytest.mark.models]  # GroceryStore photos through the pretrained Lite0 network
 
@@ -77,7 +77,7 @@ def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
 def test_the_additive_margin_asks_the_true_class_to_win_by_the_margin():
     import torch
 
-    from pipeline.cosine_head import AdditiveMarginLoss
+    from pipeline.train.cosine_head import AdditiveMarginLoss
 
     cosines = torch.tensor([[0.50, 0.45, 0.10], [0.20, 0.70, 0.30]])
     targets = torch.tensor([0, 1])

@@ -1,7 +1,7 @@
 """The ingress's calls to the Catalog deployment, mixed into the Recognizer, whose /v1/catalog/* routes use them,
 and those routes' OpenAPI bodies.
 
-Reads go to the Catalog deployment; writes need the admin key (deployments/catalog_http.py) and are checked
+Reads go to the Catalog deployment; writes need the admin key (deployments/catalog/http_side.py) and are checked
 before their body is read. A Catalog that does not answer makes writes 503 `catalog_unavailable` with
 Retry-After, at once: recognition does not need it (each ingress replica matches against its own copy). The 503
 says whether the write was applied: `"applied": false` when the Catalog was gone before it was sent, `"unknown"`
@@ -26,7 +26,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from deployments.catalog_http import MAX_PHOTOS, answered
+from deployments.catalog.http_side import MAX_PHOTOS, answered
 from deployments.errors import ServiceError
 from deployments.schemas import ErrorBody
 from deployments.uploads import MAX_IMAGE_BYTES

@@ -1,8 +1,8 @@
-"""Catalog deployment: the one writer of the product catalog (pipeline.core.catalog_store: SQLite + faiss).
+"""Catalog deployment: the one writer of the product catalog (pipeline.core.catalog.store: SQLite + faiss).
 
 It embeds enrollment photos with the models that serve (its own Detector and Classifier handles, through the
 core's photo→answer loop, so an enrolled photo is cut and embedded exactly as a query photo is), writes them in
-one transaction, and tells every ingress replica: each keeps a copy of the vectors (deployments/catalog_copy.py)
+one transaction, and tells every ingress replica: each keeps a copy of the vectors (deployments/catalog/ingress_copy.py)
 and long-polls `changes`, which answers the moment a write lands. One replica, on the node whose volume holds
 the catalog folder (docs/cluster.md); if it is down, recognition goes on from the copies and writes answer 503.
 
@@ -28,7 +28,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.payloads import Classification, Detection, Refusal
-from pipeline.core.catalog_match import (
+from pipeline.core.catalog.match import (
     CatalogError,
     CatalogSnapshot,
     Product,
@@ -37,7 +37,7 @@ from pipeline.core.catalog_match import (
     valid_label,
     valid_sku,
 )
-from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.catalog.store import CatalogStore
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
 from pipeline.core.photo_to_answer import ENROLLMENT_POLICY, Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError

@@ -1,21 +1,21 @@
 """Fine-tune a whole ImageNet-pretrained EfficientNet-Lite (0, 1 or 2) on the shop photos, in torch, then port it to
 the TF SavedModel that serving loads.
 
-    python -m pipeline.finetune train --backbone lite2 --out artifacts/finetune_lite2     # ~35 min on 2 cores
-    python -m pipeline.finetune train ... --resume                                         # after an interruption
-    python -m pipeline.finetune export --out artifacts/finetune_lite2                      # → <out>/export/
+    python -m pipeline.train.finetune train --backbone lite2 --out artifacts/finetune_lite2     # ~35 min on 2 cores
+    python -m pipeline.train.finetune train ... --resume                                         # after an interruption
+    python -m pipeline.train.finetune export --out artifacts/finetune_lite2                      # → <out>/export/
 
 Why torch: the TF-Hub path (hub.KerasLayer, trainable) with the same recipe stayed near the frozen probe
 (issue 16's trials); torch's loop reaches the recipe's figures. Serving keeps loading a TF SavedModel, ported by
-pipeline.efficientnet_lite (agrees with torch to ~1e-5), and the manifest says which path made it.
+pipeline.train.efficientnet_lite (agrees with torch to ~1e-5), and the manifest says which path made it.
 
-The recipe: a cosine head (pipeline.cosine_head) started from the frozen network's class means, so epoch 1 does not
+The recipe: a cosine head (pipeline.train.cosine_head) started from the frozen network's class means, so epoch 1 does not
 start at chance (before 2026-12-02: one linear layer started from the frozen network's linear probe); AdamW, head
 1e-3 and backbone 2e-4, weight decay 1e-2 except biases and BatchNorm, warm-up then cosine; label smoothing 0.1;
 BatchNorm statistics frozen (eval mode) while its scale and shift train; random-resized crops (scale 0.6-1) from a
 whole-photo resize, flips, colour jitter.
 
-Every choice is made on a *selection split* held back from train (pipeline.selection_split: stratified by class,
+Every choice is made on a *selection split* held back from train (pipeline.data.selection_split: stratified by class,
 whole sessions, seeded, recorded in split.json); GroceryStore val is not read here. Photos are decoded once
 (pipeline.core.preprocessing, as served) and kept as uint8 arrays; a checkpoint is written after every epoch so
 `--resume` goes on where a run stopped.
@@ -35,13 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.classification_metrics import top_k_accuracy
 from pipeline.core.model_label import LABELS_NAME, read_labels, write_labels
 from pipeline.core.preprocessing import classifier_input, decode_photo
-from pipeline.dataclass_cli import add_options, config_from_args, option
-from pipeline.datasets import Split, load_labelled_data
-from pipeline.efficientnet_lite import MEAN, STDDEV, VARIANTS
-from pipeline.evaluate import top_k_accuracy
-from pipeline.selection_split import photo_groups, selection_split
+from pipeline.data.datasets import Split, load_labelled_data
+from pipeline.data.selection_split import photo_groups, selection_split
+from pipeline.train import efficientnet_lite
+from pipeline.train.dataclass_cli import add_options, config_from_args, option
+from pipeline.train.efficientnet_lite import MEAN, STDDEV, VARIANTS, export_model
 
 SPLIT_NAME = "split.json"  # the fit / selection photos of this run
 LAST_NAME = "last.pt"  # model, optimizer, scheduler, epoch: to resume from
@@ -91,7 +92,7 @@ class FinetuneConfig:
     threads: int = option(0, help="torch threads (0: all cores)")
     seed: int = option(0)
     leave_out: int = option(0, help="classes left out of training, drawn with --seed (the catalog's leave-classes-out "
-                                    "evaluation: pipeline.catalog_evaluation); their train photos stay in split.json")
+                                    "evaluation: pipeline.release.catalog_evaluation); their train photos stay in split.json")
     resume: bool = option(False, help="go on from <out>/last.pt")
 
 
@@ -144,7 +145,7 @@ def build_network(variant: str, num_classes: int, head: str = "linear", cosine_s
     network = EfficientNet.from_name(f"efficientnet-{variant}")
     network.load_state_dict(torch.load(VARIANTS[variant].weights_path(), map_location="cpu", weights_only=True))
     if head == "cosine":
-        from pipeline.cosine_head import CosineHead
+        from pipeline.train.cosine_head import CosineHead
 
         network._fc = CosineHead(network._fc.in_features, num_classes, cosine_scale)
     else:
@@ -364,7 +365,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     if config.cosine_margin:
         if config.head != "cosine":
             raise ValueError("--cosine-margin needs --head cosine")
-        from pipeline.cosine_head import AdditiveMarginLoss
+        from pipeline.train.cosine_head import AdditiveMarginLoss
 
         loss_function: torch.nn.Module = AdditiveMarginLoss(config.cosine_scale, config.cosine_margin, config.label_smoothing)
     else:
@@ -410,7 +411,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
               + f", {seconds:.0f} s", flush=True)
 
     summary = {
-        "trainer": "pipeline.finetune (torch, whole network), ported to TF by pipeline.efficientnet_lite",
+        "trainer": "pipeline.train.finetune (torch, whole network), ported to TF by pipeline.train.efficientnet_lite",
         "backbone": config.backbone, "input_size": size, "hyperparameters": asdict(config),
         "data": {"source": data.source, "num_classes": len(labels), "left_out_classes": len(left_out), "fit_photos": len(fit.paths),
                  "selection_photos": len(selection.paths), "selection_seed": config.seed,
@@ -456,12 +457,9 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 
 
 def export(out: Path | str) -> Path:
-    """The best checkpoint as a TF SavedModel (pipeline.efficientnet_lite.export_model's `serve` contract: float32 0-255 →
+    """The best checkpoint as a TF SavedModel (pipeline.train.efficientnet_lite.export_model's `serve` contract: float32 0-255 →
     softmax), its softmax temperature fitted on the selection photos; writes <out>/export and updates the summary."""
     import torch
-
-    from pipeline import efficientnet_lite
-    from pipeline.efficientnet_lite import export_model
 
     out = Path(out)
     config = json.loads((out / CONFIG_NAME).read_text())
@@ -491,7 +489,7 @@ def export(out: Path | str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.finetune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train.finetune", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_options(commands.add_parser("train", help="fine-tune, checkpointing every epoch"), FinetuneConfig)
     export_parser = commands.add_parser("export", help="port the best checkpoint to a TF SavedModel")

@@ -12,7 +12,7 @@ only after a commit.
 their version numbers, which would then name other content while replicas hold snapshots under the old ones.
 
 When a vector database server should replace this (behind the same methods): every matching replica keeps the
-vectors, float32 to score and int8 to scan (pipeline.core.catalog_match), 1,280 x 5 B = 6.3 KB per photo, and
+vectors, float32 to score and int8 to scan (pipeline.core.catalog.match), 1,280 x 5 B = 6.3 KB per photo, and
 scans 1.25 KB per photo for every crop: 63 MB and a 13 MB scan at the targets' 10,000 photos, 630 MB per replica
 and a 125 MB scan per crop at 100,000. Past some 20,000-50,000 photos one server holding the vectors once, with
 an approximate index, costs less; `max_photos` keeps this store below that.
@@ -33,7 +33,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from pipeline.core.catalog_match import (
+from pipeline.core.catalog.match import (
     CatalogError,
     CatalogFull,
     CatalogInfo,
