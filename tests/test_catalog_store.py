@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.catalog.match import CatalogIndex, InvalidProduct
+from pipeline.core.catalog.match import CatalogIndex, InvalidProduct, UnknownProduct
 from pipeline.core.catalog.store import (
     CatalogFull,
     CatalogStore,
@@ -26,7 +26,6 @@ from pipeline.core.catalog.store import (
     StoredPhoto,
     TooManyPhotos,
     UnknownPhoto,
-    UnknownProduct,
     UnknownVersion,
 )
 from pipeline.core.paths import REPO_ROOT

@@ -31,7 +31,7 @@ from deployments.payloads import Classification, Detection, Refusal
 from pipeline.core.catalog.match import (
     CatalogError,
     CatalogSnapshot,
-    Product,
+    EnrolledProduct,
     StoredPhoto,
     embedding_space,
     valid_label,
@@ -76,7 +76,7 @@ def timestamp(seconds: float | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def product_body(product: Product, with_photos: bool = False) -> dict[str, Any]:
+def product_body(product: EnrolledProduct, with_photos: bool = False) -> dict[str, Any]:
     return {"sku": product.sku, "label": product.label, "photos": product.photos,
             "photo_ids": product.photo_ids if with_photos else None,
             "created": timestamp(product.created), "updated": timestamp(product.updated)}

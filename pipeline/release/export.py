@@ -33,7 +33,7 @@ from pipeline.evaluation.evaluate import choose_hello_policy, evaluate
 from pipeline.evaluation.report import headline
 from pipeline.release import runtimes
 from pipeline.train.efficientnet_lite import VARIANTS
-from pipeline.train.finetune import BASELINE_EXPORT_DIR, EXPORT_DIR, SPLIT_NAME
+from pipeline.train.finetune_config import BASELINE_EXPORT_DIR, EXPORT_DIR, SPLIT_NAME
 from pipeline.train.yolo_detector import build_dataset_view
 
 PREPROCESSING = {

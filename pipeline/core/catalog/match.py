@@ -222,7 +222,9 @@ class StoredPhoto:
 
 
 @dataclass(frozen=True)
-class Product:
+class EnrolledProduct:
+    """A product in the catalog as the store keeps it (the HTTP body is deployments.schemas.Product)."""
+
     sku: str
     label: str
     photo_ids: list[int]
@@ -235,7 +237,9 @@ class Product:
 
 
 @dataclass(frozen=True)
-class CatalogInfo:
+class CatalogSummary:
+    """What the catalog holds now (the HTTP body is deployments.schemas.CatalogInfo)."""
+
     version: int
     products: int
     photos: int
