@@ -11,4 +11,7 @@ checks every import, function-local ones included):
     evaluation              the shipped models measured through serving's photo→answer loop, and its report
     release                 model_label/ written: the export, the CPU runtimes, the int8 detector, the catalog's
                             rule and gallery, and the catalog's command line (re-embedding for a new classifier)
+
+torch, TensorFlow, ultralytics, onnx and matplotlib are imported inside the functions that use them, so that importing
+a module (a command's --help, a test, the serving core) loads none of them.
 """

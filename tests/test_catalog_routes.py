@@ -1,5 +1,5 @@
 """The catalog's HTTP behaviour in the ingress (the Recognizer's /v1/catalog routes, deployments/catalog/calls.py,
-catalog_http.py, catalog_copy.py)
+catalog/http_side.py, catalog/ingress_copy.py)
 with the real Catalog deployment class and its real SQLite store in a temporary folder, in this process; the
 Detector and Classifier are tests/ingress_fakes.py's stand-ins (a crop's embedding is its mean colour), so
 what is checked is the routes, the admin key, the limits, the store's answers and the replica's copy, not the

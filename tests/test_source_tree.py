@@ -1,10 +1,12 @@
 """Rules of the source tree that keep it readable: a module or class name means one thing across deployments/ and
 pipeline/ (a reader who meets `catalog.py` or `Product` knows which one), and no source file grows past
-MAX_LINES. Read from the files, so it costs no import."""
+MAX_LINES; and pyproject.toml lists every package, or an install lacks it. Read from the files, so it costs no
+import."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,3 +63,10 @@ def test_no_source_file_is_longer_than_max_lines():
     assert not too_long, f"over {MAX_LINES} lines: {too_long}"
     no_longer = sorted(name for name in LONG_FILES if lengths.get(name, 0) <= MAX_LINES)
     assert not no_longer, f"no longer over {MAX_LINES} lines: take them out of LONG_FILES: {no_longer}"
+
+
+def test_pyproject_lists_every_package():
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    packages = {".".join(path.parent.relative_to(REPO_ROOT).parts) for path in sources("deployments", "pipeline", "load_tests")
+                if path.name == "__init__.py"}
+    assert listed == packages
