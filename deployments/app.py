@@ -15,7 +15,7 @@ import logging
 import ray
 from ray.serve import Application
 
-from deployments.catalog import Catalog
+from deployments.catalog.deployment import Catalog
 from deployments.classifier import Classifier
 from deployments.detector import Detector
 from deployments.placement import AppArgs

@@ -26,9 +26,9 @@ from ray.serve.handle import DeploymentHandle
 from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
 from deployments.auth import API_KEY_ENV
 from deployments.calls import MODEL_CALL_TIMEOUT_S, call
-from deployments.catalog_calls import ADD_PHOTOS_BODY, ENROLL_BODY, READ_ERRORS, UI_PAGE, WRITE_ERRORS, CatalogCalls
-from deployments.catalog_copy import CatalogCopy
-from deployments.catalog_http import admin_actor, read_enrollment
+from deployments.catalog.calls import ADD_PHOTOS_BODY, ENROLL_BODY, READ_ERRORS, UI_PAGE, WRITE_ERRORS, CatalogCalls
+from deployments.catalog.http_side import admin_actor, read_enrollment
+from deployments.catalog.ingress_copy import CatalogCopy
 from deployments.errors import ServiceError, error_outcome
 from deployments.metrics import RecognizerMetrics
 from deployments.payloads import Classification, Detection, row_slices
@@ -52,7 +52,7 @@ from deployments.schemas import (
     Timings,
 )
 from deployments.uploads import read_image
-from pipeline.core.catalog_match import embedding_space, gallery_index
+from pipeline.core.catalog.match import embedding_space, gallery_index
 from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO, LoopMode
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
@@ -180,7 +180,7 @@ class Recognizer(CatalogCalls):
         health = Health(status="ok" if ready else "unavailable", detail=detail)
         return JSONResponse(health.model_dump(), status_code=200 if ready else 503)
 
-    # ------------------------------------------------------------ the catalog (deployments/catalog_calls.py)
+    # ------------------------------------------------------------ the catalog (deployments/catalog/calls.py)
 
     @api.post("/v1/catalog/products", status_code=201, response_model=Enrollment, responses=WRITE_ERRORS,
                  openapi_extra=ENROLL_BODY, tags=["catalog"])

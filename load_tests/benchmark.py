@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from deployments.catalog_http import ADMIN_KEY_ENV
+from deployments.catalog.http_side import ADMIN_KEY_ENV
 from load_tests.benchmark_report import render
 from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.local_ray import AUTH_ENV

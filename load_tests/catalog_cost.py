@@ -1,6 +1,6 @@
 """What a catalog costs recognition: the raw pipeline (load_tests/inprocess.py: the served models and the one
 photo→answer loop) on the same real photos without a catalog and with one of `--size` enrolled photos, searched
-by the int8 scan that serves and by the float16 scan it replaced (pipeline.core.catalog_match), rounds
+by the int8 scan that serves and by the float16 scan it replaced (pipeline.core.catalog.match), rounds
 interleaved so that the machine's drift hits all three alike.
 
     python -m load_tests.catalog_cost [--size 10000] [--photos 16] [--rounds 12] [--out artifacts/catalog_cost.json]
@@ -25,7 +25,7 @@ import numpy as np
 from load_tests.classifier_cost import cpu_name
 from load_tests.inprocess import InProcessPipeline
 from load_tests.photos import grocery_val_photos
-from pipeline.core.catalog_match import SCANS, CatalogIndex, CatalogSnapshot, gallery_index
+from pipeline.core.catalog.match import SCANS, CatalogIndex, CatalogSnapshot, gallery_index
 
 
 def catalog_of(size: int, dimension: int, model_version: str, seed: int = 0, scan: str = "int8") -> CatalogIndex:

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.core.paths import SHARED_DATA
-from pipeline.detector import is_validation
+from pipeline.data.held_back import is_validation
 
 GROCERY = SHARED_DATA / "grocery_store"
 FREIBURG_IMAGES = SHARED_DATA / "freiburg_groceries" / "images" / "train"

@@ -1,11 +1,11 @@
-"""pipeline.catalog_evaluation's caches: embeddings are reused only for the models and the policy that made them."""
+"""pipeline.release.catalog_evaluation's caches: embeddings are reused only for the models and the policy that made them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.catalog_evaluation import embed, models_key
+from pipeline.release.catalog_evaluation import embed, models_key
 
 
 def test_the_cache_key_changes_with_any_model_byte_or_the_policy(tmp_path):
@@ -53,8 +53,8 @@ KEPT = [0, 1]
 
 
 def small_world():
-    from pipeline.catalog_evaluation import Embedded
-    from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
+    from pipeline.core.catalog.match import CatalogIndex, CatalogSnapshot
+    from pipeline.release.catalog_evaluation import Embedded
 
     embeddings = np.array([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0.9, 0, np.sqrt(1 - 0.81), 0], [0, 0, 0, 1]], np.float32)
     queries = Embedded(["a", "b", "c", "d"], np.array([2, 2, 0, 1]),
@@ -66,8 +66,8 @@ def small_world():
 
 
 def test_answer_lets_the_catalog_speak_where_the_rule_says_and_the_classifier_elsewhere():
-    from pipeline.catalog_evaluation import answer
-    from pipeline.core.catalog_rule import CatalogRule
+    from pipeline.core.catalog.rule import CatalogRule
+    from pipeline.release.catalog_evaluation import answer
 
     queries, training, index = small_world()
     result = answer(queries, training, index, CatalogRule("beats_training", 0.2), KEPT, unknown_threshold=0.5)
@@ -81,7 +81,7 @@ def test_answer_lets_the_catalog_speak_where_the_rule_says_and_the_classifier_el
 
 
 def test_auroc_is_the_mann_whitney_probability_ties_counting_half():
-    from pipeline.catalog_evaluation import auroc
+    from pipeline.release.catalog_evaluation import auroc
 
     assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
@@ -90,7 +90,7 @@ def test_auroc_is_the_mann_whitney_probability_ties_counting_half():
 
 
 def test_the_chosen_threshold_is_the_lowest_whose_catalog_answers_reach_the_target_precision():
-    from pipeline.catalog_evaluation import TARGET_PRECISION, choose_threshold
+    from pipeline.release.catalog_evaluation import TARGET_PRECISION, choose_threshold
 
     assert TARGET_PRECISION == 0.95
     queries, training, index = small_world()
@@ -102,8 +102,8 @@ def test_the_chosen_threshold_is_the_lowest_whose_catalog_answers_reach_the_targ
 
 
 def test_measure_counts_what_the_catalog_gains_on_enrolled_photos_and_costs_on_trained_ones():
-    from pipeline.catalog_evaluation import measure
-    from pipeline.core.catalog_rule import CatalogRule
+    from pipeline.core.catalog.rule import CatalogRule
+    from pipeline.release.catalog_evaluation import measure
 
     queries, training, index = small_world()
     strict = measure(queries, training, [index], CatalogRule("beats_training", 0.08), KEPT, [2], 0.5)
@@ -124,8 +124,8 @@ def test_rejection_scores_enrolled_classes_photos_against_never_enrolled_ones_fo
     every photo not enrolled 5/6; the catalog names 2 for three photos, one of them class 3: precision 2/3.
     Fold 3 enrolled: 3's 0.5 and -0.5 against 2's -0.5, -0.5: AUROC 0.75; against all not enrolled 0.75;
     precision 1."""
-    from pipeline.catalog_evaluation import Embedded, rejection
-    from pipeline.core.catalog_rule import CatalogRule
+    from pipeline.core.catalog.rule import CatalogRule
+    from pipeline.release.catalog_evaluation import Embedded, rejection
 
     e = np.eye(4, dtype=np.float32)
     queries = Embedded([f"q{i}" for i in range(5)], np.array([2, 2, 3, 3, 0]), np.tile([[0.6, 0.4]], (5, 1)).astype(np.float32),

@@ -1,4 +1,4 @@
-"""The catalog's matching (pipeline.core.catalog_match): the answers are numpy's exact cosine nearest products."""
+"""The catalog's matching (pipeline.core.catalog.match): the answers are numpy's exact cosine nearest products."""
 
 import pickle
 import time
@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline.core.catalog_match import CatalogIndex, CatalogMatch, CatalogSnapshot
+from pipeline.core.catalog.match import CatalogIndex, CatalogMatch, CatalogSnapshot
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`python -m pipeline.catalog reembed`: a catalog enrolled under another classifier, embedded again by the
+"""`python -m pipeline.release.catalog_cli reembed`: a catalog enrolled under another classifier, embedded again by the
 shipped one (the real detector and classifier, through the photo→answer loop), then matched by it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from load_tests.photos import drawn_product
-from pipeline.core.catalog_match import CatalogIndex, StoredPhoto, embedding_space
-from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.catalog.match import CatalogIndex, StoredPhoto, embedding_space
+from pipeline.core.catalog.store import CatalogStore
 from pipeline.core.model_label import load_model_label
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.models
 
 
 def test_reembed_gives_every_stored_photo_the_shipped_classifiers_embedding(tmp_path, capsys):
-    from pipeline import catalog
+    from pipeline.release import catalog_cli as catalog
 
     old = np.random.default_rng(0).standard_normal(8).astype(np.float32)
     with CatalogStore(tmp_path) as store:

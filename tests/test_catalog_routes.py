@@ -1,5 +1,5 @@
-"""The catalog's HTTP behaviour in the ingress (the Recognizer's /v1/catalog routes, deployments/catalog_calls.py,
-catalog_http.py, catalog_copy.py)
+"""The catalog's HTTP behaviour in the ingress (the Recognizer's /v1/catalog routes, deployments/catalog/calls.py,
+catalog/http_side.py, catalog/ingress_copy.py)
 with the real Catalog deployment class and its real SQLite store in a temporary folder, in this process; the
 Detector and Classifier are tests/ingress_fakes.py's stand-ins (a crop's embedding is its mean colour), so
 what is checked is the routes, the admin key, the limits, the store's answers and the replica's copy, not the
@@ -20,8 +20,8 @@ from grpc import StatusCode
 from grpc.aio import AioRpcError, Metadata
 from PIL import Image, ImageDraw
 
-from deployments.catalog import Catalog
-from deployments.catalog_http import ADMIN_KEY_ENV, MAX_PHOTOS
+from deployments.catalog.deployment import Catalog
+from deployments.catalog.http_side import ADMIN_KEY_ENV, MAX_PHOTOS
 from tests.ingress_fakes import (
     DEPLOYMENT_GONE,
     RED_LABEL,
@@ -276,7 +276,7 @@ def test_with_the_catalog_down_writes_answer_503_and_recognition_goes_on_from_th
 
 def test_the_replicas_copy_ignores_a_snapshot_of_another_model(service):
     """A good copy (a product enrolled, matched) is kept when a snapshot of another classifier arrives."""
-    from pipeline.core.catalog_match import CatalogSnapshot
+    from pipeline.core.catalog.match import CatalogSnapshot
 
     photo = red_photo()
     enroll(service, "cola-1", "Cola", [photo])
@@ -328,8 +328,8 @@ def test_the_openapi_schema_documents_the_catalog(service):
 def test_a_catalog_of_another_classifier_is_re_embedded_by_the_serving_one(monkeypatch, tmp_path):
     """Photos enrolled under an older classifier are embedded again, in the background after start, by the one
     that serves; until then they are not matched (never two models' embeddings in one search)."""
-    from pipeline.core.catalog_match import StoredPhoto
-    from pipeline.core.catalog_store import CatalogStore
+    from pipeline.core.catalog.match import StoredPhoto
+    from pipeline.core.catalog.store import CatalogStore
 
     old = np.random.default_rng(0).standard_normal(8).astype(np.float32)
     with CatalogStore(tmp_path / "catalog") as store:

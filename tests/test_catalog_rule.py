@@ -1,4 +1,4 @@
-"""The catalog rule (pipeline.core.catalog_rule): when the catalog names a product instead of the classifier."""
+"""The catalog rule (pipeline.core.catalog.rule): when the catalog names a product instead of the classifier."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.core.catalog_match import CatalogMatch, gallery_index
-from pipeline.core.catalog_rule import CatalogRule
+from pipeline.core.catalog.match import CatalogMatch, gallery_index
+from pipeline.core.catalog.rule import CatalogRule
 from pipeline.core.model_label import ModelLabelError, load_model_label
 from tests.tiny_models import SHIPPED_MODEL_DIR
 

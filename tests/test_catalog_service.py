@@ -15,9 +15,9 @@ import pytest
 
 from load_tests.photos import GROCERY, freiburg_category_photos, grocery_val_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
-from pipeline.core.catalog_match import embedding_space
+from pipeline.core.catalog.match import embedding_space
 from pipeline.core.model_label import load_model_label
-from pipeline.datasets import load_labelled_data
+from pipeline.data.datasets import load_labelled_data
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]
@@ -199,7 +199,7 @@ def test_the_catalog_replica_killed_during_a_write_leaves_it_whole_or_absent(app
     "applied" is "unknown" there, and false only when the write was never sent.
     This test found two 500s: any enrollment over 4 MiB (the gRPC message limit
     of Serve's throughput mode, raised in serve_config.yaml), and the gRPC error of a Catalog killed under a call
-    (now taken for the Catalog being down: deployments/catalog_calls.py)."""
+    (now taken for the Catalog being down: deployments/catalog/calls.py)."""
     from load_tests.control import kill_one_replica, replica_actors
 
     photos = [phone_photo(path, (3024, 2268)) for path in freiburg_category_photos("COFFEE", 20)]

@@ -1,4 +1,4 @@
-"""The catalog's store (pipeline.core.catalog_store) on real SQLite files and real faiss.
+"""The catalog's store (pipeline.core.catalog.store) on real SQLite files and real faiss.
 
 The vectors are random unit vectors: what the store does with them does not depend on the model that made them.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.catalog_match import CatalogIndex, InvalidProduct
-from pipeline.core.catalog_store import (
+from pipeline.core.catalog.match import CatalogIndex, InvalidProduct, UnknownProduct
+from pipeline.core.catalog.store import (
     CatalogFull,
     CatalogStore,
     InvalidPhoto,
@@ -26,7 +26,6 @@ from pipeline.core.catalog_store import (
     StoredPhoto,
     TooManyPhotos,
     UnknownPhoto,
-    UnknownProduct,
     UnknownVersion,
 )
 from pipeline.core.paths import REPO_ROOT
@@ -301,7 +300,7 @@ def test_bad_labels_photos_and_embeddings_are_refused(store, rng):
 WRITER = textwrap.dedent("""
     import sys, time, zlib
     import numpy as np
-    from pipeline.core.catalog_store import CatalogStore, StoredPhoto
+    from pipeline.core.catalog.store import CatalogStore, StoredPhoto
 
     class Interrupted(CatalogStore):
         def _before_commit(self, action):
@@ -390,7 +389,7 @@ def test_concurrent_enrollments_of_different_skus_all_land(tmp_path, rng):
 
 
 def test_the_command_line_shows_the_catalog(tmp_path, rng, capsys):
-    from pipeline.catalog import main
+    from pipeline.release.catalog_cli import main
 
     folder = tmp_path / "catalog"
     with pytest.raises(SystemExit, match="no catalog"):

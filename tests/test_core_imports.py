@@ -28,10 +28,10 @@ def test_importing_the_ingress_and_the_core_loads_no_model_framework():
 
 def test_deployments_import_only_the_core_from_pipeline():
     outside_core = []
-    for path in sorted((REPO_ROOT / "deployments").glob("*.py")):
+    for path in sorted((REPO_ROOT / "deployments").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            outside_core += [f"{path.name}: {name}" for name in names
+            outside_core += [f"{path.relative_to(REPO_ROOT)}: {name}" for name in names
                              if name.split(".")[0] == "pipeline" and not name.startswith("pipeline.core")]
     assert not outside_core, outside_core

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from load_tests.photos import GROCERY
-from pipeline import efficientnet_lite
 from pipeline.core.preprocessing import load_training_image
+from pipeline.train import efficientnet_lite
 
 pytestmark = pytest.mark.models
 

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from synthetic_data import COLOURS, make_labelled_photos, make_yolo_folder
 
-from pipeline import detector, evaluate
+from pipeline import classification_metrics
 from pipeline.core.model_label import ModelLabelError, load_model_label
 from pipeline.core.settings import deployment_config, read_serve_config
-from pipeline.datasets import DatasetError, load_labelled_photos
+from pipeline.data.datasets import DatasetError, load_labelled_photos
+from pipeline.evaluation import evaluate
+from pipeline.train import yolo_detector as detector
 
 LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier below
 
@@ -19,16 +21,16 @@ LABELS = list(COLOURS)  # red, green, blue: class order of the tiny classifier b
 def test_top_k_accuracy_known_answer():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
     targets = [0, 1, 1, 0]
-    assert evaluate.top_k_accuracy(probabilities, targets, 1) == 0.25
-    assert evaluate.top_k_accuracy(probabilities, targets, 2) == 0.75
-    assert evaluate.top_k_accuracy(probabilities, targets, 3) == 1.0
+    assert classification_metrics.top_k_accuracy(probabilities, targets, 1) == 0.25
+    assert classification_metrics.top_k_accuracy(probabilities, targets, 2) == 0.75
+    assert classification_metrics.top_k_accuracy(probabilities, targets, 3) == 1.0
 
 
 def test_confusion_matrix_and_per_class_accuracy_known_answer():
-    matrix = evaluate.confusion_matrix([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 2], num_classes=4)
+    matrix = classification_metrics.confusion_matrix([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 2], num_classes=4)
     assert matrix.tolist() == [[2, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
-    assert evaluate.per_class_accuracy(matrix) == [2 / 3, 0.5, 1.0, None]
-    summary = evaluate.summarize(np.eye(3)[[0, 0, 2]], [0, 1, 2], ["a", "b", "c"])
+    assert classification_metrics.per_class_accuracy(matrix) == [2 / 3, 0.5, 1.0, None]
+    summary = classification_metrics.summarize(np.eye(3)[[0, 0, 2]], [0, 1, 2], ["a", "b", "c"])
     assert summary["top1"] == pytest.approx(2 / 3)
     assert summary["per_class"]["b"] == {"n": 1, "accuracy": 0.0}
 
@@ -84,7 +86,7 @@ def runs(tmp_path_factory):
 @pytest.mark.train
 @pytest.mark.models
 def test_export_writes_a_model_label_that_loads_and_refuses_tampering(runs, tmp_path):
-    from pipeline.export import export
+    from pipeline.release.export import export
 
     out = tmp_path / "model_label"
     manifest = export(runs / "classifier", runs / "detector", runs / "photos", out, report_dir=tmp_path / "report")
@@ -152,7 +154,7 @@ def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_pa
 
     from PIL import Image
 
-    from pipeline.export import export
+    from pipeline.release.export import export
 
     run = tmp_path / "classifier"
     shutil.copytree(runs / "classifier", run)
@@ -185,7 +187,7 @@ def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_pa
 def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
     import yaml
 
-    from pipeline.export import export
+    from pipeline.release.export import export
 
     export(runs / "classifier", runs / "detector", runs / "photos", tmp_path / "model_label",
            report_dir=tmp_path / "export_report")
@@ -206,24 +208,24 @@ def test_evaluate_command_on_an_exported_model_label(runs, tmp_path, capsys):
 
 
 def test_the_bootstrap_interval_holds_the_figure_and_narrows_with_more_photos():
-    few = evaluate.bootstrap_interval([1] * 85 + [0] * 15)
-    many = evaluate.bootstrap_interval([1] * 850 + [0] * 150)
+    few = classification_metrics.bootstrap_interval([1] * 85 + [0] * 15)
+    many = classification_metrics.bootstrap_interval([1] * 850 + [0] * 150)
     assert few[0] < 0.85 < few[1] and many[0] < 0.85 < many[1]
     assert 0.10 < few[1] - few[0] < 0.18  # ~4 standard errors of sqrt(.85 x .15 / 100)
     assert many[1] - many[0] < (few[1] - few[0]) / 2.5  # sqrt(10) narrower
-    assert evaluate.bootstrap_interval([1] * 10) == [1.0, 1.0]
-    assert evaluate.bootstrap_interval([1, 0] * 50) == evaluate.bootstrap_interval([1, 0] * 50)  # seeded
+    assert classification_metrics.bootstrap_interval([1] * 10) == [1.0, 1.0]
+    assert classification_metrics.bootstrap_interval([1, 0] * 50) == classification_metrics.bootstrap_interval([1, 0] * 50)  # seeded
 
 
 def test_calibration_picks_the_lowest_threshold_that_keeps_known_answers_precise():
     # top-1 probabilities 0.9 (right), 0.8 (right), 0.7 (wrong), 0.6 (right), 0.5 (wrong)
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.5, 0.5]])
     targets = [0, 1, 1, 1, 1]
-    result = evaluate.calibrate_unknown(probabilities, targets, target_precision=0.75)
+    result = classification_metrics.calibrate_unknown(probabilities, targets, target_precision=0.75)
     assert result["unknown_threshold"] == 0.6 and result["precision"] == 0.75 and result["coverage"] == 0.8
-    strict = evaluate.calibrate_unknown(probabilities, targets, target_precision=0.95)
+    strict = classification_metrics.calibrate_unknown(probabilities, targets, target_precision=0.95)
     assert strict["unknown_threshold"] == 0.8 and strict["precision"] == 1.0 and strict["coverage"] == 0.4
-    unreachable = evaluate.calibrate_unknown(np.array([[0.6, 0.4]]), [1], target_precision=0.95)
+    unreachable = classification_metrics.calibrate_unknown(np.array([[0.6, 0.4]]), [1], target_precision=0.95)
     assert not unreachable["target_met"] and unreachable["precision"] == 0.0
 
 
@@ -236,7 +238,7 @@ def test_a_policy_is_surely_better_only_by_more_than_chance():
     four_more[np.flatnonzero(~other)[:10]] = True
     four_more[np.flatnonzero(other)[:6]] = False
     forty_more[np.flatnonzero(~other)[:40]] = True
-    assert not evaluate.surely_better(four_more, other)
-    assert evaluate.surely_better(forty_more, other) and not evaluate.surely_better(other, forty_more)
+    assert not classification_metrics.surely_better(four_more, other)
+    assert classification_metrics.surely_better(forty_more, other) and not classification_metrics.surely_better(other, forty_more)
     assert set(evaluate.POLICY_COST) == set(evaluate.HELLO_POLICIES)
     assert min(evaluate.POLICY_COST, key=evaluate.POLICY_COST.get) == "whole_photo"

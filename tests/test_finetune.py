@@ -1,4 +1,4 @@
-"""The training path that made the shipped classifier (pipeline.finetune), on a small real subset of GroceryStore:
+"""The training path that made the shipped classifier (pipeline.train.finetune), on a small real subset of GroceryStore:
 the selection split kept apart from train's fit photos and from val, updates that lower the loss with BatchNorm
 statistics frozen, checkpoints that resume, and the TF export agreeing with the torch network it comes from."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from load_tests.photos import GROCERY
-from pipeline import finetune
-from pipeline.datasets import load_labelled_data
-from pipeline.selection_split import photo_groups, selection_split
+from pipeline.data.datasets import load_labelled_data
+from pipeline.data.selection_split import photo_groups, selection_split
+from pipeline.train import finetune, finetune_config, finetune_network
 
 pytestmark = [pytest.mark.data, pytest.mark.models]  # GroceryStore photos through the pretrained Lite0 network
 
@@ -25,7 +25,8 @@ def data():
 
 def test_selection_split_holds_back_whole_sessions_seeded(data):
     subset = finetune.limit_per_class(data.train, 8)
-    features = finetune.pooled_features(finetune.build_network("lite0", data.num_classes), finetune.load_photos(subset.paths, 224))
+    network = finetune_network.build_network("lite0", data.num_classes)
+    features = finetune_network.pooled_features(network, finetune.load_photos(subset.paths, 224))
     groups = photo_groups(features, subset.class_ids, 0.8)
     assert len(np.unique(groups)) < 0.8 * len(subset.paths)  # train photos do come in near-duplicate sessions
     fit, selection = selection_split(subset, 0.15, seed=0, groups=groups)
@@ -54,16 +55,16 @@ def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
     subset = finetune.limit_per_class(data.train, 1)
     images = finetune.load_photos(subset.paths[:24], 224)
     targets = np.asarray(subset.class_ids[:24])
-    config = finetune.FinetuneConfig(out="unused")
-    network = finetune.build_network("lite0", data.num_classes)
-    optimizer = torch.optim.AdamW(finetune.parameter_groups(network, config))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, finetune.warmup_cosine(2, 8))
+    config = finetune_config.FinetuneConfig(out="unused")
+    network = finetune_network.build_network("lite0", data.num_classes)
+    optimizer = torch.optim.AdamW(finetune_network.parameter_groups(network, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, finetune_network.warmup_cosine(2, 8))
     loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     statistics = network._bn1.running_mean.clone()
     head = network._fc.weight.clone()
     network.train()
-    finetune.freeze_batchnorm_statistics(network)
-    losses = [finetune.train_step(network, optimizer, scheduler, loss_function, torch.from_numpy(images), targets)
+    finetune_network.freeze_batchnorm_statistics(network)
+    losses = [finetune_network.train_step(network, optimizer, scheduler, loss_function, torch.from_numpy(images), targets)
               for _ in range(8)]
     assert losses[-1] < 0.8 * losses[0]
     assert torch.equal(network._bn1.running_mean, statistics)  # ImageNet statistics kept
@@ -77,7 +78,7 @@ def test_updates_lower_the_loss_and_keep_batchnorm_statistics(data):
 def test_the_additive_margin_asks_the_true_class_to_win_by_the_margin():
     import torch
 
-    from pipeline.cosine_head import AdditiveMarginLoss
+    from pipeline.train.cosine_head import AdditiveMarginLoss
 
     cosines = torch.tensor([[0.50, 0.45, 0.10], [0.20, 0.70, 0.30]])
     targets = torch.tensor([0, 1])
@@ -95,9 +96,9 @@ def test_the_weight_average_follows_the_weights_by_its_decay():
     """EMA: the first update takes the weights; each one after moves the average (1 - decay) of the way to them."""
     import torch
 
-    assert finetune.weight_average(finetune.build_network("lite0", 3), 0.0) is None
-    network = finetune.build_network("lite0", 3)
-    average = finetune.weight_average(network, 0.9)
+    assert finetune_network.weight_average(finetune_network.build_network("lite0", 3), 0.0) is None
+    network = finetune_network.build_network("lite0", 3)
+    average = finetune_network.weight_average(network, 0.9)
     start = network._fc.weight.detach().clone()
     with torch.no_grad():
         network._fc.weight.add_(1.0)
@@ -112,45 +113,45 @@ def test_the_weight_average_follows_the_weights_by_its_decay():
 
 @pytest.mark.train
 def test_linear_probe_names_photos_of_its_classes(data):
-    network = finetune.build_network("lite0", data.num_classes)
+    network = finetune_network.build_network("lite0", data.num_classes)
     subset = finetune.limit_per_class(data.train, 3)
-    features = finetune.pooled_features(network, finetune.load_photos(subset.paths, 224))
+    features = finetune_network.pooled_features(network, finetune.load_photos(subset.paths, 224))
     targets = np.asarray(subset.class_ids)
-    weight, bias = finetune.linear_probe(features, targets, data.num_classes, 0.03)
+    weight, bias = finetune_network.linear_probe(features, targets, data.num_classes, 0.03)
     assert np.mean((features @ weight.T + bias).argmax(axis=1) == targets) > 0.9  # the photos it was fitted on
     val = finetune.limit_per_class(data.val, 1)
-    val_features = finetune.pooled_features(network, finetune.load_photos(val.paths, 224))
+    val_features = finetune_network.pooled_features(network, finetune.load_photos(val.paths, 224))
     assert np.mean((val_features @ weight.T + bias).argmax(axis=1) == np.asarray(val.class_ids)) > 0.2  # chance: 1/81
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("head", finetune.HEADS)
+@pytest.mark.parametrize("head", finetune_config.HEADS)
 def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path, head: str):
     import torch
 
     out = tmp_path / "run"
-    config = finetune.FinetuneConfig(out=str(out), data=str(GROCERY), backbone="lite0", max_per_class=3, epochs=1,
+    config = finetune_config.FinetuneConfig(out=str(out), data=str(GROCERY), backbone="lite0", max_per_class=3, epochs=1,
                                      max_steps=2, batch_size=8, head=head, ema_decay=0.9)
     first = finetune.train(config)
-    assert first["epochs_run"] == 1 and (out / finetune.LAST_NAME).is_file() and (out / finetune.BEST_NAME).is_file()
-    split = json.loads((out / finetune.SPLIT_NAME).read_text())
+    assert first["epochs_run"] == 1 and (out / finetune_config.LAST_NAME).is_file() and (out / finetune_config.BEST_NAME).is_file()
+    split = json.loads((out / finetune_config.SPLIT_NAME).read_text())
     assert split["selection"] and not set(split["selection"]) & set(split["fit"])
     config.epochs, config.resume = 2, True
     second = finetune.train(config)
     assert second["epochs_run"] == 2
-    history = (out / finetune.HISTORY_NAME).read_text().splitlines()
+    history = (out / finetune_config.HISTORY_NAME).read_text().splitlines()
     assert len(history) == 3  # header + one line per epoch, once
     assert all(line.split(",")[-1] for line in history)  # the weight average scored every epoch, resumed too
     assert second["best_weights"] in ("trained", "average")
 
     export_dir = finetune.export(out)
-    summary = json.loads((out / finetune.SUMMARY_NAME).read_text())
+    summary = json.loads((out / finetune_config.SUMMARY_NAME).read_text())
     assert 0.2 < summary["temperature"] < 5
-    network = finetune.build_network("lite0", 81, head)
-    network.load_state_dict(torch.load(out / finetune.BEST_NAME, weights_only=True))
+    network = finetune_network.build_network("lite0", 81, head)
+    network.load_state_dict(torch.load(out / finetune_config.BEST_NAME, weights_only=True))
     photos = finetune.load_photos(split["selection"][:4], 224)
-    expected = torch.softmax(torch.from_numpy(finetune.logits_of(network, photos)) / summary["temperature"], 1).numpy()
-    features = finetune.pooled_features(network, photos)
+    expected = torch.softmax(torch.from_numpy(finetune_network.logits_of(network, photos)) / summary["temperature"], 1).numpy()
+    features = finetune_network.pooled_features(network, photos)
 
     import tensorflow as tf
 

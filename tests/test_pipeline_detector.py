@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from synthetic_data import make_yolo_folder
 
-from pipeline import detector
 from pipeline.core.paths import IMAGE_SUFFIXES, REPO_ROOT, SHARED_DATA
 from pipeline.core.yolo_offline import prepare_ultralytics
-from pipeline.dataclass_cli import config_argv, config_from_args
-from pipeline.detector import DetectorTrainConfig
+from pipeline.data.held_back import is_validation
+from pipeline.train import yolo_detector as detector
+from pipeline.train.dataclass_cli import config_argv, config_from_args
+from pipeline.train.yolo_detector import DetectorTrainConfig
 
 
 @pytest.mark.models
@@ -36,18 +37,18 @@ def test_validation_split_is_fixed_by_name_and_seed():
     """Pinned to SHA-256 digests worked out outside Python (`printf '0:image3.jpg' | sha256sum`: below
     0x1999999999999999, so held back at 10%): a changed split would quietly move held-back photos into training."""
     names = [f"image{i}.jpg" for i in range(60)]
-    assert [n for n in names if detector.is_validation(n, 0.1, seed=0)] == [
+    assert [n for n in names if is_validation(n, 0.1, seed=0)] == [
         "image0.jpg", "image3.jpg", "image8.jpg", "image11.jpg", "image13.jpg", "image14.jpg",
         "image30.jpg", "image36.jpg", "image43.jpg", "image48.jpg", "image54.jpg", "image57.jpg",
     ]
-    assert [n for n in names if detector.is_validation(n, 0.1, seed=1)] == [
+    assert [n for n in names if is_validation(n, 0.1, seed=1)] == [
         "image4.jpg", "image19.jpg", "image20.jpg", "image31.jpg", "image32.jpg", "image33.jpg",
         "image43.jpg", "image45.jpg", "image52.jpg",
     ]
     many = [f"image{i}.jpg" for i in range(2000)]
-    held = {n for n in many if detector.is_validation(n, 0.1, seed=0)}
+    held = {n for n in many if is_validation(n, 0.1, seed=0)}
     assert 150 < len(held) < 250
-    assert held < {n for n in many if detector.is_validation(n, 0.2, seed=0)}  # a larger share only adds images
+    assert held < {n for n in many if is_validation(n, 0.2, seed=0)}  # a larger share only adds images
 
 
 @pytest.mark.data
@@ -59,7 +60,7 @@ def test_split_of_the_real_photos_is_the_shipped_detectors():
               if p.suffix.lower() in IMAGE_SUFFIXES]
     if not images:
         pytest.skip(f"the photos of {dataset['source']} are not beside this checkout")
-    held = sum(detector.is_validation(p.name, dataset["val_fraction"], dataset["split_seed"]) for p in images)
+    held = sum(is_validation(p.name, dataset["val_fraction"], dataset["split_seed"]) for p in images)
     assert {"train": len(images) - held, "val": held} == dataset["images"]
 
 
@@ -67,7 +68,7 @@ def test_train_options_are_the_config_fields():
     """`train`'s options are generated from DetectorTrainConfig: the command recorded in the shipped manifest
     parses to the settings recorded beside it, and any config is a command line that repeats it."""
     training = json.loads((REPO_ROOT / "model_label" / "manifest.json").read_text())["detector"]["training"]
-    argv = shlex.split(training["command"])[len(["python", "-m", "pipeline.detector"]):]
+    argv = shlex.split(training["command"])[len(["python", "-m", "pipeline.train.yolo_detector"]):]
     config = config_from_args(DetectorTrainConfig, detector._parser().parse_args(argv))
     assert {"command": "train", **dataclasses.asdict(config)} == training["args"]
     assert config_from_args(DetectorTrainConfig, detector._parser().parse_args(["train", *config_argv(config)])) == config

@@ -143,7 +143,7 @@ def test_classifier_input_crops_the_box_and_squashes_to_size():
 @pytest.mark.parametrize("size", [None, (4032, 3024)], ids=["as-shot", "phone-size"])
 def test_training_gets_the_pixels_serving_gives_the_classifier(tmp_path, size):
     """Training reads a labelled photo from disk (load_training_image, the whole photo or the box that
-    `python -m pipeline.detector boxes` found in the photo as served: serve_config.yaml's decode_min_side and
+    `python -m pipeline.train.yolo_detector boxes` found in the photo as served: serve_config.yaml's decode_min_side and
     crop_margin); serving decodes the upload with those settings and cuts the same boxes. Tolerance: none. Both
     are the same decode, crop and resize of the same bytes, so any difference is a real disagreement, such as
     serve_config.yaml's decode_min_side set apart from the default training decodes at: the phone-size photo

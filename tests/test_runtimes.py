@@ -3,7 +3,7 @@
 
 Tolerances: TFLite fp32 is the same arithmetic in another order, so its probabilities stay within 1e-4 of the
 SavedModel's (measured: 2.5e-6 at most) and every top-1 agrees. The int8 classifier rounds the backbone's
-activations to 8 bits (its stem, first depthwise layer, pooling and head stay float: pipeline.runtimes): measured on
+activations to 8 bits (its stem, first depthwise layer, pooling and head stay float: pipeline.release.runtimes): measured on
 150 val photos, top-1 agreement 100%, p95 |Δp| 0.0008 and p99 0.009, and on the 357 selection photos 97.8%
 agreement; so here 90% of the top-1 answers must agree and 95% of the probabilities stay within 0.01, and, the
 softmax being float, each row sums to 1 within 1e-5; whether int8 costs accuracy
@@ -33,11 +33,11 @@ import pytest
 
 from deployments.placement import AppArgs
 from load_tests.photos import GROCERY, freiburg_held_back_photos, grocery_val_photos
-from pipeline import runtimes
 from pipeline.core.model_label import ModelLabel, ModelLabelError, load_model_label
 from pipeline.core.preprocessing import load_training_image
 from pipeline.core.recognition import prepare_photo
 from pipeline.core.settings import serving_settings
+from pipeline.release import runtimes
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 
@@ -179,7 +179,7 @@ def test_the_probabilities_and_the_embedding_come_from_one_forward_pass(shipped,
     """The SavedModel's probabilities are softmax((c W·e + b) / T) of its own embedding e: per crop one unknown factor
     c, fitted by least squares, must explain all 81 log-probabilities (measured residual 2.5e-6; an embedding of
     another crop leaves residuals above 3). W, b: the head's weights, in the SavedModel. A linear head reads the
-    pooled features f = |f| e, so c is their norm; a cosine head (pipeline.cosine_head) reads e's direction only,
+    pooled features f = |f| e, so c is their norm; a cosine head (pipeline.train.cosine_head) reads e's direction only,
     its scale folded into W and no bias, so c is 1."""
     import tensorflow as tf
 
@@ -264,14 +264,14 @@ def test_the_int8_detector_finds_nearly_the_boxes_torch_finds(detected):
 @pytest.mark.models
 @pytest.mark.data
 def test_a_classifier_runtime_meets_the_bar_only_within_half_a_point_of_the_savedmodels_selection_top1():
-    """pipeline.runtimes.measure with a selection split, as export runs it when the run has one: a runtime meets
+    """pipeline.release.runtimes.measure with a selection split, as export runs it when the run has one: a runtime meets
     the bar that decides what `auto` serves when its /hello top-1 on the selection photos is at most
     CLASSIFIER_TOP1_BAR under the SavedModel's. Here the SavedModel's is set just above (0.004) and just past
     (0.006) the runtime's own top-1 on 24 real photos."""
+    from pipeline.classification_metrics import top_k_accuracy
     from pipeline.core.models import load_classifier, load_detector
     from pipeline.core.photo_to_answer import ModelFacts
-    from pipeline.datasets import load_labelled_photos
-    from pipeline.evaluate import top_k_accuracy
+    from pipeline.data.datasets import load_labelled_photos
 
     assert runtimes.CLASSIFIER_TOP1_BAR == 0.005
     bundle = load_model_label(SHIPPED_MODEL_DIR)

@@ -234,7 +234,7 @@ def test_hello_names_the_most_prominent_product(app):
 
 @pytest.mark.data
 def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
-    """/hello and pipeline.evaluate go through one recognition core: for the same photos, the evaluation's
+    """/hello and pipeline.evaluation.evaluate go through one recognition core: for the same photos, the evaluation's
     per-photo answers (label and confidence) are what the served graph answers."""
     import base64
     import json
@@ -244,7 +244,7 @@ def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
     photos = grocery_val_photos(6)
     (tmp_path / "val.txt").write_text("".join(f"{path}, {index}, 0\n" for index, path in enumerate(photos)))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.evaluate", "--model-label", MODEL_DIR, "--data", str(tmp_path / "val.txt"),
+        [sys.executable, "-m", "pipeline.evaluation.evaluate", "--model-label", MODEL_DIR, "--data", str(tmp_path / "val.txt"),
          "--out", str(tmp_path / "evaluation")],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=False,
     )

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.catalog_rule import CatalogRule
+from pipeline.core.catalog.rule import CatalogRule
 from pipeline.core.paths import MODEL_LABEL_DIR
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES
 from pipeline.core.unknown_keys import hint
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
-GALLERY_NAME = "classifier_gallery.npz"  # pipeline.catalog_gallery: the embeddings of the classifier's fit photos
+GALLERY_NAME = "classifier_gallery.npz"  # pipeline.release.catalog_gallery: the embeddings of the classifier's fit photos
 CLASSIFIER_NAME = "classifier"  # a TensorFlow SavedModel directory
 DETECTOR_NAME = "detector.pt"  # an ultralytics checkpoint
 FORMAT_VERSION = 1
@@ -153,7 +153,7 @@ class ModelLabel:
         if entry is None:
             raise ModelLabelError(
                 f"{self.directory / MANIFEST_NAME} has no {part} for runtime {runtime!r}, only {self.runtimes(part)}: "
-                "export it (python -m pipeline.export) or ask for another runtime in serve_config.yaml's args")
+                "export it (python -m pipeline.release.export) or ask for another runtime in serve_config.yaml's args")
         return entry
 
     def runtime_path(self, part: str, runtime: str) -> Path:
@@ -181,13 +181,13 @@ class ModelLabel:
     @property
     def catalog_rule(self) -> CatalogRule:
         """When the catalog names a product for this classifier: the manifest's `catalog.rule` (chosen by
-        pipeline.catalog_evaluation), else pipeline.core.catalog_rule's defaults."""
+        pipeline.release.catalog_evaluation), else pipeline.core.catalog.rule's defaults."""
         rule = self.manifest.get("catalog", {}).get("rule")
         return CatalogRule(rule["policy"], float(rule["threshold"])) if rule else CatalogRule()
 
     @property
     def gallery_path(self) -> Path | None:
-        """The classifier's gallery (pipeline.catalog_gallery), None when the folder has none."""
+        """The classifier's gallery (pipeline.release.catalog_gallery), None when the folder has none."""
         gallery = self.manifest["classifier"].get("gallery")
         return self.directory / gallery["path"] if gallery else None
 
@@ -264,7 +264,7 @@ def load_model_label(directory: Path | str | None = None, verify_checksums: bool
         raise ModelLabelError(f"{manifest_path} has classifier.whole_photo_share {bundle.whole_photo_share}; it must be in (0, 1]")
     if bundle.catalog_rule.needs_gallery and bundle.gallery_path is None:
         raise ModelLabelError(f"{manifest_path}'s catalog rule {bundle.catalog_rule.policy!r} needs the classifier's gallery, "
-                              "which it does not list: python -m pipeline.catalog_gallery")
+                              "which it does not list: python -m pipeline.release.catalog_gallery")
     return bundle
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.core.nms import non_max_suppression
 from pipeline.core.photo_to_answer import EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT, Classified
 from pipeline.core.settings import DetectorSettings
+from pipeline.core.yolo_offline import prepare_ultralytics
 
 logger = logging.getLogger("ray.serve")
 
@@ -82,8 +83,6 @@ class YoloDetector(BoxDetector):
     def __init__(self, path: Path | str, use_gpu: bool = False, threads: int | None = None) -> None:
         torch = import_runtime("torch", "torch")
         require_runtime("ultralytics", "torch")
-        from pipeline.core.yolo_offline import prepare_ultralytics
-
         prepare_ultralytics()
         from ultralytics import YOLO
 
@@ -115,7 +114,7 @@ class YoloDetector(BoxDetector):
 
 
 class OnnxDetector(BoxDetector):
-    """The YOLO network exported to ONNX (dynamic batch; fp32, or int8 from pipeline.runtimes.quantize_detector),
+    """The YOLO network exported to ONNX (dynamic batch; fp32, or int8 from pipeline.release.runtimes.quantize_detector),
     run by ONNX Runtime on CPU, then ultralytics' NMS written in numpy (pipeline.core.nms): no torch or
     ultralytics, so a CPU serving node installs neither (export and tests measure the boxes against torch's)."""
 

@@ -1,6 +1,6 @@
 """The one photo → answer loop: decode → detector input → boxes → regions → classifier input → answer.
 
-Serving (deployments/recognizer.py), evaluation (pipeline/evaluate.py) and the in-process benchmark
+Serving (deployments/recognizer.py), evaluation (pipeline/evaluation/evaluate.py) and the in-process benchmark
 (load_tests/inprocess.py) all run photos through `PhotoToAnswer`, with the model calls as parameters (Ray
 handles in serving, pipeline.core.models' adapters elsewhere), as ultralytics' BasePredictor runs one
 stream_inference for its CLI, its Python API and its validator: what evaluation reports is what serving answers.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.catalog_match import CatalogMatch
-from pipeline.core.catalog_rule import CatalogRule
+from pipeline.core.catalog.match import CatalogMatch
+from pipeline.core.catalog.rule import CatalogRule
 from pipeline.core.loop_modes import ENROLLMENT_POLICY, EVERY_PRODUCT, LoopMode
 from pipeline.core.model_label import ModelLabel
 from pipeline.core.preprocessing import Letterboxed, Photo, decode_photo
@@ -40,7 +40,7 @@ Detect = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]
 """Letterboxed RGB uint8 images → per image, boxes [K, 5] (x1, y1, x2, y2, confidence) in letterbox pixels."""
 
 PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT = "probabilities", "embedding"
-"""The names of the exported classifier's outputs (pipeline.efficientnet_lite writes them, pipeline.core.models
+"""The names of the exported classifier's outputs (pipeline.train.efficientnet_lite writes them, pipeline.core.models
 reads them): a model is asked for its outputs by name, never by position."""
 
 

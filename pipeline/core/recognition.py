@@ -16,7 +16,7 @@ from pipeline.core.preprocessing import Letterboxed, Photo, classifier_input, de
 from pipeline.core.settings import RecognizerSettings
 
 if TYPE_CHECKING:
-    from pipeline.core.catalog_match import CatalogMatch
+    from pipeline.core.catalog.match import CatalogMatch
 
 Box = tuple[float, float, float, float]
 
@@ -110,7 +110,7 @@ class Answer:
     candidates: list[tuple[str, float]]  # the classifier's top-k (label, probability), most likely first
     known: bool  # the classifier's top probability reaches the unknown threshold
     match: CatalogMatch | None = None  # the catalog's closest enrolled product, when a catalog was asked
-    by_catalog: bool = False  # the catalog names this product (pipeline.core.catalog_rule)
+    by_catalog: bool = False  # the catalog names this product (pipeline.core.catalog.rule)
 
     @property
     def label(self) -> str:

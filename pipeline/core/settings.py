@@ -85,7 +85,7 @@ class RecognizerSettings(Settings):
     crop_margin: float = 0.2  # each side of a box grows by this share of its size before the crop: context
     top_k: int = 5  # candidates per product
     unknown_threshold: float | None = None  # top-1 probability under this: "unknown"; None: the manifest's calibrated one
-    catalog_threshold: float | None = None  # the catalog rule's threshold (pipeline.core.catalog_rule); None: the manifest's
+    catalog_threshold: float | None = None  # the catalog rule's threshold (pipeline.core.catalog.rule); None: the manifest's
     gather_max_photos: int = 4  # the ingress sends the photos of up to this many requests to a model in one call
     gather_wait_s: float = 0.0  # ... that arrive within this long of the first (0: a call per request, at once;
     #   merged only with calls already waiting). Measured slower when > 0 here: BENCHMARKS.md, 2026-12-07 (later)

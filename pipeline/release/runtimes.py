@@ -1,4 +1,4 @@
-"""The shipped models in CPU runtimes, written by pipeline.export beside the SavedModel and the checkpoint: the
+"""The shipped models in CPU runtimes, written by pipeline.release.export beside the SavedModel and the checkpoint: the
 classifier as TFLite fp32 and int8 (calibrated on train photos), the detector as ONNX; and what each costs
 and answers, measured against the framework runtime.
 
@@ -25,13 +25,17 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.classification_metrics import calibrate_unknown, precision_at, top_k_accuracy
 from pipeline.core.loop_modes import LARGEST_PRODUCT
 from pipeline.core.model_label import FRAMEWORK_RUNTIME, fastest_within_bar
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized
 from pipeline.core.preprocessing import load_training_image
-from pipeline.core.recognition import crops, hello_probabilities
+from pipeline.core.recognition import crops, hello_probabilities, prepare_photo
 from pipeline.core.settings import ServingSettings
+from pipeline.core.yolo_offline import prepare_ultralytics
+from pipeline.evaluation.evaluate import crop_and_whole, photo_pass
+from pipeline.train.yolo_detector import validate
 
 CLASSIFIER_FILES = {"tflite": "classifier.tflite", "tflite_int8": "classifier_int8.tflite"}
 DETECTOR_FILES = {"onnx": "detector.onnx", "onnx_int8": "detector_int8.onnx"}
@@ -61,8 +65,6 @@ TIMING_ROUNDS = 15
 def export_detector(directory: Path, checkpoint_name: str, imgsz: int) -> dict[str, dict[str, Any]]:
     """`checkpoint_name` in `directory` exported to ONNX with a dynamic batch axis (a static one would make
     ultralytics split every batch), unsimplified (onnxslim is not a dependency). Torch work: run before TensorFlow."""
-    from pipeline.core.yolo_offline import prepare_ultralytics
-
     prepare_ultralytics()
     from ultralytics import YOLO
 
@@ -82,8 +84,6 @@ def quantize_detector(directory: Path, calibration_photos: Sequence[Path], setti
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from pipeline.core.recognition import prepare_photo
 
     class Photos(CalibrationDataReader):
         def __init__(self, input_name: str) -> None:
@@ -116,7 +116,7 @@ def quantize_detector(directory: Path, calibration_photos: Sequence[Path], setti
 
 def detector_calibration_photos(data_yaml: Path | str, count: int = DETECTOR_CALIBRATION_PHOTOS) -> list[Path]:
     """`count` seeded photos of the detector's fit split: the images/train of the dataset view its data.yaml
-    describes (pipeline.detector.build_dataset_view), never its held-back ones."""
+    describes (pipeline.train.yolo_detector.build_dataset_view), never its held-back ones."""
     photos = sorted((Path(data_yaml).parent / "images" / "train").glob("*.jpg"))
     return random.Random(0).sample(photos, min(count, len(photos)))
 
@@ -248,8 +248,6 @@ def hello_answers(facts: ModelFacts, detector: BoxDetector, classifier: Callable
                   photos: Sequence[tuple[Path, int]], settings: ServingSettings,
                   hello_policy: str) -> tuple[np.ndarray, np.ndarray, list[Recognized]]:
     """What /hello answers for each labelled photo (its policy's probabilities), the labels, and the loop's output."""
-    from pipeline.evaluate import crop_and_whole, photo_pass
-
     recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
     crop, whole = crop_and_whole(recognized)
     probabilities = hello_probabilities(crop, whole, [r.detected for r in recognized], hello_policy)
@@ -257,8 +255,6 @@ def hello_answers(facts: ModelFacts, detector: BoxDetector, classifier: Callable
 
 
 def top1_top5(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    from pipeline.evaluate import top_k_accuracy
-
     return {"top1": top_k_accuracy(probabilities, targets, 1), "top5": top_k_accuracy(probabilities, targets, 5)}
 
 
@@ -276,9 +272,6 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
     thread, also in each entry's `ms_per_item`); and /hello on val with what `auto` serves on CPU (the fastest
     runtimes that met the bar). Returns {"classifier": {runtime: entry}, "detector": {runtime: entry},
     "ms_per_item": {...}, "served_on_cpu": {...}}."""
-    from pipeline.detector import validate
-    from pipeline.evaluate import calibrate_unknown, precision_at, top_k_accuracy
-
     hello = functools.partial(hello_answers, facts, settings=settings, hello_policy=hello_policy)
 
     detectors = {"torch": load_detector(directory / "detector.pt", "torch", threads=1)}

@@ -43,7 +43,7 @@ class Split:
 
     def with_crops(self, crop_boxes: dict[str, list[float] | None]) -> Split:
         """These items, plus one item per photo cut to its box in `crop_boxes` ({photo path: box or null}, as
-        `python -m pipeline.detector boxes` writes): the classifier then also learns the crops /hello sends it."""
+        `python -m pipeline.train.yolo_detector boxes` writes): the classifier then also learns the crops /hello sends it."""
         whole = self.boxes or [None] * len(self.paths)
         by_file = {Path(path).resolve(): box for path, box in crop_boxes.items()}
         files = [Path(path).resolve() for path in self.paths]

@@ -8,7 +8,7 @@ in, and saves a SavedModel that `hub.KerasLayer(path, trainable=...)` loads exac
 `efficientnet/lite0/feature-vector`: float32 [N, H, W, 3] images in [0, 1] → [N, 1280] pooled features,
 with a `training` argument for BatchNorm, variables and regularization losses (the Reusable SavedModel API).
 
-    python -m pipeline.efficientnet_lite export --out artifacts/efficientnet_lite0_feature_vector
+    python -m pipeline.train.efficientnet_lite export --out artifacts/efficientnet_lite0_feature_vector
 
 torch is needed only to read the .pth file (at export time); the SavedModel needs neither torch nor hub.
 """
@@ -208,7 +208,7 @@ def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_c
     → {"probabilities": softmax(logits / temperature) [N, C], "embedding": the pooled features [N, 1280] that the
     head reads, L2-normalised}, both from one forward pass; S the variant's native size (the "same" padding of
     torch's static convs). The embedding is what the catalog matches crops by. With `cosine_scale`, the head is
-    pipeline.cosine_head's: logits = scale x the embedding against each class's unit weight."""
+    pipeline.train.cosine_head's: logits = scale x the embedding against each class's unit weight."""
     import tf_keras
 
     size = VARIANTS[variant].input_size
@@ -241,7 +241,7 @@ def classifier_from_state_dict(variant: str, state: dict[str, np.ndarray], num_c
 
 def export_model(model, export_dir: Path) -> None:
     """Write a self-contained SavedModel with a `serve` endpoint: float32 [N,S,S,3] 0–255 → [N,C] softmax, or, for
-    a model with named outputs (pipeline.efficientnet_lite's), a dict of them ({"probabilities", "embedding"});
+    a model with named outputs (pipeline.train.efficientnet_lite's), a dict of them ({"probabilities", "embedding"});
     then load it back with plain TensorFlow and check every output agrees with the Keras model's."""
     import tensorflow as tf
 
@@ -295,7 +295,7 @@ def export_feature_vector(out: Path | str, weights: Path | str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.efficientnet_lite", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train.efficientnet_lite", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write the ImageNet Lite0 feature-vector SavedModel")
     export.add_argument("--out", required=True)

@@ -12,7 +12,7 @@ only after a commit.
 their version numbers, which would then name other content while replicas hold snapshots under the old ones.
 
 When a vector database server should replace this (behind the same methods): every matching replica keeps the
-vectors, float32 to score and int8 to scan (pipeline.core.catalog_match), 1,280 x 5 B = 6.3 KB per photo, and
+vectors, float32 to score and int8 to scan (pipeline.core.catalog.match), 1,280 x 5 B = 6.3 KB per photo, and
 scans 1.25 KB per photo for every crop: 63 MB and a 13 MB scan at the targets' 10,000 photos, 630 MB per replica
 and a 125 MB scan per crop at 100,000. Past some 20,000-50,000 photos one server holding the vectors once, with
 an approximate index, costs less; `max_photos` keeps this store below that.
@@ -20,12 +20,10 @@ an approximate index, costs less; `max_photos` keeps this store below that.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,51 +31,27 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from pipeline.core.catalog_match import (
+from pipeline.core.catalog import store_sql as sql
+from pipeline.core.catalog.match import (
     CatalogError,
     CatalogFull,
-    CatalogInfo,
     CatalogSnapshot,
+    CatalogSummary,
+    EnrolledProduct,
     HistoryEntry,
     InvalidPhoto,
     ModelMismatch,
     NearDuplicate,
-    Product,
     ReembedReport,
     StoredPhoto,
     TooManyPhotos,
     UnknownPhoto,
-    UnknownProduct,
     UnknownVersion,
     valid_label,
     valid_sku,
 )
 
-SCHEMA_VERSION = 1  # PRAGMA user_version
-SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- model_version: the catalog's embedding space
-CREATE TABLE versions (  -- one per write, from 1 (0: the empty catalog)
-    version INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, sku TEXT);
-CREATE TABLE products (  -- a state of a product: in the catalog from version `since` until `until` (excluded, NULL: now)
-    id INTEGER PRIMARY KEY, sku TEXT NOT NULL, label TEXT NOT NULL, since INTEGER NOT NULL REFERENCES versions,
-    until INTEGER REFERENCES versions, enrolled INTEGER NOT NULL REFERENCES versions);  -- enrolled: kept by replacements
-CREATE UNIQUE INDEX current_products ON products (sku) WHERE until IS NULL;
-CREATE TABLE photos (
-    id INTEGER PRIMARY KEY, data BLOB NOT NULL, sha256 TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
-    created REAL NOT NULL);
-CREATE TABLE product_photos (
-    product INTEGER NOT NULL REFERENCES products, photo INTEGER NOT NULL REFERENCES photos, position INTEGER NOT NULL,
-    PRIMARY KEY (product, photo));
-CREATE INDEX photo_products ON product_photos (photo);
-CREATE TABLE embeddings (  -- vector: float32, L2-normalised, or NULL: that model finds no product in the photo
-    photo INTEGER NOT NULL REFERENCES photos, model_version TEXT NOT NULL, vector BLOB, PRIMARY KEY (photo, model_version));
-CREATE TABLE audit (
-    id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, sku TEXT,
-    version INTEGER REFERENCES versions, details TEXT NOT NULL);
-"""
 MEDIA_TYPE = re.compile(r"image/[a-z0-9.+-]{1,40}")
-CURRENT = "until IS NULL"
-AS_OF = "since <= :v AND (until IS NULL OR until > :v)"
 
 
 class CatalogStore:
@@ -108,36 +82,36 @@ class CatalogStore:
         with self._lock, self._transaction(sync=False) as db:
             schema = db.execute("PRAGMA user_version").fetchone()[0]
             if schema == 0:
-                for statement in SCHEMA.split(";")[:-1]:
+                for statement in sql.SCHEMA.split(";")[:-1]:
                     db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif schema != SCHEMA_VERSION:
-                raise CatalogError(f"{self.path} has schema version {schema}; this code knows {SCHEMA_VERSION}")
+                db.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
+            elif schema != sql.SCHEMA_VERSION:
+                raise CatalogError(f"{self.path} has schema version {schema}; this code knows {sql.SCHEMA_VERSION}")
             self._sync_index()
 
     # Reads
 
-    def info(self) -> CatalogInfo:
+    def info(self) -> CatalogSummary:
         with self._read() as db:
             version, updated = db.execute("SELECT max(version), max(created) FROM versions").fetchone()
-            products = _count(db, f"SELECT count(*) FROM products WHERE {CURRENT}")
-            return CatalogInfo(version or 0, products, _current_photos(db), _model_version(db), updated)
+            products = sql.count(db, f"SELECT count(*) FROM products WHERE {sql.CURRENT}")
+            return CatalogSummary(version or 0, products, sql.current_photos(db), sql.model_version(db), updated)
 
-    def products(self, offset: int = 0, limit: int = 50) -> tuple[int, list[Product]]:
+    def products(self, offset: int = 0, limit: int = 50) -> tuple[int, list[EnrolledProduct]]:
         """(how many products there are, those from `offset` in sku order, at most `limit`)."""
         with self._read() as db:
-            rows = db.execute(f"SELECT id FROM products WHERE {CURRENT} ORDER BY sku LIMIT ? OFFSET ?",
+            rows = db.execute(f"SELECT id FROM products WHERE {sql.CURRENT} ORDER BY sku LIMIT ? OFFSET ?",
                               (max(0, limit), max(0, offset))).fetchall()
-            return _count(db, f"SELECT count(*) FROM products WHERE {CURRENT}"), [_product(db, row) for (row,) in rows]
+            return sql.count(db, f"SELECT count(*) FROM products WHERE {sql.CURRENT}"), [sql.product(db, row) for (row,) in rows]
 
-    def product(self, sku: str) -> Product:
+    def product(self, sku: str) -> EnrolledProduct:
         with self._read() as db:
-            return _product(db, _current_row(db, sku))
+            return sql.product(db, sql.current_row(db, sku))
 
     def photo(self, photo_id: int, sku: str | None = None) -> tuple[bytes, str]:
         """A stored photo's bytes and media type; with `sku`, only one of that product's current photos."""
         with self._read() as db:
-            if sku is not None and photo_id not in _product(db, _current_row(db, sku)).photo_ids:
+            if sku is not None and photo_id not in sql.product(db, sql.current_row(db, sku)).photo_ids:
                 raise UnknownPhoto(f"{sku} has no photo {photo_id}")
             row = db.execute("SELECT data, media_type FROM photos WHERE id = ?", (photo_id,)).fetchone()
             if row is None:
@@ -161,10 +135,10 @@ class CatalogStore:
             if cached is not None and cached[0] == generation:
                 return cached[1]
         with self._read() as db:
-            version = _count(db, "SELECT coalesce(max(version), 0) FROM versions")
+            version = sql.count(db, "SELECT coalesce(max(version), 0) FROM versions")
             rows = db.execute(f"SELECT p.sku, p.label, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
                               f"LEFT JOIN embeddings e ON e.photo = pp.photo AND e.model_version = ? "
-                              f"WHERE {CURRENT} ORDER BY p.sku, pp.position", (model_version,)).fetchall()
+                              f"WHERE {sql.CURRENT} ORDER BY p.sku, pp.position", (model_version,)).fetchall()
         found = [row for row in rows if row[2] is not None]
         vectors = np.frombuffer(b"".join(row[2] for row in found), np.float32).reshape(len(found), -1 if found else 0)
         snapshot = CatalogSnapshot(version, model_version, vectors, [row[0] for row in found], [row[1] for row in found],
@@ -179,7 +153,7 @@ class CatalogStore:
         """Photo ids with no embedding of `model_version` (nor the finding that it sees no product there): the
         current products' first, then those only earlier versions hold (a rollback may bring them back)."""
         with self._read() as db:
-            return _needing(db, model_version)
+            return sql.needing(db, model_version)
 
     def near_duplicates(self, embeddings: np.ndarray, exclude_sku: str | None, threshold: float, *,
                         model_version: str) -> list[NearDuplicate | None]:
@@ -188,7 +162,7 @@ class CatalogStore:
         queries = _unit_rows(embeddings)
         with self._lock:
             self._sync_index()
-            catalog_model, index, skus = _model_version(self._db), self._index, self._photo_skus
+            catalog_model, index, skus = sql.model_version(self._db), self._index, self._photo_skus
             if catalog_model is not None and catalog_model != model_version:
                 raise ModelMismatch(f"the catalog holds embeddings of {catalog_model}, not of {model_version}")
             if index is None or index.ntotal == 0 or not len(queries):
@@ -219,11 +193,11 @@ class CatalogStore:
         sku, actor = valid_sku(sku), _valid_actor(actor)
         with self._lock:
             with self._transaction() as db:
-                old = _current_row(db, sku)
-                photo_ids = _product(db, old).photo_ids
-                version = _new_version(db, actor, "delete", sku)
+                old = sql.current_row(db, sku)
+                photo_ids = sql.product(db, old).photo_ids
+                version = sql.new_version(db, actor, "delete", sku)
                 db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
-                _audit(db, version, {"photo_ids": photo_ids})
+                sql.audit(db, version, {"photo_ids": photo_ids})
                 self._before_commit("delete")
             self._index_remove(photo_ids)
         return version
@@ -234,14 +208,14 @@ class CatalogStore:
         actor = _valid_actor(actor)
         with self._lock:
             with self._transaction() as db:
-                latest = _count(db, "SELECT coalesce(max(version), 0) FROM versions")
+                latest = sql.count(db, "SELECT coalesce(max(version), 0) FROM versions")
                 if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= latest:
                     raise UnknownVersion(f"no catalog version {version!r}: the versions are 0 to {latest}")
-                current = dict(db.execute(f"SELECT id, sku FROM products WHERE {CURRENT}").fetchall())
-                wanted = dict(db.execute(f"SELECT id, sku FROM products WHERE {AS_OF}", {"v": version}).fetchall())
+                current = dict(db.execute(f"SELECT id, sku FROM products WHERE {sql.CURRENT}").fetchall())
+                wanted = dict(db.execute(f"SELECT id, sku FROM products WHERE {sql.AS_OF}", {"v": version}).fetchall())
                 removed, restored = current.keys() - wanted.keys(), wanted.keys() - current.keys()
-                new = _new_version(db, actor, "rollback", None)
-                _audit(db, new, {"to_version": version, "removed": sorted(current[row] for row in removed),
+                new = sql.new_version(db, actor, "rollback", None)
+                sql.audit(db, new, {"to_version": version, "removed": sorted(current[row] for row in removed),
                                  "restored": sorted(wanted[row] for row in restored)})
                 for row in removed:
                     db.execute("UPDATE products SET until = ? WHERE id = ?", (new, row))
@@ -272,7 +246,7 @@ class CatalogStore:
                 rows = [(i, model_version, None if v is None else _unit_rows(v)) for i, v in zip(ids, vectors)]
                 with self._lock, self._transaction() as db:
                     for row in rows:
-                        _check_dimension(db, model_version, None if row[2] is None else row[2].shape[1])
+                        sql.check_dimension(db, model_version, None if row[2] is None else row[2].shape[1])
                     db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                                    [(i, m, None if v is None else v.tobytes()) for i, m, v in rows])
                 without += [i for i, v in zip(ids, vectors) if v is None]
@@ -281,12 +255,12 @@ class CatalogStore:
                     progress(len(ids))
             with self._lock:
                 with self._transaction() as db:
-                    if _needing(db, model_version, 1):
+                    if sql.needing(db, model_version, 1):
                         continue  # photos enrolled meanwhile
-                    if (previous := _model_version(db)) == model_version:
+                    if (previous := sql.model_version(db)) == model_version:
                         return ReembedReport(model_version, embedded, without, None)
-                    version = _new_version(db, actor, "reembed", None)
-                    _audit(db, version, {"model_version": model_version, "previous": previous, "embedded": embedded,
+                    version = sql.new_version(db, actor, "reembed", None)
+                    sql.audit(db, version, {"model_version": model_version, "previous": previous, "embedded": embedded,
                                          "without_product": without})
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (model_version,))
                 self._rebuild_index()
@@ -310,28 +284,28 @@ class CatalogStore:
         action = "add_photos" if label is None else "enroll"
         with self._lock:
             with self._transaction() as db:
-                old = _current_row(db, sku) if label is None else _current_row_or_none(db, sku)
-                old_photos = _product(db, old).photo_ids if old else []
+                old = sql.current_row(db, sku) if label is None else sql.current_row_or_none(db, sku)
+                old_photos = sql.product(db, old).photo_ids if old else []
                 kept, replaced = (old_photos, []) if label is None else ([], old_photos)
                 vectors = self._valid_photos(photos, len(kept))
-                if (catalog_model := _model_version(db)) is None:
+                if (catalog_model := sql.model_version(db)) is None:
                     db.execute("INSERT INTO meta VALUES ('model_version', ?)", (model_version,))
                 elif catalog_model != model_version:
                     raise ModelMismatch(f"the catalog holds embeddings of {catalog_model}; re-embed it for {model_version} first")
-                _check_dimension(db, model_version, vectors.shape[1])
-                if old is None and _count(db, f"SELECT count(*) FROM products WHERE {CURRENT}") >= self.max_products:
+                sql.check_dimension(db, model_version, vectors.shape[1])
+                if old is None and sql.count(db, f"SELECT count(*) FROM products WHERE {sql.CURRENT}") >= self.max_products:
                     raise CatalogFull(f"the catalog holds {self.max_products:,} products, its limit")
-                if len(photos) > len(replaced) and _current_photos(db) + len(photos) - len(replaced) > self.max_photos:
+                if len(photos) > len(replaced) and sql.current_photos(db) + len(photos) - len(replaced) > self.max_photos:
                     raise CatalogFull(f"the catalog would hold more than {self.max_photos:,} photos, its limit")
-                version = _new_version(db, actor, action, sku)
+                version = sql.new_version(db, actor, action, sku)
                 old_label, enrolled = db.execute("SELECT label, enrolled FROM products WHERE id = ?", (old,)).fetchone() or (label, version)
                 db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
                 row = int(db.execute("INSERT INTO products (sku, label, since, enrolled) VALUES (?, ?, ?, ?)",
                                      (sku, label or old_label, version, enrolled)).lastrowid or 0)
                 db.executemany("INSERT INTO product_photos VALUES (?, ?, ?)", [(row, p, at) for at, p in enumerate(kept)])
-                ids = [_insert_photo(db, row, len(kept) + at, photo, vector, model_version)
+                ids = [sql.insert_photo(db, row, len(kept) + at, photo, vector, model_version)
                        for at, (photo, vector) in enumerate(zip(photos, vectors))]
-                _audit(db, version, {"label": label or old_label, "model_version": model_version, "photo_ids": ids,
+                sql.audit(db, version, {"label": label or old_label, "model_version": model_version, "photo_ids": ids,
                                      "replaced_photo_ids": replaced})
                 self._before_commit(action)
             self._index_remove(replaced)
@@ -404,7 +378,8 @@ class CatalogStore:
         self._index, self._photo_skus = None, {}
         rows = self._db.execute(f"SELECT pp.photo, p.sku, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
                                 f"JOIN embeddings e ON e.photo = pp.photo AND e.model_version = "
-                                f"(SELECT value FROM meta WHERE key = 'model_version') WHERE {CURRENT} AND e.vector IS NOT NULL").fetchall()
+                                f"(SELECT value FROM meta WHERE key = 'model_version') "
+                                f"WHERE {sql.CURRENT} AND e.vector IS NOT NULL").fetchall()
         if rows:
             self._index_add([row[0] for row in rows], np.stack([np.frombuffer(row[2], np.float32) for row in rows]), "")
             self._photo_skus = {row[0]: row[1] for row in rows}
@@ -435,72 +410,3 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     if vectors.ndim != 2 or not np.isfinite(vectors).all() or not (norms > 0).all():
         raise InvalidPhoto("an embedding is a finite, non-zero vector")
     return np.ascontiguousarray(vectors / norms)
-
-
-def _count(db: sqlite3.Connection, query: str) -> int:
-    return int(db.execute(query).fetchone()[0])
-
-
-def _current_photos(db: sqlite3.Connection) -> int:
-    return _count(db, f"SELECT count(*) FROM products JOIN product_photos ON product = id WHERE {CURRENT}")
-
-
-def _model_version(db: sqlite3.Connection) -> str | None:
-    row = db.execute("SELECT value FROM meta WHERE key = 'model_version'").fetchone()
-    return row[0] if row else None
-
-
-def _needing(db: sqlite3.Connection, model_version: str, limit: int = -1) -> list[int]:
-    rows = db.execute("SELECT pp.photo FROM product_photos pp JOIN products p ON p.id = pp.product WHERE NOT EXISTS "
-                      "(SELECT 1 FROM embeddings e WHERE e.photo = pp.photo AND e.model_version = ?) "
-                      "GROUP BY pp.photo ORDER BY max(p.until IS NULL) DESC, pp.photo LIMIT ?", (model_version, limit)).fetchall()
-    return [row[0] for row in rows]
-
-
-def _check_dimension(db: sqlite3.Connection, model_version: str, dimension: int | None) -> None:
-    """One model's embeddings all have one length."""
-    row = db.execute("SELECT length(vector) / 4 FROM embeddings WHERE model_version = ? AND vector IS NOT NULL LIMIT 1",
-                     (model_version,)).fetchone()
-    if row and dimension is not None and row[0] != dimension:
-        raise InvalidPhoto(f"embeddings of length {dimension}; {model_version}'s are {row[0]} long")
-
-
-def _current_row_or_none(db: sqlite3.Connection, sku: str) -> int | None:
-    row = db.execute(f"SELECT id FROM products WHERE sku = ? AND {CURRENT}", (sku,)).fetchone()
-    return row[0] if row else None
-
-
-def _current_row(db: sqlite3.Connection, sku: str) -> int:
-    if (row := _current_row_or_none(db, sku)) is None:
-        raise UnknownProduct(f"no product {sku!r} in the catalog")
-    return row
-
-
-def _product(db: sqlite3.Connection, row: int) -> Product:
-    sku, label, created, updated = db.execute(
-        "SELECT sku, label, (SELECT created FROM versions WHERE version = enrolled), "
-        "(SELECT created FROM versions WHERE version = since) FROM products WHERE id = ?", (row,)).fetchone()
-    photos = db.execute("SELECT photo FROM product_photos WHERE product = ? ORDER BY position", (row,)).fetchall()
-    return Product(sku, label, [photo for (photo,) in photos], created, updated)
-
-
-def _new_version(db: sqlite3.Connection, actor: str, action: str, sku: str | None) -> int:
-    return int(db.execute("INSERT INTO versions (created, actor, action, sku) VALUES (?, ?, ?, ?)",
-                          (time.time(), actor, action, sku)).lastrowid or 0)
-
-
-def _audit(db: sqlite3.Connection, version: int, details: dict) -> None:
-    """The audit record of `version`: who, what and when from the version, with the write's details."""
-    db.execute("INSERT INTO audit (time, actor, action, sku, version, details) "
-               "SELECT created, actor, action, sku, version, ? FROM versions WHERE version = ?",
-               (json.dumps(details, sort_keys=True), version))
-
-
-def _insert_photo(db: sqlite3.Connection, row: int, position: int, photo: StoredPhoto, vector: np.ndarray,
-                  model_version: str) -> int:
-    photo_id = int(db.execute("INSERT INTO photos (data, sha256, media_type, size, created) VALUES (?, ?, ?, ?, ?)",
-                              (photo.data, hashlib.sha256(photo.data).hexdigest(), photo.media_type, len(photo.data),
-                               time.time())).lastrowid or 0)
-    db.execute("INSERT INTO product_photos VALUES (?, ?, ?)", (row, photo_id, position))
-    db.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (photo_id, model_version, vector.tobytes()))
-    return photo_id

@@ -4,7 +4,7 @@ Every crop is classified and matched against the catalog's enrolled photos; this
 The catalog's nearest product alone would be wrong for the products the classifier was trained on (a flat
 nearest-neighbour search over everything loses to the classifier on its own classes), so the catalog speaks only
 when its match is close enough by the policy's measure. The policy and its threshold are chosen by the
-leave-classes-out evaluation (pipeline.catalog_evaluation) on the selection split, for 95% precision of the
+leave-classes-out evaluation (pipeline.release.catalog_evaluation) on the selection split, for 95% precision of the
 catalog's answers, and written into the manifest's `catalog.rule`.
 """
 
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the rule needs no faiss
-    from pipeline.core.catalog_match import CatalogMatch
+    from pipeline.core.catalog.match import CatalogMatch
 
 CATALOG_POLICIES = {
     "similarity": "the catalog's closest product, when its cosine similarity is at least `threshold`",
     "unknown_only": "the catalog's closest product, when its cosine similarity is at least `threshold` and the "
                     "classifier's own answer is unknown (its top probability under the unknown threshold)",
     "beats_training": "the catalog's closest product, when the crop is closer to it than to any photo the classifier "
-                      "was trained on (model_label's gallery, pipeline.catalog_gallery) by at least `threshold` (cosine)",
+                      "was trained on (model_label's gallery, pipeline.release.catalog_gallery) by at least `threshold` (cosine)",
 }
 NEEDS_GALLERY = frozenset({"beats_training"})
 DEFAULT_CATALOG_POLICY = "similarity"
@@ -49,7 +49,7 @@ class CatalogRule:
         if not self.needs_gallery:
             return match.similarity
         if training_similarity is None:
-            raise ValueError(f"the catalog policy {self.policy!r} needs the classifier's gallery (pipeline.catalog_gallery)")
+            raise ValueError(f"the catalog policy {self.policy!r} needs the classifier's gallery (pipeline.release.catalog_gallery)")
         return match.similarity - training_similarity
 
     def picks_catalog(self, match: CatalogMatch | None, model_known: bool, training_similarity: float | None = None) -> bool:

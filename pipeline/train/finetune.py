@@ -1,21 +1,21 @@
 """Fine-tune a whole ImageNet-pretrained EfficientNet-Lite (0, 1 or 2) on the shop photos, in torch, then port it to
 the TF SavedModel that serving loads.
 
-    python -m pipeline.finetune train --backbone lite2 --out artifacts/finetune_lite2     # ~35 min on 2 cores
-    python -m pipeline.finetune train ... --resume                                         # after an interruption
-    python -m pipeline.finetune export --out artifacts/finetune_lite2                      # → <out>/export/
+    python -m pipeline.train.finetune train --backbone lite2 --out artifacts/finetune_lite2     # ~35 min on 2 cores
+    python -m pipeline.train.finetune train ... --resume                                         # after an interruption
+    python -m pipeline.train.finetune export --out artifacts/finetune_lite2                      # → <out>/export/
 
 Why torch: the TF-Hub path (hub.KerasLayer, trainable) with the same recipe stayed near the frozen probe
 (issue 16's trials); torch's loop reaches the recipe's figures. Serving keeps loading a TF SavedModel, ported by
-pipeline.efficientnet_lite (agrees with torch to ~1e-5), and the manifest says which path made it.
+pipeline.train.efficientnet_lite (agrees with torch to ~1e-5), and the manifest says which path made it.
 
-The recipe: a cosine head (pipeline.cosine_head) started from the frozen network's class means, so epoch 1 does not
+The recipe: a cosine head (pipeline.train.cosine_head) started from the frozen network's class means, so epoch 1 does not
 start at chance (before 2026-12-02: one linear layer started from the frozen network's linear probe); AdamW, head
 1e-3 and backbone 2e-4, weight decay 1e-2 except biases and BatchNorm, warm-up then cosine; label smoothing 0.1;
 BatchNorm statistics frozen (eval mode) while its scale and shift train; random-resized crops (scale 0.6-1) from a
 whole-photo resize, flips, colour jitter.
 
-Every choice is made on a *selection split* held back from train (pipeline.selection_split: stratified by class,
+Every choice is made on a *selection split* held back from train (pipeline.data.selection_split: stratified by class,
 whole sessions, seeded, recorded in split.json); GroceryStore val is not read here. Photos are decoded once
 (pipeline.core.preprocessing, as served) and kept as uint8 arrays; a checkpoint is written after every epoch so
 `--resume` goes on where a run stopped.
@@ -29,71 +29,46 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.classification_metrics import top_k_accuracy
 from pipeline.core.model_label import LABELS_NAME, read_labels, write_labels
 from pipeline.core.preprocessing import classifier_input, decode_photo
-from pipeline.dataclass_cli import add_options, config_from_args, option
-from pipeline.datasets import Split, load_labelled_data
-from pipeline.efficientnet_lite import MEAN, STDDEV, VARIANTS
-from pipeline.evaluate import top_k_accuracy
-from pipeline.selection_split import photo_groups, selection_split
-
-SPLIT_NAME = "split.json"  # the fit / selection photos of this run
-LAST_NAME = "last.pt"  # model, optimizer, scheduler, epoch: to resume from
-BEST_NAME = "best.pt"  # the weights of the best selection top-1, to export
-HISTORY_NAME = "history.csv"
-SUMMARY_NAME = "train_summary.json"
-CONFIG_NAME = "finetune_config.json"
-PROBE_NAME = "probe.npz"  # the frozen network's linear probe: the baseline row, and the linear head's start
-EXPORT_DIR = "export"
-HEADS = ("linear", "cosine")
-COSINE_SCALE = 16.0  # the cosine head's logit scale unless a run says otherwise
-BASELINE_EXPORT_DIR = "baseline_export"  # ImageNet backbone + the linear probe, for the evaluation's first row
-
-
-@dataclass
-class FinetuneConfig:
-    """One fine-tuning run; the defaults are the recipe that reached the shipped model (docs/training.md)."""
-
-    out: str = option(help="run folder: split, checkpoints, history, summary, export")
-    data: str = option("../shared/data/grocery_store", help="GroceryStore-layout data (train.txt; val.txt is not read)")
-    backbone: str = option("lite0", help="EfficientNet-Lite variant", choices=tuple(VARIANTS))
-    selection_fraction: float = option(0.15, help="share of each class of train held back for every choice")
-    group_similarity: float = option(0.8, help="photos of a class closer than this (cosine, ImageNet Lite0 features) "
-                                               "are one session: held back or kept together")
-    epochs: int = option(8, help="epochs of fine-tuning")
-    batch_size: int = option(32)
-    head_lr: float = option(1e-3, help="AdamW learning rate of the linear head")
-    backbone_lr: float = option(2e-4, help="AdamW learning rate of the backbone")
-    weight_decay: float = option(1e-2, help="AdamW weight decay (none on biases and BatchNorm)")
-    warmup_steps: int = option(40, help="linear warm-up, then cosine decay to 0")
-    label_smoothing: float = option(0.1)
-    head: str = option("cosine", help="cosine (the recipe's since 2026-12-02): a normalised-softmax head, logits = scale x "
-                                      "the cosine of the pooled features and each class's weight, which shapes the "
-                                      "embedding the catalog matches by; linear: the recipe's before",
-                       choices=HEADS)
-    cosine_scale: float = option(COSINE_SCALE, help="the cosine head's logit scale (1 / its softmax temperature)")
-    cosine_margin: float = option(0.0, help="the cosine head's additive margin in training (CosFace; 0: none)")
-    probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
-    resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
-    crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")
-    color_jitter: float = option(0.2, help="brightness, contrast and saturation x (1 ± this)")
-    ema_decay: float = option(0.0, help="also keep an exponential moving average of the weights, updated every step "
-                                        "with this decay (0: none); each epoch scores both on the selection split and the "
-                                        "better one is the epoch's candidate for best.pt")
-    max_per_class: int | None = option(None, help="at most this many train photos per class (small test runs)")
-    max_steps: int | None = option(None, help="stop each epoch after this many steps (small test runs)")
-    threads: int = option(0, help="torch threads (0: all cores)")
-    seed: int = option(0)
-    leave_out: int = option(0, help="classes left out of training, drawn with --seed (the catalog's leave-classes-out "
-                                    "evaluation: pipeline.catalog_evaluation); their train photos stay in split.json")
-    resume: bool = option(False, help="go on from <out>/last.pt")
-
+from pipeline.data.datasets import Split, load_labelled_data
+from pipeline.data.selection_split import photo_groups, selection_split
+from pipeline.train import efficientnet_lite
+from pipeline.train.dataclass_cli import add_options, config_from_args
+from pipeline.train.efficientnet_lite import VARIANTS, export_model
+from pipeline.train.finetune_config import (
+    BASELINE_EXPORT_DIR,
+    BEST_NAME,
+    CONFIG_NAME,
+    COSINE_SCALE,
+    EXPORT_DIR,
+    HISTORY_NAME,
+    LAST_NAME,
+    PROBE_NAME,
+    SPLIT_NAME,
+    SUMMARY_NAME,
+    FinetuneConfig,
+)
+from pipeline.train.finetune_network import (
+    augment,
+    build_network,
+    fit_temperature,
+    freeze_batchnorm_statistics,
+    linear_probe,
+    logits_of,
+    parameter_groups,
+    pooled_features,
+    train_step,
+    warmup_cosine,
+    weight_average,
+)
 
 # ---------------------------------------------------------------- data
 
@@ -131,140 +106,6 @@ def load_photos(paths: list[str], size: int) -> np.ndarray:
     for i, path in enumerate(paths):
         out[i] = classifier_input(decode_photo(Path(path).read_bytes()).image, None, size)
     return out
-
-
-# ---------------------------------------------------------------- network
-
-
-def build_network(variant: str, num_classes: int, head: str = "linear", cosine_scale: float = COSINE_SCALE):
-    """The torch EfficientNet-Lite with its ImageNet weights (strict) and a new `num_classes` head (HEADS)."""
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
-
-    network = EfficientNet.from_name(f"efficientnet-{variant}")
-    network.load_state_dict(torch.load(VARIANTS[variant].weights_path(), map_location="cpu", weights_only=True))
-    if head == "cosine":
-        from pipeline.cosine_head import CosineHead
-
-        network._fc = CosineHead(network._fc.in_features, num_classes, cosine_scale)
-    else:
-        network._fc = torch.nn.Linear(network._fc.in_features, num_classes)
-    return network
-
-
-def to_input(images):
-    """uint8 NHWC (numpy or torch) → the network's normalised float NCHW."""
-    import torch
-
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
-    return (x - MEAN) / STDDEV
-
-
-def pooled_features(network, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The frozen network's pooled features [N, 1280] (eval mode)."""
-    import torch
-
-    network.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            x = network.extract_features(to_input(images[start:start + batch]))
-            out.append(network._avg_pooling(x).flatten(1).numpy())
-    return np.concatenate(out)
-
-
-def logits_of(network, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    import torch
-
-    network.eval()
-    with torch.no_grad():
-        return np.concatenate([network(to_input(images[s:s + batch])).numpy() for s in range(0, len(images), batch)])
-
-
-def linear_probe(features: np.ndarray, targets: np.ndarray, num_classes: int, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax regression (L-BFGS) on standardised features, folded back to raw features: (W [C, F], b [C])."""
-    import torch
-
-    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
-    x = torch.from_numpy((features - mean) / std).float()
-    y = torch.from_numpy(targets).long()
-    weight = torch.zeros(num_classes, x.shape[1], requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=500, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + l2 * (weight ** 2).sum() / 2
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    w = weight.detach().numpy() / std
-    return w.astype(np.float32), (bias.detach().numpy() - w @ mean).astype(np.float32)
-
-
-def freeze_batchnorm_statistics(network) -> None:
-    """BatchNorm layers in eval mode (ImageNet running statistics kept); their scale and shift still train."""
-    import torch
-
-    for module in network.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.eval()
-
-
-def parameter_groups(network, config: FinetuneConfig) -> list[dict[str, Any]]:
-    """Head and backbone at their own rates; no weight decay on biases and BatchNorm (1-d parameters)."""
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, parameter in network.named_parameters():
-        groups.setdefault((name.startswith("_fc."), parameter.ndim > 1), []).append(parameter)
-    return [{"params": params, "lr": config.head_lr if head else config.backbone_lr,
-             "weight_decay": config.weight_decay if decay else 0.0}
-            for (head, decay), params in sorted(groups.items())]
-
-
-def warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return factor
-
-
-def augment(batch, size: int, config: FinetuneConfig):
-    """Random-resized crop to `size`, horizontal flip, brightness/contrast/saturation jitter (uint8 NHWC tensor in)."""
-    from torchvision.transforms import v2
-
-    jitter = config.color_jitter
-    transform = v2.Compose([
-        v2.RandomResizedCrop(size, scale=config.crop_scale, ratio=(3 / 4, 4 / 3), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-    ])
-    import torch
-
-    return torch.stack([transform(image) for image in batch.permute(0, 3, 1, 2)]).permute(0, 2, 3, 1)
-
-
-def weight_average(network, decay: float):
-    """An exponential moving average of the network's weights (torch's AveragedModel; the BatchNorm statistics are
-    frozen, so copied), or None for decay 0. Averaging the last steps' weights is a free gain on small data sets."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def train_step(network, optimizer, scheduler, loss_function, images, targets: np.ndarray) -> float:
-    """One update on a batch of uint8 NHWC images; the batch's loss before it."""
-    import torch
-
-    loss = loss_function(network(to_input(images)), torch.from_numpy(targets).long())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    return float(loss.detach())
 
 
 # ---------------------------------------------------------------- the run
@@ -364,7 +205,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     if config.cosine_margin:
         if config.head != "cosine":
             raise ValueError("--cosine-margin needs --head cosine")
-        from pipeline.cosine_head import AdditiveMarginLoss
+        from pipeline.train.cosine_head import AdditiveMarginLoss  # imports torch at module level: here, torch loads only when training
 
         loss_function: torch.nn.Module = AdditiveMarginLoss(config.cosine_scale, config.cosine_margin, config.label_smoothing)
     else:
@@ -410,7 +251,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
               + f", {seconds:.0f} s", flush=True)
 
     summary = {
-        "trainer": "pipeline.finetune (torch, whole network), ported to TF by pipeline.efficientnet_lite",
+        "trainer": "pipeline.train.finetune (torch, whole network), ported to TF by pipeline.train.efficientnet_lite",
         "backbone": config.backbone, "input_size": size, "hyperparameters": asdict(config),
         "data": {"source": data.source, "num_classes": len(labels), "left_out_classes": len(left_out), "fit_photos": len(fit.paths),
                  "selection_photos": len(selection.paths), "selection_seed": config.seed,
@@ -437,31 +278,10 @@ def _save_atomically(content: Any, path: Path) -> None:
 # ---------------------------------------------------------------- export
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The softmax temperature that minimises the negative log-likelihood (on the selection photos)."""
-    import torch
-
-    x, y = torch.from_numpy(logits).double(), torch.from_numpy(targets).long()
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(log_t.detach().exp())
-
-
 def export(out: Path | str) -> Path:
-    """The best checkpoint as a TF SavedModel (pipeline.efficientnet_lite.export_model's `serve` contract: float32 0-255 →
+    """The best checkpoint as a TF SavedModel (pipeline.train.efficientnet_lite.export_model's `serve` contract: float32 0-255 →
     softmax), its softmax temperature fitted on the selection photos; writes <out>/export and updates the summary."""
     import torch
-
-    from pipeline import efficientnet_lite
-    from pipeline.efficientnet_lite import export_model
 
     out = Path(out)
     config = json.loads((out / CONFIG_NAME).read_text())
@@ -491,7 +311,7 @@ def export(out: Path | str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.finetune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train.finetune", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_options(commands.add_parser("train", help="fine-tune, checkpointing every epoch"), FinetuneConfig)
     export_parser = commands.add_parser("export", help="port the best checkpoint to a TF SavedModel")

@@ -1,9 +1,9 @@
 """The shipped detector in int8, added to a model_label/ folder without exporting the rest again.
 
-    python -m pipeline.detector_int8 --model-label model_label --eval-data ../shared/data/grocery_store
+    python -m pipeline.release.detector_int8 --model-label model_label --eval-data ../shared/data/grocery_store
 
-`pipeline.export` writes `detector_int8.onnx` with the other runtimes; this adds it to a folder exported before
-it existed. It quantises `detector.onnx` (pipeline.runtimes.quantize_detector: calibrated on the detector's fit
+`pipeline.release.export` writes `detector_int8.onnx` with the other runtimes; this adds it to a folder exported before
+it existed. It quantises `detector.onnx` (pipeline.release.runtimes.quantize_detector: calibrated on the detector's fit
 photos), validates it on the detector's held-back split (the split its training recorded) against the torch
 model's mAP50 bar, times torch, ONNX and int8 in one interleaved run (their `ms_per_item`, which `auto`
 compares), and, when `auto` then serves another detector on CPU, measures /hello on val with the served pair
@@ -20,17 +20,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.classification_metrics import precision_at
 from pipeline.core.model_label import MANIFEST_NAME, fastest_within_bar, load_model_label
+from pipeline.core.models import load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.settings import serving_settings
+from pipeline.data.datasets import load_labelled_photos
+from pipeline.evaluation.evaluate import ModelsUnderTest
+from pipeline.release.runtimes import (
+    DETECTOR_MAP50_BAR,
+    detector_calibration_photos,
+    detector_timing_images,
+    hello_answers,
+    ms_per_item,
+    quantize_detector,
+    top1_top5,
+)
+from pipeline.train.yolo_detector import build_dataset_view, validate
 
 
 def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = SERVE_CONFIG) -> dict[str, Any]:
-    from pipeline.core.models import load_detector
-    from pipeline.datasets import load_labelled_photos
-    from pipeline.detector import build_dataset_view, validate
-    from pipeline.runtimes import DETECTOR_MAP50_BAR, detector_calibration_photos, detector_timing_images, ms_per_item, quantize_detector
-
     bundle = load_model_label(model_label)
     manifest_path = model_label / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
@@ -48,7 +57,7 @@ def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = S
               "bar": {"mAP50_within": DETECTOR_MAP50_BAR, "of_torch": reference},
               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
-    # The three detectors timed in one run, as pipeline.runtimes.measure times them (one thread, the same photos).
+    # The three detectors timed in one run, as pipeline.release.runtimes.measure times them (one thread, the same photos).
     val_photos = load_labelled_photos(eval_data, bundle.labels, "val")
     images = detector_timing_images(val_photos, side)
     names = {"torch": "detector.pt", "onnx": detector["runtimes"]["onnx"]["path"], "onnx_int8": entry["path"]}
@@ -63,9 +72,6 @@ def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = S
     served = manifest["cpu_runtimes"]["served_on_cpu"]
     chosen = fastest_within_bar("detector", {"torch": {"ms_per_item": timing["torch"]}, **detector["runtimes"]})
     if chosen != served["detector"]:  # /hello on val with what `auto` now serves
-        from pipeline.evaluate import ModelsUnderTest, precision_at
-        from pipeline.runtimes import hello_answers, top1_top5
-
         classifier = served["classifier"]
         models = ModelsUnderTest.load(model_label / names[chosen], bundle.runtime_path("classifier", classifier), bundle.labels,
                                       bundle.classifier_input_size, side, classifier_runtime=classifier, detector_runtime=chosen,
@@ -79,7 +85,7 @@ def add_detector_int8(model_label: Path, eval_data: Path, serve_config: Path = S
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.detector_int8", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.release.detector_int8", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-label", default="model_label")
     parser.add_argument("--eval-data", required=True, help="the labelled photos export measured /hello on (its val split)")
     parser.add_argument("--serve-config", default=str(SERVE_CONFIG))

@@ -1,7 +1,7 @@
 """The ingress's calls to the Catalog deployment, mixed into the Recognizer, whose /v1/catalog/* routes use them,
 and those routes' OpenAPI bodies.
 
-Reads go to the Catalog deployment; writes need the admin key (deployments/catalog_http.py) and are checked
+Reads go to the Catalog deployment; writes need the admin key (deployments/catalog/http_side.py) and are checked
 before their body is read. A Catalog that does not answer makes writes 503 `catalog_unavailable` with
 Retry-After, at once (deployments/calls.py says which failures mean that; any other is a bug, a 500): recognition
 does not need it (each ingress replica matches against its own copy). The 503
@@ -22,7 +22,7 @@ from typing import Any
 from ray.serve.handle import DeploymentHandle
 
 from deployments.calls import call
-from deployments.catalog_http import MAX_PHOTOS, answered
+from deployments.catalog.http_side import MAX_PHOTOS, answered
 from deployments.errors import ServiceError
 from deployments.schemas import ErrorBody
 from deployments.uploads import MAX_IMAGE_BYTES

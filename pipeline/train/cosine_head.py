@@ -1,4 +1,4 @@
-"""Normalised softmax's head for pipeline.finetune (`--head cosine`): logits = scale x cos(features, class weight).
+"""Normalised softmax's head for pipeline.train.finetune (`--head cosine`): logits = scale x cos(features, class weight).
 
 Only directions count, so training pulls each photo's pooled features towards its class's direction: the
 L2-normalised embedding the catalog compares crops by is what the loss shapes, not only a linear separation of

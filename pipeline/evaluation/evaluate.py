@@ -3,7 +3,7 @@ the classifier on whole photos, and what `/hello` answers (the largest detector 
 recognition core as serving) — top-1 / top-5 and per class; the unknown threshold calibrated on the /hello
 answers; and the detector's precision / recall / mAP50 / mAP50-95 on a YOLO-format set.
 
-    python -m pipeline.evaluate --model-label model_label --data ../shared/data/grocery_store/val.txt \
+    python -m pipeline.evaluation.evaluate --model-label model_label --data ../shared/data/grocery_store/val.txt \
         [--detector-data artifacts/detector/dataset/data.yaml] [--baseline RUN/baseline_export] --out artifacts/evaluation
 
 `--data` is a split file (`path, class_id, ...`, paths relative to the file, ids in labels.txt order), a
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
+from pipeline.classification_metrics import calibrate_unknown, log_loss, precision_at, summarize, surely_better, top_k_accuracy
 from pipeline.core.loop_modes import ALL_POLICIES
 from pipeline.core.model_label import ModelLabel, load_model_label
 from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
@@ -34,70 +34,10 @@ from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, nothing_detected
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, hello_probabilities
 from pipeline.core.settings import ServingSettings, serving_settings
-from pipeline.datasets import load_labelled_photos
-
-# ---------------------------------------------------------------- metric arithmetic (pure, tested directly)
-
-
-def top_k_accuracy(probabilities: np.ndarray, targets: ArrayLike, k: int) -> float:
-    """Share of rows whose target is among the k highest scores (ties go to the lower class index)."""
-    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
-    if len(targets) == 0:
-        return float("nan")
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == targets[:, None], axis=1)))
-
-
-def confusion_matrix(targets: ArrayLike, predictions: ArrayLike, num_classes: int) -> np.ndarray:
-    """Counts with rows = true class and columns = predicted class."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
-    return matrix
-
-
-def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
-    """Recall of each class from a confusion matrix; None for a class with no examples."""
-    totals = matrix.sum(axis=1)
-    return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
-
-
-BOOTSTRAP_RESAMPLES = 2000
-
-
-def bootstrap_interval(correct: ArrayLike, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = 0) -> list[float]:
-    """The percentile bootstrap interval of a mean of per-photo 0/1 outcomes (photos resampled with replacement,
-    seeded): on 296 or 357 photos a point is 3-4 photos, and this says how far a figure can move by chance."""
-    correct = np.asarray(correct, dtype=np.float64)
-    if len(correct) == 0:
-        return [float("nan"), float("nan")]
-    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
-    means = correct[draws].mean(axis=1)
-    return [float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, 1 - (1 - level) / 2))]
-
-
-def log_loss(probabilities: np.ndarray, targets: ArrayLike) -> float:
-    """Mean -log of the probability given to the true class: every photo counts by how sure and how right the model
-    is, not only whether its top answer is right, so it moves less by chance than top-1 on a few hundred photos."""
-    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(targets)), targets], 1e-12, 1.0))))
-
-
-def summarize(probabilities: np.ndarray, targets: ArrayLike, labels: Sequence[str]) -> dict[str, Any]:
-    """Top-1 (with its 95% bootstrap interval) / top-5 accuracy, per-class accuracy and the confusion matrix of one
-    set of predictions."""
-    matrix = confusion_matrix(targets, np.argmax(probabilities, axis=1), len(labels))
-    return {
-        "top1": top_k_accuracy(probabilities, targets, 1),
-        "top1_ci95": bootstrap_interval(np.argmax(probabilities, axis=1) == np.asarray(targets)),
-        "top5": top_k_accuracy(probabilities, targets, min(5, len(labels))),
-        "per_class": {
-            label: {"n": int(matrix[i].sum()), "accuracy": accuracy}
-            for i, (label, accuracy) in enumerate(zip(labels, per_class_accuracy(matrix)))
-        },
-        "confusion_matrix": matrix.tolist(),
-    }
-
+from pipeline.core.yolo_offline import prepare_ultralytics
+from pipeline.data.datasets import load_labelled_photos
+from pipeline.evaluation.report import ROWS, plot_confusion, to_markdown
+from pipeline.train.yolo_detector import build_dataset_view, validate
 
 # ---------------------------------------------------------------- model passes
 
@@ -159,41 +99,6 @@ def crop_and_whole(recognized: Sequence[Recognized]) -> tuple[np.ndarray, np.nda
     return crop, whole
 
 
-def calibrate_unknown(probabilities: np.ndarray, targets: ArrayLike, target_precision: float = 0.95) -> dict[str, Any]:
-    """The lowest top-1 probability threshold at which the answers called known are right at least
-    `target_precision` of the time (ties: all answers at a probability are in or out together).
-
-    Returns the threshold, the precision and coverage (share of photos answered known) it gives; when no
-    threshold reaches the target, the one with the best precision, flagged `target_met: false`.
-    """
-    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == targets
-    order = np.argsort(-confidence, kind="stable")
-    confidence, correct = confidence[order], correct[order]
-    cut = np.flatnonzero(np.append(confidence[1:] != confidence[:-1], True))  # last index of each distinct value
-    precision = np.cumsum(correct)[cut] / (cut + 1)
-    meets = np.flatnonzero(precision >= target_precision)
-    best = int(meets[-1]) if len(meets) else int(np.argmax(precision))
-    return {
-        "unknown_threshold": float(confidence[cut[best]]),
-        "target_precision": target_precision,
-        "target_met": bool(len(meets)),
-        "precision": float(precision[best]),
-        "coverage": float((cut[best] + 1) / len(confidence)),
-        "photos": len(confidence),
-    }
-
-
-def precision_at(probabilities: np.ndarray, targets: ArrayLike, threshold: float) -> dict[str, Any]:
-    """Precision and coverage of the answers at or above a threshold fitted elsewhere (on the selection split)."""
-    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
-    known = probabilities.max(axis=1) >= threshold
-    correct = probabilities.argmax(axis=1) == targets
-    return {"unknown_threshold": float(threshold), "precision": float(correct[known].mean()) if known.any() else float("nan"),
-            "coverage": float(known.mean()), "photos": int(len(targets))}
-
-
 def policy_probabilities(crop: np.ndarray, whole: np.ndarray, detected: Sequence[bool]) -> dict[str, np.ndarray]:
     """Per /hello policy (pipeline.core.recognition.HELLO_POLICIES), the prominent product's probabilities of each photo;
     a photo with no detection has only its whole photo."""
@@ -203,15 +108,6 @@ def policy_probabilities(crop: np.ndarray, whole: np.ndarray, detected: Sequence
 POLICY_COST = {"whole_photo": 0, "crop": 1, "average": 2}
 """What a /hello policy costs (HELLO_POLICIES), cheapest first: the whole photo alone needs neither the detector (with
 an empty catalog) nor a crop; the crop needs the detector; the mean needs the detector and two classifier inputs."""
-
-
-def surely_better(correct: ArrayLike, other: ArrayLike, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
-                  seed: int = 0) -> bool:
-    """Whether per-photo outcomes `correct` beat `other` on the same photos in at least `level` of paired bootstrap
-    resamples: a difference of a few photos in a few hundred is not taken for a real one."""
-    correct, other = np.asarray(correct, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    draws = np.random.default_rng(seed).integers(0, len(correct), size=(resamples, len(correct)))
-    return bool(np.mean(correct[draws].mean(axis=1) > other[draws].mean(axis=1)) >= level)
 
 
 WHOLE_PHOTO_SHARES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
@@ -273,8 +169,6 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
 def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz: int, out: Path,
                      device: str = "cpu") -> dict[str, Any]:
     """Precision / recall / mAP on a data.yaml's val split, or on every image of a YOLO-format folder."""
-    from pipeline.detector import build_dataset_view, validate
-
     detector_data = Path(detector_data)
     if detector_data.is_dir():
         detector_data = build_dataset_view(detector_data, out / "detector_dataset", val_fraction=1.0)
@@ -282,14 +176,6 @@ def detector_metrics(detector_path: Path | str, detector_data: Path | str, imgsz
 
 
 # ---------------------------------------------------------------- the comparison
-
-
-ROWS = {  # report key: what the row measures (the original project's comparison table)
-    "backbone_baseline": "ImageNet backbone + linear classifier, whole photo",
-    "whole_photo": "the classifier, whole photo",
-    "hello_crop": "the classifier on the largest detector box, cropped",
-    "hello": "what /hello answers (its policy: see below)",
-}
 
 
 def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: Sequence[str], classifier_size: int,
@@ -368,115 +254,8 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
     return report
 
 
-def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The figures worth recording in a manifest: no per-class tables or matrices."""
-    classifier = {row: {"top1": r["top1"], "top5": r["top5"], **({"top1_ci95": r["top1_ci95"]} if "top1_ci95" in r else {})}
-                  for row, r in report["classifier"].items()}
-    classifier["hello"]["no_detection_whole_photo_used"] = report["classifier"]["hello"]["no_detection_whole_photo_used"]
-    return {"data": report["data"], "images": report["images"], "classifier": classifier,
-            "hello_policy": report["hello_policy"], "whole_photo_share": report.get("whole_photo_share", 1.0),
-            **({"selection": report["selection"]} if "selection" in report else {}),
-            "calibration": report["calibration"], **({"detector": report["detector"]} if "detector" in report else {})}
-
-
-def to_markdown(report: dict[str, Any]) -> str:
-    rows = report["classifier"]
-    hello, calibration = rows["hello"], report["calibration"]
-    lines = [
-        f"# Evaluation on {report['data'] or 'the labelled set'}",
-        "",
-        f"{report['images']} photos, {report['classes']} classes.",
-        "",
-        "| | top-1 (95% interval) | top-5 |",
-        "|---|---|---|",
-    ]
-    for row, result in rows.items():
-        note = f" (no detection, whole photo: {hello['no_detection_whole_photo_used']})" if row == "hello" else ""
-        interval = result.get("top1_ci95")
-        low_high = f" ({interval[0]:.1%}-{interval[1]:.1%})" if interval else ""
-        lines.append(f"| {ROWS[row]}{note} | {result['top1']:.2%}{low_high} | {result['top5']:.2%} |")
-    lines += [
-        "",
-        f"The whole-photo view: the centre {report.get('whole_photo_share', 1.0):.0%} of each side "
-        "(pipeline.core.recognition.whole_photo_box). The interval is a bootstrap over the photos: figures whose "
-        "intervals overlap this much may differ by chance.",
-        "",
-        f"/hello's policy: **{report['hello_policy']}** ({HELLO_POLICIES[report['hello_policy']]}).",
-        "",
-        (f"Unknown threshold for /hello answers (fitted on {calibration['fitted_on']}): "
-         f"**{calibration['unknown_threshold']:.3f}** — answers at or above it are "
-         f"right {calibration['precision']:.1%} of the time here (target {calibration['target_precision']:.0%}"
-         f"{'' if calibration['target_met'] else ', not reached'}) and cover {calibration['coverage']:.1%} of the photos."),
-        "",
-    ]
-    if "selection" in report:
-        selection = report["selection"]
-        lines += [f"Chosen on the selection split ({selection['photos']} photos held back from train):", ""]
-        if "whole_photo_share" in selection:
-            view = selection["whole_photo_share"]
-            lines += ["| whole-photo view (centre share of each side) | top-1 | top-5 | log-loss |", "|---|---|---|---|"]
-            lines += [f"| {share}{' (chosen)' if float(share) == view['chosen'] else ''} | {f['top1']:.2%} | {f['top5']:.2%} | "
-                      f"{f['log_loss']:.4f} |" for share, f in view["shares"].items()]
-            lines += [""]
-        lines += [
-                  f"| /hello policy | top-1 | top-5 | coverage at {calibration['target_precision']:.0%} precision |",
-                  "|---|---|---|---|"]
-        lines += [f"| {policy} | {f['top1']:.2%} | {f['top5']:.2%} | {f['coverage_at_target']:.1%} |"
-                  for policy, f in selection["policies"].items()]
-        if "flip_averaged" in selection:
-            f = selection["flip_averaged"]
-            lines.append(f"| {report['hello_policy']}, flip-averaged (not served: 2x the classifier) | {f['top1']:.2%} | "
-                         f"{f['top5']:.2%} | |")
-        fitted = selection["calibration"]
-        lines += ["", f"Threshold there: {fitted['unknown_threshold']:.3f}, precision {fitted['precision']:.1%} at coverage "
-                  f"{fitted['coverage']:.1%}.", ""]
-    if "detector" in report:
-        d = report["detector"]
-        lines += [
-            f"Detector on `{d['data']}`:",
-            "",
-            "| precision | recall | mAP50 | mAP50-95 |",
-            "|---|---|---|---|",
-            f"| {d['precision']:.3f} | {d['recall']:.3f} | {d['mAP50']:.3f} | {d['mAP50-95']:.3f} |",
-            "",
-        ]
-    lines += ["## Per-class accuracy", "", "| class | photos | " + " | ".join(rows) + " |",
-              "|---|---|" + "---|" * len(rows)]
-    for label, entry in rows["whole_photo"]["per_class"].items():
-        if entry["n"]:
-            cells = " | ".join(f"{rows[row]['per_class'][label]['accuracy']:.0%}" for row in rows)
-            lines.append(f"| {label} | {entry['n']} | {cells} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_confusion(report: dict[str, Any], labels: Sequence[str], path: Path) -> None:
-    """Row-normalised confusion matrices, whole photo beside detector crop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(labels)
-    side = max(6.0, min(24.0, 0.18 * n + 3))
-    figure, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
-    for axis, (mode, title) in zip(axes, (("whole_photo", "whole photo"), ("hello", f"/hello ({report['hello_policy']})"))):
-        matrix = np.array(report["classifier"][mode]["confusion_matrix"], dtype=float)
-        rows = matrix.sum(axis=1, keepdims=True)
-        image = axis.imshow(np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0), vmin=0, vmax=1,
-                            cmap="Blues")
-        axis.set_title(f"{title}: top-1 {report['classifier'][mode]['top1']:.1%}")
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("true")
-        ticks = np.arange(n)
-        axis.set_xticks(ticks, labels, rotation=90, fontsize=max(3, 10 - n // 10))
-        axis.set_yticks(ticks, labels, fontsize=max(3, 10 - n // 10))
-    figure.colorbar(image, ax=axes, shrink=0.6, label="share of the true class")
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluation.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-label", default="model_label", help="a model_label/ folder (verified)")
     parser.add_argument("--data", required=True, help="split file, folder with val.txt, or folder per label")
@@ -492,8 +271,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--recalibrate", action="store_true",
                         help="fit the unknown threshold on these photos (default: apply the model_label's)")
     args = parser.parse_args(argv)
-
-    from pipeline.core.yolo_offline import prepare_ultralytics
 
     prepare_ultralytics()
     import torch  # noqa: F401  (before TensorFlow, see the module docstring)

@@ -1,11 +1,11 @@
 """The classifier's gallery: the embeddings of the photos it was fitted on, shipped in model_label/.
 
-    python -m pipeline.catalog_gallery --model-label model_label --run artifacts/finetune_lite0
+    python -m pipeline.release.catalog_gallery --model-label model_label --run artifacts/finetune_lite0
 
-The catalog rule `beats_training` (pipeline.core.catalog_rule) lets the catalog name a crop only when the crop is
+The catalog rule `beats_training` (pipeline.core.catalog.rule) lets the catalog name a crop only when the crop is
 closer to an enrolled product than to any photo the classifier was trained on: a crop of a trained product is
 nearest to its own training photos, one of a new product to its enrolled photos. The leave-classes-out evaluation
-(pipeline.catalog_evaluation) measured that this margin separates the two far better than the similarity alone.
+(pipeline.release.catalog_evaluation) measured that this margin separates the two far better than the similarity alone.
 Each fit photo (never a selection or val photo) goes through serving's photo→answer loop with the runtimes that
 serve on CPU; the largest product's embedding is kept, float16 (the rule compares similarities to 1e-3).
 """
@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.model_label import GALLERY_NAME, MANIFEST_NAME, load_model_label
+from pipeline.evaluation.evaluate import ModelsUnderTest
+from pipeline.release.catalog_evaluation import embed
 
 
 def embed_fit_photos(model_label: Path, paths: list[str], class_ids: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """The largest product's embedding of each photo (the whole photo's when nothing is detected), by the
     model_label's models in the runtimes `auto` serves on CPU (returned too), as the evaluation embeds them."""
-    from pipeline.catalog_evaluation import embed
-    from pipeline.evaluate import ModelsUnderTest
-
     bundle = load_model_label(model_label)
     models, runtimes = ModelsUnderTest.served_on_cpu(bundle)
     embedded = embed(models, paths, class_ids, bundle.hello_policy)
@@ -53,7 +52,7 @@ def write_gallery(model_label: Path, run: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.catalog_gallery", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.release.catalog_gallery", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-label", default="model_label")
     parser.add_argument("--run", required=True, help="the training run whose split.json names the classifier's fit photos")
     args = parser.parse_args(argv)

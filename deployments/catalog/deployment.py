@@ -1,8 +1,8 @@
-"""Catalog deployment: the one writer of the product catalog (pipeline.core.catalog_store: SQLite + faiss).
+"""Catalog deployment: the one writer of the product catalog (pipeline.core.catalog.store: SQLite + faiss).
 
 It embeds enrollment photos with the models that serve (its own Detector and Classifier handles, through the
 core's photo→answer loop, so an enrolled photo is cut and embedded exactly as a query photo is), writes them in
-one transaction, and tells every ingress replica: each keeps a copy of the vectors (deployments/catalog_copy.py)
+one transaction, and tells every ingress replica: each keeps a copy of the vectors (deployments/catalog/ingress_copy.py)
 and long-polls `changes`, which answers the moment a write lands. One replica, on the node whose volume holds
 the catalog folder (docs/cluster.md); if it is down, recognition goes on from the copies and writes answer 503.
 
@@ -29,16 +29,16 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.calls import MODEL_CALL_TIMEOUT_S, as_raised, call
 from deployments.payloads import Classification, Detection, Refusal
-from pipeline.core.catalog_match import (
+from pipeline.core.catalog.match import (
     CatalogError,
     CatalogSnapshot,
-    Product,
+    EnrolledProduct,
     StoredPhoto,
     embedding_space,
     valid_label,
     valid_sku,
 )
-from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.catalog.store import CatalogStore
 from pipeline.core.loop_modes import ENROLLMENT
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
@@ -75,7 +75,7 @@ def timestamp(seconds: float | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def product_body(product: Product, with_photos: bool = False) -> dict[str, Any]:
+def product_body(product: EnrolledProduct, with_photos: bool = False) -> dict[str, Any]:
     return {"sku": product.sku, "label": product.label, "photos": product.photos,
             "photo_ids": product.photo_ids if with_photos else None,
             "created": timestamp(product.created), "updated": timestamp(product.updated)}

@@ -15,7 +15,7 @@ import logging
 import faiss
 from ray.serve.handle import DeploymentHandle
 
-from pipeline.core.catalog_match import CatalogIndex, CatalogSnapshot
+from pipeline.core.catalog.match import CatalogIndex, CatalogSnapshot
 
 logger = logging.getLogger("ray.serve")
 

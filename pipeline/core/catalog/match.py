@@ -1,6 +1,6 @@
 """Matching crops against the catalog, and the catalog's records and errors: model-free, store-free.
 
-The Catalog deployment's store (pipeline.core.catalog_store) hands out a `CatalogSnapshot`, one version of the
+The Catalog deployment's store (pipeline.core.catalog.store) hands out a `CatalogSnapshot`, one version of the
 catalog's vectors; each replica builds a `CatalogIndex` from it and asks, per crop embedding, which enrolled
 product is nearest (`best`), or the k nearest (`top`, for the evaluation). The store's records and errors are
 here too: they cross Ray from the Catalog deployment to the ingress, which imports this module, not the store.
@@ -169,7 +169,7 @@ def _normalised(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1))
 
 
-# The store's records and errors (pipeline.core.catalog_store).
+# The store's records and errors (pipeline.core.catalog.store).
 
 
 class CatalogError(Exception):
@@ -222,7 +222,9 @@ class StoredPhoto:
 
 
 @dataclass(frozen=True)
-class Product:
+class EnrolledProduct:
+    """A product in the catalog as the store keeps it (the HTTP body is deployments.schemas.Product)."""
+
     sku: str
     label: str
     photo_ids: list[int]
@@ -235,7 +237,9 @@ class Product:
 
 
 @dataclass(frozen=True)
-class CatalogInfo:
+class CatalogSummary:
+    """What the catalog holds now (the HTTP body is deployments.schemas.CatalogInfo)."""
+
     version: int
     products: int
     photos: int
@@ -285,7 +289,7 @@ def valid_label(label: str) -> str:
 
 
 def gallery_index(path: Path | str, model_version: str) -> CatalogIndex:
-    """The classifier's gallery (pipeline.catalog_gallery: its fit photos' embeddings) as an index, each vector
+    """The classifier's gallery (pipeline.release.catalog_gallery: its fit photos' embeddings) as an index, each vector
     named by its class id: what the catalog rule `beats_training` compares a crop's catalog match with."""
     with np.load(path) as gallery:
         vectors, class_ids = gallery["embeddings"].astype(np.float32), [str(c) for c in gallery["class_ids"]]

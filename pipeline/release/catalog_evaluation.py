@@ -1,16 +1,16 @@
 """Leave-classes-out evaluation of the catalog: products enrolled from a few photos, never trained on.
 
-    python -m pipeline.finetune train --leave-out 16 --out artifacts/leave_out_lite0   # the recipe, less 16 classes
-    python -m pipeline.finetune export --out artifacts/leave_out_lite0
-    python -m pipeline.catalog_evaluation --run artifacts/leave_out_lite0 --model-label model_label \
+    python -m pipeline.train.finetune train --leave-out 16 --out artifacts/leave_out_lite0   # the recipe, less 16 classes
+    python -m pipeline.train.finetune export --out artifacts/leave_out_lite0
+    python -m pipeline.release.catalog_evaluation --run artifacts/leave_out_lite0 --model-label model_label \
         --out artifacts/catalog_evaluation [--write-manifest]
 
 The classifier of `--run` was trained on GroceryStore's classes less 16 (drawn with its seed, recorded in its
 split.json with their train photos). Each left-out class is enrolled from k = 1, 3, 5, 10 of its fit photos
 (several seeded draws), as the Catalog deployment enrolls: the largest product's crop, embedded by the
-classifier's second output (in the runtime the shipped folder serves on CPU, converted as pipeline.export converts
+classifier's second output (in the runtime the shipped folder serves on CPU, converted as pipeline.release.export converts
 it), through serving's photo→answer loop. The rule that decides between the catalog and
-the classifier (pipeline.core.catalog_rule) and its threshold (95% precision of the catalog's answers) are
+the classifier (pipeline.core.catalog.rule) and its threshold (95% precision of the catalog's answers) are
 chosen on the selection split; GroceryStore val is read once, for the report. Rejection of never-enrolled
 products: half the left-out classes enrolled, the other half never (two folds), AUROC of the best similarity.
 A second, harder test (the shipped classifier): Freiburg's 25 categories, which it never saw, enrolled from the
@@ -28,18 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import runtimes
-from pipeline.core.catalog_match import ENROLLED_AS, CatalogIndex, CatalogSnapshot
-from pipeline.core.catalog_rule import CATALOG_POLICIES, CatalogRule
+from pipeline.classification_metrics import calibrate_unknown
+from pipeline.core.catalog.match import ENROLLED_AS, CatalogIndex, CatalogSnapshot
+from pipeline.core.catalog.rule import CATALOG_POLICIES, CatalogRule
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.paths import SHARED_DATA
 from pipeline.core.photo_to_answer import ModelFacts
 from pipeline.core.recognition import hello_probabilities
 from pipeline.core.settings import serving_settings
-from pipeline.datasets import load_labelled_data
-from pipeline.detector import is_validation
-from pipeline.evaluate import ModelsUnderTest, calibrate_unknown, crop_and_whole, photo_pass
+from pipeline.data.datasets import load_labelled_data
+from pipeline.data.held_back import is_validation
+from pipeline.evaluation.evaluate import ModelsUnderTest, crop_and_whole, photo_pass
+from pipeline.release import runtimes
 
 SHOTS = (1, 3, 5, 10)
 DRAWS = 5  # seeded draws of the enrollment photos per k
@@ -90,7 +91,7 @@ def embed(models: ModelsUnderTest, paths: list[str], class_ids: list[int], polic
                             saved["enrolled"])
     recognized = photo_pass(models.facts, models.detector, models.classifier, paths, serving_settings())
     if any(r.embeddings is None for r in recognized):
-        raise ValueError("the classifier has no embedding output: export it again (pipeline.finetune export)")
+        raise ValueError("the classifier has no embedding output: export it again (pipeline.train.finetune export)")
     crops = np.stack([r.embeddings[0] for r in recognized])  # type: ignore[index]
     enrolled = [r.enrolled_vector for r in recognized]
     detected = np.array([r.detected for r in recognized])
@@ -247,7 +248,7 @@ def freiburg(models: ModelsUnderTest, policy: str, out: Path, key: str) -> dict[
 
 def served_classifier(run: Path, runtime: str, detector: BoxDetector, facts: ModelFacts, fit: list[str]) -> Path:
     """The leave-out run's classifier in the runtime the shipped folder serves on CPU, so that the rule's threshold
-    is chosen on the embeddings serving will compare: its SavedModel, or converted beside it as pipeline.export
+    is chosen on the embeddings serving will compare: its SavedModel, or converted beside it as pipeline.release.export
     converts the shipped one (again whenever the SavedModel is newer than the converted file)."""
     saved_model = run / "export"
     if runtime == "savedmodel":
@@ -284,7 +285,7 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     val_data = load_labelled_data(data)
     val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz", key)
 
-    # The classifier's gallery: its fit photos (as pipeline.catalog_gallery ships it for a model_label).
+    # The classifier's gallery: its fit photos (as pipeline.release.catalog_gallery ships it for a model_label).
     gallery_photos = embed(models, split["fit"], to_all(split["fit_class_ids"]), policy, out / "gallery_embeddings.npz", key)
     gallery = CatalogIndex(CatalogSnapshot(0, "evaluation", gallery_photos.embeddings.astype(np.float32),
                                            [str(c) for c in gallery_photos.class_ids], [str(c) for c in gallery_photos.class_ids]))
@@ -346,8 +347,8 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.catalog_evaluation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="a pipeline.finetune run trained with --leave-out, exported")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.release.catalog_evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a pipeline.train.finetune run trained with --leave-out, exported")
     parser.add_argument("--model-label", default="model_label", help="the detector, and the shipped classifier for Freiburg")
     parser.add_argument("--data", default=str(SHARED_DATA / "grocery_store"))
     parser.add_argument("--out", required=True)

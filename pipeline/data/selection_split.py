@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.datasets import Split
+from pipeline.data.datasets import Split
 
 
 def photo_groups(features: np.ndarray, class_ids: list[int], threshold: float) -> np.ndarray:

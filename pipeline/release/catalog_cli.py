@@ -1,8 +1,8 @@
 """The product catalog from the command line: what it holds, and its photos embedded again for a new classifier.
 
-    python -m pipeline.catalog info --catalog DIR
-    python -m pipeline.catalog list --catalog DIR [--offset 0] [--limit 50]
-    python -m pipeline.catalog reembed --catalog DIR [--model-label model_label]
+    python -m pipeline.release.catalog_cli info --catalog DIR
+    python -m pipeline.release.catalog_cli list --catalog DIR [--offset 0] [--limit 50]
+    python -m pipeline.release.catalog_cli reembed --catalog DIR [--model-label model_label]
 
 `reembed` gives every stored photo an embedding of the model_label's classifier (its version, with how a photo is
 embedded, names the embedding space), as the served graph embeds an enrollment photo: through the photo → answer
@@ -19,19 +19,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.core.catalog_match import embedding_space
-from pipeline.core.catalog_store import CatalogStore
+from pipeline.core.catalog.match import embedding_space
+from pipeline.core.catalog.store import CatalogStore
 from pipeline.core.loop_modes import ENROLLMENT
+from pipeline.core.model_label import load_model_label
+from pipeline.core.models import load_classifier, load_detector
 from pipeline.core.paths import MODEL_LABEL_DIR, SERVE_CONFIG
-from pipeline.core.photo_to_answer import PhotoToAnswer
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
-
-if TYPE_CHECKING:
-    from pipeline.core.photo_to_answer import Classified
+from pipeline.core.settings import serving_settings
 
 
 def embed_photos(photos: Sequence[bytes], loop: PhotoToAnswer, detect: Callable[[list[np.ndarray]], list[np.ndarray]],
@@ -45,18 +44,13 @@ def embed_photos(photos: Sequence[bytes], loop: PhotoToAnswer, detect: Callable[
             return [None]
         return [embedding for photo in photos for embedding in embed_photos([photo], loop, detect, classify)]
     if any(found.embeddings is None for found in recognized):
-        raise ValueError("this classifier has no embedding output: export its model_label again (python -m pipeline.export)")
+        raise ValueError("this classifier has no embedding output: export its model_label again (python -m pipeline.release.export)")
     return [found.enrolled_vector for found in recognized]
 
 
 def reembed(args: argparse.Namespace) -> dict:
     """Embeds the catalog's photos with the model_label's models, in the runtimes the service would run on CPU."""
     from tqdm import tqdm
-
-    from pipeline.core.model_label import load_model_label
-    from pipeline.core.models import load_classifier, load_detector
-    from pipeline.core.photo_to_answer import ModelFacts
-    from pipeline.core.settings import serving_settings
 
     bundle = load_model_label(args.model_label)
     settings = serving_settings(args.serve_config)
@@ -77,7 +71,7 @@ def reembed(args: argparse.Namespace) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.catalog", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.release.catalog_cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help in (("info", "version, counts and model version (JSON)"), ("list", "the products, a page at a time (JSON)"),
@@ -92,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     options.add_argument("--classifier-runtime", default="auto", help="auto: what the service runs on CPU")
     options.add_argument("--detector-runtime", default="auto")
     options.add_argument("--batch", type=int, default=16, help="photos per loop pass and per transaction")
-    options.add_argument("--actor", default="pipeline.catalog reembed", help="who the audit log names")
+    options.add_argument("--actor", default="pipeline.release.catalog_cli reembed", help="who the audit log names")
     return parser
 
 

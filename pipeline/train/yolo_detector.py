@@ -1,6 +1,6 @@
 """Train the one-class "product" detector: an ultralytics YOLO built from its yaml (no pretrained download).
 
-    python -m pipeline.detector train --data ../shared/data/freiburg_groceries --out artifacts/detector \
+    python -m pipeline.train.yolo_detector train --data ../shared/data/freiburg_groceries --out artifacts/detector \
         [--model yolov8n.yaml --imgsz 224 --epochs 100 --time 1.5 --batch 32 --device cpu]
 
 `--data` is either a YOLO-format folder (images/<split>/*.jpg beside labels/<split>/*.txt, any number of
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -26,16 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.loop_modes import LARGEST_PRODUCT
+from pipeline.core.model_label import load_model_label
+from pipeline.core.models import YoloDetector
 from pipeline.core.paths import IMAGE_SUFFIXES, SERVE_CONFIG
+from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
+from pipeline.core.settings import serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
-from pipeline.dataclass_cli import add_options, config_argv, config_from_args, option
+from pipeline.data.datasets import load_labelled_photos
+from pipeline.data.held_back import is_validation
+from pipeline.train.dataclass_cli import add_options, config_argv, config_from_args, option
 
 CLASS_NAMES = ["product"]
 
 
 @dataclass
 class DetectorTrainConfig:
-    """The detector training run. Each field is a `train` option too (pipeline.dataclass_cli)."""
+    """The detector training run. Each field is a `train` option too (pipeline.train.dataclass_cli)."""
 
     data: str = option(help="YOLO-format folder (images/, labels/) or a data.yaml")
     out: str = option("artifacts/detector", help="run folder: best.pt, train_summary.json, train/, dataset/")
@@ -53,12 +59,6 @@ class DetectorTrainConfig:
     cache: str | None = option(None, choices=("ram", "disk"), help="ultralytics image cache")
     plots: bool = option(False, help="write ultralytics' training plots")
     resume: bool = option(False, help="continue <out>/train/weights/last.pt")
-
-
-def is_validation(name: str, fraction: float, seed: int) -> bool:
-    """Deterministic split by file name: the same image lands on the same side on every machine and run."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def single_class_lines(text: str, source: Path) -> list[str]:
@@ -202,7 +202,7 @@ def train(config: DetectorTrainConfig, argv: Sequence[str] | None = None) -> dic
     metrics = validate(out / "best.pt", data_yaml, config.imgsz, config.device)
     data_info = json.loads(data_yaml.read_text()) if data_yaml.parent == out / "dataset" else {}
     summary = {
-        "command": " ".join(["python -m pipeline.detector", *map(shlex.quote, argv)]),
+        "command": " ".join(["python -m pipeline.train.yolo_detector", *map(shlex.quote, argv)]),
         "args": {"command": "train", **dataclasses.asdict(config)},
         "architecture": Path(config.model).stem,
         "classes": CLASS_NAMES,
@@ -232,13 +232,6 @@ def _epochs_completed(run_dir: Path) -> int | None:
 def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
     """The box /hello would cut from each photo of a labelled split (serving's recognition core and settings),
     as JSON {photo path: [x1, y1, x2, y2] in decoded-photo pixels, or null}: crops for classifier training."""
-    from pipeline.core.loop_modes import LARGEST_PRODUCT
-    from pipeline.core.model_label import load_model_label
-    from pipeline.core.models import YoloDetector
-    from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
-    from pipeline.core.settings import serving_settings
-    from pipeline.datasets import load_labelled_photos
-
     bundle = load_model_label(args.model_label)
     settings = serving_settings(args.serve_config)
     photos = [str(path) for path, _ in load_labelled_photos(args.data, bundle.labels, args.split)]
@@ -253,7 +246,7 @@ def boxes(args: argparse.Namespace) -> dict[str, list[float] | None]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.detector", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train.yolo_detector", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train", help="train the one-class product detector")

@@ -1,0 +1,1 @@
+"""The shipped models measured as they serve (evaluate), and the measurements written as a report (report)."""
