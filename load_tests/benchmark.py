@@ -40,6 +40,7 @@ from load_tests.bodies import multipart_body, rest_template_body
 from load_tests.local_ray import AUTH_ENV
 from load_tests.measurement import CpuShare, batch_metrics, batch_summary, drive, stage_means, wait_http
 from load_tests.photos import load_photos
+from load_tests.server_process import server_process
 from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.settings import RecognizerSettings
@@ -258,18 +259,13 @@ def one_process_server(module: str, model_args: list[str], bodies: list[tuple[by
     from load_tests.serve_app import free_port
 
     port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *model_args],
-                                  cwd=REPO_ROOT, stdout=log, stderr=log, env=os.environ | AUTH_ENV)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz")
-            drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.warmup, 0)  # its first batches, before measuring
-            with CpuShare() as cpu:
-                result = drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.duration, args.warmup)
-            return result | {"cpu": cpu.result}
-        finally:
-            server.terminate()  # our own child
-            server.wait(timeout=30)
+    command = [sys.executable, "-m", module, "--port", str(port), *model_args]
+    with open(log_path, "w") as log, server_process(command, log, REPO_ROOT, os.environ | AUTH_ENV):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.warmup, 0)  # its first batches, before measuring
+        with CpuShare() as cpu:
+            result = drive(f"http://127.0.0.1:{port}", bodies, args.concurrency, args.duration, args.warmup)
+        return result | {"cpu": cpu.result}
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 check fails on a recorded run that violates it (synthetic records and samples)."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from load_tests.bodies import rest_template_body
@@ -283,27 +286,45 @@ def test_the_peer_server_answers_hello_as_the_graph_does(tmp_path):
     from load_tests.measurement import wait_http
     from load_tests.photos import grocery_val_photos
     from load_tests.serve_app import free_port
+    from load_tests.server_process import server_process
 
     photos = [path.read_bytes() for path in grocery_val_photos(6)]
     expected = InProcessPipeline(None, threads=1).hello(photos)
     assert len(set(expected)) > 1  # different products: a mix-up between photos would show
     port = free_port()
-    with open(tmp_path / "peer.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "load_tests.peer_server", "--port", str(port)], cwd=REPO,
-                                  stdout=log, stderr=log)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=180)
+    command = [sys.executable, "-m", "load_tests.peer_server", "--port", str(port)]
+    with open(tmp_path / "peer.log", "w") as log, server_process(command, log, REPO) as server:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=180)
 
-            def hello(photo: bytes) -> str:
-                answer = httpx.post(f"http://127.0.0.1:{port}/hello", files={"img": ("p.jpg", photo, "image/jpeg")}, timeout=60)
-                assert answer.status_code == 200, answer.text
-                return base64.b64decode(answer.json()["item"]).decode()
+        def hello(photo: bytes) -> str:
+            answer = httpx.post(f"http://127.0.0.1:{port}/hello", files={"img": ("p.jpg", photo, "image/jpeg")}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            return base64.b64decode(answer.json()["item"]).decode()
 
-            with ThreadPoolExecutor(len(photos)) as pool:
-                assert list(pool.map(hello, photos)) == expected
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with ThreadPoolExecutor(len(photos)) as pool:
+            assert list(pool.map(hello, photos)) == expected
+        group = server.pid
+    # LitServe's worker processes went with it: nothing of the server's session is left running (SIGKILLed ones
+    # are gone once reaped: waited for, at most 10 s)
+    deadline, alive = time.monotonic() + 10, [0]
+    while alive and time.monotonic() < deadline:
+        alive = [p.pid for p in psutil.process_iter() if _session(p) == group and _running(p)]
+        time.sleep(0.2)
+    assert not alive, f"processes of the peer server left running: {alive}"
+
+
+def _session(process) -> int | None:
+    try:
+        return os.getsid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def _running(process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 SECOND_REPLICA_CHECK = "Detector and Classifier reached 2 RUNNING in the peak, back after"
