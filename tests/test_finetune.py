@@ -162,3 +162,30 @@ def test_run_resumes_and_exports_what_torch_computes(tmp_path: Path, head: str):
     assert (probabilities.argmax(1) == expected.argmax(1)).all()
     # the embedding: the fine-tuned network's pooled features (what its head reads), L2-normalised
     assert np.abs(embedding - features / np.linalg.norm(features, axis=1, keepdims=True)).max() < 1e-5
+
+
+@pytest.mark.train
+def test_a_final_fit_trains_the_held_back_runs_recipe_on_every_photo_it_saw(tmp_path: Path):
+    """VTAB's protocol: once the held-back run has made every choice, its recipe is trained again on fit + selection,
+    stopped at the epoch it chose, keeping the weights it chose; export takes its temperature (nothing is left to fit
+    one on)."""
+    held_back = tmp_path / "held_back"
+    config = finetune_config.FinetuneConfig(out=str(held_back), data=str(GROCERY), backbone="lite0", max_per_class=3,
+                                            epochs=3, max_steps=1, batch_size=8, ema_decay=0.9)
+    chosen = finetune.train(config)
+    summary_path = held_back / finetune_config.SUMMARY_NAME  # the temperature its export fits on its selection split
+    summary_path.write_text(json.dumps(json.loads(summary_path.read_text()) | {"temperature": 1.25}))
+    held_back_split = json.loads((held_back / finetune_config.SPLIT_NAME).read_text())
+
+    final = tmp_path / "final"
+    summary = finetune.train(finetune_config.FinetuneConfig(out=str(final), final_fit=str(held_back)))
+    split = json.loads((final / finetune_config.SPLIT_NAME).read_text())
+    assert split["fit"] == held_back_split["fit"] + held_back_split["selection"] and split["selection"] == []
+    assert split["fit_class_ids"] == held_back_split["fit_class_ids"] + held_back_split["selection_class_ids"]
+    assert summary["final_fit_of"] == str(held_back) and summary["data"]["selection_photos"] == 0
+    assert summary["epochs_run"] == summary["best_epoch"] == chosen["best_epoch"]  # stopped where the held-back run chose
+    assert summary["best_weights"] == chosen["best_weights"] and (final / finetune_config.BEST_NAME).is_file()
+    recipe = json.loads((final / finetune_config.CONFIG_NAME).read_text())
+    assert recipe["epochs"] == 3 and recipe["max_per_class"] == 3 and recipe["ema_decay"] == 0.9  # the held-back recipe
+    finetune.export(final)
+    assert json.loads((final / finetune_config.SUMMARY_NAME).read_text())["temperature"] == 1.25

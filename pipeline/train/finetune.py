@@ -111,10 +111,24 @@ def load_photos(paths: list[str], size: int) -> np.ndarray:
 # ---------------------------------------------------------------- the run
 
 
+def final_fit_recipe(config: FinetuneConfig) -> tuple[FinetuneConfig, dict[str, Any], dict[str, Any]]:
+    """The held-back run's recipe with this run's folder, threads and resume; its split and its summary."""
+    run = Path(str(config.final_fit))
+    recipe = json.loads((run / CONFIG_NAME).read_text())
+    recipe.update(out=config.out, threads=config.threads, resume=config.resume, final_fit=str(run))
+    if recipe.get("leave_out"):
+        raise ValueError(f"{run} left classes out: a final fit is of a full run")
+    recipe["crop_scale"] = tuple(recipe["crop_scale"])
+    return FinetuneConfig(**recipe), json.loads((run / SPLIT_NAME).read_text()), json.loads((run / SUMMARY_NAME).read_text())
+
+
 def train(config: FinetuneConfig) -> dict[str, Any]:
     import torch
 
     started = time.time()
+    held_back: dict[str, Any] | None = None  # a final fit: the held-back run's summary (its chosen epoch and weights)
+    if config.final_fit:
+        config, held_back_split, held_back = final_fit_recipe(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -123,16 +137,25 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     variant = VARIANTS[config.backbone]
     data = load_labelled_data(config.data)
     train_split = limit_per_class(data.train, config.max_per_class)
-    # Sessions found with the same ImageNet Lite0 features whatever the backbone: every backbone gets the same split.
-    lite0_features = pooled_features(build_network("lite0", data.num_classes), load_photos(train_split.paths, VARIANTS["lite0"].input_size))
-    groups = photo_groups(lite0_features, train_split.class_ids, config.group_similarity)
-    fit, selection = selection_split(train_split, config.selection_fraction, config.seed, groups)
-    split_record = {"seed": config.seed, "fraction": config.selection_fraction, "source": data.source,
-                    "grouping": {"features": "ImageNet EfficientNet-Lite0, pooled, whole photo at 224 px",
-                                 "cosine_above": config.group_similarity, "groups": int(len(np.unique(groups))),
-                                 "classes_in_selection": len(set(selection.class_ids))},
-                    "fit": fit.paths, "selection": selection.paths,
-                    "fit_class_ids": fit.class_ids, "selection_class_ids": selection.class_ids}
+    if held_back is not None:  # every photo the held-back run saw or chose with, none held back
+        train_split = Split(held_back_split["fit"] + held_back_split["selection"],
+                            held_back_split["fit_class_ids"] + held_back_split["selection_class_ids"])
+        fit, selection = train_split, Split([], [])
+        split_record: dict[str, Any] = {"seed": config.seed, "fraction": 0.0, "source": data.source,
+                                        "final_fit_of": config.final_fit, "fit": fit.paths, "selection": [],
+                                        "fit_class_ids": fit.class_ids, "selection_class_ids": []}
+    else:
+        # Sessions found with the same ImageNet Lite0 features whatever the backbone: every backbone gets the same split.
+        lite0_features = pooled_features(build_network("lite0", data.num_classes),
+                                         load_photos(train_split.paths, VARIANTS["lite0"].input_size))
+        groups = photo_groups(lite0_features, train_split.class_ids, config.group_similarity)
+        fit, selection = selection_split(train_split, config.selection_fraction, config.seed, groups)
+        split_record = {"seed": config.seed, "fraction": config.selection_fraction, "source": data.source,
+                        "grouping": {"features": "ImageNet EfficientNet-Lite0, pooled, whole photo at 224 px",
+                                     "cosine_above": config.group_similarity, "groups": int(len(np.unique(groups))),
+                                     "classes_in_selection": len(set(selection.class_ids))},
+                        "fit": fit.paths, "selection": selection.paths,
+                        "fit_class_ids": fit.class_ids, "selection_class_ids": selection.class_ids}
     labels = data.labels
     left_out = left_out_classes(data.num_classes, config.leave_out, config.seed)
     if left_out:  # the same fit / selection split as a full run, less the left-out classes (recorded, ids as in data)
@@ -178,7 +201,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     else:
         # The head starts from the frozen network's linear probe, or for the cosine head its class means (on the fit
         # photos at the native size, unaugmented); for Lite0 those features are the ones the sessions were found with.
-        if config.backbone == "lite0":
+        if config.backbone == "lite0" and held_back is None:
             position = {path: i for i, path in enumerate(train_split.paths)}
             fit_features = lite0_features[[position[path] for path in fit.paths]]
         else:
@@ -192,10 +215,11 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
             with torch.no_grad():
                 network._fc.weight.copy_(torch.from_numpy(weight))
                 network._fc.bias.copy_(torch.from_numpy(bias))
-        probe = logits_of(network, selection_photos)
-        state["probe"] = {"head": config.head, "selection_top1": top_k_accuracy(probe, selection_targets, 1),
-                          "selection_top5": top_k_accuracy(probe, selection_targets, 5)}
-        print(f"{config.head} head at its start: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
+        if len(selection_photos):
+            probe = logits_of(network, selection_photos)
+            state["probe"] = {"head": config.head, "selection_top1": top_k_accuracy(probe, selection_targets, 1),
+                              "selection_top5": top_k_accuracy(probe, selection_targets, 5)}
+            print(f"{config.head} head at its start: selection top-1 {state['probe']['selection_top1']:.3f}", flush=True)
         if average is not None:  # the head's start is the average's start too
             average = weight_average(network, config.ema_decay)
         with (out / HISTORY_NAME).open("w", newline="") as file:
@@ -211,7 +235,9 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     else:
         loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     generator = np.random.default_rng(config.seed + state["epoch"])
-    while state["epoch"] < config.epochs:
+    # A final fit runs the held-back run's schedule (its epochs) and stops at the epoch that run chose.
+    last_epoch = config.epochs if held_back is None else int(held_back["best_epoch"])
+    while state["epoch"] < last_epoch:
         epoch_started = time.time()
         network.train()
         freeze_batchnorm_statistics(network)
@@ -223,19 +249,28 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
             losses.append(train_step(network, optimizer, scheduler, loss_function, images, fit_targets[index]))
             if average is not None:
                 average.update_parameters(network)
-        logits = logits_of(network, selection_photos)
-        top1, top5 = top_k_accuracy(logits, selection_targets, 1), top_k_accuracy(logits, selection_targets, 5)
-        candidates = [(top1, top5, "trained", network)]
-        if average is not None:
-            averaged = logits_of(average.module, selection_photos)
-            candidates.append((top_k_accuracy(averaged, selection_targets, 1), top_k_accuracy(averaged, selection_targets, 5),
-                               "average", average.module))
         state["epoch"] += 1
-        best_top1, best_top5, weights, best_network = max(candidates, key=lambda c: c[0])  # ties: the trained weights
-        if best_top1 > state["best_selection_top1"]:
-            state.update(best_selection_top1=best_top1, best_selection_top5=best_top5, best_epoch=state["epoch"],
-                         best_weights=weights)
-            torch.save(best_network.state_dict(), out / BEST_NAME)
+        if held_back is not None:  # nothing to score on: the held-back run's chosen weights, at its chosen epoch
+            top1 = top5 = float("nan")
+            candidates = [(top1, top5, "trained", network)] + ([(top1, top5, "average", average.module)] if average else [])
+            if state["epoch"] == last_epoch:
+                weights = held_back.get("best_weights", "trained")
+                best_network = next(c[3] for c in candidates if c[2] == weights)
+                state.update(best_epoch=state["epoch"], best_weights=weights)
+                torch.save(best_network.state_dict(), out / BEST_NAME)
+        else:
+            logits = logits_of(network, selection_photos)
+            top1, top5 = top_k_accuracy(logits, selection_targets, 1), top_k_accuracy(logits, selection_targets, 5)
+            candidates = [(top1, top5, "trained", network)]
+            if average is not None:
+                averaged = logits_of(average.module, selection_photos)
+                candidates.append((top_k_accuracy(averaged, selection_targets, 1),
+                                   top_k_accuracy(averaged, selection_targets, 5), "average", average.module))
+            best_top1, best_top5, weights, best_network = max(candidates, key=lambda c: c[0])  # ties: the trained weights
+            if best_top1 > state["best_selection_top1"]:
+                state.update(best_selection_top1=best_top1, best_selection_top5=best_top5, best_epoch=state["epoch"],
+                             best_weights=weights)
+                torch.save(best_network.state_dict(), out / BEST_NAME)
         seconds = time.time() - epoch_started
         averages = [f"{candidates[1][0]:.4f}", f"{candidates[1][1]:.4f}"] if average is not None else ["", ""]
         with (out / HISTORY_NAME).open("a", newline="") as file:
@@ -260,6 +295,8 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         "best_weights": state.get("best_weights", "trained"),
         "best_selection_top1": state["best_selection_top1"], "best_selection_top5": state.get("best_selection_top5"),
         "first_loss": state.get("first_loss"), "last_loss": state.get("last_loss"),
+        **({"final_fit_of": config.final_fit, "held_back_best_epoch": held_back["best_epoch"],
+            "held_back_epochs": config.epochs} if held_back is not None else {}),
         "torch_version": torch.__version__, "threads": torch.get_num_threads(),
         "wall_seconds": round(time.time() - started, 1),
     }
@@ -291,8 +328,12 @@ def export(out: Path | str) -> Path:
     labels_count = len(read_labels(out / LABELS_NAME))
     network = build_network(backbone, labels_count, head, cosine_scale)
     network.load_state_dict(torch.load(out / BEST_NAME, map_location="cpu", weights_only=True))
-    selection_photos = load_photos(split["selection"], variant.input_size)
-    temperature = fit_temperature(logits_of(network, selection_photos), np.asarray(split["selection_class_ids"]))
+    summary = json.loads((out / SUMMARY_NAME).read_text()) if (out / SUMMARY_NAME).is_file() else {}
+    if summary.get("final_fit_of"):  # nothing held back: the held-back run's temperature, fitted on its selection split
+        temperature = float(json.loads((Path(summary["final_fit_of"]) / SUMMARY_NAME).read_text())["temperature"])
+    else:
+        selection_photos = load_photos(split["selection"], variant.input_size)
+        temperature = fit_temperature(logits_of(network, selection_photos), np.asarray(split["selection_class_ids"]))
     state = {key: value.detach().numpy() for key, value in network.state_dict().items()}
     model = efficientnet_lite.classifier_from_state_dict(backbone, state, labels_count, temperature,
                                                          cosine_scale if head == "cosine" else None)
@@ -302,7 +343,6 @@ def export(out: Path | str) -> Path:
         imagenet = {key: value.detach().numpy() for key, value in build_network(backbone, labels_count).state_dict().items()}
         imagenet.update({"_fc.weight": probe["weight"], "_fc.bias": probe["bias"]})
         export_model(efficientnet_lite.classifier_from_state_dict(backbone, imagenet, labels_count), out / BASELINE_EXPORT_DIR)
-    summary = json.loads((out / SUMMARY_NAME).read_text()) if (out / SUMMARY_NAME).is_file() else {}
     summary["temperature"] = temperature
     summary["model"] = {"num_classes": labels_count, "input_size": variant.input_size, "head": head,
                         "backbone": f"efficientnet-{backbone} (fine-tuned whole, torch; ported to TF)"}

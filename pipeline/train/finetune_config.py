@@ -59,3 +59,7 @@ class FinetuneConfig:
     leave_out: int = option(0, help="classes left out of training, drawn with --seed (the catalog's leave-classes-out "
                                     "evaluation: pipeline.release.catalog_evaluation); their train photos stay in split.json")
     resume: bool = option(False, help="go on from <out>/last.pt")
+    final_fit: str | None = option(None, help="a held-back run's folder: train its recipe on its fit + selection photos "
+                                              "for its chosen epochs and keep its chosen weights (VTAB's protocol); nothing "
+                                              "is held back, so every choice comes from that run (the other options are "
+                                              "its, but --out, --threads and --resume)")
