@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,11 +151,28 @@ def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_pa
     classifier names the product only when the view cuts enough of the border away. The export tries the views on
     the selection photos (never val), ships the one that names them most surely (the least log-loss: the tightest
     view here), and serving's loop uses it."""
+    from pipeline.release.export import export
+
+    run = selection_run(runs, tmp_path)
+    manifest = export(run, runs / "detector", runs / "photos", tmp_path / "model_label", report_dir=tmp_path / "report")
+
+    view = manifest["classifier"]["selection"]["whole_photo_share"]
+    assert {share: f["top1"] for share, f in view["shares"].items()} == {
+        "1": 0.0, "0.95": 0.0, "0.9": 1.0, "0.85": 1.0, "0.8": 1.0, "0.75": 1.0, "0.7": 1.0}
+    losses = [f["log_loss"] for f in view["shares"].values()]
+    assert losses == sorted(losses, reverse=True)  # the tighter the view, the more product: the surer
+    shipped = load_model_label(tmp_path / "model_label")
+    assert view["chosen"] == 0.7 == manifest["classifier"]["whole_photo_share"] == shipped.whole_photo_share
+    assert manifest["classifier"]["metrics"]["whole_photo"]["top1"] == 1.0  # val's plain photos, through the 0.7 view
+    assert "| 0.7 (chosen) | 100.00% |" in (tmp_path / "report" / "evaluation.md").read_text()
+
+
+def selection_run(runs: Path, tmp_path: Path) -> Path:
+    """The tiny classifier run with a selection split whose photos are a product in the middle of another colour:
+    the mean-colour classifier names the product only when the view cuts enough of the border away."""
     import shutil
 
     from PIL import Image
-
-    from pipeline.release.export import export
 
     run = tmp_path / "classifier"
     shutil.copytree(runs / "classifier", run)
@@ -169,17 +187,53 @@ def test_export_chooses_the_whole_photo_view_on_the_selection_split(runs, tmp_pa
     fit = [str(path) for path, _ in load_labelled_photos(runs / "photos", LABELS)]
     (run / "split.json").write_text(json.dumps({"seed": 0, "fraction": 0.5, "fit": fit, "fit_class_ids": [0] * len(fit),
                                                 "selection": selection, "selection_class_ids": targets}))
-    manifest = export(run, runs / "detector", runs / "photos", tmp_path / "model_label", report_dir=tmp_path / "report")
+    return run
 
-    view = manifest["classifier"]["selection"]["whole_photo_share"]
-    assert {share: f["top1"] for share, f in view["shares"].items()} == {
-        "1": 0.0, "0.95": 0.0, "0.9": 1.0, "0.85": 1.0, "0.8": 1.0, "0.75": 1.0, "0.7": 1.0}
-    losses = [f["log_loss"] for f in view["shares"].values()]
-    assert losses == sorted(losses, reverse=True)  # the tighter the view, the more product: the surer
-    shipped = load_model_label(tmp_path / "model_label")
-    assert view["chosen"] == 0.7 == manifest["classifier"]["whole_photo_share"] == shipped.whole_photo_share
-    assert manifest["classifier"]["metrics"]["whole_photo"]["top1"] == 1.0  # val's plain photos, through the 0.7 view
-    assert "| 0.7 (chosen) | 100.00% |" in (tmp_path / "report" / "evaluation.md").read_text()
+
+@pytest.mark.train
+@pytest.mark.models
+def test_a_final_fit_ships_with_the_choices_its_held_back_run_was_released_with(runs, tmp_path):
+    """A final fit (pipeline.train.finetune --final-fit) holds nothing back: its release takes every choice from
+    the held-back run's (here the 0.7 view its selection split chose, which a run with no selection split would not
+    make), each runtime's threshold included; it refuses to guess without that release, or with another run's."""
+    import shutil
+
+    from pipeline.release.export import export
+
+    held_back = selection_run(runs, tmp_path)
+    summary = json.loads((held_back / "train_summary.json").read_text())
+    (held_back / "train_summary.json").write_text(json.dumps(summary | {"hyperparameters": {"out": str(held_back)}}))
+    released = export(held_back, runs / "detector", runs / "photos", tmp_path / "held_back_label", report_dir=tmp_path / "r1")
+    split = json.loads((held_back / "split.json").read_text())
+
+    final = tmp_path / "final"
+    shutil.copytree(runs / "classifier", final)
+    (final / "train_summary.json").write_text(json.dumps(summary | {
+        "final_fit_of": str(held_back), "best_epoch": 1, "best_weights": "trained",
+        "data": {"fit_photos": len(split["fit"]) + len(split["selection"]), "selection_photos": 0}}))
+    (final / "split.json").write_text(json.dumps(split | {"fit": split["fit"] + split["selection"], "selection": [],
+                                                          "fit_class_ids": split["fit_class_ids"] + split["selection_class_ids"],
+                                                          "selection_class_ids": [], "final_fit_of": str(held_back)}))
+    with pytest.raises(ValueError, match="--choices-from"):
+        export(final, runs / "detector", runs / "photos", tmp_path / "refused", report_dir=tmp_path / "r2")
+    other = tmp_path / "other_label"
+    shutil.copytree(tmp_path / "held_back_label", other)
+    manifest_path = other / "manifest.json"
+    manifest_path.write_text(manifest_path.read_text().replace(str(held_back), str(tmp_path / "another_run")))
+    with pytest.raises(ValueError, match="was released from"):
+        export(final, runs / "detector", runs / "photos", tmp_path / "refused", report_dir=tmp_path / "r2",
+               choices_from=other)
+
+    manifest = export(final, runs / "detector", runs / "photos", tmp_path / "model_label", report_dir=tmp_path / "r3",
+                      choices_from=tmp_path / "held_back_label")
+    classifier, chosen = manifest["classifier"], released["classifier"]
+    assert classifier["whole_photo_share"] == chosen["whole_photo_share"] == 0.7
+    assert classifier["hello_policy"] == chosen["hello_policy"] and classifier["selection"] == chosen["selection"]
+    assert classifier["calibration"]["unknown_threshold"] == chosen["calibration"]["unknown_threshold"]
+    for name, entry in classifier["runtimes"].items():
+        assert entry["calibration"]["unknown_threshold"] == chosen["runtimes"][name]["calibration"]["unknown_threshold"]
+    assert "final_fit" in classifier["model_selection"]
+    assert load_model_label(tmp_path / "model_label").whole_photo_share == 0.7
 
 
 @pytest.mark.train

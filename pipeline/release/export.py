@@ -146,10 +146,24 @@ def _install(staging: Path, out: Path) -> None:
     shutil.rmtree(staging)
 
 
+def _held_back_release(summary: dict[str, Any], choices_from: Path | str | None) -> dict[str, Any]:
+    """The classifier entry of the release of a final fit's held-back run: the model_label/ `choices_from`, checked to
+    be that run's (its recorded run folder)."""
+    if choices_from is None:
+        raise ValueError(f"a final fit of {summary['final_fit_of']} holds nothing back: pass --choices-from, the "
+                         "model_label/ that run was released as")
+    classifier = _read_json(Path(choices_from) / ml.MANIFEST_NAME)["classifier"]
+    released_from = Path(classifier.get("training", {}).get("hyperparameters", {}).get("out", ""))
+    if released_from.resolve() != Path(summary["final_fit_of"]).resolve():
+        raise ValueError(f"{choices_from} was released from {released_from}, not from {summary['final_fit_of']}")
+    return classifier
+
+
 def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detector_size: int,
                   detector_runtimes: dict[str, dict[str, Any]], split: dict[str, Any], eval_data: Path | str,
                   photos: list[tuple[Path, int]], settings: ServingSettings, report: dict[str, Any], report_dir: Path,
-                  target_precision: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                  target_precision: float, held_back_runtimes: dict[str, Any] | None = None
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The classifier in TFLite (int8 calibrated on train photos the classifier was fitted on), and every runtime
     measured against the framework's (pipeline.release.runtimes); the choices on the selection split when the run has one,
     else no runtime meets the bar (nothing to judge it on) and `auto` serves the framework runtimes."""
@@ -159,7 +173,7 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
                  "unknown_threshold": report["calibration"]["unknown_threshold"]}
     facts = ModelFacts(labels, classifier_size, detector_size, report["hello_policy"], reference["unknown_threshold"],
                        whole_photo_share=report["whole_photo_share"])
-    fit = split.get("fit") or [path for path, _ in load_labelled_photos(eval_data, labels, "train")]
+    fit = split.get("fit") or [path for path, _ in load_labelled_photos(eval_data, labels, "train")]  # int8's calibration
     classifier_runtimes = runtimes.convert_classifier(staging, ml.CLASSIFIER_NAME, fit, facts,
                                                       load_detector(staging / ml.DETECTOR_NAME, "torch"), settings,
                                                       "GroceryStore train, less the selection split")
@@ -167,7 +181,8 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
     measured = runtimes.measure(
         staging, facts, classifier_runtimes, detector_runtimes, selection_photos=selection_photos or photos[:0],
         val_photos=photos, settings=settings, hello_policy=report["hello_policy"], reference=reference,
-        detector_data=report.get("detector", {}).get("data"), target_precision=target_precision)
+        detector_data=report.get("detector", {}).get("data"), target_precision=target_precision,
+        held_back_runtimes=held_back_runtimes)
     hello = report["classifier"]["hello"]
     markdown = runtimes.to_markdown(measured, reference | {"val_top1": hello["top1"], "val_top5": hello["top5"]})
     with open(report_dir / "evaluation.md", "a", encoding="utf-8") as evaluation:
@@ -177,8 +192,11 @@ def _cpu_runtimes(staging: Path, labels: list[str], classifier_size: int, detect
 
 def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path | str, out: Path | str, *,
            eval_split: str = "val", detector_data: Path | str | None = None, report_dir: Path | str | None = None,
-           device: str = "cpu", serve_config: Path | str = SERVE_CONFIG, target_precision: float = 0.95) -> dict[str, Any]:
-    """Build model_label/ at `out` and return its manifest; `load_model_label(out)` accepts the result."""
+           device: str = "cpu", serve_config: Path | str = SERVE_CONFIG, target_precision: float = 0.95,
+           choices_from: Path | str | None = None) -> dict[str, Any]:
+    """Build model_label/ at `out` and return its manifest; `load_model_label(out)` accepts the result.
+    `choices_from`: for a final fit (pipeline.train.finetune --final-fit), the model_label/ its held-back run was
+    released as, whose choices it takes (it holds nothing back to make them on)."""
     prepare_ultralytics()
     import torch  # noqa: F401  (torch before TensorFlow, which evaluate imports later)
 
@@ -207,8 +225,19 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
 
     photos = load_labelled_photos(eval_data, labels, eval_split)
     baseline = classifier_dir / BASELINE_EXPORT_DIR
-    selection, model_selection, split = None, None, {}
-    if (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.train.finetune run: choices on its selection split, not on val
+    selection, model_selection, split, held_back = None, None, {}, None
+    if classifier_summary.get("final_fit_of"):
+        held_back = _held_back_release(classifier_summary, choices_from)
+        split = _read_json(Path(classifier_summary["final_fit_of"]) / SPLIT_NAME)  # its selection: the runtimes' check
+        selection = held_back["selection"]
+        model_selection = held_back["model_selection"] | {
+            "final_fit": (f"trained again on the held-back run's fit and selection photos "
+                          f"({classifier_summary['data']['fit_photos']}), its recipe stopped at its chosen epoch "
+                          f"{classifier_summary['best_epoch']} ({classifier_summary['best_weights']} weights); every choice "
+                          f"below is the held-back run's, copied from its release {held_back['version']}"),
+            "unknown_threshold": "the held-back run's, fitted on its selection split, per runtime",
+        }
+    elif (classifier_dir / SPLIT_NAME).is_file():  # a pipeline.train.finetune run: choices on its selection split, not on val
         split = _read_json(classifier_dir / SPLIT_NAME)
         model_selection = {
             "selection_split": {"photos": len(split["selection"]), "held_back_from": "train", "seed": split["seed"],
@@ -239,7 +268,7 @@ def export(classifier_dir: Path | str, detector_dir: Path | str, eval_data: Path
     figures = headline(report)
     classifier_runtimes, detector_runtimes, cpu_runtimes = _cpu_runtimes(
         staging, labels, classifier_size, detector_size, detector_runtimes, split, eval_data, photos, settings, report,
-        report_dir, target_precision)
+        report_dir, target_precision, held_back["runtimes"] if held_back else None)
 
     manifest = ml.write_manifest(
         staging,
@@ -301,10 +330,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--serve-config", default=str(SERVE_CONFIG), help="detector and photo settings, as served")
     parser.add_argument("--target-precision", type=float, default=0.95, help="of the /hello answers called known")
+    parser.add_argument("--choices-from", help="a final fit's held-back run as released (its model_label/): its choices")
     args = parser.parse_args(argv)
     manifest = export(args.classifier, args.detector, args.eval_data, args.out, eval_split=args.eval_split,
                       detector_data=args.detector_data, report_dir=args.report_dir, device=args.device,
-                      serve_config=args.serve_config, target_precision=args.target_precision)
+                      serve_config=args.serve_config, target_precision=args.target_precision, choices_from=args.choices_from)
     print(json.dumps({part: manifest[part].get("metrics") for part in ("classifier", "detector")}, indent=2,
                      ensure_ascii=False))
 

@@ -266,12 +266,16 @@ def detector_timing_images(photos: Sequence[tuple[Path, int]], side: int) -> lis
 def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, dict[str, Any]],
             detector_runtimes: dict[str, dict[str, Any]], *, selection_photos: Sequence[tuple[Path, int]],
             val_photos: Sequence[tuple[Path, int]], settings: ServingSettings, hello_policy: str,
-            reference: dict[str, Any], detector_data: Path | str | None, target_precision: float) -> dict[str, Any]:
+            reference: dict[str, Any], detector_data: Path | str | None, target_precision: float,
+            held_back_runtimes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per runtime: its accuracy against the framework runtime's (`reference`: the SavedModel's selection top-1
     and torch's mAP50), whether it meets the bar, its calibrated threshold, its val figures and its speed (one
     thread, also in each entry's `ms_per_item`); and /hello on val with what `auto` serves on CPU (the fastest
     runtimes that met the bar). Returns {"classifier": {runtime: entry}, "detector": {runtime: entry},
-    "ms_per_item": {...}, "served_on_cpu": {...}}."""
+    "ms_per_item": {...}, "served_on_cpu": {...}}.
+    `held_back_runtimes`: a final fit's held-back release's runtimes. Its selection photos were trained on, so each
+    runtime keeps the held-back threshold, and the bar is judged against this SavedModel on the same photos (what
+    int8 loses to the float model, which training on them does not hide)."""
     hello = functools.partial(hello_answers, facts, settings=settings, hello_policy=hello_policy)
 
     detectors = {"torch": load_detector(directory / "detector.pt", "torch", threads=1)}
@@ -282,12 +286,18 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
     result: dict[str, Any] = {"classifier": {}, "detector": {}}
     reference_embeddings = served_embeddings(hello(detectors["torch"], classifiers["savedmodel"], val_photos)[2])
     result["embedding"] = None if reference_embeddings is None else {"dim": reference_embeddings.shape[1]}
+    if held_back_runtimes is not None and selection_photos:
+        chosen_on, targets, _ = hello(detectors["torch"], classifiers["savedmodel"], selection_photos)
+        reference = reference | {"selection_top1": top_k_accuracy(chosen_on, targets, 1)}
     for name, entry in classifier_runtimes.items():
         top1, calibration = None, {"unknown_threshold": reference["unknown_threshold"], "note": "no selection split: the SavedModel's"}
         if selection_photos:
             chosen_on, targets, _ = hello(detectors["torch"], classifiers[name], selection_photos)
             top1 = top_k_accuracy(chosen_on, targets, 1)
             calibration = {"fitted_on": "the selection split", **calibrate_unknown(chosen_on, targets, target_precision)}
+        if held_back_runtimes is not None:
+            calibration = held_back_runtimes[name]["calibration"] | {
+                "fitted_on": "the held-back run's selection split (its release; a final fit holds nothing back)"}
         measured, val_targets, recognized = hello(detectors["torch"], classifiers[name], val_photos)
         embeddings = served_embeddings(recognized)
         result["classifier"][name] = {
