@@ -79,8 +79,12 @@ def calibrate_unknown(probabilities: np.ndarray, targets: ArrayLike, target_prec
     threshold reaches the target, the one with the best precision, flagged `target_met: false`.
     """
     probabilities, targets = np.asarray(probabilities), np.asarray(targets)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == targets
+    return calibrate_score(probabilities.max(axis=1), probabilities.argmax(axis=1) == targets, target_precision)
+
+
+def calibrate_score(score: ArrayLike, correct: ArrayLike, target_precision: float = 0.95) -> dict[str, Any]:
+    """`calibrate_unknown` for any confidence score (higher: surer) of answers that are `correct` or not."""
+    confidence, correct = np.asarray(score, dtype=np.float64), np.asarray(correct, dtype=bool)
     order = np.argsort(-confidence, kind="stable")
     confidence, correct = confidence[order], correct[order]
     cut = np.flatnonzero(np.append(confidence[1:] != confidence[:-1], True))  # last index of each distinct value

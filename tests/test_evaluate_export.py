@@ -296,3 +296,23 @@ def test_a_policy_is_surely_better_only_by_more_than_chance():
     assert classification_metrics.surely_better(forty_more, other) and not classification_metrics.surely_better(other, forty_more)
     assert set(evaluate.POLICY_COST) == set(evaluate.HELLO_POLICIES)
     assert min(evaluate.POLICY_COST, key=evaluate.POLICY_COST.get) == "whole_photo"
+
+
+def test_known_signals_cover_what_each_signal_separates():
+    """Hand-made answers where the wrong ones have the higher top-1 probability but a close second: the margin over
+    the second keeps both right answers known at 100% precision, the top-1 probability none; gated by the crop's
+    agreement, a right answer the crop disagrees with is no longer known."""
+    from pipeline.evaluation.known_signals import coverage_table
+
+    whole = np.array([[0.50, 0.25, 0.25],   # right (0), margin 0.25
+                      [0.25, 0.52, 0.23],   # right (1), margin 0.27
+                      [0.55, 0.45, 0.00],   # wrong (target 1), margin 0.10
+                      [0.58, 0.00, 0.42]])  # wrong (target 2), margin 0.16
+    targets = np.array([0, 1, 1, 2])
+    table = coverage_table(whole, whole, targets, target_precision=1.0)
+    assert table["margin over the second"]["coverage"] == 0.5
+    assert table["top-1 probability (shipped)"]["coverage"] == 0.0
+    assert not classification_metrics.calibrate_unknown(whole, targets, 1.0)["target_met"]  # the shipped rule agrees
+    crop = whole.copy()
+    crop[1] = [0.9, 0.05, 0.05]
+    assert coverage_table(crop, whole, targets, 1.0)["margin over the second, crop and whole agreeing"]["coverage"] == 0.25
