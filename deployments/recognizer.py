@@ -133,7 +133,7 @@ class Recognizer(CatalogCalls):
         detector: its boxes would change no answer, so they would be CPU spent on nothing."""
         async with self.metrics.photo("/hello") as record:
             data = await read_image(request, ("img",), allow_raw_body=False)
-            recognition = record(await self._recognize(data, started=time.perf_counter(), mode=HELLO))
+            recognition = record(*await self._recognize(data, started=time.perf_counter(), mode=HELLO))
         prominent = recognition.products[0]  # largest first; never empty (whole photo when nothing detected)
         label = prominent.label or prominent.candidates[0].label  # the original always named something
         return HelloAnswer(item=base64.b64encode(label.encode("utf-8")).decode("ascii"))
@@ -144,7 +144,7 @@ class Recognizer(CatalogCalls):
         started = time.perf_counter()
         async with self.metrics.photo("/v1/recognize") as record:
             data = await read_image(request, ("image", "img"), allow_raw_body=True)
-            return record(await self._recognize(data, started, mode=EVERY_PRODUCT))
+            return record(*await self._recognize(data, started, mode=EVERY_PRODUCT))
 
     @api.get("/v1/labels", response_model=Labels)
     async def labels(self) -> Labels:
@@ -153,8 +153,10 @@ class Recognizer(CatalogCalls):
         return Labels(count=len(labels), labels=labels, classifier=self.bundle.versions["classifier"])
 
     async def check_health(self) -> None:
-        """Serve's periodic health check; also starts following the catalog, so an idle replica is current too."""
+        """Serve's periodic health check; also starts following the catalog, so an idle replica is current too, and
+        keeps its in-flight gauges exported while idle."""
         self.catalog_copy.follow()
+        self.metrics.refresh()
 
     @api.get("/healthz", response_model=Health)
     async def liveness(self) -> Health:
@@ -247,9 +249,10 @@ class Recognizer(CatalogCalls):
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
 
-    async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> Recognition:
+    async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> tuple[Recognition, dict[str, float]]:
         """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its
-        model calls."""
+        model calls; and the seconds of each stage that ran, for the metrics (the answer's timings say 0 ms for a
+        stage that did not run)."""
         read_done = time.perf_counter()
         versions = {"detector": self.bundle.versions["detector"]}  # the Detector's own, once it is asked
 
@@ -291,21 +294,18 @@ class Recognizer(CatalogCalls):
                 sku=result.match.sku if result.by_catalog and result.match else None,
                 similarity=round(result.match.similarity, 4) if result.match else None,
             ))
-        milliseconds = lambda seconds: round(seconds * 1000, 2)  # noqa: E731
+        seconds = {"read": read_done - started, "decode": times.decode, "detect": times.detect, "crop": times.crop,
+                   "classify": times.classify, "total": time.perf_counter() - started}
+        milliseconds = {f"{stage}_ms": round(value * 1000, 2) for stage, value in seconds.items()}
+        if not times.detector_asked:
+            del seconds["detect"]
         return Recognition(
             photo=PhotoInfo(width=photo.original_size[0], height=photo.original_size[1], format=photo.format),
             whole_photo=whole_photo,
             products=products,
             models=ModelVersions(**versions, catalog=catalog.version if catalog else None),
-            timings=Timings(
-                read_ms=milliseconds(read_done - started),
-                decode_ms=milliseconds(times.decode),
-                detect_ms=milliseconds(times.detect),
-                crop_ms=milliseconds(times.crop),
-                classify_ms=milliseconds(times.classify),
-                total_ms=milliseconds(time.perf_counter() - started),
-            ),
-        )
+            timings=Timings(**milliseconds),
+        ), seconds
 
     @staticmethod
     def _original_box(box: np.ndarray, photo: Photo) -> Box:

@@ -16,6 +16,7 @@ from load_tests.serve_app import ServeApp, free_port, shipped_config
 from pipeline.core.model_label import load_model_label
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.settings import deployment_config
+from tests.test_monitoring import RAY_SERVE_SERIES, alert_queries, dashboard_queries, series_and_labels
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.models]  # the shipped models, served on a local Ray
@@ -261,9 +262,10 @@ def test_serving_answers_what_the_evaluation_measured(app, tmp_path):
         assert (prominent["source"] == "whole_photo") == measured["whole_photo"]
 
 
-def scrape_product_metrics() -> dict[tuple[str, tuple], float]:
+def scrape_product_metrics(labels_by_series: dict[str, set[str]] | None = None) -> dict[tuple[str, tuple], float]:
     """Every `ray_product_*` sample of the Prometheus endpoints of Ray's nodes, summed over replicas:
-    {(sample name, sorted (tag, value) pairs without Serve's replica tags): value}."""
+    {(sample name, sorted (tag, value) pairs without Serve's replica tags): value}. `labels_by_series`, when given,
+    gets every `ray_` series' name and label names, Ray's own included."""
     import ray
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -274,6 +276,8 @@ def scrape_product_metrics() -> dict[tuple[str, tuple], float]:
         text = httpx.get(f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics", timeout=10).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
+                if labels_by_series is not None and sample.name.startswith("ray_"):
+                    labels_by_series.setdefault(sample.name, set()).update(sample.labels)
                 if sample.name.startswith("ray_product_"):
                     tags = tuple(sorted((k, v) for k, v in sample.labels.items()
                                         if k in ("endpoint", "status", "code", "stage", "le")))
@@ -283,7 +287,8 @@ def scrape_product_metrics() -> dict[tuple[str, tuple], float]:
 
 @pytest.mark.data
 def test_product_metrics_are_exported_for_prometheus(app):
-    """The product's own metrics (deployments/metrics.py) reach Ray's Prometheus endpoint with sane values."""
+    """The product's own metrics (deployments/metrics.py) reach Ray's Prometheus endpoint with sane values, and
+    every series deploy/monitoring's dashboard and alert rules query is exported, with the labels they use."""
     def value(samples: dict, name: str, **tags: str) -> float:
         return sum(v for (n, t), v in samples.items() if n == name and set(tags.items()) <= set(t))
 
@@ -301,11 +306,12 @@ def test_product_metrics_are_exported_for_prometheus(app):
         return value(samples, "ray_product_photos_total", endpoint="/v1/recognize", code="not_an_image") > \
             value(before, "ray_product_photos_total", endpoint="/v1/recognize", code="not_an_image")
 
+    labels_by_series: dict[str, set[str]] = {}  # every `ray_` series seen from here on, with its labels
     deadline, after = time.monotonic() + 60, before
-    while time.monotonic() < deadline and not arrived(after := scrape_product_metrics()):
+    while time.monotonic() < deadline and not arrived(after := scrape_product_metrics(labels_by_series)):
         time.sleep(1)
     time.sleep(3)  # the last request's report, and any other replica's
-    after = scrape_product_metrics()
+    after = scrape_product_metrics(labels_by_series)
     delta = lambda name, **tags: value(after, name, **tags) - value(before, name, **tags)  # noqa: E731
     assert delta("ray_product_photos_total", endpoint="/v1/recognize", status="200", code="ok") == 3
     assert delta("ray_product_photos_total", endpoint="/hello", status="200", code="ok") == 1
@@ -319,14 +325,33 @@ def test_product_metrics_are_exported_for_prometheus(app):
         in_bucket = delta("ray_product_products_per_photo_bucket", endpoint="/v1/recognize", le=str(bound))
         assert in_bucket == sum(count <= bound for count in products_answered), (bound, products_answered)
     assert delta("ray_product_unknown_products_total", endpoint="/v1/recognize") == unknown_answered
-    for stage in ("decode", "detect", "crop", "classify", "total"):
-        assert delta("ray_product_stage_latency_ms_count", stage=stage) == 4, stage
-        assert delta("ray_product_stage_latency_ms_sum", stage=stage) > 0, stage
-    total_ms = delta("ray_product_stage_latency_ms_sum", stage="total")
+    # Stage seconds by endpoint. With the shipped models (the whole-photo policy) and an empty catalog, /hello
+    # answers from the whole photo without asking the detector: no detect sample, not one of 0 s.
+    assert delta("ray_product_whole_photo_answers_total", endpoint="/hello") == 1
+    for stage in ("decode", "crop", "classify", "total"):
+        for endpoint, answered in (("/v1/recognize", 3), ("/hello", 1)):
+            assert delta("ray_product_stage_seconds_count", endpoint=endpoint, stage=stage) == answered, (endpoint, stage)
+            assert delta("ray_product_stage_seconds_sum", endpoint=endpoint, stage=stage) > 0, (endpoint, stage)
+    assert delta("ray_product_stage_seconds_count", endpoint="/v1/recognize", stage="detect") == 3
+    assert delta("ray_product_stage_seconds_count", endpoint="/hello", stage="detect") == 0
+    total_s = delta("ray_product_stage_seconds_sum", endpoint="/v1/recognize", stage="total")
     # Ray exports a histogram's sum from its buckets' midpoints, so sums compare only roughly: the total holds the
-    # classify stage; the stage counts above are exact.
-    assert total_ms >= delta("ray_product_stage_latency_ms_sum", stage="classify")
+    # classify stage, and three photos take between 10 ms and a minute; the stage counts above are exact.
+    assert 0.01 < total_s < 60 and total_s >= delta("ray_product_stage_seconds_sum", endpoint="/v1/recognize", stage="classify")
     assert value(after, "ray_product_photos_in_flight", endpoint="/v1/recognize") == 0
+    # What deploy/monitoring queries is exported (Ray Serve's own series too), with the labels it queries
+    queried = {name: labels for source in (dashboard_queries, alert_queries) for _, expression in source()
+               for name, labels in series_and_labels(expression)[0].items()}
+    not_counted_yet = set() if unknown_answered else {"ray_product_unknown_products_total"}  # a counter appears once counted
+    # A gauge is exported for two metrics intervals after it is set (2 s here, RAY_metrics_report_interval_ms=1000);
+    # Serve sets a replica's health every 10 s, the Recognizer its in-flight gauges at each health check (10 s)
+    deadline = time.monotonic() + 30
+    while set(queried) - set(labels_by_series) - not_counted_yet and time.monotonic() < deadline:
+        time.sleep(1)
+        scrape_product_metrics(labels_by_series)
+    assert set(queried) - set(labels_by_series) <= not_counted_yet, set(queried) - set(labels_by_series)
+    for name, labels in RAY_SERVE_SERIES.items():
+        assert labels <= labels_by_series[name], (name, labels - labels_by_series[name])
 
 
 @pytest.mark.data

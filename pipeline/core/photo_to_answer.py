@@ -100,6 +100,7 @@ class StageSeconds:
     detect: float = 0.0
     crop: float = 0.0
     classify: float = 0.0
+    detector_asked: bool = True  # False: `detect` is 0 because the stage did not run (a whole-photo /hello), not fast
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,9 @@ class PhotoToAnswer:
         started = time.perf_counter()
         prepared = await asyncio.gather(*(self._decode(data, decode_slots, plan.asks_detector) for data in photos))
         decoded = time.perf_counter()
-        if not plan.asks_detector:  # its stage took no time
+        if not plan.asks_detector:  # its stage did not run
             detections: list[np.ndarray | None] = [None] * len(prepared)
-            detected = decoded
+            detected, times.detector_asked = decoded, False
         else:
             detections = list(await detect([image.pixels for _, image in prepared if image is not None]))
             detected = time.perf_counter()
