@@ -144,7 +144,8 @@ def test_the_shipped_int8_classifier_is_int8_but_for_its_worst_layers_and_its_he
     ops = [node["op"] for node in floats]
     pooling = ops.index("MEAN")
     assert pooling >= 1 and {"FULLY_CONNECTED", "SOFTMAX", "L2_NORMALIZATION"} <= set(ops[pooling:])
-    assert all(node["error_steps"] > runtimes.INT8_FLOAT_ERROR_STEPS for node in floats[:pooling])
+    # over the rule's bound, as recorded: to 3 decimals, so a layer just over 0.3 reads 0.3
+    assert all(node["error_steps"] >= runtimes.INT8_FLOAT_ERROR_STEPS for node in floats[:pooling])
     # int8 weights in the other layers: the file is at most two thirds of the fp32 one (all int8: a quarter)
     sizes = {runtime: shipped.runtime_path("classifier", runtime).stat().st_size for runtime in ("tflite", "tflite_int8")}
     assert sizes["tflite_int8"] < sizes["tflite"] * 2 / 3
