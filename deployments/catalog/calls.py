@@ -55,7 +55,10 @@ _PHOTOS = {"type": "array", "items": _PHOTO, "minItems": 1, "maxItems": MAX_PHOT
 ENROLL_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["sku", "label", "photo"],
     "properties": {"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-                   "label": {"type": "string", "minLength": 1, "maxLength": 200}, "photo": _PHOTOS}}}}}}
+                   "label": {"type": "string", "minLength": 1, "maxLength": 200}, "photo": _PHOTOS,
+                   "replace": {"type": "string", "enum": ["true", "false"], "default": "false",
+                               "description": "true: an enrolled sku's label and photos are replaced; without it, "
+                                              "enrolling an enrolled sku answers 409 sku_exists"}}}}}}}
 ADD_PHOTOS_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["photo"], "properties": {"photo": _PHOTOS}}}}}}
 
