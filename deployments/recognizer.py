@@ -26,7 +26,15 @@ from ray.serve.handle import DeploymentHandle
 from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
 from deployments.auth import API_KEY_ENV
 from deployments.calls import MODEL_CALL_TIMEOUT_S, call
-from deployments.catalog.calls import ADD_PHOTOS_BODY, ENROLL_BODY, READ_ERRORS, UI_PAGE, WRITE_ERRORS, CatalogCalls
+from deployments.catalog.calls import (
+    ADD_PHOTOS_BODY,
+    ENROLL_BODY,
+    READ_ERRORS,
+    UI_PAGE,
+    UI_SCRIPTS,
+    WRITE_ERRORS,
+    CatalogCalls,
+)
 from deployments.catalog.http_side import admin_actor, read_enrollment
 from deployments.catalog.ingress_copy import CatalogCopy
 from deployments.errors import ServiceError, error_outcome
@@ -261,6 +269,14 @@ class Recognizer(CatalogCalls):
             "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
+
+    @api.get("/ui/{name}", include_in_schema=False)
+    async def operator_page_script(self, name: str) -> Response:
+        """The operator page's scripts (deployments/catalog/ui.js, ui_changes.js)."""
+        if name not in UI_SCRIPTS:
+            raise ServiceError(404, "not_found", f"no page script {name!r}")
+        return Response(UI_SCRIPTS[name].read_text(encoding="utf-8"), media_type="text/javascript",
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
     async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> Recognition:
         """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its

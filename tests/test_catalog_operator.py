@@ -47,7 +47,7 @@ def test_the_history_tells_each_write_newest_first_a_page_at_a_time(service):
     assert [(v["version"], v["action"]) for v in rest["versions"]] == [(2, "add_photos"), (1, "enroll")]
     rollback, delete, replace, removal = page["versions"]
     enrolled, adding = rest["versions"][1], rest["versions"][0]
-    assert rollback["to_version"] == 3 and rollback["change"].startswith("rolled back to version 3")
+    assert rollback["to_version"] == 3 and rollback["change"] == "rolled back to version 3: cola-1 back"
     assert delete["change"] == "deleted cola-1 (1 photo)" and delete["removed_photo_ids"] == replace["added_photo_ids"]
     assert photo_ids(service, "cola-1") == [second, *adding["added_photo_ids"]]  # as of version 3, current again
     assert replace["change"] == "replaced cola-1's 2 photos with 1 (Cola light)" and replace["label"] == "Cola light"
@@ -131,3 +131,23 @@ def test_the_openapi_schema_documents_the_operators_routes(service):
     enroll_body = paths["/v1/catalog/products"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert enroll_body["properties"]["replace"]["enum"] == ["true", "false"]
     assert "409" in paths["/v1/catalog/products"]["post"]["responses"]
+
+
+def test_the_page_and_its_scripts_are_served_from_the_service(service):
+    page = service.client.get("/ui")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    for name in ("page.js", "changes.js"):
+        assert f'<script src="ui/{name}"></script>' in page.text
+        script = service.client.get(f"/ui/{name}")
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert script.headers["x-content-type-options"] == "nosniff" and '"use strict";' in script.text
+    assert_error(service.client.get("/ui/other.js"), 404, "not_found")
+
+
+def test_a_rollbacks_change_names_the_skus_it_brought_back_as_they_were_and_took_out():
+    from deployments.catalog.history import change
+
+    assert (change("rollback", None, {"to_version": 2, "restored": ["a", "b"], "removed": ["a", "c"]})
+            == "rolled back to version 2: a as then; b back; c taken out")
+    many = {"to_version": 1, "restored": [f"s{i}" for i in range(7)], "removed": []}
+    assert change("rollback", None, many) == "rolled back to version 1: s0, s1, s2, s3, s4 and 2 more back"

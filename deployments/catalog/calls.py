@@ -37,6 +37,8 @@ WRITE_TIMEOUT_S = 120.0
 """An enrollment embeds up to 20 photos with the models: under load that takes seconds, never minutes."""
 
 UI_PAGE = Path(__file__).with_name("ui.html")
+UI_SCRIPTS = {"page.js": Path(__file__).with_name("ui.js"), "changes.js": Path(__file__).with_name("ui_changes.js")}
+"""The page's scripts, by the name the page loads them under (/ui/<name>): the page's own origin, as its CSP wants."""
 
 READ = ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry shortly")
 NOT_SENT = ServiceError(503, "catalog_unavailable", "the catalog is unavailable, so the write was not sent; recognition "

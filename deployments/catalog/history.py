@@ -18,6 +18,12 @@ def photos(count: int) -> str:
     return f"{count} photo" + ("" if count == 1 else "s")
 
 
+def names(skus: set[str], most: int = 5) -> str:
+    """Some skus, in order, and how many more."""
+    listed = sorted(skus)
+    return ", ".join(listed[:most]) + (f" and {len(listed) - most} more" if len(listed) > most else "")
+
+
 def change(action: str, sku: str | None, details: dict[str, Any]) -> str:
     """One line that says what the write did."""
     added, removed = details.get("photo_ids", []), details.get("replaced_photo_ids", [])
@@ -32,8 +38,11 @@ def change(action: str, sku: str | None, details: dict[str, Any]) -> str:
     if action == "delete":
         return f"deleted {sku} ({photos(len(added))})"
     if action == "rollback":
-        return (f"rolled back to version {details.get('to_version')}: {len(details.get('restored', []))} product(s) "
-                f"restored, {len(details.get('removed', []))} removed")
+        restored, removed = set(details.get("restored", [])), set(details.get("removed", []))
+        parts = [f"{names(restored & removed)} as then" if restored & removed else "",
+                 f"{names(restored - removed)} back" if restored - removed else "",
+                 f"{names(removed - restored)} taken out" if removed - restored else ""]
+        return f"rolled back to version {details.get('to_version')}: " + ("; ".join(p for p in parts if p) or "no change")
     if action == "reembed":
         return f"re-embedded {photos(details.get('embedded', 0))} for {details.get('model_version')}"
     return action
