@@ -145,7 +145,7 @@ def test_the_page_and_its_scripts_are_served_from_the_service(service):
 
 
 def test_a_rollbacks_change_names_the_skus_it_brought_back_as_they_were_and_took_out():
-    from deployments.catalog.history import change
+    from pipeline.core.catalog.history import change
 
     assert (change("rollback", None, {"to_version": 2, "restored": ["a", "b"], "removed": ["a", "c"]})
             == "rolled back to version 2: a as then; b back; c taken out")

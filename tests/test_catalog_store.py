@@ -425,3 +425,6 @@ def test_the_command_line_shows_the_catalog(tmp_path, rng, capsys):
     assert json.loads(capsys.readouterr().out) == info
     page = main(["list", "--catalog", str(folder), "--offset", "1", "--limit", "1"])
     assert (page["total"], [(p["sku"], p["label"], p["photos"]) for p in page["products"]]) == (3, [("b", "B", 2)])
+    history = main(["history", "--catalog", str(folder), "--limit", "1"])
+    assert (history["total"], [(v["version"], v["change"], v["operator"]) for v in history["versions"]]) == (
+        3, [(3, "enrolled c (C) with 2 photos", "ops")])

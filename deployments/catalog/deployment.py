@@ -27,8 +27,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.calls import MODEL_CALL_TIMEOUT_S, as_raised, call
-from deployments.catalog.history import history_entry, timestamp
 from deployments.payloads import Classification, Detection, Refusal
+from pipeline.core.catalog.history import history_entry, timestamp
 from pipeline.core.catalog.match import (
     CatalogError,
     CatalogSnapshot,

@@ -1,5 +1,6 @@
-"""The catalog's history as GET /v1/catalog/history answers it: each version's audit record (pipeline.core.catalog.store)
-told as what changed, which product, who (the operator's name and address, as the ingress recorded them) and when."""
+"""The catalog's history as people read it (GET /v1/catalog/history, `catalog_cli history`): each version's audit
+record (pipeline.core.catalog.store) told as what changed, which product, who (the operator's name and address, as
+the ingress recorded them) and when."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def change(action: str, sku: str | None, details: dict[str, Any]) -> str:
 
 
 def history_entry(entry: HistoryEntry) -> dict[str, Any]:
-    """The HTTP body of one version (deployments.schemas.CatalogVersion). An enrollment that replaced a product's
+    """One version as JSON (the HTTP body is deployments.schemas.CatalogVersion). An enrollment that replaced a product's
     photos is told as `replace`; the actor `name@address` (deployments/catalog/http_side.py) is split in two."""
     details = entry.details
     action = "replace" if entry.action == "enroll" and details.get("replaced_photo_ids") else entry.action
