@@ -6,7 +6,7 @@ off the page, removes one of its photos and adds one, is asked before an enrolle
 history and rolls the catalog back to a version, deletes the product, and sees a refused write's error code.
 
 Skipped when the browser is not installed, except under CI=true, where .ci/run installs it and its absence fails.
-UI_SCREENSHOT=path saves a screenshot of the page after a tried photo (the README's).
+UI_SCREENSHOT=path saves a screenshot of the page after the rollback (docs/ui.png, docs/catalog.md's).
 """
 
 from __future__ import annotations
@@ -274,8 +274,6 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     assert shown["name"] == label and f"sku: {sku}" in shown["detail"] and "source: catalog" in shown["detail"]
     assert page.canvas_has_colour(CATALOG_GREEN), "no catalog box drawn on the canvas"
     assert [item.get_attribute("data-source") for item in page.finds("#legend li")] == ["catalog", "model", "unknown"]
-    if os.environ.get("UI_SCREENSHOT"):
-        page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
 
     # Another shot of the product: whichever the rule picks (catalog or classifier), the page shows that answer.
     answer = page.try_photo(freiburg_category_photos(PRODUCT, 4)[3])
@@ -313,6 +311,8 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     page.wait(lambda: page.history(added + 2) is not None, "the rollback in the history", 60)
     assert page.history(added + 2, ".change") == f"rolled back to version {added}: {sku} as then"
     page.wait(lambda: page.photo_count(sku) == str(accepted), "its photos back", 30)
+    if os.environ.get("UI_SCREENSHOT"):  # the history, the product's photos, a tried photo with its boxes
+        page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
 
     page.product_row(sku).find_element("css selector", "button.delete").click()
     page.driver.switch_to.alert.accept()
