@@ -106,6 +106,24 @@ function upload(path, form, progress) {
   });
 }
 async function json(path, options, admin) { return (await call(path, options, admin)).json(); }
+async function readPage(path, status, keepStatus) {
+  // One page of a paged list (products, history), or null with the error shown in `status`.
+  if (!keepStatus) show($(status));
+  try {
+    return await json(path);
+  } catch (error) {
+    show($(status), errorNode(asError(error)));
+    return null;
+  }
+}
+function showPager(prefix, page, shown, nouns) {
+  // nouns: "products", "versions": the text says "1–20 of 23 versions", "1–1 of 1 product", "0 versions"
+  const last = Math.min(page.offset + shown, page.total);
+  const noun = page.total === 1 ? nouns.slice(0, -1) : nouns;
+  $(`${prefix}-page`).textContent = page.total ? `${page.offset + 1}–${last} of ${page.total} ${noun}` : `0 ${noun}`;
+  $(`${prefix}-prev`).disabled = page.offset === 0;
+  $(`${prefix}-next`).disabled = last >= page.total;
+}
 function asError(error) {
   return error instanceof CallError ? error : {status: 0, code: "page_error", message: String(error && error.message || error)};
 }
@@ -219,14 +237,8 @@ async function deleteProduct(sku, button) {
   }
 }
 async function loadProducts(keepStatus) {
-  if (!keepStatus) show($("products-status"));
-  let page;
-  try {
-    page = await json(`v1/catalog/products?offset=${productsOffset}&limit=${PAGE_SIZE}`);
-  } catch (error) {
-    show($("products-status"), errorNode(asError(error)));
-    return;
-  }
+  const page = await readPage(`v1/catalog/products?offset=${productsOffset}&limit=${PAGE_SIZE}`, "products-status", keepStatus);
+  if (!page) return;
   if (page.products.length === 0 && page.total > 0 && productsOffset > 0) {  // the last one of a page was deleted
     productsOffset = Math.max(0, productsOffset - PAGE_SIZE);
     return loadProducts(keepStatus);
@@ -249,10 +261,7 @@ async function loadProducts(keepStatus) {
   });
   show($("products-body"), ...rows);
   if (!rows.length) show($("products-body"), el("tr", {}, el("td", {colSpan: 6, class: "hint", text: "No products enrolled."})));
-  const last = Math.min(page.offset + page.products.length, page.total);
-  $("products-page").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "0 products";
-  $("products-prev").disabled = page.offset === 0;
-  $("products-next").disabled = last >= page.total;
+  showPager("products", page, page.products.length, "products");
 }
 $("products-prev").addEventListener("click", () => { productsOffset = Math.max(0, productsOffset - PAGE_SIZE); loadProducts(); });
 $("products-next").addEventListener("click", () => { productsOffset += PAGE_SIZE; loadProducts(); });

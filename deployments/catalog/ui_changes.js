@@ -84,14 +84,8 @@ $("add-photos-form").addEventListener("submit", async (event) => {
 
 /* ---- history: the versions, newest first; roll back to one ---- */
 async function loadHistory(keepStatus) {
-  if (!keepStatus) show($("history-status"));
-  let page;
-  try {
-    page = await json(`v1/catalog/history?offset=${historyOffset}&limit=${PAGE_SIZE}`);
-  } catch (error) {
-    show($("history-status"), errorNode(asError(error)));
-    return;
-  }
+  const page = await readPage(`v1/catalog/history?offset=${historyOffset}&limit=${PAGE_SIZE}`, "history-status", keepStatus);
+  if (!page) return;
   const rows = page.versions.map((entry) => {
     const who = entry.address ? `${entry.operator} (${entry.address})` : entry.operator;
     const cells = [el("td", {class: "version", text: String(entry.version)}), el("td", {}, when(entry.time)),
@@ -107,10 +101,7 @@ async function loadHistory(keepStatus) {
   });
   show($("history-body"), ...rows);
   if (!rows.length) show($("history-body"), el("tr", {}, el("td", {colSpan: 5, class: "hint", text: "No changes yet."})));
-  const last = Math.min(page.offset + page.versions.length, page.total);
-  $("history-page").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total} versions` : "0 versions";
-  $("history-prev").disabled = page.offset === 0;
-  $("history-next").disabled = last >= page.total;
+  showPager("history", page, page.versions.length, "versions");
 }
 async function rollback(version, button) {
   if (!window.confirm(`Roll the catalog back to version ${version}? Its products become the current ones, as a new version.`)) return;
