@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from deployments.auth import API_KEY_ENV
+from deployments.catalog.http_side import ADMIN_KEY_ENV
 from tests.ingress_fakes import assert_error, shelf_photo
 from tests.test_catalog_routes import ADMIN, catalog_service, enroll, red_photo
 
@@ -69,10 +70,13 @@ def test_the_history_is_read_as_other_reads_are(service, monkeypatch):
     assert service.client.get("/v1/catalog/history", headers={"X-API-Key": "api-key"}).status_code == 200
 
 
-def test_one_photo_is_removed_but_never_the_last(service):
+def test_one_photo_is_removed_but_never_the_last(service, monkeypatch):
     enroll(service, "cola-1", "Cola", [red_photo(800), red_photo(1000, shade=10)])
     first, second = photo_ids(service, "cola-1")
     assert_error(service.client.delete(f"/v1/catalog/products/cola-1/photos/{first}"), 403, "forbidden")
+    with monkeypatch.context() as closed:
+        closed.delenv(ADMIN_KEY_ENV)
+        assert_error(service.client.delete(f"/v1/catalog/products/cola-1/photos/{first}", headers=ADMIN), 403, "writes_closed")
     removed = service.client.delete(f"/v1/catalog/products/cola-1/photos/{first}", headers=ADMIN)
     assert removed.status_code == 200 and removed.json() == {"catalog_version": 2, "sku": "cola-1", "restored": None,
                                                              "removed_photo": first}
