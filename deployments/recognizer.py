@@ -26,7 +26,15 @@ from ray.serve.handle import DeploymentHandle
 from deployments.api import ERRORS, MULTIPART_BODY, RECOGNIZE_BODY, make_api
 from deployments.auth import API_KEY_ENV
 from deployments.calls import MODEL_CALL_TIMEOUT_S, call
-from deployments.catalog.calls import ADD_PHOTOS_BODY, ENROLL_BODY, READ_ERRORS, UI_PAGE, WRITE_ERRORS, CatalogCalls
+from deployments.catalog.calls import (
+    ADD_PHOTOS_BODY,
+    ENROLL_BODY,
+    READ_ERRORS,
+    UI_PAGE,
+    UI_SCRIPTS,
+    WRITE_ERRORS,
+    CatalogCalls,
+)
 from deployments.catalog.http_side import admin_actor, read_enrollment
 from deployments.catalog.ingress_copy import CatalogCopy
 from deployments.errors import ServiceError, error_outcome
@@ -35,6 +43,7 @@ from deployments.payloads import Classification, Detection, row_slices
 from deployments.schemas import (
     Box,
     Candidate,
+    CatalogHistory,
     CatalogInfo,
     CatalogProduct,
     CatalogProducts,
@@ -187,12 +196,13 @@ class Recognizer(CatalogCalls):
     @api.post("/v1/catalog/products", status_code=201, response_model=Enrollment, responses=WRITE_ERRORS,
                  openapi_extra=ENROLL_BODY, tags=["catalog"])
     async def enroll_product(self, request: Request) -> Enrollment:
-        """Enroll a product from 1-20 photos (admin): recognised by every replica within a second. Re-enrolling a
-        sku replaces its photos. Each photo is accepted or rejected with the reason."""
+        """Enroll a product from 1-20 photos (admin): recognised by every replica within a second. An enrolled sku
+        answers 409 `sku_exists` unless the form says `replace=true`: then its label and photos are replaced. Each
+        photo is accepted or rejected with the reason."""
         actor = admin_actor(request)
         enrollment = await read_enrollment(request, with_product=True)
         result = await self._write("enroll", enrollment.sku, enrollment.label, enrollment.photos, actor,
-                                   enrollment.too_large, self.photo_to_answer.settings)
+                                   enrollment.too_large, self.photo_to_answer.settings, enrollment.replace)
         return Enrollment(**result)
 
     @api.post("/v1/catalog/products/{sku}/photos", response_model=Enrollment, responses=WRITE_ERRORS,
@@ -203,6 +213,14 @@ class Recognizer(CatalogCalls):
         enrollment = await read_enrollment(request, with_product=False)
         return Enrollment(**await self._write("add_photos", sku, enrollment.photos, actor, enrollment.too_large,
                                               self.photo_to_answer.settings))
+
+    @api.delete("/v1/catalog/products/{sku}/photos/{photo_id}", response_model=CatalogWrite, responses=WRITE_ERRORS,
+                   tags=["catalog"])
+    async def remove_product_photo(self, sku: str, photo_id: int, request: Request) -> CatalogWrite:
+        """Remove one photo of a product (admin), as a new version; its only photo answers 409 `last_photo`
+        (delete the product instead)."""
+        actor = admin_actor(request)
+        return CatalogWrite(**await self._write("remove_photo", sku, photo_id, actor))
 
     @api.delete("/v1/catalog/products/{sku}", response_model=CatalogWrite, responses=WRITE_ERRORS,
                    tags=["catalog"])
@@ -222,6 +240,11 @@ class Recognizer(CatalogCalls):
     async def catalog_info(self) -> CatalogInfo:
         """The catalog's version, its counts and the classifier whose embeddings it matches with."""
         return CatalogInfo(**await self._read("info"))
+
+    @api.get("/v1/catalog/history", response_model=CatalogHistory, responses=READ_ERRORS, tags=["catalog"])
+    async def catalog_history(self, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=200)) -> CatalogHistory:
+        """The catalog's versions, newest first, a page at a time: what each write changed, who and when."""
+        return CatalogHistory(**await self._read("history", offset, limit))
 
     @api.get("/v1/catalog/products", response_model=CatalogProducts, responses=READ_ERRORS, tags=["catalog"])
     async def list_products(self, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=200)) -> CatalogProducts:
@@ -243,11 +266,19 @@ class Recognizer(CatalogCalls):
 
     @api.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     async def operator_page(self) -> HTMLResponse:
-        """The operator page: enroll, list and delete products, try a photo."""
+        """The operator page: enroll, list and change products, the catalog's history, try a photo."""
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"), headers={
             "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
                                        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff"})
+
+    @api.get("/ui/{name}", include_in_schema=False)
+    async def operator_page_script(self, name: str) -> Response:
+        """The operator page's scripts (deployments/catalog/ui.js, ui_changes.js)."""
+        if name not in UI_SCRIPTS:
+            raise ServiceError(404, "not_found", f"no page script {name!r}")
+        return Response(UI_SCRIPTS[name].read_text(encoding="utf-8"), media_type="text/javascript",
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
     async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> tuple[Recognition, dict[str, float]]:
         """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its

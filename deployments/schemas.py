@@ -162,6 +162,33 @@ class CatalogWrite(BaseModel):
     catalog_version: int
     sku: str | None = None
     restored: int | None = Field(None, description="for a rollback: the version whose products are current again")
+    removed_photo: int | None = Field(None, description="for a photo's removal: its id")
+
+
+class CatalogVersion(BaseModel):
+    """One version of the catalog: the write that made it, from the audit log."""
+
+    version: int
+    time: str = Field(description="when it was written: ISO 8601, UTC")
+    action: Literal["enroll", "replace", "add_photos", "remove_photo", "delete", "rollback", "reembed"] = Field(
+        description="replace: an enrollment (replace=true) of an enrolled sku; reembed: the switch to a new model")
+    sku: str | None = Field(description="the product written; null for a rollback or a re-embedding")
+    label: str | None = None
+    change: str = Field(description="what changed, in words")
+    operator: str = Field(description="who: the writer's X-Operator name ('admin' when none was sent), or the "
+                                      "command that wrote")
+    address: str | None = Field(description="the writer's client address, as the ingress saw it")
+    added_photo_ids: list[int] = Field(description="the photos this version added")
+    removed_photo_ids: list[int] = Field(description="the photos it took away (replaced, removed, or the deleted "
+                                                     "product's)")
+    to_version: int | None = Field(None, description="for a rollback: the version whose products it made current")
+
+
+class CatalogHistory(BaseModel):
+    total: int = Field(description="how many versions there are (the latest version's number)")
+    offset: int
+    limit: int
+    versions: list[CatalogVersion] = Field(description="newest first")
 
 
 class Rollback(BaseModel):

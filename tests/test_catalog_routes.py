@@ -82,6 +82,11 @@ class InProcessHandle:
 
 @pytest.fixture
 def service(monkeypatch, tmp_path) -> Iterator[Service]:
+    yield from catalog_service(monkeypatch, tmp_path)
+
+
+def catalog_service(monkeypatch, tmp_path) -> Iterator[Service]:
+    """An ingress replica with the real Catalog deployment (a store in `tmp_path`), writes open with ADMIN_KEY."""
     monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
 
     def catalog(detector: FakeHandle, classifier: FakeHandle) -> InProcessHandle:
@@ -98,9 +103,10 @@ def red_photo(size: int = 900, shade: int = 0) -> bytes:
     return encode(image, quality=95)
 
 
-def enroll(service: Service, sku: str, label: str, photos: list[bytes], headers: dict | None = ADMIN) -> httpx.Response:
+def enroll(service: Service, sku: str, label: str, photos: list[bytes], headers: dict | None = ADMIN,
+           **fields: str) -> httpx.Response:
     files = [("photo", (f"p{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
-    return service.client.post("/v1/catalog/products", data={"sku": sku, "label": label}, files=files, headers=headers)
+    return service.client.post("/v1/catalog/products", data={"sku": sku, "label": label} | fields, files=files, headers=headers)
 
 
 def answer_when(service: Service, condition, photo: bytes, timeout_s: float = 3.0) -> dict:
@@ -214,8 +220,8 @@ def test_a_near_duplicate_of_another_skus_photo_is_rejected_naming_it(service):
     assert_error(response, 422, "no_photo_accepted")
     rejected = response.json()["rejected"][0]
     assert rejected["reason"] == "duplicate_of_other_sku" and rejected["similar_sku"] == "cola-1" and rejected["similarity"] > 0.97
-    # the same sku may be enrolled again with the same photo: that replaces it
-    again = enroll(service, "cola-1", "Cola renamed", [red_photo()])
+    # the same sku may be enrolled again with the same photo, replacing it when the form says so
+    again = enroll(service, "cola-1", "Cola renamed", [red_photo()], replace="true")
     assert again.status_code == 201 and again.json()["catalog_version"] == 2
     assert service.client.get("/v1/catalog/products/cola-1").json()["label"] == "Cola renamed"
 
@@ -242,7 +248,8 @@ def test_delete_add_photos_and_rollback_make_new_versions_the_replicas_follow(se
     assert added.status_code == 200 and added.json()["catalog_version"] == 2
     assert service.client.get("/v1/catalog/products/cola-1").json()["photos"] == 2
     deleted = service.client.delete("/v1/catalog/products/cola-1", headers=ADMIN)
-    assert deleted.status_code == 200 and deleted.json() == {"catalog_version": 3, "sku": "cola-1", "restored": None}
+    assert deleted.status_code == 200 and deleted.json() == {"catalog_version": 3, "sku": "cola-1", "restored": None,
+                                                           "removed_photo": None}
     assert_error(service.client.delete("/v1/catalog/products/cola-1", headers=ADMIN), 404, "unknown_product")
     gone = answer_when(service, lambda a: a["models"]["catalog"] == 3, photo)
     assert gone["products"][0]["label_source"] == "model"

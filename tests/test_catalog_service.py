@@ -45,9 +45,10 @@ def app(tmp_path_factory):
     app.stop()
 
 
-def enroll(app: ServeApp, sku: str, label: str, photos: list[Path]) -> httpx.Response:
+def enroll(app: ServeApp, sku: str, label: str, photos: list[Path], replace: bool = False) -> httpx.Response:
     files = [("photo", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
-    return httpx.post(f"{app.url}/v1/catalog/products", data={"sku": sku, "label": label}, files=files, headers=ADMIN, timeout=120)
+    return httpx.post(f"{app.url}/v1/catalog/products", data={"sku": sku, "label": label, "replace": str(replace).lower()},
+                      files=files, headers=ADMIN, timeout=120)
 
 
 def recognize(app: ServeApp, photo: bytes) -> dict:
@@ -173,7 +174,7 @@ def test_the_catalog_replica_killed_under_load_recognition_goes_on_and_writes_wa
         while killed in replica_actors().get("Catalog", [killed]) or down.status_code != 201:
             assert time.monotonic() < deadline, "the Catalog replica was not replaced"
             time.sleep(1)
-            down = enroll(app, "kill-test-2", "Kill test 2", photos[2:3])
+            down = enroll(app, "kill-test-2", "Kill test 2", photos[2:3], replace=True)  # a retry: the same write again
             write_statuses.append(down.status_code)
     finally:
         clients.join()

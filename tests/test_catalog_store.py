@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.catalog.match import CatalogIndex, InvalidProduct, UnknownProduct
+from pipeline.core.catalog.match import CatalogIndex, InvalidProduct, SkuExists, UnknownProduct
 from pipeline.core.catalog.store import (
     CatalogFull,
     CatalogStore,
     InvalidPhoto,
+    LastPhoto,
     ModelMismatch,
     StoredPhoto,
     TooManyPhotos,
@@ -100,6 +101,25 @@ def test_reenroll_replaces_add_appends_delete_removes(store, rng):
     assert store.info().version == 4  # a refused write makes no version
 
 
+def test_remove_photo_keeps_the_others_and_never_the_last_and_enroll_may_refuse_to_replace(store, rng):
+    store.enroll("milk", "Milk", photos(rng, 3), MODEL, "ops")
+    first, second, third = store.product("milk").photo_ids
+    assert store.remove_photo("milk", second, "ann@10.0.0.1") == 2
+    assert store.product("milk").photo_ids == [first, third] and len(store.snapshot(MODEL).skus) == 2
+    with pytest.raises(UnknownPhoto):
+        store.remove_photo("milk", second, "ops")
+    assert store.remove_photo("milk", first, "ops") == 3
+    with pytest.raises(LastPhoto, match="delete the product instead"):
+        store.remove_photo("milk", third, "ops")
+    with pytest.raises(SkuExists, match="replace=true"):
+        store.enroll("milk", "Milk again", photos(rng, 1), MODEL, "ops", replace=False)
+    assert store.product("milk").photo_ids == [third] and store.info().version == 3  # refused: nothing written
+    total, history = store.history(0, 1)
+    assert total == 3 and (history[0].action, history[0].actor, history[0].details) == (
+        "remove_photo", "ops", {"label": "Milk", "removed_photo_ids": [first]})
+    assert store.rollback(1, "ops") == 4 and store.product("milk").photo_ids == [first, second, third]
+
+
 def test_products_are_listed_by_sku_a_page_at_a_time(store, rng):
     skus = [f"sku-{n:02d}" for n in range(25)]
     for sku in reversed(skus):
@@ -117,14 +137,15 @@ def test_every_write_makes_one_version_and_one_audit_record(store, rng):
               lambda: store.delete("b", "carol"),
               lambda: store.rollback(2, "dave")]
     assert [write() for write in writes] == [1, 2, 3, 4, 5]
-    history = store.history()
+    total, history = store.history()
+    assert total == 5
     assert [(h.version, h.actor, h.action, h.sku) for h in history] == [
         (5, "dave", "rollback", None), (4, "carol", "delete", "b"), (3, "alice", "add_photos", "a"), (2, "bob", "enroll", "b"),
         (1, "alice", "enroll", "a")]
     assert [h.time for h in history] == sorted((h.time for h in history), reverse=True)
     assert history[0].details == {"to_version": 2, "removed": ["a"], "restored": ["a", "b"]}
     assert history[3].details["photo_ids"] == store.product("b").photo_ids and history[3].details["model_version"] == MODEL
-    assert store.history(offset=1, limit=2) == history[1:3]
+    assert store.history(offset=1, limit=2) == (5, history[1:3])
 
 
 def test_rollback_makes_an_earlier_product_set_current_as_a_new_version(store, rng):
@@ -377,7 +398,7 @@ def test_concurrent_enrollments_of_different_skus_all_land(tmp_path, rng):
         expected = {"seed"} | {f"t{t}-{n}" for t in range(4) for n in range(10)} | {f"p{p}-{n}" for p in range(2) for n in range(10)}
         total, products = store.products(0, 1000)
         assert total == 61 and {p.sku for p in products} == expected
-        assert sorted(h.version for h in store.history(0, 1000)) == list(range(1, 62))
+        assert sorted(h.version for h in store.history(0, 1000)[1]) == list(range(1, 62))
         assert store.info().photos == 1 + 40 * 2 + 20 * 8
         # This process's faiss index took in the other processes' writes too.
         snapshot = store.snapshot(MODEL)
@@ -404,3 +425,6 @@ def test_the_command_line_shows_the_catalog(tmp_path, rng, capsys):
     assert json.loads(capsys.readouterr().out) == info
     page = main(["list", "--catalog", str(folder), "--offset", "1", "--limit", "1"])
     assert (page["total"], [(p["sku"], p["label"], p["photos"]) for p in page["products"]]) == (3, [("b", "B", 2)])
+    history = main(["history", "--catalog", str(folder), "--limit", "1"])
+    assert (history["total"], [(v["version"], v["change"], v["operator"]) for v in history["versions"]]) == (
+        3, [(3, "enrolled c (C) with 2 photos", "ops")])

@@ -1,10 +1,12 @@
 """The operator page /ui in a real browser: Debian's headless Chromium, driven by selenium through Debian's
 chromedriver (nothing downloaded: Selenium Manager is never asked), against the real served graph with the
-shipped models and a fresh catalog folder. It enrolls a product from real photos, lists it with its thumbnail,
-tries a photo and reads the boxes and the answer off the page, deletes it, and sees a refused write's error code.
+shipped models and a fresh catalog folder. It enrolls a product from real photos (with the upload's progress and
+the operator's name), lists it with its thumbnail, tries a photo and reads the boxes, their legend and the answer
+off the page, removes one of its photos and adds one, is asked before an enrolled SKU is replaced, reads the
+history and rolls the catalog back to a version, deletes the product, and sees a refused write's error code.
 
 Skipped when the browser is not installed, except under CI=true, where .ci/run installs it and its absence fails.
-UI_SCREENSHOT=path saves a screenshot of the page after a tried photo (the README's).
+UI_SCREENSHOT=path saves a screenshot of the page after the rollback (docs/ui.png, docs/catalog.md's).
 """
 
 from __future__ import annotations
@@ -125,6 +127,28 @@ class OperatorPage:
         rows = self.finds(f'#products tr[data-sku="{sku}"]')
         return rows[0] if rows else None
 
+    def live_text(self, selector: str) -> str | None:
+        """The textContent of what `selector` finds now (None: nothing), read in one step: lists the page redraws
+        after each change would leave a found element stale between two steps."""
+        return self.driver.execute_script("const n = document.querySelector(arguments[0]); return n && n.textContent",
+                                          selector)
+
+    def history(self, version: int, part: str = "") -> str | None:
+        """The history row of `version` (its `.change`, `.who`, `.version` cell with `part`), as text."""
+        return self.live_text(f'#history tr[data-version="{version}"] {part}'.strip())
+
+    def photo_count(self, sku: str) -> str | None:
+        return self.live_text(f'#products tr[data-sku="{sku}"] td.count')
+
+    def product_photos(self) -> int:
+        """How many photos the open product panel lists (-1: none open yet)."""
+        return int(self.find("#product-panel").get_attribute("data-photos") or -1)
+
+    def confirm(self, selector: str) -> None:
+        """Clicks the button and accepts the confirmation the page asks for."""
+        self.find(selector).click()
+        self.driver.switch_to.alert.accept()
+
     def thumbnail_width(self, sku: str) -> int:
         row = self.product_row(sku)
         if row is None:
@@ -207,6 +231,7 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     enroll_from = freiburg_category_photos(PRODUCT, 3)
     sku, label = "house-coffee-500g", "House coffee_bag_500g (enrolled)"
     page.open()
+    page.type("#operator", "UI Tester")
     page.enroll(sku, label, enroll_from, admin_key=ADMIN_KEY)
 
     errors = [e.text for e in page.finds("#enroll-result .error")]
@@ -215,6 +240,9 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     assert accepted >= 2, page.text("#enroll-result")  # packaged products: the detector finds them
     assert len(page.finds("#enroll-result li.accepted")) == accepted
     assert len(page.finds("#enroll-result li.accepted, #enroll-result li.rejected")) == len(enroll_from)
+    kept = enroll_from[int(page.find("#enroll-result li.accepted").get_attribute("data-index"))]
+    assert page.find("#enroll-progress").get_attribute("data-uploaded") == "true"  # XMLHttpRequest's upload events
+    assert page.find("#sku").get_attribute("value") == "" and page.find("#label").get_attribute("value") == ""  # reset
     info = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()
     assert page.text("#enroll-version") == str(info["version"])
     page.wait(lambda: page.text("#catalog-version") == str(info["version"]), "the catalog version refreshed", 30)
@@ -224,6 +252,13 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     row = page.product_row(sku)
     assert row.find_element("css selector", ".label").text == label
     page.wait(lambda: page.thumbnail_width(sku) > 0, "the thumbnail loaded", 30)
+    page.wait(lambda: page.history(info["version"]) is not None, "the enrollment in the history", 30)
+    assert page.history(info["version"], ".change") == f"enrolled {sku} ({label}) with {accepted} photos"
+    assert page.history(info["version"], ".who").startswith("UI Tester (")
+    shown_time = page.driver.execute_script(  # local time shown, the UTC instant kept in datetime
+        "const t = document.querySelector(arguments[0]); return [t.dateTime, t.textContent]",
+        f'#history tr[data-version="{info["version"]}"] time')
+    assert shown_time[0].endswith("+00:00") and shown_time[1] and shown_time[1] != shown_time[0]
 
     # The same shot as a phone sends it (12 MP, re-encoded): the catalog names it, with the enrolled sku and label.
     width, height = Image.open(enroll_from[0]).size
@@ -238,14 +273,46 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     shown = page.shown_products()[0]
     assert shown["name"] == label and f"sku: {sku}" in shown["detail"] and "source: catalog" in shown["detail"]
     assert page.canvas_has_colour(CATALOG_GREEN), "no catalog box drawn on the canvas"
-    if os.environ.get("UI_SCREENSHOT"):
-        page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
+    assert [item.get_attribute("data-source") for item in page.finds("#legend li")] == ["catalog", "model", "unknown"]
 
     # Another shot of the product: whichever the rule picks (catalog or classifier), the page shows that answer.
     answer = page.try_photo(freiburg_category_photos(PRODUCT, 4)[3])
     assert_page_shows(page, answer)
     if answer["products"][0]["label_source"] == "catalog":
         assert answer["products"][0]["sku"] == sku
+
+    # Its photos: one removed (confirmed), one added
+    page.product_row(sku).find_element("css selector", "button.photos").click()
+    page.wait(lambda: page.product_photos() == accepted, "the product's photos listed", 30)
+    page.confirm("#product-photos button.remove-photo")
+    page.wait(lambda: page.product_photos() == accepted - 1, "a photo removed", 30)
+    assert page.text("#product-status .ok").startswith("Removed photo")
+    page.find("#add-photos").send_keys(str(kept.resolve()))
+    page.find("#add-photos-submit").click()
+    page.wait(lambda: page.product_photos() == accepted or page.finds("#product-status .error"), "a photo added")
+    assert not page.finds("#product-status .error"), page.text("#product-status")
+    assert page.text("#product-status .ok").startswith(f"Added 1 of 1 photo(s) to {sku}")
+    added = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()["version"]
+    assert added == info["version"] + 2
+
+    # Enrolling it again asks before it replaces it
+    page.enroll(sku, label, [kept], admin_key=ADMIN_KEY)
+    assert page.find("#enroll-result .error").get_attribute("data-code") == "sku_exists"
+    page.find("#enroll-replace").click()
+    page.wait(lambda: page.finds("#enroll-result .ok, #enroll-result .error"), "the replacement's answer")
+    assert page.text("#enroll-version") == str(added + 1), page.text("#enroll-result")
+    page.wait(lambda: page.photo_count(sku) == "1", "one photo left", 30)
+
+    # The history lists each change; rolled back to the version before the replacement
+    page.wait(lambda: page.history(added + 1) is not None, "the replacement in the history", 30)
+    assert page.history(added + 1, ".change").startswith(f"replaced {sku}'s {accepted} photos with 1")
+    assert page.history(added, ".change") == f"added 1 photo to {sku}"
+    page.confirm(f'#history tr[data-version="{added}"] button.rollback')
+    page.wait(lambda: page.history(added + 2) is not None, "the rollback in the history", 60)
+    assert page.history(added + 2, ".change") == f"rolled back to version {added}: {sku} as then"
+    page.wait(lambda: page.photo_count(sku) == str(accepted), "its photos back", 30)
+    if os.environ.get("UI_SCREENSHOT"):  # the history, the product's photos, a tried photo with its boxes
+        page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
 
     page.product_row(sku).find_element("css selector", "button.delete").click()
     page.driver.switch_to.alert.accept()

@@ -37,6 +37,8 @@ WRITE_TIMEOUT_S = 120.0
 """An enrollment embeds up to 20 photos with the models: under load that takes seconds, never minutes."""
 
 UI_PAGE = Path(__file__).with_name("ui.html")
+UI_SCRIPTS = {"page.js": Path(__file__).with_name("ui.js"), "changes.js": Path(__file__).with_name("ui_changes.js")}
+"""The page's scripts, by the name the page loads them under (/ui/<name>): the page's own origin, as its CSP wants."""
 
 READ = ServiceError(503, "catalog_unavailable", "the catalog is unavailable; recognition goes on, retry shortly")
 NOT_SENT = ServiceError(503, "catalog_unavailable", "the catalog is unavailable, so the write was not sent; recognition "
@@ -55,7 +57,10 @@ _PHOTOS = {"type": "array", "items": _PHOTO, "minItems": 1, "maxItems": MAX_PHOT
 ENROLL_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["sku", "label", "photo"],
     "properties": {"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-                   "label": {"type": "string", "minLength": 1, "maxLength": 200}, "photo": _PHOTOS}}}}}}
+                   "label": {"type": "string", "minLength": 1, "maxLength": 200}, "photo": _PHOTOS,
+                   "replace": {"type": "string", "enum": ["true", "false"], "default": "false",
+                               "description": "true: an enrolled sku's label and photos are replaced; without it, "
+                                              "enrolling an enrolled sku answers 409 sku_exists"}}}}}}}
 ADD_PHOTOS_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["photo"], "properties": {"photo": _PHOTOS}}}}}}
 

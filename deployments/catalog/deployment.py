@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.calls import MODEL_CALL_TIMEOUT_S, as_raised, call
 from deployments.payloads import Classification, Detection, Refusal
+from pipeline.core.catalog.history import history_entry, timestamp
 from pipeline.core.catalog.match import (
     CatalogError,
     CatalogSnapshot,
     EnrolledProduct,
     StoredPhoto,
     embedding_space,
+    sku_exists,
     valid_label,
     valid_sku,
 )
@@ -69,10 +70,6 @@ def catalog_folder(catalog_dir: str) -> Path:
     """`catalog_dir` as serve_config.yaml gives it: relative paths are the repository root's."""
     path = Path(catalog_dir).expanduser()
     return path if path.is_absolute() else DEFAULT_MODEL_DIR.parent / path
-
-
-def timestamp(seconds: float | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def product_body(product: EnrolledProduct, with_photos: bool = False) -> dict[str, Any]:
@@ -138,6 +135,10 @@ class Catalog:
     async def photo(self, sku: str, photo_id: int) -> tuple[bytes, str] | Refusal:
         return await self._refusing(self.store.photo, photo_id, sku)
 
+    async def history(self, offset: int, limit: int) -> dict[str, Any]:
+        total, entries = await asyncio.to_thread(self.store.history, offset, limit)
+        return {"total": total, "offset": offset, "limit": limit, "versions": [history_entry(e) for e in entries]}
+
     async def ready(self) -> str:
         self._start_reembedding()
         return f"catalog version {self.snapshot.version}"
@@ -146,16 +147,19 @@ class Catalog:
 
     async def enroll(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
                      refused: list[dict[str, Any]] | None = None,
-                     settings: RecognizerSettings | None = None) -> dict[str, Any] | Refusal:
+                     settings: RecognizerSettings | None = None, replace: bool = False) -> dict[str, Any] | Refusal:
         """Embed `photos` ((part index, filename, media type, bytes) each) and make the accepted ones `sku`'s photos: a new
-        product, or a replacement of its photos and label (re-enrolling). `refused`: the photo parts the ingress
+        product, or, with `replace`, a replacement of its photos and label (re-enrolling; without it, 409 `sku_exists`,
+        before any photo is embedded and again in the write's transaction). `refused`: the photo parts the ingress
         rejected before sending (too large), answered with the others. `settings`: the ingress's, so a photo is
         cropped as its queries will be."""
         try:
             valid_sku(sku), valid_label(label)  # before any photo is embedded
+            if not replace and await self._enrolled(sku):
+                raise sku_exists(sku)
         except CatalogError as error:
             return self._refusal(error)
-        return await self._store_photos(sku, label, photos, actor, refused or [], self._loop_for(settings))
+        return await self._store_photos(sku, label, photos, actor, refused or [], self._loop_for(settings), replace=replace)
 
     async def add_photos(self, sku: str, photos: list[tuple[int, str, str, bytes]], actor: str,
                          refused: list[dict[str, Any]] | None = None,
@@ -164,6 +168,10 @@ class Catalog:
         if isinstance(found, Refusal):
             return found
         return await self._store_photos(sku, found.label, photos, actor, refused or [], self._loop_for(settings), add=True)
+
+    async def remove_photo(self, sku: str, photo_id: int, actor: str) -> dict[str, Any] | Refusal:
+        version = await self._write(self.store.remove_photo, sku, photo_id, actor)
+        return version if isinstance(version, Refusal) else {"sku": sku, "catalog_version": version, "removed_photo": photo_id}
 
     async def delete(self, sku: str, actor: str) -> dict[str, Any] | Refusal:
         version = await self._write(self.store.delete, sku, actor)
@@ -183,7 +191,8 @@ class Catalog:
         return self.loop
 
     async def _store_photos(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
-                            refused: list[dict[str, Any]], loop: PhotoToAnswer, add: bool = False) -> dict[str, Any] | Refusal:
+                            refused: list[dict[str, Any]], loop: PhotoToAnswer, add: bool = False,
+                            replace: bool = False) -> dict[str, Any] | Refusal:
         embedded = await asyncio.gather(*(self._embed(loop, *photo) for photo in photos))
         rejected = refused + [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
                               for p in embedded if p.embedding is None]
@@ -206,11 +215,14 @@ class Catalog:
         if add:
             version = await self._write(self.store.add_photos, sku, stored, self.model_version, actor)
         else:
-            version = await self._write(self.store.enroll, sku, label, stored, self.model_version, actor)
+            version = await self._write(self.store.enroll, sku, label, stored, self.model_version, actor, replace)
         if isinstance(version, Refusal):
             return dataclasses.replace(version, detail={"rejected": rejected})
         return {"sku": sku, "label": label, "catalog_version": version,
                 "accepted": [{"index": p.index, "filename": p.filename} for p in accepted], "rejected": rejected}
+
+    async def _enrolled(self, sku: str) -> bool:
+        return not isinstance(await self._refusing(self.store.product, sku), Refusal)
 
     async def _write(self, write, *arguments) -> int | Refusal:
         """One store write (one transaction), then the new snapshot to every follower."""

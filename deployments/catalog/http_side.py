@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +30,19 @@ MAX_ENROLL_BODY_BYTES = 64 * 1024 * 1024
 3 MB fit; a photo over MAX_IMAGE_BYTES inside it is rejected on its own)."""
 
 ACTOR_HEADER = "x-operator"
-"""An optional name for the audit log; the client's address is recorded either way."""
+"""An optional name for the audit log (the page sends the one its operator typed); the client's address is recorded
+either way, as `name@address`."""
+
+OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._'-]{0,63}")
+"""An operator's name: 1-64 ASCII letters, digits, spaces and `._'-` (headers are ASCII; no `@`, which separates
+the address in the audit)."""
 
 
 @dataclass(frozen=True)
 class EnrollmentRequest:
     sku: str | None
     label: str | None
+    replace: bool  # the `replace` field: true replaces an enrolled sku's label and photos
     photos: list[tuple[int, str, str, bytes]]  # (part index, filename, media type, bytes) of each photo within limits
     too_large: list[dict]  # the photo parts over MAX_IMAGE_BYTES, as rejections
 
@@ -51,7 +58,10 @@ def admin_actor(request: Request) -> str:
         offered.append(authorization[7:].strip())
     if not any(hmac.compare_digest(value.encode(), key.encode()) for value in offered if value):
         raise ServiceError(403, "forbidden", "catalog writes need the admin key: 'X-Admin-Key: <key>' or 'Authorization: Bearer <key>'")
-    name = request.headers.get(ACTOR_HEADER, "").strip()[:64] or "admin"
+    name = request.headers.get(ACTOR_HEADER, "").strip() or "admin"
+    if not OPERATOR.fullmatch(name):
+        raise ServiceError(400, "invalid_operator", "X-Operator: 1 to 64 ASCII letters, digits, spaces and ._'- "
+                                                    "starting with a letter or digit")
     return f"{name}@{request.client.host if request.client else 'unknown'}"
 
 
@@ -83,6 +93,9 @@ async def read_enrollment(request: Request, with_product: bool) -> EnrollmentReq
         if not parser.ended:
             raise UploadError(400, "bad_multipart", "the multipart body ends before its closing boundary")
         fields = {name: form.get(name) for name in ("sku", "label")}
+        replace = form.get("replace", "false")
+        if not isinstance(replace, str) or replace.strip().lower() not in ("true", "false"):
+            raise UploadError(400, "invalid_field", "the 'replace' field is 'true' or 'false'")
         if with_product:
             for name, value in fields.items():
                 if not isinstance(value, str) or not value.strip():
@@ -103,7 +116,7 @@ async def read_enrollment(request: Request, with_product: bool) -> EnrollmentReq
         await form.close()
     sku, label = fields["sku"], fields["label"]
     return EnrollmentRequest(sku.strip() if isinstance(sku, str) else None, label.strip() if isinstance(label, str) else None,
-                             photos, too_large)
+                             replace.strip().lower() == "true", photos, too_large)
 
 
 def answered(result: Any) -> Any:

@@ -2,6 +2,7 @@
 
     python -m pipeline.release.catalog_cli info --catalog DIR
     python -m pipeline.release.catalog_cli list --catalog DIR [--offset 0] [--limit 50]
+    python -m pipeline.release.catalog_cli history --catalog DIR [--offset 0] [--limit 50]
     python -m pipeline.release.catalog_cli reembed --catalog DIR [--model-label model_label]
 
 `reembed` gives every stored photo an embedding of the model_label's classifier (its version, with how a photo is
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.catalog.history import history_entry
 from pipeline.core.catalog.match import embedding_space
 from pipeline.core.catalog.store import CatalogStore
 from pipeline.core.loop_modes import ENROLLMENT
@@ -75,11 +77,13 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help in (("info", "version, counts and model version (JSON)"), ("list", "the products, a page at a time (JSON)"),
+                       ("history", "the versions, newest first, a page at a time: what changed, who, when (JSON)"),
                        ("reembed", "embed the stored photos for the model_label's classifier")):
         command = commands.add_parser(name, help=help)
         command.add_argument("--catalog", required=True, help="the catalog's folder (catalog.sqlite3)")
-    commands.choices["list"].add_argument("--offset", type=int, default=0)
-    commands.choices["list"].add_argument("--limit", type=int, default=50)
+    for paged in ("list", "history"):
+        commands.choices[paged].add_argument("--offset", type=int, default=0)
+        commands.choices[paged].add_argument("--limit", type=int, default=50)
     options = commands.choices["reembed"]
     options.add_argument("--model-label", default=str(MODEL_LABEL_DIR), help="whose classifier (and detector) embeds")
     options.add_argument("--serve-config", default=str(SERVE_CONFIG), help="the photo and detector settings, as served")
@@ -100,6 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
         with CatalogStore(args.catalog) as store:
             if args.command == "info":
                 result = dataclasses.asdict(store.info())
+            elif args.command == "history":
+                total, entries = store.history(args.offset, args.limit)
+                result = {"total": total, "offset": args.offset, "limit": args.limit,
+                          "versions": [history_entry(entry) for entry in entries]}
             else:
                 total, products = store.products(args.offset, args.limit)
                 result = {"total": total, "offset": args.offset, "limit": args.limit,

@@ -206,6 +206,23 @@ class CatalogFull(CatalogError):
     code, status = "catalog_full", 409
 
 
+class SkuExists(CatalogError):
+    """An enrollment of an enrolled sku that did not say it replaces it."""
+
+    code, status = "sku_exists", 409
+
+
+def sku_exists(sku: str) -> SkuExists:
+    return SkuExists(f"{sku} is enrolled: send replace=true to replace its label and photos, or add photos to it "
+                     f"(POST /v1/catalog/products/{sku}/photos)")
+
+
+class LastPhoto(CatalogError):
+    """The removal of a product's only photo: a product has at least one; deleting it is another write."""
+
+    code, status = "last_photo", 409
+
+
 class ModelMismatch(CatalogError):
     """Embeddings of another model than the catalog's: the catalog must be re-embedded for it first."""
 
@@ -254,7 +271,7 @@ class HistoryEntry:
     version: int
     time: float
     actor: str
-    action: str  # enroll, add_photos, delete, rollback, reembed
+    action: str  # enroll, add_photos, remove_photo, delete, rollback, reembed
     sku: str | None
     details: dict
 

@@ -40,6 +40,7 @@ from pipeline.core.catalog.match import (
     EnrolledProduct,
     HistoryEntry,
     InvalidPhoto,
+    LastPhoto,
     ModelMismatch,
     NearDuplicate,
     ReembedReport,
@@ -47,6 +48,7 @@ from pipeline.core.catalog.match import (
     TooManyPhotos,
     UnknownPhoto,
     UnknownVersion,
+    sku_exists,
     valid_label,
     valid_sku,
 )
@@ -118,12 +120,13 @@ class CatalogStore:
                 raise UnknownPhoto(f"no photo {photo_id}")
             return row[0], row[1]
 
-    def history(self, offset: int = 0, limit: int = 50) -> list[HistoryEntry]:
-        """The catalog's versions with their audit records, newest first."""
+    def history(self, offset: int = 0, limit: int = 50) -> tuple[int, list[HistoryEntry]]:
+        """(how many versions there are, their audit records from `offset`, newest first, at most `limit`)."""
         with self._read() as db:
             rows = db.execute("SELECT version, time, actor, action, sku, details FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
                               (max(0, limit), max(0, offset))).fetchall()
-            return [HistoryEntry(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in rows]
+            return (sql.count(db, "SELECT count(*) FROM audit"),
+                    [HistoryEntry(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in rows])
 
     def snapshot(self, model_version: str) -> CatalogSnapshot:
         """The current products' vectors of `model_version` (never another model's), read in one transaction;
@@ -179,10 +182,11 @@ class CatalogStore:
 
     # Writes: each one transaction, and one new version
 
-    def enroll(self, sku: str, label: str, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
-        """Puts the product in the catalog with these photos, replacing its label and photos if it is there;
-        returns the new catalog version."""
-        return self._put(valid_sku(sku), valid_label(label), photos, model_version, _valid_actor(actor))
+    def enroll(self, sku: str, label: str, photos: list[StoredPhoto], model_version: str, actor: str,
+               replace: bool = True) -> int:
+        """Puts the product in the catalog with these photos, replacing its label and photos if it is there (or,
+        without `replace`, refusing with SkuExists, checked in the write's transaction); returns the new version."""
+        return self._put(valid_sku(sku), valid_label(label), photos, model_version, _valid_actor(actor), replace)
 
     def add_photos(self, sku: str, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
         """Adds photos to an enrolled product; returns the new catalog version."""
@@ -200,6 +204,30 @@ class CatalogStore:
                 sql.audit(db, version, {"photo_ids": photo_ids})
                 self._before_commit("delete")
             self._index_remove(photo_ids)
+        return version
+
+    def remove_photo(self, sku: str, photo_id: int, actor: str) -> int:
+        """Takes one photo from the product (the others keep their order); returns the new version. Its only photo
+        is refused (LastPhoto): a product without photos would match nothing, so that is a delete."""
+        sku, actor = valid_sku(sku), _valid_actor(actor)
+        with self._lock:
+            with self._transaction() as db:
+                old = sql.current_row(db, sku)
+                product = sql.product(db, old)
+                if photo_id not in product.photo_ids:
+                    raise UnknownPhoto(f"{sku} has no photo {photo_id}")
+                if product.photos == 1:
+                    raise LastPhoto(f"photo {photo_id} is {sku}'s only photo: delete the product instead "
+                                    f"(DELETE /v1/catalog/products/{sku})")
+                version = sql.new_version(db, actor, "remove_photo", sku)
+                db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
+                row = db.execute("INSERT INTO products (sku, label, since, enrolled) SELECT sku, label, ?, enrolled "
+                                 "FROM products WHERE id = ?", (version, old)).lastrowid
+                kept = [p for p in product.photo_ids if p != photo_id]
+                db.executemany("INSERT INTO product_photos VALUES (?, ?, ?)", [(row, p, at) for at, p in enumerate(kept)])
+                sql.audit(db, version, {"label": product.label, "removed_photo_ids": [photo_id]})
+                self._before_commit("remove_photo")
+            self._index_remove([photo_id])
         return version
 
     def rollback(self, version: int, actor: str) -> int:
@@ -279,12 +307,15 @@ class CatalogStore:
 
     # Inside
 
-    def _put(self, sku: str, label: str | None, photos: list[StoredPhoto], model_version: str, actor: str) -> int:
+    def _put(self, sku: str, label: str | None, photos: list[StoredPhoto], model_version: str, actor: str,
+             replace: bool = True) -> int:
         """enroll (a label: the photos replace the product's) or add_photos (None: they join them)."""
         action = "add_photos" if label is None else "enroll"
         with self._lock:
             with self._transaction() as db:
                 old = sql.current_row(db, sku) if label is None else sql.current_row_or_none(db, sku)
+                if old is not None and label is not None and not replace:
+                    raise sku_exists(sku)
                 old_photos = sql.product(db, old).photo_ids if old else []
                 kept, replaced = (old_photos, []) if label is None else ([], old_photos)
                 vectors = self._valid_photos(photos, len(kept))
