@@ -5,6 +5,7 @@ Traffic goes to 127.0.0.1 only, in loops bounded in count and time."""
 from __future__ import annotations
 
 import base64
+import math
 import threading
 import time
 from pathlib import Path
@@ -190,9 +191,20 @@ def test_the_catalog_replica_killed_under_load_recognition_goes_on_and_writes_wa
         time.sleep(0.2)
 
 
+def wait_replaced(app, killed: str, timeout_s: float = 120) -> None:
+    """Until a new Catalog replica has replaced `killed` and answers."""
+    from load_tests.control import replica_actors
+
+    deadline = time.monotonic() + timeout_s
+    while killed in replica_actors().get("Catalog", [killed]) or \
+            httpx.get(f"{app.url}/v1/catalog", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the Catalog replica was not replaced"
+        time.sleep(1)
+
+
 def test_the_catalog_replica_killed_during_a_write_leaves_it_whole_or_absent(app):
     """An enrollment of 20 phone-sized photos (7 MP, ~30 MB) is under way when the Catalog replica is killed, half
-    way through the time the same enrollment took just before (measured here, so the kill lands inside the write
+    a third of the way through the time the same enrollment took just before, warm (measured here, so the kill lands inside the write
     on a fast machine as on a slow one): the write is answered, 503 `catalog_unavailable` or 201, never a hang or a
     500, and once a new replica has reopened the store the product is there with every photo the answer accepted,
     or not at all: nothing half-written. A 503 says whether the write may have been applied: killed after the
@@ -201,7 +213,7 @@ def test_the_catalog_replica_killed_during_a_write_leaves_it_whole_or_absent(app
     This test found two 500s: any enrollment over 4 MiB (the gRPC message limit
     of Serve's throughput mode, raised in serve_config.yaml), and the gRPC error of a Catalog killed under a call
     (now taken for the Catalog being down: deployments/catalog/calls.py)."""
-    from load_tests.control import kill_one_replica, replica_actors
+    from load_tests.control import kill_one_replica
 
     photos = [phone_photo(path, (3024, 2268)) for path in freiburg_category_photos("COFFEE", 20)]
     files = [("photo", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
@@ -212,30 +224,35 @@ def test_the_catalog_replica_killed_during_a_write_leaves_it_whole_or_absent(app
                                         files=files, headers=ADMIN, timeout=120)
         answer["at"] = time.monotonic()
 
-    sent = time.monotonic()
-    write("timing-1")  # how long this enrollment takes here; then out of the way (its photos would be duplicates)
-    took = answer["at"] - sent
-    assert answer["response"].status_code == 201, answer["response"].text  # type: ignore[attr-defined]
-    whole = len(answer["response"].json()["accepted"])  # type: ignore[attr-defined]  # the same photos, the same answer
-    assert httpx.delete(f"{app.url}/v1/catalog/products/timing-1", headers=ADMIN, timeout=30).status_code == 200
-    sent = time.monotonic()
-    writer = threading.Thread(target=write, args=("half-1",))
-    writer.start()
-    time.sleep(took / 2)
-    killed_at, killed = time.monotonic(), kill_one_replica("Catalog")
-    assert killed
-    writer.join(150)
-    assert not writer.is_alive(), "the write hung"
-    response = answer["response"]
-    assert isinstance(response, httpx.Response)
-    assert answer["at"] > killed_at, f"the write was answered before the kill ({response.status_code}): nothing was tested"
+    took = math.inf
+    for timing in ("timing-1", "timing-2"):  # how long this enrollment takes here, warm (the first pays for the cold
+        sent = time.monotonic()               # start: CI measured it twice the second); then out of the way
+        write(timing)
+        took = min(took, answer["at"] - sent)  # type: ignore[operator]
+        assert answer["response"].status_code == 201, answer["response"].text  # type: ignore[attr-defined]
+        whole = len(answer["response"].json()["accepted"])  # type: ignore[attr-defined]  # the same photos, the same answer
+        assert httpx.delete(f"{app.url}/v1/catalog/products/{timing}", headers=ADMIN, timeout=30).status_code == 200
+    for attempt, share in enumerate((1 / 3, 1 / 6, 1 / 12)):  # a kill must land inside the write: earlier if it did not
+        sku = f"half-{attempt + 1}"
+        sent = time.monotonic()
+        writer = threading.Thread(target=write, args=(sku,))
+        writer.start()
+        time.sleep(took * share)
+        killed_at, killed = time.monotonic(), kill_one_replica("Catalog")
+        assert killed
+        writer.join(150)
+        assert not writer.is_alive(), "the write hung"
+        response = answer["response"]
+        assert isinstance(response, httpx.Response)
+        if answer["at"] > killed_at:  # type: ignore[operator]
+            break
+        assert response.status_code == 201, response.text  # answered before the kill: a plain write, then the next try
+        wait_replaced(app, killed)
+        assert httpx.delete(f"{app.url}/v1/catalog/products/{sku}", headers=ADMIN, timeout=30).status_code == 200
+    assert answer["at"] > killed_at, f"every write was answered before its kill ({response.status_code}): nothing was tested"
     assert response.status_code in (201, 503), response.text
-    deadline = time.monotonic() + 120
-    while killed in replica_actors().get("Catalog", [killed]) or \
-            httpx.get(f"{app.url}/v1/catalog", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "the Catalog replica was not replaced"
-        time.sleep(1)
-    stored = httpx.get(f"{app.url}/v1/catalog/products/half-1", timeout=10)
+    wait_replaced(app, killed)
+    stored = httpx.get(f"{app.url}/v1/catalog/products/{sku}", timeout=10)
     print(f"\nthe write took {took:.1f} s; Catalog killed {killed_at - sent:.1f} s after it was sent, "
           f"{answer['at'] - killed_at:.1f} s before its answer: {response.status_code}; then the product: {stored.status_code}",
           flush=True)
