@@ -203,16 +203,16 @@ def wait_replaced(app, killed: str, timeout_s: float = 120) -> None:
 
 
 def test_the_catalog_replica_killed_during_a_write_leaves_it_whole_or_absent(app):
-    """An enrollment of 20 phone-sized photos (7 MP, ~30 MB) is under way when the Catalog replica is killed, half
-    a third of the way through the time the same enrollment took just before, warm (measured here, so the kill lands inside the write
-    on a fast machine as on a slow one): the write is answered, 503 `catalog_unavailable` or 201, never a hang or a
-    500, and once a new replica has reopened the store the product is there with every photo the answer accepted,
-    or not at all: nothing half-written. A 503 says whether the write may have been applied: killed after the
-    commit, before the answer, the product is there whole though the answer was a 503 (CI found that, once), so
-    "applied" is "unknown" there, and false only when the write was never sent.
-    This test found two 500s: any enrollment over 4 MiB (the gRPC message limit
-    of Serve's throughput mode, raised in serve_config.yaml), and the gRPC error of a Catalog killed under a call
-    (now taken for the Catalog being down: deployments/catalog/calls.py)."""
+    """An enrollment of 20 phone-sized photos (7 MP, ~30 MB) is under way when the Catalog replica is killed, a third
+    of the way through the time the same enrollment took just before, warm (measured here, so the kill lands inside
+    the write on a fast machine as on a slow one; earlier again if the write still beat it): the write is answered,
+    503 `catalog_unavailable` or 201, never a hang or a 500, and once a new replica has reopened the store the
+    product is there with every photo the answer accepted, or not at all: nothing half-written. A 503 says whether
+    the write may have been applied: killed after the commit, before the answer, the product is there whole though
+    the answer was a 503 (CI found that, once), so "applied" is "unknown" there, and false only when the write was
+    never sent. This test found two 500s: any enrollment over 4 MiB (the gRPC message limit of Serve's throughput
+    mode, raised in serve_config.yaml), and the gRPC error of a Catalog killed under a call (now taken for the
+    Catalog being down: deployments/catalog/calls.py)."""
     from load_tests.control import kill_one_replica
 
     photos = [phone_photo(path, (3024, 2268)) for path in freiburg_category_photos("COFFEE", 20)]
