@@ -61,7 +61,8 @@ from deployments.schemas import (
     Timings,
 )
 from deployments.uploads import read_image
-from pipeline.core.catalog.match import embedding_space, gallery_index
+from pipeline.core.catalog.match import CatalogMatch, embedding_space, gallery_index
+from pipeline.core.catalog.rule import GALLERY_CLASSES
 from pipeline.core.loop_modes import EVERY_PRODUCT, HELLO, LoopMode
 from pipeline.core.model_label import load_model_label, parse_label
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
@@ -117,7 +118,7 @@ class Recognizer(CatalogCalls):
         self.catalog_copy = CatalogCopy(catalog, space)  # what crops are matched with
         gallery = self.bundle.gallery_path  # the classifier's training photos, for the rules that compare with them
         wanted = catalog is not None and self.bundle.catalog_rule.needs_gallery
-        self.gallery = gallery_index(gallery, self.bundle.versions["classifier"]) if gallery and wanted else None
+        self.gallery = gallery_index(gallery, self.bundle.versions["classifier"], self.bundle.labels) if gallery and wanted else None
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)  # bounds this replica's decode memory
         self.metrics = RecognizerMetrics(error_outcome)
         logger.info("Recognizer: %d concurrent decodes; API key %s", DECODE_SLOTS,
@@ -280,6 +281,11 @@ class Recognizer(CatalogCalls):
         return Response(UI_SCRIPTS[name].read_text(encoding="utf-8"), media_type="text/javascript",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
+    def _gallery_neighbours(self, embeddings: np.ndarray) -> list[list[CatalogMatch]]:
+        """Each crop's nearest training photo per class, for the catalog rule (GALLERY_CLASSES classes)."""
+        assert self.gallery is not None
+        return self.gallery.top(embeddings, GALLERY_CLASSES)
+
     async def _recognize(self, data: bytes, started: float, mode: LoopMode) -> tuple[Recognition, dict[str, float]]:
         """The photo through the core's loop in `mode` (pipeline.core.loop_modes), with the model deployments as its
         model calls; and the seconds of each stage that ran, for the metrics (the answer's timings say 0 ms for a
@@ -302,7 +308,8 @@ class Recognizer(CatalogCalls):
         (recognized,), times = await self.photo_to_answer(
             [data], detect, classify, mode, decode_slots=self.decode_slots,
             match=matching.best if matching else None,
-            reference=self.gallery.nearest_similarity if self.gallery and matching else None)
+            reference=self._gallery_neighbours if self.gallery and matching else None,
+            precedence=matching.snapshot.precedence if matching else None)
         photo, whole_photo = recognized.photo, not recognized.detected
         products = []
         for index, result in enumerate(recognized.answers):

@@ -183,7 +183,9 @@ class ModelLabel:
         """When the catalog names a product for this classifier: the manifest's `catalog.rule` (chosen by
         pipeline.release.catalog_evaluation), else pipeline.core.catalog.rule's defaults."""
         rule = self.manifest.get("catalog", {}).get("rule")
-        return CatalogRule(rule["policy"], float(rule["threshold"])) if rule else CatalogRule()
+        if not rule:
+            return CatalogRule()
+        return CatalogRule(rule["policy"], float(rule["threshold"]), tuple(float(w) for w in rule.get("weights", ())))
 
     @property
     def gallery_path(self) -> Path | None:

@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.catalog.match import CatalogMatch
-from pipeline.core.catalog.rule import CatalogRule
+from pipeline.core.catalog.rule import CatalogRule, trained_side
 from pipeline.core.loop_modes import ENROLLMENT_POLICY, EVERY_PRODUCT, LoopMode
 from pipeline.core.model_label import ModelLabel
 from pipeline.core.preprocessing import Letterboxed, Photo, decode_photo
@@ -63,8 +63,9 @@ Classify = Callable[[list[np.ndarray]], Awaitable[Classified]]
 Match = Callable[[np.ndarray], Sequence[CatalogMatch | None]]
 """Embeddings [N, D] → each one's closest enrolled product (None: an empty catalog): a catalog copy's index."""
 
-Reference = Callable[[np.ndarray], np.ndarray]
-"""Embeddings [N, D] → each one's cosine to the nearest photo the classifier was trained on (its gallery)."""
+Reference = Callable[[np.ndarray], Sequence[Sequence[CatalogMatch]]]
+"""Embeddings [N, D] → each one's nearest photos the classifier was trained on (its gallery), one per class, nearest
+first, labelled with the class (`CatalogIndex.top` of `gallery_index`)."""
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,12 @@ class PhotoToAnswer:
         self.models = models
         self.settings = settings
         rule = models.catalog_rule  # the manifest's, its threshold overridden by the settings' when they set one
-        self.catalog_rule = rule if settings.catalog_threshold is None else CatalogRule(rule.policy, settings.catalog_threshold)
+        self.catalog_rule = rule if settings.catalog_threshold is None else dataclasses.replace(rule, threshold=settings.catalog_threshold)
 
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None,
                        mode: LoopMode = EVERY_PRODUCT, *, decode_slots: asyncio.Semaphore | None = None,
-                       match: Match | None = None, reference: Reference | None = None) -> tuple[list[Recognized], StageSeconds]:
+                       match: Match | None = None, reference: Reference | None = None,
+                       precedence: Mapping[str, Collection[str]] | None = None) -> tuple[list[Recognized], StageSeconds]:
         """Every photo through the loop: one detector call for all of them, one classifier call for all their crops.
 
         `classify` None stops after the regions (no probabilities). `mode` (pipeline.core.loop_modes): what the pass
@@ -156,7 +158,7 @@ class PhotoToAnswer:
         `decode_slots`: bounds the concurrent decodes (the ingress's memory). Decoding and cropping run in a
         thread, so an event loop keeps taking requests meanwhile. `match`: the catalog, asked for each region's
         embedding; the catalog rule decides whether it names the product (`reference`: the classifier's gallery,
-        for the rules that compare with it).
+        for the rules that compare with it; `precedence`: per enrolled sku, the trained classes it takes precedence over).
         """
         settings, models, times = self.settings, self.models, StageSeconds()
         plan = mode.plan(models.hello_policy, matching=match is not None)
@@ -199,13 +201,15 @@ class PhotoToAnswer:
             rows = probabilities[at:end]
             whole = probabilities[end] if with_whole_photo else None
             prominent = prominent_probabilities(rows[0], whole, plan.policy)
-            answers = [answer(p, models.labels, top_k, threshold) for p in [prominent, *rows[1:]]]
+            answer_rows = [prominent, *rows[1:]]
+            answers = [answer(p, models.labels, top_k, threshold) for p in answer_rows]
             if match is not None and embeddings is not None:  # the prominent product is matched by its crop
                 rows_embeddings = embeddings[at:end]
-                training: Sequence[float | None] = [None] * len(rows_embeddings)
+                training: Sequence[Sequence[CatalogMatch] | None] = [None] * len(rows_embeddings)
                 if reference is not None and self.catalog_rule.needs_gallery:
-                    training = reference(rows_embeddings).tolist()
-                answers = [self._with_catalog(a, m, t) for a, m, t in zip(answers, match(rows_embeddings), training)]
+                    training = reference(rows_embeddings)
+                answers = [self._with_catalog(a, p, m, t, threshold, precedence or {})
+                           for a, p, m, t in zip(answers, answer_rows, match(rows_embeddings), training)]
             recognized.append(Recognized(
                 photo, boxes, regions, rows, whole, prominent, answers,
                 embeddings=embeddings[at:end] if embeddings is not None else None,
@@ -213,8 +217,12 @@ class PhotoToAnswer:
             at = end + with_whole_photo
         return recognized, times
 
-    def _with_catalog(self, model_answer: Answer, closest: CatalogMatch | None, training: float | None) -> Answer:
-        by_catalog = self.catalog_rule.picks_catalog(closest, model_answer.known, None if training is None else float(training))
+    def _with_catalog(self, model_answer: Answer, probabilities: np.ndarray, closest: CatalogMatch | None,
+                      training: Sequence[CatalogMatch] | None, unknown_threshold: float,
+                      precedence: Mapping[str, Collection[str]]) -> Answer:
+        set_aside = precedence.get(closest.sku, ()) if closest else ()
+        side = trained_side(probabilities, self.models.labels, unknown_threshold, training, set_aside)
+        by_catalog = self.catalog_rule.picks_catalog_for(closest, side)
         return dataclasses.replace(model_answer, match=closest, by_catalog=by_catalog)
 
     def run(self, photos: Sequence[bytes], detect: Callable[[list[np.ndarray]], list[np.ndarray]],

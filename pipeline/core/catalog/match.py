@@ -50,7 +50,8 @@ class CatalogSnapshot:
 
     `vectors` [M, D] float32, L2-normalised, one row per enrolled photo that has an embedding of `model_version`;
     `skus` and `labels` name each row's product. `missing_photos`: the current photos without an embedding of
-    this model (not re-embedded yet, or the model finds no product in them)."""
+    this model (not re-embedded yet, or the model finds no product in them). `precedence`: per sku, the trained
+    classes (their labels) the operator said the product takes precedence over (pipeline.core.catalog.rule)."""
 
     version: int
     model_version: str
@@ -58,6 +59,7 @@ class CatalogSnapshot:
     skus: list[str]
     labels: list[str]
     missing_photos: int = 0
+    precedence: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.dtype != np.float32:
@@ -305,9 +307,11 @@ def valid_label(label: str) -> str:
     return label.strip()
 
 
-def gallery_index(path: Path | str, model_version: str) -> CatalogIndex:
+def gallery_index(path: Path | str, model_version: str, labels: Sequence[str] | None = None) -> CatalogIndex:
     """The classifier's gallery (pipeline.release.catalog_gallery: its fit photos' embeddings) as an index, each vector
-    named by its class id: what the catalog rule `beats_training` compares a crop's catalog match with."""
+    named by its class id and labelled with its class's label (`labels`; the id without them): what the catalog rules
+    that need the gallery compare a crop's catalog match with."""
     with np.load(path) as gallery:
         vectors, class_ids = gallery["embeddings"].astype(np.float32), [str(c) for c in gallery["class_ids"]]
-    return CatalogIndex(CatalogSnapshot(0, model_version, vectors, class_ids, class_ids))
+    names = class_ids if labels is None else [labels[int(c)] for c in class_ids]
+    return CatalogIndex(CatalogSnapshot(0, model_version, vectors, class_ids, names))
