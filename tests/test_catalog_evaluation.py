@@ -136,3 +136,20 @@ def test_rejection_scores_enrolled_classes_photos_against_never_enrolled_ones_fo
                        CatalogRule("beats_training", 0.2), unknown_threshold=0.5)
     assert result == pytest.approx({"auroc_never_enrolled": 0.75, "auroc_all_not_enrolled": (5 / 6 + 0.75) / 2,
                                     "precision_at_threshold": (2 / 3 + 1) / 2})
+
+
+def test_the_calibrated_weights_are_a_logistic_regression_and_its_threshold_the_lowest_at_the_precision():
+    from pipeline.release.catalog_calibration import at_precision, fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 2))
+    truth = np.array([0.5, 2.0, -1.0])
+    features = np.column_stack([np.ones(len(x)), x])
+    target = (rng.random(len(x)) < 1 / (1 + np.exp(-features @ truth))).astype(float)
+    np.testing.assert_allclose(fit_logistic(features, target), truth, atol=0.15)  # it recovers the log-odds
+    # scores 4 (right), 3 (right), 2 (wrong), 1 (right); enrolled: the first three
+    score, right, enrolled = np.array([4.0, 3, 2, 1]), np.array([True, True, False, True]), np.array([True, True, True, False])
+    assert at_precision(score, right, enrolled, 0.95) == {"threshold": 3.0, "catalog_coverage_of_enrolled": 2 / 3,
+                                                          "catalog_precision": 1.0, "trained_taken_by_catalog": 0.0}
+    assert at_precision(score, right, enrolled, 0.7)["threshold"] == 1.0  # 3 of 4 right
+    assert at_precision(np.array([1.0]), np.array([False]), np.array([True]), 0.95) is None

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline.classification_metrics import calibrate_unknown
 from pipeline.core.catalog.match import ENROLLED_AS, CatalogIndex, CatalogSnapshot
-from pipeline.core.catalog.rule import CATALOG_POLICIES, CatalogRule
+from pipeline.core.catalog.rule import CALIBRATED_FEATURES, CATALOG_POLICIES, CatalogRule
 from pipeline.core.model_label import load_model_label
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.paths import SHARED_DATA
@@ -40,6 +40,7 @@ from pipeline.core.settings import serving_settings
 from pipeline.data.datasets import load_labelled_data
 from pipeline.data.held_back import is_validation
 from pipeline.evaluation.evaluate import ModelsUnderTest, crop_and_whole, photo_pass
+from pipeline.release import catalog_calibration as calibration
 from pipeline.release import runtimes
 
 SHOTS = (1, 3, 5, 10)
@@ -126,6 +127,7 @@ class Answers:
     matched: np.ndarray  # [N] the catalog's best class id (-1: empty catalog)
     score: np.ndarray  # [N] what the rule compares with its threshold
     eligible: np.ndarray  # [N] bool: the policy lets the catalog speak here at some threshold
+    similarity: np.ndarray  # [N] the cosine of the catalog's best match (-1: empty catalog)
 
 
 def answer(queries: Embedded, training: np.ndarray, index: CatalogIndex, rule: CatalogRule, kept: list[int],
@@ -133,12 +135,14 @@ def answer(queries: Embedded, training: np.ndarray, index: CatalogIndex, rule: C
     """The served answer per query: `training` is each query's cosine to the classifier's nearest gallery photo."""
     matches = index.best(queries.embeddings)
     model_class = np.asarray(kept)[queries.probabilities.argmax(axis=1)]
-    known = queries.probabilities.max(axis=1) >= unknown_threshold
-    score = np.array([rule.score(m, float(t)) if m else -9.0 for m, t in zip(matches, training)])
+    confidence = queries.probabilities.max(axis=1)
+    known = confidence >= unknown_threshold
+    score = np.array([rule.score(m, float(t), float(c)) if m else -9.0 for m, t, c in zip(matches, training, confidence)])
     eligible = ~known if rule.policy == "unknown_only" else np.ones(len(score), bool)
-    by_catalog = np.array([rule.picks_catalog(m, bool(k), float(t)) for m, k, t in zip(matches, known, training)])
+    by_catalog = np.array([rule.picks_catalog(m, bool(k), float(t), float(c)) for m, k, t, c in zip(matches, known, training, confidence)])
     matched = np.array([int(m.sku) if m else -1 for m in matches])
-    return Answers(np.where(by_catalog, matched, model_class), by_catalog, matched, score, eligible)
+    similarity = np.array([m.similarity if m else -1.0 for m in matches])
+    return Answers(np.where(by_catalog, matched, model_class), by_catalog, matched, score, eligible, similarity)
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -151,10 +155,11 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 def choose_threshold(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex], policy: str, kept: list[int],
-                     unknown_threshold: float) -> float | None:
-    """The lowest threshold at which the catalog's answers under `policy` are right >= TARGET_PRECISION of the time,
-    over every draw's catalog (the selection split); None if no threshold reaches it."""
-    parts = [answer(queries, training, index, CatalogRule(policy, 0.0), kept, unknown_threshold) for index in indexes]
+                     unknown_threshold: float, weights: tuple[float, ...] = ()) -> float | None:
+    """The lowest threshold at which the catalog's answers under `policy` (with its `weights`, for calibrated) are
+    right >= TARGET_PRECISION of the time, over every draw's catalog (the selection split); None if no threshold
+    reaches it."""
+    parts = [answer(queries, training, index, CatalogRule(policy, 0.0, weights), kept, unknown_threshold) for index in indexes]
     score = np.concatenate([a.score for a in parts])
     eligible = np.concatenate([a.eligible for a in parts])
     correct = np.concatenate([a.matched == queries.class_ids for a in parts])
@@ -295,12 +300,16 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     operating = [enrolled_catalog(pool, left_out, OPERATING_SHOTS, draw, all_labels) for draw in range(DRAWS)]
     choices: dict[str, dict[str, Any]] = {}
     for name in CATALOG_POLICIES:
-        threshold = choose_threshold(selection, selection_training, operating, name, kept, unknown)
+        weights = calibration.fit_weights(selection, selection_training, operating) if name == "calibrated" else ()
+        threshold = choose_threshold(selection, selection_training, operating, name, kept, unknown, weights)
         if threshold is not None:
             choices[name] = {"threshold": threshold, "selection": measure(selection, selection_training, operating,
-                                                                          CatalogRule(name, threshold), kept, left_out, unknown)}
+                                                                          CatalogRule(name, threshold, weights), kept, left_out, unknown)}
+            if weights:
+                choices[name] |= {"weights": list(weights), "features": list(CALIBRATED_FEATURES), "selection_cross_fitted":
+                                  calibration.cross_fitted(selection, selection_training, operating, kept, left_out, TARGET_PRECISION)}
     chosen = max(choices, key=lambda name: choices[name]["selection"]["all_top1"])
-    rule = CatalogRule(chosen, choices[chosen]["threshold"])
+    rule = CatalogRule(chosen, choices[chosen]["threshold"], tuple(choices[chosen].get("weights", ())))
 
     val_by_shots = {}
     for shots in SHOTS:  # GroceryStore val: read once, here
@@ -311,7 +320,8 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
         "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
         "enrolled_as": ENROLLED_AS, "split_seed": split["seed"], "shots": list(SHOTS), "draws": DRAWS, "operating_shots": OPERATING_SHOTS,
         "target_precision": TARGET_PRECISION, "unknown_threshold_selection": unknown,
-        "rule_choice_on_selection": choices, "rule": {"policy": rule.policy, "threshold": rule.threshold},
+        "rule_choice_on_selection": choices,
+        "rule": {"policy": rule.policy, "threshold": rule.threshold} | ({"weights": list(rule.weights)} if rule.weights else {}),
         "val": val_by_shots, "val_rejection": rejection(val, val_training, pool, left_out, kept, all_labels, rule, unknown),
         "leave_out_run": {key: json.loads((run / "train_summary.json").read_text()).get(key)
                           for key in ("epochs_run", "best_epoch", "best_selection_top1")},
