@@ -20,6 +20,7 @@ detector's training photos and asked with its held-back ones (category-level few
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ DRAWS = 5  # seeded draws of the enrollment photos per k
 OPERATING_SHOTS = 5  # the rule and its threshold are chosen with every left-out class enrolled from 5 photos
 TARGET_PRECISION = 0.95
 FREIBURG_QUERIES_PER_CATEGORY = 20
+MANIFEST_FIGURES = ("classifier_runtime", "detector_runtime", "left_out_classes", "val", "val_studio_1_shot", "val_rejection",
+                    "freiburg_shipped_classifier", "draws", "split_seed", "leave_out_run")
 CHOSEN_ON = ("the policy, its threshold and how an enrolled photo is embedded (enrolled_as): on the selection split (held back "
              "from train) of the leave-classes-out run, its classifier in the runtime auto serves on CPU, for 95% precision of "
              "the catalog's answers; GroceryStore val read once, after those choices, for the figures below; the gallery: the "
@@ -116,6 +119,19 @@ def enrolled_catalog(pool: Embedded, classes: list[int], shots: int, seed: int, 
             skus.append(str(class_id))
     return CatalogIndex(CatalogSnapshot(version=1, model_version="evaluation", vectors=np.stack(vectors).astype(np.float32),
                                         skus=skus, labels=[labels[int(s)] for s in skus]))
+
+
+def studio_catalog(models: ModelsUnderTest, data: Path, classes: list[int], labels: list[str], policy: str, out: Path,
+                   key: str) -> tuple[CatalogIndex, int]:
+    """Each class of `classes` enrolled from its one studio ("iconic") photo, as the Catalog enrolls (a photo in
+    which the detector finds no product is refused); and how many were refused."""
+    with (data / "classes.csv").open(newline="") as file:
+        iconic = {int(row[1]): str(data / row[4].lstrip("/")) for row in list(csv.reader(file))[1:]}
+    studio = embed(models, [iconic[c] for c in classes], classes, policy, out / "studio_embeddings.npz", key)
+    kept = studio.take(studio.detected)
+    index = CatalogIndex(CatalogSnapshot(version=1, model_version="evaluation", vectors=kept.enrolled.astype(np.float32),
+                                         skus=[str(c) for c in kept.class_ids], labels=[labels[c] for c in kept.class_ids]))
+    return index, int((~studio.detected).sum())
 
 
 @dataclass(frozen=True)
@@ -264,7 +280,7 @@ def served_classifier(run: Path, runtime: str, detector: BoxDetector, facts: Mod
     return path
 
 
-def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, Any]:
+def evaluate(run: Path, model_label: Path, out: Path, data: Path, selection_only: bool = False) -> dict[str, Any]:
     split = json.loads((run / "split.json").read_text())
     left = split["left_out"]
     all_labels: list[str] = left["all_labels"]
@@ -287,14 +303,12 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
     pool = embed(models, left["fit"], left["fit_class_ids"], policy, out / "pool_embeddings.npz", key)
     selection = embed(models, split["selection"] + left["selection"], to_all(split["selection_class_ids"]) + left["selection_class_ids"],
                       policy, out / "selection_embeddings.npz", key)
-    val_data = load_labelled_data(data)
-    val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz", key)
 
     # The classifier's gallery: its fit photos (as pipeline.release.catalog_gallery ships it for a model_label).
     gallery_photos = embed(models, split["fit"], to_all(split["fit_class_ids"]), policy, out / "gallery_embeddings.npz", key)
     gallery = CatalogIndex(CatalogSnapshot(0, "evaluation", gallery_photos.embeddings.astype(np.float32),
                                            [str(c) for c in gallery_photos.class_ids], [str(c) for c in gallery_photos.class_ids]))
-    selection_training, val_training = gallery.nearest_similarity(selection.embeddings), gallery.nearest_similarity(val.embeddings)
+    selection_training = gallery.nearest_similarity(selection.embeddings)
     kept_selection = selection.take(np.isin(selection.class_ids, kept))
     unknown = calibrate_unknown(kept_selection.probabilities, np.searchsorted(kept, kept_selection.class_ids))["unknown_threshold"]
     operating = [enrolled_catalog(pool, left_out, OPERATING_SHOTS, draw, all_labels) for draw in range(DRAWS)]
@@ -310,11 +324,22 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
                                   calibration.cross_fitted(selection, selection_training, operating, kept, left_out, TARGET_PRECISION)}
     chosen = max(choices, key=lambda name: choices[name]["selection"]["all_top1"])
     rule = CatalogRule(chosen, choices[chosen]["threshold"], tuple(choices[chosen].get("weights", ())))
+    studio, refused = studio_catalog(models, data, left_out, all_labels, policy, out, key)
+    if selection_only:  # the choices, before GroceryStore val is read
+        chosen_report = {"rule_choice_on_selection": choices, "chosen": chosen,
+                         "selection_studio_1_shot": measure(selection, selection_training, [studio], rule, kept, left_out, unknown)}
+        (out / "selection_report.json").write_text(json.dumps(chosen_report, indent=2) + "\n")
+        return chosen_report
+
+    val_data = load_labelled_data(data)
+    val = embed(models, val_data.val.paths, val_data.val.class_ids, policy, out / "val_embeddings.npz", key)
+    val_training = gallery.nearest_similarity(val.embeddings)
 
     val_by_shots = {}
     for shots in SHOTS:  # GroceryStore val: read once, here
         indexes = [enrolled_catalog(pool, left_out, shots, draw, all_labels) for draw in range(DRAWS)]
         val_by_shots[str(shots)] = measure(val, val_training, indexes, rule, kept, left_out, unknown)
+    val_studio = measure(val, val_training, [studio], rule, kept, left_out, unknown) | {"studio_photos_refused": refused}
     report = {
         "run": str(run), "detector_runtime": detector_runtime, "classifier_runtime": classifier_runtime,
         "left_out_classes": [all_labels[c] for c in left_out], "trained_classes": len(kept),
@@ -322,7 +347,9 @@ def evaluate(run: Path, model_label: Path, out: Path, data: Path) -> dict[str, A
         "target_precision": TARGET_PRECISION, "unknown_threshold_selection": unknown,
         "rule_choice_on_selection": choices,
         "rule": {"policy": rule.policy, "threshold": rule.threshold} | ({"weights": list(rule.weights)} if rule.weights else {}),
-        "val": val_by_shots, "val_rejection": rejection(val, val_training, pool, left_out, kept, all_labels, rule, unknown),
+        "val": val_by_shots, "val_studio_1_shot": val_studio,
+        "selection_studio_1_shot": measure(selection, selection_training, [studio], rule, kept, left_out, unknown),
+        "val_rejection": rejection(val, val_training, pool, left_out, kept, all_labels, rule, unknown),
         "leave_out_run": {key: json.loads((run / "train_summary.json").read_text()).get(key)
                           for key in ("epochs_run", "best_epoch", "best_selection_top1")},
         "photos": {"pool": len(pool.paths), "selection": len(selection.paths), "val": len(val.paths),
@@ -364,16 +391,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--write-manifest", action="store_true",
                         help="record the chosen rule and the figures in --model-label's manifest (its `catalog` entry)")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="embed and choose the rule on the selection split, write <out>/selection_report.json, and stop "
+                             "before GroceryStore val is read")
     args = parser.parse_args(argv)
+    if args.selection_only:
+        print(json.dumps(evaluate(Path(args.run), Path(args.model_label), Path(args.out), Path(args.data), True), indent=1))
+        return
     report = evaluate(Path(args.run), Path(args.model_label), Path(args.out), Path(args.data))
     print(to_markdown(report))
     if args.write_manifest:
         path = Path(args.model_label) / "manifest.json"
         manifest = json.loads(path.read_text())
         manifest["catalog"] = {"rule": report["rule"], "chosen_on": CHOSEN_ON, "enrolled_as": report["enrolled_as"],
-                               "evaluation": {k: report[k] for k in ("classifier_runtime", "detector_runtime", "left_out_classes",
-                                                                     "val", "val_rejection", "freiburg_shipped_classifier",
-                                                                     "draws", "split_seed", "leave_out_run")}}
+                               "evaluation": {k: report[k] for k in MANIFEST_FIGURES}}
         path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
