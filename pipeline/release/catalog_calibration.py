@@ -11,7 +11,7 @@ the other half, and the other way round.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -19,12 +19,22 @@ from pipeline.core.catalog.rule import CALIBRATED_FEATURES
 
 if TYPE_CHECKING:
     from pipeline.core.catalog.match import CatalogIndex
-    from pipeline.release.catalog_evaluation import Embedded
+
+
+class QueryPhotos(Protocol):
+    """Query photos as pipeline.release.catalog_evaluation embeds them (its Embedded: what this module reads of it)."""
+
+    @property
+    def class_ids(self) -> np.ndarray: ...
+    @property
+    def probabilities(self) -> np.ndarray: ...
+    @property
+    def embeddings(self) -> np.ndarray: ...
 
 L2 = 1e-2  # a little ridge: the features are correlated (two cosines)
 
 
-def feature_rows(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def feature_rows(queries: QueryPhotos, training: np.ndarray, indexes: list[CatalogIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per draw's catalog and query: the features (CALIBRATED_FEATURES' order), whether the catalog's nearest product
     is the query's class, and the query's class."""
     rows, right, classes = [], [], []
@@ -53,7 +63,7 @@ def fit_logistic(features: np.ndarray, target: np.ndarray, l2: float = L2, steps
     return weights
 
 
-def fit_weights(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex]) -> tuple[float, ...]:
+def fit_weights(queries: QueryPhotos, training: np.ndarray, indexes: list[CatalogIndex]) -> tuple[float, ...]:
     features, right, _ = feature_rows(queries, training, indexes)
     return tuple(round(float(w), 4) for w in fit_logistic(features, right.astype(float)))
 
@@ -72,7 +82,7 @@ def at_precision(score: np.ndarray, right: np.ndarray, enrolled: np.ndarray, tar
             "catalog_precision": float(right[taken].mean()), "trained_taken_by_catalog": float(taken[~enrolled].mean())}
 
 
-def cross_fitted(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex], kept: list[int], left_out: list[int],
+def cross_fitted(queries: QueryPhotos, training: np.ndarray, indexes: list[CatalogIndex], kept: list[int], left_out: list[int],
                  target: float) -> dict[str, float] | None:
     """The policy's figures with every row scored by weights that never saw its class (two folds by class)."""
     features, right, classes = feature_rows(queries, training, indexes)
