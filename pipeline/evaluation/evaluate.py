@@ -32,6 +32,7 @@ from pipeline.core.model_label import ModelLabel, load_model_label
 from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, nothing_detected
+from pipeline.core.progress import progress
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, hello_probabilities
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
@@ -71,10 +72,11 @@ class ModelsUnderTest:
                           whole_photo_share=bundle.whole_photo_share)
         return models, runtimes
 
-    def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False) -> list[Recognized]:
+    def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False,
+                  desc: str = "photos") -> list[Recognized]:
         """`photo_pass` with these models; `mirrored`: crops flipped left-right."""
         return photo_pass(self.facts, self.detector, flipped(self.classifier) if mirrored else self.classifier,
-                          images, settings)
+                          images, settings, desc)
 
 
 def flipped(classifier: ClassifyCrops) -> ClassifyCrops:
@@ -83,12 +85,14 @@ def flipped(classifier: ClassifyCrops) -> ClassifyCrops:
 
 
 def photo_pass(models: ModelFacts, detector: BoxDetector | None, classifier: ClassifyCrops | None,
-               images: Sequence[Path | str], settings: ServingSettings) -> list[Recognized]:
+               images: Sequence[Path | str], settings: ServingSettings, desc: str = "photos") -> list[Recognized]:
     """Labelled photos through serving's photo→answer loop, classifying only the prominent product: the largest
     box and the whole photo (policy "average" looks at both, so every policy can be compared from one pass).
-    `detector` None: nothing is detected, whole photos are classified."""
+    `detector` None: nothing is detected, whole photos are classified. A progress bar named `desc` counts the
+    photos (pipeline.core.progress)."""
     detect = (lambda pixels: detector.detect(pixels, settings.detector)) if detector else nothing_detected
-    return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, ALL_POLICIES)
+    with progress(desc=desc, total=len(images), unit="photo") as bar:
+        return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, ALL_POLICIES, progress=bar.update)
 
 
 def crop_and_whole(recognized: Sequence[Recognized]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +129,8 @@ def choose_whole_photo_share(classifier: ClassifyCrops, labels: Sequence[str], c
     figures = {}
     for share in WHOLE_PHOTO_SHARES:
         facts = ModelFacts(labels, classifier_size, detector_size, whole_photo_share=share)
-        whole = np.stack([r.probabilities[0] for r in photo_pass(facts, None, classifier, images, settings)])
+        whole = np.stack([r.probabilities[0] for r in photo_pass(facts, None, classifier, images, settings,
+                                                                 f"whole-photo view {share:g}")])
         figures[f"{share:g}"] = {"top1": top_k_accuracy(whole, targets, 1), "top5": top_k_accuracy(whole, targets, 5),
                                  "log_loss": log_loss(whole, targets)}
     chosen = min(WHOLE_PHOTO_SHARES, key=lambda share: figures[f"{share:g}"]["log_loss"])  # min keeps the first of equals
@@ -146,7 +151,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
     view = choose_whole_photo_share(models.classifier, labels, classifier_size, detector_size, photos, settings)
     models = dataclasses.replace(models, facts=ModelFacts(labels, classifier_size, detector_size,
                                                           whole_photo_share=view["chosen"]))
-    recognized = models.pass_over(images, settings)
+    recognized = models.pass_over(images, settings, desc="/hello policies")
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
     by_policy = policy_probabilities(crop, whole, detected)
@@ -159,7 +164,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
     equals = [policy for policy in HELLO_POLICIES if not surely_better(right[best], right[policy])]
     chosen = min(equals, key=lambda policy: (POLICY_COST[policy], -figures[policy]["coverage_at_target"]))
     # Flip averaging, measured and not served: it doubles the classifier's work per photo.
-    crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True))
+    crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True, desc="flipped"))
     averaged = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, detected)[chosen]
     return {"photos": len(images), "whole_photo_share": view, "policies": figures, "hello_policy": chosen,
             "flip_averaged": {"top1": top_k_accuracy(averaged, targets, 1), "top5": top_k_accuracy(averaged, targets, 5)},
@@ -211,7 +216,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
     models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device,
                                   classifier_runtime, detector_runtime, whole_photo_share)
-    recognized = models.pass_over(images, settings)
+    recognized = models.pass_over(images, settings, desc="evaluation")
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
     if whole.shape[1] != len(labels):
@@ -219,7 +224,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
     report["classifier"] = {}
     if baseline_dir is not None:
         whole_photos = photo_pass(dataclasses.replace(models.facts, whole_photo_share=1.0), None,  # the view it was fitted on
-                                  SavedModelClassifier(baseline_dir), images, settings)
+                                  SavedModelClassifier(baseline_dir), images, settings, "ImageNet baseline")
         baseline = np.stack([r.probabilities[0] for r in whole_photos])
         report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
     report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
