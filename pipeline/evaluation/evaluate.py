@@ -7,8 +7,9 @@ answers; and the detector's precision / recall / mAP50 / mAP50-95 on a YOLO-form
         [--detector-data artifacts/detector/dataset/data.yaml] [--baseline RUN/baseline_export] --out artifacts/evaluation
 
 `--data` is a split file (`path, class_id, ...`, paths relative to the file, ids in labels.txt order), a
-folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json
-and confusion_matrix.png to --out, and prints the markdown.
+folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json,
+confusion_matrix.png and per_class_accuracy.png (pipeline.evaluation.figures, which draws them again from the json)
+to --out, and prints the markdown.
 
 Photos go through serving's photo→answer loop (pipeline.core.photo_to_answer) with serving's model adapters.
 torch/ultralytics load before TensorFlow (ModelsUnderTest.load): the other order can crash the process.
@@ -37,7 +38,8 @@ from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, hell
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.data.datasets import load_labelled_photos
-from pipeline.evaluation.report import ROWS, plot_confusion, to_markdown
+from pipeline.evaluation.figures import write_evaluation_figures
+from pipeline.evaluation.report import ROWS, to_markdown
 from pipeline.train.yolo_detector import build_dataset_view, validate
 
 # ---------------------------------------------------------------- model passes
@@ -191,7 +193,8 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
              hello_policy: str = DEFAULT_HELLO_POLICY, unknown_threshold: float | None = None,
              classifier_runtime: str = "savedmodel", detector_runtime: str = "torch",
              whole_photo_share: float = 1.0) -> dict[str, Any]:
-    """Run the comparison, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report.
+    """Run the comparison, write evaluation.{md,json}, confusion_matrix.png and per_class_accuracy.png to `out`;
+    return the report.
 
     `selection`: what `choose_hello_policy` found on the selection split; its policy makes the /hello row and its
     threshold is applied here (precision and coverage on these photos, fitted elsewhere). Without it, `hello_policy`
@@ -255,7 +258,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     markdown = to_markdown(report)
     (out / "evaluation.md").write_text(markdown, encoding="utf-8")
-    plot_confusion(report, labels, out / "confusion_matrix.png")
+    write_evaluation_figures(report, out)
     return report
 
 
