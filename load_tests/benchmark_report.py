@@ -9,6 +9,21 @@ def service_cores(r: dict) -> float | None:
     return share.get("service_cores", share.get("ours_cores"))
 
 
+def http_rows(results: dict) -> list[tuple[str, str, dict]]:
+    """The rows measured over HTTP by the closed-loop client, in the report's order: (title, the runtimes pair or
+    "-", the row's figures: images_per_s, p50_s, p99_s, statuses, ...)."""
+    wait = results.get("served_gathered", {}).get("gather_wait_s")  # not in every run's json
+    rows = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
+    rows += [(title, "-", results[name]) for name, title in (
+        ("served_gathered", "served, requests gathered into one model call" + (f" ({wait * 1000:.0f} ms)" if wait is not None else "")),
+        ("served_with_catalog", "served, /hello with products enrolled"),
+        ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
+        ("served_by_reference", "served, calls between deployments by reference (object store, not gRPC)"),
+        ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)"),
+        ("floor", "Ray Serve's floor: the graph's shape, no model work (HTTP)")) if name in results]
+    return rows
+
+
 def render(results: dict) -> str:
     def fmt(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
@@ -31,16 +46,7 @@ def render(results: dict) -> str:
              "load client and harness / other processes | images per CPU-second (service) |",
              "|---|---|---|---|---|---|---|---|"]
     notes: list[str] = []
-    runs = [("served (HTTP)", pair, r) for pair, r in results.get("served_runtimes", {}).items()]
-    runs += [(title, "-", results[name]) for name, title in (
-        ("served_gathered", f"served, requests gathered into one model call "
-                            f"({results.get('served_gathered', {}).get('gather_wait_s', 0) * 1000:.0f} ms)"),
-        ("served_with_catalog", "served, /hello with products enrolled"),
-        ("served_default_mode", "served, Ray Serve's default mode (HTTP)"),
-        ("served_by_reference", "served, calls between deployments by reference (object store, not gRPC)"),
-        ("baseline", "baseline (HTTP)"), ("peer", "peer: LitServe, one worker, batching 8 / 10 ms (HTTP)"),
-        ("floor", "Ray Serve's floor: the graph's shape, no model work (HTTP)")) if name in results]
-    for title, pair, r in runs:
+    for title, pair, r in http_rows(results):
         lines.append(f"| {title} | {pair} | {fmt(r['images_per_s'])} | {fmt(r['p50_s'])} | {fmt(r['p99_s'])} | {r['statuses']} "
                      f"| {cpu(r)} | {per_cpu(r)} |")
         if r.get("batches"):

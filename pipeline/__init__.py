@@ -8,7 +8,8 @@ checks every import, function-local ones included):
     classification_metrics  top-k accuracy, bootstrap intervals, the unknown threshold: what training, evaluation
                             and release measure with
     train                   the classifier (torch, ported to a TF SavedModel) and the YOLO detector
-    evaluation              the shipped models measured through serving's photo→answer loop, and its report
+    evaluation              the shipped models measured through serving's photo→answer loop, its report and the
+                            pictures of evaluation and training (docs/figures)
     release                 model_label/ written: the export, the CPU runtimes, the int8 detector, the catalog's
                             rule and gallery, and the catalog's command line (re-embedding for a new classifier)
 

@@ -220,3 +220,15 @@ def test_the_whole_photo_view_is_the_models_centre_share_and_boxes_stay_as_detec
     with pytest.raises(ValueError, match="share"):
         PhotoToAnswer(ModelFacts(LABELS, 16, 64, whole_photo_share=1.5), RecognizerSettings()).run(
             [red_centre], nothing_detected, models.classify)
+
+
+def test_run_files_reports_each_batch_done(tmp_path):
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(photo())
+    models, done = StandIns(), []
+    recognized = PhotoToAnswer(FACTS, RecognizerSettings()).run_files(paths, models.detect, models.classify, ALL_POLICIES,
+                                                                     batch=2, progress=done.append)
+    assert done == [2, 2, 1] and len(recognized) == 5
+    assert [len(images) for images in models.detected] == [2, 2, 1]

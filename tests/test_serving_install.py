@@ -123,16 +123,21 @@ def serving_python(make_serve) -> Path:
     return make_serve.checkout / ".venv" / "bin" / "python"
 
 
-@pytest.mark.data
-def test_make_serve_on_a_fresh_copy_answers_the_original_client(make_serve):
-    from load_tests.bodies import multipart_body
-    from load_tests.photos import grocery_val_photos
+def test_make_serve_on_a_fresh_copy_answers_the_quick_start_as_written(make_serve):
+    """README's quick start, its `curl` lines run by bash in the fresh copy as a user pastes them (curl made to fail
+    on an error status, the lines unchanged): the original client's /hello and both forms of /v1/recognize answer."""
+    from tests.test_quick_start import README, quick_start_blocks
 
-    body, headers = multipart_body(grocery_val_photos(1)[0].read_bytes(), part="img")
-    request = urllib.request.Request(f"{MAKE_SERVE_URL}/hello", data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        assert answer.status == 200
-        assert set(json.loads(answer.read())) == {"item"}
+    if shutil.which("curl") is None:
+        pytest.skip("README's quick start posts with curl, and curl is not installed")
+    blocks = [block for block in quick_start_blocks(README.read_text(encoding="utf-8")) if "curl " in block and "make " not in block]
+    script = 'curl() { command curl --fail-with-body --silent --show-error "$@"; echo; }\n' + "\n".join(blocks)
+    ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=make_serve.checkout, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    hello, *recognized = [json.loads(line) for line in ran.stdout.splitlines() if line.strip()]
+    assert set(hello) == {"item"}
+    assert len(recognized) == 2 and all({"photo", "products"} <= set(answer) for answer in recognized), recognized
 
 
 def run_in(python: Path, code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -241,12 +241,15 @@ class PhotoToAnswer:
 
     def run_files(self, paths: Sequence[Path | str], detect: Callable[[list[np.ndarray]], list[np.ndarray]],
                   classify: Callable[[list[np.ndarray]], Classified] | None, mode: LoopMode = EVERY_PRODUCT,
-                  batch: int = 16, **options) -> list[Recognized]:
-        """`run` over photo files, `batch` at a time (evaluation, training crops)."""
+                  batch: int = 16, progress: Callable[[int], object] | None = None, **options) -> list[Recognized]:
+        """`run` over photo files, `batch` at a time (evaluation, training crops); `progress` is told how many
+        photos each batch held once it is done (a progress bar's update)."""
         recognized: list[Recognized] = []
         for start in range(0, len(paths), batch):
             recognized += self.run([Path(path).read_bytes() for path in paths[start:start + batch]], detect, classify, mode,
                                    **options)[0]
+            if progress is not None:
+                progress(len(paths[start:start + batch]))
         return recognized
 
     async def _decode(self, data: bytes, slots: asyncio.Semaphore | None, for_detector: bool = True) -> tuple[Photo, Letterboxed | None]:

@@ -7,8 +7,9 @@ answers; and the detector's precision / recall / mAP50 / mAP50-95 on a YOLO-form
         [--detector-data artifacts/detector/dataset/data.yaml] [--baseline RUN/baseline_export] --out artifacts/evaluation
 
 `--data` is a split file (`path, class_id, ...`, paths relative to the file, ids in labels.txt order), a
-folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json
-and confusion_matrix.png to --out, and prints the markdown.
+folder holding val.txt, or a folder with one sub-folder per label. Writes evaluation.md, evaluation.json,
+confusion_matrix.png and per_class_accuracy.png (pipeline.evaluation.figures, which draws them again from the json)
+to --out, and prints the markdown.
 
 Photos go through serving's photo→answer loop (pipeline.core.photo_to_answer) with serving's model adapters.
 torch/ultralytics load before TensorFlow (ModelsUnderTest.load): the other order can crash the process.
@@ -32,11 +33,13 @@ from pipeline.core.model_label import ModelLabel, load_model_label
 from pipeline.core.models import BoxDetector, Classifier, SavedModelClassifier, load_classifier, load_detector
 from pipeline.core.paths import SERVE_CONFIG
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized, nothing_detected
+from pipeline.core.progress import progress
 from pipeline.core.recognition import DEFAULT_HELLO_POLICY, HELLO_POLICIES, hello_probabilities
 from pipeline.core.settings import ServingSettings, serving_settings
 from pipeline.core.yolo_offline import prepare_ultralytics
 from pipeline.data.datasets import load_labelled_photos
-from pipeline.evaluation.report import ROWS, plot_confusion, to_markdown
+from pipeline.evaluation.figures import write_evaluation_figures
+from pipeline.evaluation.report import ROWS, to_markdown
 from pipeline.train.yolo_detector import build_dataset_view, validate
 
 # ---------------------------------------------------------------- model passes
@@ -71,10 +74,11 @@ class ModelsUnderTest:
                           whole_photo_share=bundle.whole_photo_share)
         return models, runtimes
 
-    def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False) -> list[Recognized]:
+    def pass_over(self, images: Sequence[Path | str], settings: ServingSettings, mirrored: bool = False,
+                  desc: str = "photos") -> list[Recognized]:
         """`photo_pass` with these models; `mirrored`: crops flipped left-right."""
         return photo_pass(self.facts, self.detector, flipped(self.classifier) if mirrored else self.classifier,
-                          images, settings)
+                          images, settings, desc)
 
 
 def flipped(classifier: ClassifyCrops) -> ClassifyCrops:
@@ -83,12 +87,14 @@ def flipped(classifier: ClassifyCrops) -> ClassifyCrops:
 
 
 def photo_pass(models: ModelFacts, detector: BoxDetector | None, classifier: ClassifyCrops | None,
-               images: Sequence[Path | str], settings: ServingSettings) -> list[Recognized]:
+               images: Sequence[Path | str], settings: ServingSettings, desc: str = "photos") -> list[Recognized]:
     """Labelled photos through serving's photo→answer loop, classifying only the prominent product: the largest
     box and the whole photo (policy "average" looks at both, so every policy can be compared from one pass).
-    `detector` None: nothing is detected, whole photos are classified."""
+    `detector` None: nothing is detected, whole photos are classified. A progress bar named `desc` counts the
+    photos (pipeline.core.progress)."""
     detect = (lambda pixels: detector.detect(pixels, settings.detector)) if detector else nothing_detected
-    return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, ALL_POLICIES)
+    with progress(desc=desc, total=len(images), unit="photo") as bar:
+        return PhotoToAnswer(models, settings.recognizer).run_files(images, detect, classifier, ALL_POLICIES, progress=bar.update)
 
 
 def crop_and_whole(recognized: Sequence[Recognized]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +131,8 @@ def choose_whole_photo_share(classifier: ClassifyCrops, labels: Sequence[str], c
     figures = {}
     for share in WHOLE_PHOTO_SHARES:
         facts = ModelFacts(labels, classifier_size, detector_size, whole_photo_share=share)
-        whole = np.stack([r.probabilities[0] for r in photo_pass(facts, None, classifier, images, settings)])
+        whole = np.stack([r.probabilities[0] for r in photo_pass(facts, None, classifier, images, settings,
+                                                                 f"whole-photo view {share:g}")])
         figures[f"{share:g}"] = {"top1": top_k_accuracy(whole, targets, 1), "top5": top_k_accuracy(whole, targets, 5),
                                  "log_loss": log_loss(whole, targets)}
     chosen = min(WHOLE_PHOTO_SHARES, key=lambda share: figures[f"{share:g}"]["log_loss"])  # min keeps the first of equals
@@ -146,7 +153,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
     view = choose_whole_photo_share(models.classifier, labels, classifier_size, detector_size, photos, settings)
     models = dataclasses.replace(models, facts=ModelFacts(labels, classifier_size, detector_size,
                                                           whole_photo_share=view["chosen"]))
-    recognized = models.pass_over(images, settings)
+    recognized = models.pass_over(images, settings, desc="/hello policies")
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
     by_policy = policy_probabilities(crop, whole, detected)
@@ -159,7 +166,7 @@ def choose_hello_policy(detector_path: Path | str, classifier_dir: Path | str, l
     equals = [policy for policy in HELLO_POLICIES if not surely_better(right[best], right[policy])]
     chosen = min(equals, key=lambda policy: (POLICY_COST[policy], -figures[policy]["coverage_at_target"]))
     # Flip averaging, measured and not served: it doubles the classifier's work per photo.
-    crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True))
+    crop_flipped, whole_flipped = crop_and_whole(models.pass_over(images, settings, mirrored=True, desc="flipped"))
     averaged = policy_probabilities((crop + crop_flipped) / 2, (whole + whole_flipped) / 2, detected)[chosen]
     return {"photos": len(images), "whole_photo_share": view, "policies": figures, "hello_policy": chosen,
             "flip_averaged": {"top1": top_k_accuracy(averaged, targets, 1), "top5": top_k_accuracy(averaged, targets, 5)},
@@ -186,7 +193,8 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
              hello_policy: str = DEFAULT_HELLO_POLICY, unknown_threshold: float | None = None,
              classifier_runtime: str = "savedmodel", detector_runtime: str = "torch",
              whole_photo_share: float = 1.0) -> dict[str, Any]:
-    """Run the comparison, write evaluation.{md,json} and confusion_matrix.png to `out`; return the report.
+    """Run the comparison, write evaluation.{md,json}, confusion_matrix.png and per_class_accuracy.png to `out`;
+    return the report.
 
     `selection`: what `choose_hello_policy` found on the selection split; its policy makes the /hello row and its
     threshold is applied here (precision and coverage on these photos, fitted elsewhere). Without it, `hello_policy`
@@ -211,7 +219,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
         report["detector"] = detector_metrics(detector_path, detector_data, detector_size, out, device)
     models = ModelsUnderTest.load(detector_path, classifier_dir, labels, classifier_size, detector_size, device,
                                   classifier_runtime, detector_runtime, whole_photo_share)
-    recognized = models.pass_over(images, settings)
+    recognized = models.pass_over(images, settings, desc="evaluation")
     detected = [r.detected for r in recognized]
     crop, whole = crop_and_whole(recognized)
     if whole.shape[1] != len(labels):
@@ -219,7 +227,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
     report["classifier"] = {}
     if baseline_dir is not None:
         whole_photos = photo_pass(dataclasses.replace(models.facts, whole_photo_share=1.0), None,  # the view it was fitted on
-                                  SavedModelClassifier(baseline_dir), images, settings)
+                                  SavedModelClassifier(baseline_dir), images, settings, "ImageNet baseline")
         baseline = np.stack([r.probabilities[0] for r in whole_photos])
         report["classifier"]["backbone_baseline"] = summarize(baseline, targets, labels)
     report["classifier"]["whole_photo"] = summarize(whole, targets, labels)
@@ -250,7 +258,7 @@ def evaluate(*, classifier_dir: Path | str, detector_path: Path | str, labels: S
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     markdown = to_markdown(report)
     (out / "evaluation.md").write_text(markdown, encoding="utf-8")
-    plot_confusion(report, labels, out / "confusion_matrix.png")
+    write_evaluation_figures(report, out)
     return report
 
 

@@ -1,13 +1,9 @@
-"""The evaluation's report: the comparison as markdown (evaluation.md), its confusion matrices as a picture, and the
-figures worth recording in a manifest (headline). Rendering only: the measuring is pipeline.evaluation.evaluate."""
+"""The evaluation's report: the comparison as markdown (evaluation.md) and the figures worth recording in a manifest
+(headline). Rendering only: the measuring is pipeline.evaluation.evaluate, the pictures pipeline.evaluation.figures."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from pipeline.core.recognition import HELLO_POLICIES
 
@@ -98,29 +94,3 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells = " | ".join(f"{rows[row]['per_class'][label]['accuracy']:.0%}" for row in rows)
             lines.append(f"| {label} | {entry['n']} | {cells} |")
     return "\n".join(lines) + "\n"
-
-
-def plot_confusion(report: dict[str, Any], labels: Sequence[str], path: Path) -> None:
-    """Row-normalised confusion matrices, whole photo beside detector crop."""
-    import matplotlib  # only here: a training-install package, and slow to import
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(labels)
-    side = max(6.0, min(24.0, 0.18 * n + 3))
-    figure, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
-    for axis, (mode, title) in zip(axes, (("whole_photo", "whole photo"), ("hello", f"/hello ({report['hello_policy']})"))):
-        matrix = np.array(report["classifier"][mode]["confusion_matrix"], dtype=float)
-        rows = matrix.sum(axis=1, keepdims=True)
-        image = axis.imshow(np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0), vmin=0, vmax=1,
-                            cmap="Blues")
-        axis.set_title(f"{title}: top-1 {report['classifier'][mode]['top1']:.1%}")
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("true")
-        ticks = np.arange(n)
-        axis.set_xticks(ticks, labels, rotation=90, fontsize=max(3, 10 - n // 10))
-        axis.set_yticks(ticks, labels, fontsize=max(3, 10 - n // 10))
-    figure.colorbar(image, ax=axes, shrink=0.6, label="share of the true class")
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -32,6 +32,7 @@ from pipeline.core.models import load_classifier, load_detector
 from pipeline.core.paths import MODEL_LABEL_DIR, SERVE_CONFIG
 from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
 from pipeline.core.preprocessing import ImageError
+from pipeline.core.progress import progress
 from pipeline.core.settings import serving_settings
 
 
@@ -52,8 +53,6 @@ def embed_photos(photos: Sequence[bytes], loop: PhotoToAnswer, detect: Callable[
 
 def reembed(args: argparse.Namespace) -> dict:
     """Embeds the catalog's photos with the model_label's models, in the runtimes the service would run on CPU."""
-    from tqdm import tqdm
-
     bundle = load_model_label(args.model_label)
     settings = serving_settings(args.serve_config)
     runtimes = {part: bundle.resolve_runtime(part, getattr(args, f"{part}_runtime"), use_gpu=False)
@@ -67,7 +66,7 @@ def reembed(args: argparse.Namespace) -> dict:
         return embed_photos(photos, loop, lambda images: detector.detect(images, settings.detector), classifier)
 
     with CatalogStore(args.catalog) as store:
-        with tqdm(total=len(store.photos_needing(model_version)), unit="photo", desc=f"embedding for {model_version}") as bar:
+        with progress(total=len(store.photos_needing(model_version)), unit="photo", desc=f"embedding for {model_version}") as bar:
             report = store.reembed(embed, model_version, actor=args.actor, batch=args.batch, progress=bar.update)
     return {**dataclasses.asdict(report), "runtimes": runtimes}
 

@@ -31,6 +31,7 @@ from pipeline.core.model_label import FRAMEWORK_RUNTIME, fastest_within_bar
 from pipeline.core.models import BoxDetector, load_classifier, load_detector
 from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer, Recognized
 from pipeline.core.preprocessing import load_training_image
+from pipeline.core.progress import progress
 from pipeline.core.recognition import crops, hello_probabilities, prepare_photo
 from pipeline.core.settings import ServingSettings
 from pipeline.core.yolo_offline import prepare_ultralytics
@@ -87,7 +88,8 @@ def quantize_detector(directory: Path, calibration_photos: Sequence[Path], setti
 
     class Photos(CalibrationDataReader):
         def __init__(self, input_name: str) -> None:
-            self.input_name, self.photos = input_name, iter(calibration_photos)
+            self.input_name = input_name
+            self.photos = iter(progress(calibration_photos, desc="int8 detector: calibration", unit="photo"))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             path = next(self.photos, None)
@@ -143,7 +145,7 @@ def convert_classifier(directory: Path, saved_model_name: str, fit: Sequence[str
 
     def calibration_crops(every: int = 1) -> Callable[[], Any]:
         def crops():
-            for crop in calibration[::every]:
+            for crop in progress(calibration[::every], desc="int8 classifier: calibration", unit="crop"):
                 yield [crop[None].astype(np.float32)]  # by position: the signature names its input as the model was built
         return crops
 
@@ -205,8 +207,9 @@ def served_crops(photos: Sequence[Path], facts: ModelFacts, detector: BoxDetecto
     """What /hello sends the classifier for each photo: the largest detector box's crop and the whole photo (the
     whole photo alone when nothing is detected). int8 calibrated on these, rather than on whole photos only, kept
     /hello's selection top-1 within the bar (BENCHMARKS.md, "CPU runtimes")."""
-    recognized = PhotoToAnswer(facts, settings.recognizer).run_files(
-        photos, lambda pixels: detector.detect(pixels, settings.detector), None, LARGEST_PRODUCT)
+    with progress(desc="int8 classifier: calibration photos", total=len(photos), unit="photo") as bar:
+        recognized = PhotoToAnswer(facts, settings.recognizer).run_files(
+            photos, lambda pixels: detector.detect(pixels, settings.detector), None, LARGEST_PRODUCT, progress=bar.update)
     return [crop for r in recognized
             for crop in crops(r.photo.image, r.regions[:1] + ([None] if r.detected else []), facts.classifier_input_size,
                               facts.whole_photo_share)]
@@ -248,7 +251,7 @@ def hello_answers(facts: ModelFacts, detector: BoxDetector, classifier: Callable
                   photos: Sequence[tuple[Path, int]], settings: ServingSettings,
                   hello_policy: str) -> tuple[np.ndarray, np.ndarray, list[Recognized]]:
     """What /hello answers for each labelled photo (its policy's probabilities), the labels, and the loop's output."""
-    recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings)
+    recognized = photo_pass(facts, detector, classifier, [p for p, _ in photos], settings, "runtime accuracy")
     crop, whole = crop_and_whole(recognized)
     probabilities = hello_probabilities(crop, whole, [r.detected for r in recognized], hello_policy)
     return probabilities, np.array([t for _, t in photos]), recognized

@@ -38,6 +38,7 @@ import numpy as np
 from pipeline.classification_metrics import top_k_accuracy
 from pipeline.core.model_label import LABELS_NAME, read_labels, write_labels
 from pipeline.core.preprocessing import classifier_input, decode_photo
+from pipeline.core.progress import progress
 from pipeline.data.datasets import Split, load_labelled_data
 from pipeline.data.selection_split import photo_groups, selection_split
 from pipeline.train import efficientnet_lite
@@ -100,10 +101,10 @@ def without_classes(split: Split, left_out: list[int]) -> tuple[Split, Split]:
             Split([split.paths[i] for i in out], [split.class_ids[i] for i in out]))
 
 
-def load_photos(paths: list[str], size: int) -> np.ndarray:
+def load_photos(paths: list[str], size: int, desc: str = "decoding") -> np.ndarray:
     """Whole photos decoded once as served (pipeline.core.preprocessing) and squashed to size x size: uint8 [N, S, S, 3]."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(paths):
+    for i, path in enumerate(progress(paths, desc=desc, unit="photo", leave=False)):
         out[i] = classifier_input(decode_photo(Path(path).read_bytes()).image, None, size)
     return out
 
@@ -147,7 +148,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     else:
         # Sessions found with the same ImageNet Lite0 features whatever the backbone: every backbone gets the same split.
         lite0_features = pooled_features(build_network("lite0", data.num_classes),
-                                         load_photos(train_split.paths, VARIANTS["lite0"].input_size))
+                                         load_photos(train_split.paths, VARIANTS["lite0"].input_size), desc="sessions")
         groups = photo_groups(lite0_features, train_split.class_ids, config.group_similarity)
         fit, selection = selection_split(train_split, config.selection_fraction, config.seed, groups)
         split_record = {"seed": config.seed, "fraction": config.selection_fraction, "source": data.source,
@@ -174,8 +175,8 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
     write_labels(out / LABELS_NAME, labels)
 
     size = variant.input_size
-    fit_photos = load_photos(fit.paths, round(size * config.resize_margin))
-    selection_photos = load_photos(selection.paths, size)
+    fit_photos = load_photos(fit.paths, round(size * config.resize_margin), "decoding fit photos")
+    selection_photos = load_photos(selection.paths, size, "decoding selection photos")
     fit_targets, selection_targets = np.asarray(fit.class_ids), np.asarray(selection.class_ids)
     print(f"{len(fit.paths)} fit / {len(selection.paths)} selection photos, {len(labels)} classes, "
           f"decoded in {time.time() - started:.0f} s", flush=True)
@@ -243,7 +244,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         freeze_batchnorm_statistics(network)
         order = generator.permutation(len(fit.paths))
         losses = []
-        for step in range(steps_per_epoch):
+        for step in progress(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}/{last_epoch}", unit="step", leave=False):
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
             images = augment(torch.from_numpy(fit_photos[index]), size, config)
             losses.append(train_step(network, optimizer, scheduler, loss_function, images, fit_targets[index]))
@@ -259,11 +260,11 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
                 state.update(best_epoch=state["epoch"], best_weights=weights)
                 torch.save(best_network.state_dict(), out / BEST_NAME)
         else:
-            logits = logits_of(network, selection_photos)
+            logits = logits_of(network, selection_photos, desc="selection: trained")
             top1, top5 = top_k_accuracy(logits, selection_targets, 1), top_k_accuracy(logits, selection_targets, 5)
             candidates = [(top1, top5, "trained", network)]
             if average is not None:
-                averaged = logits_of(average.module, selection_photos)
+                averaged = logits_of(average.module, selection_photos, desc="selection: weight average")
                 candidates.append((top_k_accuracy(averaged, selection_targets, 1),
                                    top_k_accuracy(averaged, selection_targets, 5), "average", average.module))
             best_top1, best_top5, weights, best_network = max(candidates, key=lambda c: c[0])  # ties: the trained weights

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.progress import progress
 from pipeline.train.efficientnet_lite import MEAN, STDDEV, VARIANTS
 from pipeline.train.finetune_config import COSINE_SCALE, FinetuneConfig
 
@@ -38,25 +39,31 @@ def to_input(images):
     return (x - MEAN) / STDDEV
 
 
-def pooled_features(network, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The frozen network's pooled features [N, 1280] (eval mode)."""
+def pooled_features(network, images: np.ndarray, batch: int = 64, desc: str = "features") -> np.ndarray:
+    """The frozen network's pooled features [N, 1280] (eval mode); a progress bar named `desc` counts the photos."""
     import torch
 
     network.eval()
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), progress(desc=desc, total=len(images), unit="photo", leave=False) as bar:
         for start in range(0, len(images), batch):
             x = network.extract_features(to_input(images[start:start + batch]))
             out.append(network._avg_pooling(x).flatten(1).numpy())
+            bar.update(len(x))
     return np.concatenate(out)
 
 
-def logits_of(network, images: np.ndarray, batch: int = 64) -> np.ndarray:
+def logits_of(network, images: np.ndarray, batch: int = 64, desc: str = "scoring") -> np.ndarray:
+    """The network's logits [N, classes] (eval mode); a progress bar named `desc` counts the photos."""
     import torch
 
     network.eval()
-    with torch.no_grad():
-        return np.concatenate([network(to_input(images[s:s + batch])).numpy() for s in range(0, len(images), batch)])
+    out = []
+    with torch.no_grad(), progress(desc=desc, total=len(images), unit="photo", leave=False) as bar:
+        for start in range(0, len(images), batch):
+            out.append(network(to_input(images[start:start + batch])).numpy())
+            bar.update(len(out[-1]))
+    return np.concatenate(out)
 
 
 def linear_probe(features: np.ndarray, targets: np.ndarray, num_classes: int, l2: float) -> tuple[np.ndarray, np.ndarray]:
