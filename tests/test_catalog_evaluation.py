@@ -135,7 +135,9 @@ def test_rejection_scores_enrolled_classes_photos_against_never_enrolled_ones_fo
     result = rejection(queries, np.full(5, 0.5, np.float32), pool, [2, 3], KEPT, ["zero", "one", "two", "three"],
                        CatalogRule("beats_training", 0.2), unknown_threshold=0.5)
     assert result == pytest.approx({"auroc_never_enrolled": 0.75, "auroc_all_not_enrolled": (5 / 6 + 0.75) / 2,
-                                    "precision_at_threshold": (2 / 3 + 1) / 2})
+                                    "precision_at_threshold": (2 / 3 + 1) / 2,
+                                    # class 3's q3 sits on class 2's photos: named as it when 2 is enrolled, 3 never
+                                    "never_enrolled_named_by_catalog": (1 / 2 + 0) / 2})
 
 
 def test_the_calibrated_weights_are_a_logistic_regression_and_its_threshold_the_lowest_at_the_precision():

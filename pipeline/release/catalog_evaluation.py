@@ -217,9 +217,10 @@ def measure(queries: Embedded, training: np.ndarray, indexes: list[CatalogIndex]
 def rejection(queries: Embedded, training: np.ndarray, pool: Embedded, left_out: list[int], kept: list[int],
               labels: list[str], rule: CatalogRule, unknown_threshold: float) -> dict[str, float]:
     """Half the left-out classes enrolled (5 shots), the other half never: AUROC of the rule's score, enrolled
-    classes' photos against never-enrolled ones (and against every photo not enrolled, trained classes' too), and
-    the precision of the catalog's answers at the rule's threshold (two folds, DRAWS draws each)."""
-    aurocs, aurocs_all, precisions = [], [], []
+    classes' photos against never-enrolled ones (and against every photo not enrolled, trained classes' too), the
+    precision of the catalog's answers at the rule's threshold, and the share of never-enrolled products' photos the
+    catalog names (as an enrolled one: a mistake) (two folds, DRAWS draws each)."""
+    aurocs, aurocs_all, precisions, mistaken = [], [], [], []
     halves = [left_out[::2], left_out[1::2]]
     for fold in range(2):
         enrolled, never = halves[fold], halves[1 - fold]
@@ -228,11 +229,13 @@ def rejection(queries: Embedded, training: np.ndarray, pool: Embedded, left_out:
             result = answer(queries, training, index, rule, kept, unknown_threshold)
             positive = np.isin(queries.class_ids, enrolled)
             aurocs.append(auroc(result.score[positive], result.score[np.isin(queries.class_ids, never)]))
+            mistaken.append(result.by_catalog[np.isin(queries.class_ids, never)].mean())
             aurocs_all.append(auroc(result.score[positive], result.score[~positive]))
             if result.by_catalog.any():
                 precisions.append((result.matched == queries.class_ids)[result.by_catalog].mean())
     return {"auroc_never_enrolled": float(np.mean(aurocs)), "auroc_all_not_enrolled": float(np.mean(aurocs_all)),
-            "precision_at_threshold": float(np.mean(precisions)) if precisions else float("nan")}
+            "precision_at_threshold": float(np.mean(precisions)) if precisions else float("nan"),
+            "never_enrolled_named_by_catalog": float(np.mean(mistaken))}
 
 
 def freiburg(models: ModelsUnderTest, policy: str, out: Path, key: str) -> dict[str, Any]:
