@@ -96,4 +96,10 @@ def measure(queries: PhotosWithVectors, gallery: CatalogIndex, pool: PhotosWithV
                     f"{name}_trained_top1": right[trained].mean(),
                     f"{name}_set_aside_classes_top1": right[set_aside].mean() if set_aside.any() else float("nan")}
         rows.append(row)
-    return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+    return {key: _mean_of_defined([row[key] for row in rows]) for key in rows[0]}
+
+
+def _mean_of_defined(values: list[float]) -> float:
+    """The mean over the draws where the figure is defined (a precision needs an answer); nan where it never is."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
