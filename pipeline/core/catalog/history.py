@@ -36,6 +36,8 @@ def change(action: str, sku: str | None, details: dict[str, Any]) -> str:
         return f"added {photos(len(added))} to {sku}"
     if action == "remove_photo":
         return f"removed photo {', '.join(map(str, details.get('removed_photo_ids', [])))} of {sku}"
+    if action == "precedence":
+        return precedence_change(sku, details.get("previous", []), details.get("precedence", []))
     if action == "delete":
         return f"deleted {sku} ({photos(len(added))})"
     if action == "rollback":
@@ -47,6 +49,21 @@ def change(action: str, sku: str | None, details: dict[str, Any]) -> str:
     if action == "reembed":
         return f"re-embedded {photos(details.get('embedded', 0))} for {details.get('model_version')}"
     return action
+
+
+def precedence_change(sku: str | None, previous: list[str], now: list[str]) -> str:
+    """What a precedence write did: the classes the product now takes precedence over, those it no longer does."""
+    gained, lost = set(now) - set(previous), set(previous) - set(now)
+    parts = [f"{sku} now takes precedence over {classes(gained)}" if gained else "",
+             f"{sku} no longer takes precedence over {classes(lost)}" if lost else ""]
+    return "; ".join(part for part in parts if part) or f"{sku}'s precedence unchanged"
+
+
+def classes(labels: set[str], most: int = 5) -> str:
+    """Trained class labels, quoted (they may end in spaces), in order, and how many more."""
+    listed = sorted(labels)
+    quoted = ", ".join(f"'{label}'" for label in listed[:most])
+    return quoted + (f" and {len(listed) - most} more" if len(listed) > most else "")
 
 
 def history_entry(entry: HistoryEntry) -> dict[str, Any]:

@@ -225,6 +225,12 @@ class LastPhoto(CatalogError):
     code, status = "last_photo", 409
 
 
+class UnknownClass(CatalogError):
+    """A precedence over a label that is not one of the serving classifier's trained classes."""
+
+    code, status = "unknown_class", 422
+
+
 class ModelMismatch(CatalogError):
     """Embeddings of another model than the catalog's: the catalog must be re-embedded for it first."""
 
@@ -249,6 +255,7 @@ class EnrolledProduct:
     photo_ids: list[int]
     created: float  # when the sku was enrolled (a replacement keeps it)
     updated: float  # when it last changed
+    precedence: tuple[str, ...] = ()  # the trained classes (labels) it takes precedence over (pipeline.core.catalog.rule)
 
     @property
     def photos(self) -> int:
@@ -273,7 +280,7 @@ class HistoryEntry:
     version: int
     time: float
     actor: str
-    action: str  # enroll, add_photos, remove_photo, delete, rollback, reembed
+    action: str  # enroll, add_photos, remove_photo, precedence, delete, rollback, reembed
     sku: str | None
     details: dict
 
@@ -305,6 +312,18 @@ def valid_label(label: str) -> str:
     if not isinstance(label, str) or not 0 < len(label.strip()) <= 200 or not label.isprintable():
         raise InvalidProduct("a label is 1 to 200 printable characters")
     return label.strip()
+
+
+def valid_precedence(over: Sequence[str], most: int = 1000) -> tuple[str, ...]:
+    """The trained classes' labels a product takes precedence over, as stored: each once, sorted (InvalidProduct if
+    they are not 0 to `most` labels of 1 to 200 printable characters). Whether the classifier has them is the
+    caller's to check: the store knows no model."""
+    if isinstance(over, str) or not isinstance(over, Sequence) or len(over) > most:
+        raise InvalidProduct(f"a precedence is a list of at most {most} trained class labels")
+    for label in over:
+        if not isinstance(label, str) or not 0 < len(label) <= 200 or not label.isprintable():
+            raise InvalidProduct(f"a trained class label is 1 to 200 printable characters, not {label!r}")
+    return tuple(sorted(set(over)))
 
 
 def gallery_index(path: Path | str, model_version: str, labels: Sequence[str] | None = None) -> CatalogIndex:

@@ -24,7 +24,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +50,7 @@ from pipeline.core.catalog.match import (
     UnknownVersion,
     sku_exists,
     valid_label,
+    valid_precedence,
     valid_sku,
 )
 
@@ -82,13 +83,7 @@ class CatalogStore:
         self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._lock, self._transaction(sync=False) as db:
-            schema = db.execute("PRAGMA user_version").fetchone()[0]
-            if schema == 0:
-                for statement in sql.SCHEMA.split(";")[:-1]:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
-            elif schema != sql.SCHEMA_VERSION:
-                raise CatalogError(f"{self.path} has schema version {schema}; this code knows {sql.SCHEMA_VERSION}")
+            sql.open_schema(db, self.path)  # made, or migrated from an older version
             self._sync_index()
 
     # Reads
@@ -138,14 +133,11 @@ class CatalogStore:
             if cached is not None and cached[0] == generation:
                 return cached[1]
         with self._read() as db:
-            version = sql.count(db, "SELECT coalesce(max(version), 0) FROM versions")
-            rows = db.execute(f"SELECT p.sku, p.label, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
-                              f"LEFT JOIN embeddings e ON e.photo = pp.photo AND e.model_version = ? "
-                              f"WHERE {sql.CURRENT} ORDER BY p.sku, pp.position", (model_version,)).fetchall()
-        found = [row for row in rows if row[2] is not None]
+            version, rows, precedence = sql.latest_version(db), sql.current_vectors(db, model_version), sql.current_precedence(db)
+        found = [(sku, label, vector) for sku, label, vector in rows if vector is not None]
         vectors = np.frombuffer(b"".join(row[2] for row in found), np.float32).reshape(len(found), -1 if found else 0)
         snapshot = CatalogSnapshot(version, model_version, vectors, [row[0] for row in found], [row[1] for row in found],
-                                   len(rows) - len(found))
+                                   len(rows) - len(found), precedence)
         with self._lock:
             self._sync_index()
             if self._generation == generation:  # nothing committed since it was read
@@ -180,7 +172,7 @@ class CatalogStore:
                 found.append(NearDuplicate(skus[hit[0]], hit[1], hit[0]) if hit and hit[1] >= threshold else None)
             return found
 
-    # Writes: each one transaction, and one new version
+    # Writes: each one transaction, and one new version (a precedence unchanged: none)
 
     def enroll(self, sku: str, label: str, photos: list[StoredPhoto], model_version: str, actor: str,
                replace: bool = True) -> int:
@@ -221,22 +213,36 @@ class CatalogStore:
                                     f"(DELETE /v1/catalog/products/{sku})")
                 version = sql.new_version(db, actor, "remove_photo", sku)
                 db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
-                row = db.execute("INSERT INTO products (sku, label, since, enrolled) SELECT sku, label, ?, enrolled "
-                                 "FROM products WHERE id = ?", (version, old)).lastrowid
-                kept = [p for p in product.photo_ids if p != photo_id]
-                db.executemany("INSERT INTO product_photos VALUES (?, ?, ?)", [(row, p, at) for at, p in enumerate(kept)])
+                sql.copy_product(db, old, version, photos=[p for p in product.photo_ids if p != photo_id])
                 sql.audit(db, version, {"label": product.label, "removed_photo_ids": [photo_id]})
                 self._before_commit("remove_photo")
             self._index_remove([photo_id])
         return version
 
+    def set_precedence(self, sku: str, over: Sequence[str], actor: str) -> int:
+        """Says which trained classes (their labels) the product takes precedence over, in place of what it said
+        (`[]`: none), as a new version of the product; returns it. Unchanged, nothing is written and the current
+        version is returned: the same request again (a retry after a lost answer) is no new version."""
+        sku, over, actor = valid_sku(sku), valid_precedence(over), _valid_actor(actor)
+        with self._lock, self._transaction() as db:
+            old = sql.current_row(db, sku)
+            product = sql.product(db, old)
+            if product.precedence == over:
+                return sql.latest_version(db)
+            version = sql.new_version(db, actor, "precedence", sku)
+            db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
+            sql.copy_product(db, old, version, precedence=over)
+            sql.audit(db, version, {"label": product.label, "precedence": list(over), "previous": list(product.precedence)})
+            self._before_commit("precedence")
+        return version
+
     def rollback(self, version: int, actor: str) -> int:
-        """Makes the products as of `version` (labels and photos) the current ones again; returns the new version.
+        """Makes the products as of `version` (labels, photos, precedence) the current ones again; returns the new version.
         The limits are not checked again: that set once kept them."""
         actor = _valid_actor(actor)
         with self._lock:
             with self._transaction() as db:
-                latest = sql.count(db, "SELECT coalesce(max(version), 0) FROM versions")
+                latest = sql.latest_version(db)
                 if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= latest:
                     raise UnknownVersion(f"no catalog version {version!r}: the versions are 0 to {latest}")
                 current = dict(db.execute(f"SELECT id, sku FROM products WHERE {sql.CURRENT}").fetchall())
@@ -247,11 +253,8 @@ class CatalogStore:
                                  "restored": sorted(wanted[row] for row in restored)})
                 for row in removed:
                     db.execute("UPDATE products SET until = ? WHERE id = ?", (new, row))
-                for row in restored:
-                    copy = db.execute("INSERT INTO products (sku, label, since, enrolled) SELECT sku, label, ?, enrolled "
-                                      "FROM products WHERE id = ?", (new, row)).lastrowid
-                    db.execute("INSERT INTO product_photos SELECT ?, photo, position FROM product_photos WHERE product = ?",
-                               (copy, row))
+                for row in restored:  # as they were then: label, photos, precedence
+                    sql.copy_product(db, row, new)
                 self._before_commit("rollback")
             self._rebuild_index()
         return new
@@ -329,10 +332,11 @@ class CatalogStore:
                 if len(photos) > len(replaced) and sql.current_photos(db) + len(photos) - len(replaced) > self.max_photos:
                     raise CatalogFull(f"the catalog would hold more than {self.max_photos:,} photos, its limit")
                 version = sql.new_version(db, actor, action, sku)
-                old_label, enrolled = db.execute("SELECT label, enrolled FROM products WHERE id = ?", (old,)).fetchone() or (label, version)
+                old_label, enrolled, precedence = db.execute(  # a replacement or an addition keeps the precedence
+                    "SELECT label, enrolled, precedence FROM products WHERE id = ?", (old,)).fetchone() or (label, version, "[]")
                 db.execute("UPDATE products SET until = ? WHERE id = ?", (version, old))
-                row = int(db.execute("INSERT INTO products (sku, label, since, enrolled) VALUES (?, ?, ?, ?)",
-                                     (sku, label or old_label, version, enrolled)).lastrowid or 0)
+                row = int(db.execute("INSERT INTO products (sku, label, since, enrolled, precedence) VALUES (?, ?, ?, ?, ?)",
+                                     (sku, label or old_label, version, enrolled, precedence)).lastrowid or 0)
                 db.executemany("INSERT INTO product_photos VALUES (?, ?, ?)", [(row, p, at) for at, p in enumerate(kept)])
                 ids = [sql.insert_photo(db, row, len(kept) + at, photo, vector, model_version)
                        for at, (photo, vector) in enumerate(zip(photos, vectors))]
@@ -407,10 +411,7 @@ class CatalogStore:
 
     def _rebuild_index(self) -> None:
         self._index, self._photo_skus = None, {}
-        rows = self._db.execute(f"SELECT pp.photo, p.sku, e.vector FROM products p JOIN product_photos pp ON pp.product = p.id "
-                                f"JOIN embeddings e ON e.photo = pp.photo AND e.model_version = "
-                                f"(SELECT value FROM meta WHERE key = 'model_version') "
-                                f"WHERE {sql.CURRENT} AND e.vector IS NOT NULL").fetchall()
+        rows = sql.indexed_vectors(self._db)
         if rows:
             self._index_add([row[0] for row in rows], np.stack([np.frombuffer(row[2], np.float32) for row in rows]), "")
             self._photo_skus = {row[0]: row[1] for row in rows}
