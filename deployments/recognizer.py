@@ -29,13 +29,14 @@ from deployments.calls import MODEL_CALL_TIMEOUT_S, call
 from deployments.catalog.calls import (
     ADD_PHOTOS_BODY,
     ENROLL_BODY,
+    PRECEDENCE_BODY,
     READ_ERRORS,
     UI_PAGE,
     UI_SCRIPTS,
     WRITE_ERRORS,
     CatalogCalls,
 )
-from deployments.catalog.http_side import admin_actor, read_enrollment
+from deployments.catalog.http_side import admin_actor, read_enrollment, read_precedence
 from deployments.catalog.ingress_copy import CatalogCopy
 from deployments.errors import ServiceError, error_outcome
 from deployments.metrics import RecognizerMetrics
@@ -55,6 +56,7 @@ from deployments.schemas import (
     Labels,
     ModelVersions,
     PhotoInfo,
+    PrecedenceWrite,
     Product,
     Recognition,
     Rollback,
@@ -229,6 +231,15 @@ class Recognizer(CatalogCalls):
         """Remove a product from the catalog (admin); its history stays, for rollback and the audit log."""
         actor = admin_actor(request)
         return CatalogWrite(**await self._write("delete", sku, actor))
+
+    @api.put("/v1/catalog/products/{sku}/precedence", response_model=PrecedenceWrite, responses=WRITE_ERRORS,
+                openapi_extra=PRECEDENCE_BODY, tags=["catalog"])
+    async def set_product_precedence(self, sku: str, request: Request) -> PrecedenceWrite:
+        """Say which trained classes the product takes precedence over in this store (admin), in place of those it
+        had (`[]`: none), as a new version: for a crop whose nearest enrolled product is this one, the classifier's
+        answers of those classes are set aside. 422 `unknown_class` names the labels the classifier was not trained on."""
+        actor = admin_actor(request)
+        return PrecedenceWrite(**await self._write("set_precedence", sku, await read_precedence(request), actor))
 
     @api.post("/v1/catalog/rollback", response_model=CatalogWrite, responses=WRITE_ERRORS,
                  tags=["catalog"])

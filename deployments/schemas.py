@@ -100,6 +100,8 @@ class ErrorBody(BaseModel):
     applied: bool | Literal["unknown"] | None = Field(None, description=(
         "a catalog write's 503 only: false when the write was never sent, \"unknown\" when the Catalog went away "
         "under it (applied whole or not at all: read the catalog before retrying)"))
+    unknown: list[str] | None = Field(None, description="unknown_class only: the labels that are not the serving "
+                                                        "classifier's trained classes")
 
 
 class Health(BaseModel):
@@ -135,6 +137,10 @@ class CatalogProduct(BaseModel):
     label: str
     photos: int
     photo_ids: list[int] | None = Field(None, description="in GET /v1/catalog/products/{sku} only")
+    precedence: list[str] = Field(default_factory=list, description=(
+        "the trained classes (their labels) this product takes precedence over in this store: for a crop whose "
+        "nearest enrolled product is this one, the classifier's answers of those classes are set aside "
+        "(PUT /v1/catalog/products/{sku}/precedence)"))
     created: str
     updated: str
 
@@ -170,8 +176,9 @@ class CatalogVersion(BaseModel):
 
     version: int
     time: str = Field(description="when it was written: ISO 8601, UTC")
-    action: Literal["enroll", "replace", "add_photos", "remove_photo", "delete", "rollback", "reembed"] = Field(
-        description="replace: an enrollment (replace=true) of an enrolled sku; reembed: the switch to a new model")
+    action: Literal["enroll", "replace", "add_photos", "remove_photo", "precedence", "delete", "rollback", "reembed"] = Field(
+        description="replace: an enrollment (replace=true) of an enrolled sku; precedence: what the product takes "
+                    "precedence over changed; reembed: the switch to a new model")
     sku: str | None = Field(description="the product written; null for a rollback or a re-embedding")
     label: str | None = None
     change: str = Field(description="what changed, in words")
@@ -193,3 +200,8 @@ class CatalogHistory(BaseModel):
 
 class Rollback(BaseModel):
     version: int = Field(ge=0, description="the catalog version whose products become current again, as a new version")
+
+
+class PrecedenceWrite(BaseModel):
+    catalog_version: int = Field(description="the catalog version this write made (the current one when it changed nothing)")
+    product: CatalogProduct

@@ -61,6 +61,11 @@ ENROLL_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
                    "replace": {"type": "string", "enum": ["true", "false"], "default": "false",
                                "description": "true: an enrolled sku's label and photos are replaced; without it, "
                                               "enrolling an enrolled sku answers 409 sku_exists"}}}}}}}
+PRECEDENCE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["over"], "additionalProperties": False,
+    "properties": {"over": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "description": "the serving classifier's trained class labels (GET /v1/labels) the product "
+                                           "takes precedence over in this store, in place of those it had; [] for none"}}}}}}}
 ADD_PHOTOS_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["photo"], "properties": {"photo": _PHOTOS}}}}}}
 

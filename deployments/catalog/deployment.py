@@ -74,7 +74,7 @@ def catalog_folder(catalog_dir: str) -> Path:
 
 def product_body(product: EnrolledProduct, with_photos: bool = False) -> dict[str, Any]:
     return {"sku": product.sku, "label": product.label, "photos": product.photos,
-            "photo_ids": product.photo_ids if with_photos else None,
+            "photo_ids": product.photo_ids if with_photos else None, "precedence": list(product.precedence),
             "created": timestamp(product.created), "updated": timestamp(product.updated)}
 
 
@@ -86,6 +86,7 @@ class Catalog:
         self.detector, self.classifier = detector, classifier
         bundle = load_model_label(model_dir, verify_checksums=False)
         self.model_version = embedding_space(bundle.versions["classifier"], bundle.whole_photo_share)
+        self.labels = bundle.labels  # the trained classes a product may take precedence over
         # The largest product's crop is what a query is matched with, and with the whole photo what a product is
         # enrolled as, cut with the ingress's live settings (crop margin, decode and detector sizes), which each write
         # brings; re-embedding at start uses the last ones seen, the defaults (serve_config.yaml's) before any write.
@@ -176,6 +177,19 @@ class Catalog:
     async def delete(self, sku: str, actor: str) -> dict[str, Any] | Refusal:
         version = await self._write(self.store.delete, sku, actor)
         return version if isinstance(version, Refusal) else {"sku": sku, "catalog_version": version}
+
+    async def set_precedence(self, sku: str, over: list[str], actor: str) -> dict[str, Any] | Refusal:
+        """The trained classes the product takes precedence over, in place of those it had: only the serving
+        classifier's (422 `unknown_class` naming the others). A new version, unless nothing changes."""
+        unknown = sorted(set(over) - set(self.labels))
+        if unknown:
+            return Refusal(422, "unknown_class", f"not trained classes of the serving classifier: {unknown} "
+                                                 "(GET /v1/labels lists them)", {"unknown": unknown})
+        version = await self._write(self.store.set_precedence, sku, over, actor)
+        if isinstance(version, Refusal):
+            return version
+        product = await self._refusing(self.store.product, sku)
+        return product if isinstance(product, Refusal) else {"catalog_version": version, "product": product_body(product)}
 
     async def rollback(self, version: int, actor: str) -> dict[str, Any] | Refusal:
         new = await self._write(self.store.rollback, version, actor)

@@ -4,6 +4,7 @@ deployment's refusals as the service's JSON errors. The routes themselves are th
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ MAX_PHOTOS = 20
 MAX_ENROLL_BODY_BYTES = 64 * 1024 * 1024
 """One enrollment request's body: bounds what a request holds in the ingress's memory (20 phone photos of
 3 MB fit; a photo over MAX_IMAGE_BYTES inside it is rejected on its own)."""
+
+MAX_PRECEDENCE_BODY_BYTES = 64 * 1024
+"""A precedence request's JSON body: every trained class's label fits many times over."""
 
 ACTOR_HEADER = "x-operator"
 """An optional name for the audit log (the page sends the one its operator typed); the client's address is recorded
@@ -117,6 +121,23 @@ async def read_enrollment(request: Request, with_product: bool) -> EnrollmentReq
     sku, label = fields["sku"], fields["label"]
     return EnrollmentRequest(sku.strip() if isinstance(sku, str) else None, label.strip() if isinstance(label, str) else None,
                              replace.strip().lower() == "true", photos, too_large)
+
+
+async def read_precedence(request: Request) -> list[str]:
+    """The `over` list of a precedence request's JSON body, `{"over": ["<trained class label>", ...]}`: 400
+    `invalid_body` for anything else (not JSON, another shape), 413 past MAX_PRECEDENCE_BODY_BYTES."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UploadError(415, "unsupported_media_type", f"content type {media_type!r} is not accepted; send application/json")
+    data = b"".join([chunk async for chunk in capped_body(request, MAX_PRECEDENCE_BODY_BYTES)])
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = None
+    over = body.get("over") if isinstance(body, dict) and body.keys() == {"over"} else None
+    if not isinstance(over, list) or not all(isinstance(label, str) for label in over):
+        raise UploadError(400, "invalid_body", 'the body is JSON: {"over": ["<trained class label>", ...]} ([] for none)')
+    return over
 
 
 def answered(result: Any) -> Any:
