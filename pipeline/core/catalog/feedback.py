@@ -41,17 +41,21 @@ class PhotoFeedback:
 
 def leave_one_out(sku: str, label: str, crops: np.ndarray, probabilities: np.ndarray, enrolled: np.ndarray,
                   positions: Sequence[int], others: CatalogIndex | None, gallery: CatalogIndex | None, labels: Sequence[str],
-                  rule: CatalogRule, unknown_threshold: float, set_aside: Collection[str] = ()) -> list[PhotoFeedback]:
+                  rule: CatalogRule, unknown_threshold: float, set_aside: Collection[str] = (),
+                  extra_enrolled: np.ndarray | None = None) -> list[PhotoFeedback]:
     """Per photo of the product (`crops` [n, D]: its crop's embedding, the query; `probabilities` [n, C]: the
     classifier's answer for it; `enrolled` [n, D]: its stored vector; `positions`: its index in the request), the
     answer the service will give it. `others`: the catalog without this product; `gallery`: the classifier's
-    (labelled with class names); `set_aside`: the classes the product takes precedence over."""
+    (labelled with class names); `set_aside`: the classes the product takes precedence over; `extra_enrolled`
+    [m, D]: the product's photos already stored (photos added to it), its other photos too, but not asked."""
     crops, enrolled = _unit(crops), _unit(enrolled)
-    if len(crops) == 1:
+    extra = _unit(extra_enrolled) if extra_enrolled is not None else np.empty((0, crops.shape[1]), np.float32)
+    if len(crops) == 1 and not len(extra):
         return [PhotoFeedback(positions[0], "alone", None, None, None, *_model(probabilities[0], labels), None, None,
                               "the product's only photo: enroll two or more to see how its photos will be answered")]
     similarity = crops @ enrolled.T
     np.fill_diagonal(similarity, -np.inf)
+    similarity = np.concatenate([similarity, crops @ extra.T], axis=1)
     other_best = others.best(crops) if others is not None and not others.empty else [None] * len(crops)
     neighbours = gallery.top(crops, GALLERY_CLASSES) if gallery is not None and rule.needs_gallery else [None] * len(crops)
     result = []
