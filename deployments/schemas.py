@@ -124,12 +124,40 @@ class PhotoRejected(PhotoAccepted):
     similarity: float | None = Field(None, description="for duplicate_of_other_sku: the cosine similarity")
 
 
+class PhotoOnceEnrolled(BaseModel):
+    """What the service will answer for an accepted photo once enrolled, asked as recognition asks its largest
+    product (its crop) against the catalog less that photo: the product's other photos and every other product."""
+
+    position: int = Field(description="the photo part's index in the request, as in accepted")
+    answered_as: Literal["this_product", "other_product", "trained_class", "unknown", "alone"] = Field(
+        description="alone: the product's only photo, nothing to ask it against")
+    label: str | None = Field(description="what the service would answer (null: unknown)")
+    sku: str | None = Field(description="the enrolled product named, when the catalog names one")
+    product_similarity: float | None = Field(description="cosine to this product's nearest other photo")
+    model_label: str | None = Field(description="the classifier's own answer for the photo's product")
+    model_confidence: float | None
+    training_label: str | None = Field(description="the trained class of the nearest photo the classifier was trained "
+                                                   "on: the class the product may take precedence over")
+    training_similarity: float | None
+    reason: str = Field(description="why, in words")
+
+
+class AnsweredAsProduct(BaseModel):
+    photos: int = Field(description="how many of the photos asked will be answered as this product")
+    of: int = Field(description="the photos asked (all accepted ones but a product's only photo)")
+
+
 class Enrollment(BaseModel):
     sku: str
     label: str
     catalog_version: int = Field(description="the catalog version this write made")
     accepted: list[PhotoAccepted]
     rejected: list[PhotoRejected]
+    feedback: list[PhotoOnceEnrolled] | None = Field(None, description=(
+        "per accepted photo, what the service will answer for it once enrolled, and why; null when it cannot be "
+        "computed (feedback_unavailable says why): the photos are enrolled either way"))
+    answered_as_product: AnsweredAsProduct | None = None
+    feedback_unavailable: str | None = None
 
 
 class CatalogProduct(BaseModel):

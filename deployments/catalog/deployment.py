@@ -27,6 +27,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.calls import MODEL_CALL_TIMEOUT_S, as_raised, call
+from deployments.catalog.enrollment_feedback import AskedPhoto, enrollment_feedback
 from deployments.payloads import Classification, Detection, Refusal
 from pipeline.core.catalog.history import history_entry, timestamp
 from pipeline.core.catalog.match import (
@@ -35,6 +36,7 @@ from pipeline.core.catalog.match import (
     EnrolledProduct,
     StoredPhoto,
     embedding_space,
+    gallery_index,
     sku_exists,
     valid_label,
     valid_sku,
@@ -42,8 +44,9 @@ from pipeline.core.catalog.match import (
 from pipeline.core.catalog.store import CatalogStore
 from pipeline.core.loop_modes import ENROLLMENT
 from pipeline.core.model_label import DEFAULT_MODEL_DIR, load_model_label
-from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer
+from pipeline.core.photo_to_answer import Classified, ModelFacts, PhotoToAnswer, Recognized
 from pipeline.core.preprocessing import ImageError
+from pipeline.core.recognition import prominent_probabilities
 from pipeline.core.settings import RecognizerSettings
 
 logger = logging.getLogger("ray.serve")
@@ -61,9 +64,11 @@ class EmbeddedPhoto:
     filename: str
     media_type: str
     data: bytes
-    embedding: np.ndarray | None
+    embedding: np.ndarray | None  # what is stored: its largest product's crop's embedding with the whole photo's
     reason: str | None = None  # no_product | unreadable
     detail: str | None = None
+    query: np.ndarray | None = None  # its largest product's crop's embedding: what recognition matches
+    probabilities: np.ndarray | None = None  # the classifier's answer for that product, as recognition answers it
 
 
 def catalog_folder(catalog_dir: str) -> Path:
@@ -87,6 +92,9 @@ class Catalog:
         bundle = load_model_label(model_dir, verify_checksums=False)
         self.model_version = embedding_space(bundle.versions["classifier"], bundle.whole_photo_share)
         self.labels = bundle.labels  # the trained classes a product may take precedence over
+        # The classifier's training photos, for the enrollment feedback under a rule that compares with them.
+        gallery = bundle.gallery_path if bundle.catalog_rule.needs_gallery else None
+        self.gallery = gallery_index(gallery, bundle.versions["classifier"], bundle.labels) if gallery else None
         # The largest product's crop is what a query is matched with, and with the whole photo what a product is
         # enrolled as, cut with the ingress's live settings (crop margin, decode and detector sizes), which each write
         # brings; re-embedding at start uses the last ones seen, the defaults (serve_config.yaml's) before any write.
@@ -207,6 +215,7 @@ class Catalog:
     async def _store_photos(self, sku: str, label: str, photos: list[tuple[int, str, str, bytes]], actor: str,
                             refused: list[dict[str, Any]], loop: PhotoToAnswer, add: bool = False,
                             replace: bool = False) -> dict[str, Any] | Refusal:
+        before = self.snapshot  # the catalog the write finds: what the feedback asks the photos against
         embedded = await asyncio.gather(*(self._embed(loop, *photo) for photo in photos))
         rejected = refused + [{"index": p.index, "filename": p.filename, "reason": p.reason, "detail": p.detail}
                               for p in embedded if p.embedding is None]
@@ -232,8 +241,10 @@ class Catalog:
             version = await self._write(self.store.enroll, sku, label, stored, self.model_version, actor, replace)
         if isinstance(version, Refusal):
             return dataclasses.replace(version, detail={"rejected": rejected})
+        asked = [AskedPhoto(p.index, p.query, p.probabilities, p.embedding) for p in accepted]  # type: ignore[arg-type]
+        feedback = await asyncio.to_thread(enrollment_feedback, sku, label, asked, before, self.gallery, loop, add)
         return {"sku": sku, "label": label, "catalog_version": version,
-                "accepted": [{"index": p.index, "filename": p.filename} for p in accepted], "rejected": rejected}
+                "accepted": [{"index": p.index, "filename": p.filename} for p in accepted], "rejected": rejected, **feedback}
 
     async def _enrolled(self, sku: str) -> bool:
         return not isinstance(await self._refusing(self.store.product, sku), Refusal)
@@ -262,17 +273,28 @@ class Catalog:
 
     async def _embed(self, loop: PhotoToAnswer, index: int, filename: str, media_type: str, data: bytes) -> EmbeddedPhoto:
         try:
-            embedding = await self._embedding(data, loop)
+            recognized = await self._recognized(data, loop)
         except ImageError as error:
             return EmbeddedPhoto(index, filename, media_type, data, None, "unreadable", error.message)
-        if embedding is None:
+        if (embedding := recognized.enrolled_vector) is None:
             return EmbeddedPhoto(index, filename, media_type, data, None, "no_product", "the detector found no product in it")
-        return EmbeddedPhoto(index, filename, media_type, data, embedding)
+        # The enrollment pass classifies the crop and the whole photo (loop_modes.ENROLLMENT); recognition answers the
+        # largest product with the manifest's /hello policy's row of the two (photo_to_answer: `prominent`), which is
+        # what it will answer for this photo's product: the same row here, not the enrollment pass's own "average".
+        assert recognized.embeddings is not None  # an enrolled vector needs them
+        probabilities = prominent_probabilities(recognized.probabilities[0], recognized.whole_photo, loop.models.hello_policy)
+        return EmbeddedPhoto(index, filename, media_type, data, embedding, query=recognized.embeddings[0],
+                             probabilities=probabilities)
 
     async def _embedding(self, data: bytes, loop: PhotoToAnswer) -> np.ndarray | None:
         """The photo's enrolled vector (its largest product's crop, cut as a query's is, with the whole photo); None when
-        no product is detected. A model that does not answer within MODEL_CALL_TIMEOUT_S (a lost replica is retried once,
-        deployments/calls.py) fails the write with the error as Ray raised it."""
+        no product is detected."""
+        return (await self._recognized(data, loop)).enrolled_vector
+
+    async def _recognized(self, data: bytes, loop: PhotoToAnswer) -> Recognized:
+        """The photo through the loop as an enrollment photo (loop_modes.ENROLLMENT). A model that does not answer within
+        MODEL_CALL_TIMEOUT_S (a lost replica is retried once, deployments/calls.py) fails the write with the error as
+        Ray raised it."""
 
         async def detect(images: list[np.ndarray]) -> list[np.ndarray]:
             found: list[Detection] = await call("Detector.detect", self.detector.detect, images,
@@ -285,7 +307,7 @@ class Catalog:
             return Classified(result.probabilities, result.embeddings)
 
         (recognized,), _ = await loop([data], detect, classify, ENROLLMENT)
-        return recognized.enrolled_vector
+        return recognized
 
     def _start_reembedding(self) -> None:
         """From the first call on the replica's event loop (a long-poll, a read, the ingress's ping)."""
