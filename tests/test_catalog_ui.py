@@ -1,9 +1,11 @@
 """The operator page /ui in a real browser: Debian's headless Chromium, driven by selenium through Debian's
 chromedriver (nothing downloaded: Selenium Manager is never asked), against the real served graph with the
 shipped models and a fresh catalog folder. It enrolls a product from real photos (with the upload's progress and
-the operator's name), lists it with its thumbnail, tries a photo and reads the boxes, their legend and the answer
-off the page, removes one of its photos and adds one, is asked before an enrolled SKU is replaced, reads the
-history and rolls the catalog back to a version, deletes the product, and sees a refused write's error code.
+the operator's name) and reads what the service will answer for them, lists it with its thumbnail, tries a photo and
+reads the boxes, their legend and the answer off the page, removes one of its photos and adds one, is asked before
+an enrolled SKU is replaced, reads the history and rolls the catalog back to a version, deletes the product, and sees
+a refused write's error code. A product that looks like a trained class is given precedence over it from the
+enrollment's feedback, and the precedence removed from the product's panel.
 
 Skipped when the browser is not installed, except under CI=true, where .ci/run installs it and its absence fails.
 UI_SCREENSHOT=path saves a screenshot of the page after the rollback (docs/ui.png, docs/catalog.md's).
@@ -24,6 +26,7 @@ from PIL import Image
 
 from load_tests.photos import freiburg_category_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
+from tests.test_catalog_service import val_photos
 from tests.tiny_models import SHIPPED_MODEL_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]
@@ -241,6 +244,13 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     assert len(page.finds("#enroll-result li.accepted")) == accepted
     assert len(page.finds("#enroll-result li.accepted, #enroll-result li.rejected")) == len(enroll_from)
     kept = enroll_from[int(page.find("#enroll-result li.accepted").get_attribute("data-index"))]
+    # what the service will answer for each photo: "k of n photos will be answered as this product", and why not the others
+    summary = page.find("#enroll-result .feedback-summary")
+    answered = int(summary.get_attribute("data-photos"))
+    assert summary.get_attribute("data-of") == str(accepted)
+    assert summary.text == f"{answered} of {accepted} photos will be answered as this product."
+    others = page.finds("#enroll-result ul.feedback-photos li")
+    assert len(others) == accepted - answered and all(li.find_element("css selector", ".reason").text for li in others)
     assert page.find("#enroll-progress").get_attribute("data-uploaded") == "true"  # XMLHttpRequest's upload events
     assert page.find("#sku").get_attribute("value") == "" and page.find("#label").get_attribute("value") == ""  # reset
     info = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()
@@ -321,3 +331,43 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     after = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()
     assert after["products"] == 0 and after["version"] > info["version"]
     page.wait(lambda: page.text("#catalog-version") == str(after["version"]), "the catalog version after the delete", 30)
+
+
+def test_precedence_is_given_from_the_feedback_and_removed_from_the_product(page, app):
+    """Four GroceryStore val photos of the trained class Watermelon enrolled as the store's own product: three of them
+    the service would answer as Watermelon (tests/test_catalog_service.py measures why), so the feedback offers to
+    give the product precedence over it; given (confirmed), then removed from the product's panel (confirmed)."""
+    label, sku = "Watermelon_ _ ", "store-watermelon-ui"
+    page.open()
+    page.type("#operator", "UI Tester")
+    page.enroll(sku, "Store watermelon", val_photos(label)[:4], admin_key=ADMIN_KEY)
+    errors = [e.text for e in page.finds("#enroll-result .error")]
+    assert not errors, errors
+    assert page.text("#enroll-result .feedback-summary") == "1 of 4 photos will be answered as this product."
+    lost = page.finds('#enroll-result li[data-answered-as="trained_class"]')
+    assert len(lost) == 3 and all(f"'{label}'" in li.get_attribute("textContent") for li in lost)
+    buttons = page.finds("#enroll-result button.give-precedence")  # one per class that wins a photo
+    assert [(b.get_attribute("data-class"), b.text) for b in buttons] == [
+        (label, "Give Store watermelon precedence over Watermelon in this store")]
+
+    page.confirm("#enroll-result button.give-precedence")
+    page.wait(lambda: page.finds("#enroll-result .precedence-status .ok, #enroll-result .precedence-status .error"),
+              "the precedence's answer", 60)
+    assert page.text("#enroll-result .precedence-status .ok").startswith(f"{sku} now takes precedence over Watermelon in this store")
+    product = httpx.get(f"{app.url}/v1/catalog/products/{sku}", timeout=30).json()
+    assert product["precedence"] == [label]
+    given = httpx.get(f"{app.url}/v1/catalog", timeout=30).json()["version"]
+    page.wait(lambda: page.history(given) is not None, "the precedence in the history", 30)
+    assert page.history(given, ".change") == f"{sku} now takes precedence over '{label}'"
+    assert page.history(given, ".who").startswith("UI Tester (")
+
+    page.wait(lambda: page.product_row(sku) is not None, "the product listed", 30)
+    page.product_row(sku).find_element("css selector", "button.photos").click()
+    page.wait(lambda: page.find("#product-panel").get_attribute("data-precedence") == "1", "its precedence listed", 30)
+    assert page.live_text("#product-precedence li .class") == "Watermelon"
+    page.confirm("#product-precedence button.remove-precedence")
+    page.wait(lambda: page.find("#product-panel").get_attribute("data-precedence") == "0", "its precedence removed", 60)
+    assert page.text("#product-status .ok").startswith(f"{sku} no longer takes precedence over Watermelon")
+    assert httpx.get(f"{app.url}/v1/catalog/products/{sku}", timeout=30).json()["precedence"] == []
+    page.wait(lambda: page.history(given + 1) is not None, "the removal in the history", 30)
+    assert page.history(given + 1, ".change") == f"{sku} no longer takes precedence over '{label}'"

@@ -179,7 +179,7 @@ async function enroll(replace) {
       el("span", {id: "enroll-accepted", text: String(result.accepted.length)}),
       ` of ${result.accepted.length + result.rejected.length} photos accepted; catalog version `,
       el("span", {id: "enroll-version", text: String(result.catalog_version)}), ".");
-    show($("enroll-result"), summary, photoList(result.accepted, result.rejected));
+    show($("enroll-result"), summary, photoList(result.accepted, result.rejected), feedbackNode(result));
     $("enroll-form").reset();
     changed();
     loadProducts();
