@@ -149,3 +149,18 @@ def test_a_precedence_change_is_told_in_words():
     assert change("precedence", "s", {"previous": ["a", "b"], "precedence": []}) == "s no longer takes precedence over 'a', 'b'"
     many = {"previous": [], "precedence": [f"c{i}" for i in range(7)]}
     assert change("precedence", "s", many) == "s now takes precedence over 'c0', 'c1', 'c2', 'c3', 'c4' and 2 more"
+
+
+def test_the_command_line_shows_precedence_in_the_list_and_the_history(tmp_path, rng, capsys):
+    from pipeline.release.catalog_cli import main
+
+    folder = tmp_path / "catalog"
+    with CatalogStore(folder) as store:
+        store.enroll("pink-lady", "Pink Lady", photos(rng, 1), MODEL, "ops")
+        store.set_precedence("pink-lady", [GOLDEN], "Ann@10.0.0.7")
+    page = main(["list", "--catalog", str(folder)])
+    assert [(p["sku"], p["precedence"]) for p in page["products"]] == [("pink-lady", (GOLDEN,))]
+    history = main(["history", "--catalog", str(folder), "--limit", "1"])
+    assert [(v["action"], v["change"], v["operator"]) for v in history["versions"]] == [
+        ("precedence", f"pink-lady now takes precedence over '{GOLDEN}'", "Ann")]
+    assert f"now takes precedence over '{GOLDEN}'" in capsys.readouterr().out
