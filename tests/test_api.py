@@ -24,7 +24,8 @@ def test_openapi_lists_the_endpoints_their_bodies_and_the_error_schema(service):
     paths = schema["paths"]
     assert set(paths) == {"/hello", "/v1/recognize", "/v1/labels", "/healthz", "/readyz", "/v1/catalog", "/v1/catalog/products",
                           "/v1/catalog/products/{sku}", "/v1/catalog/products/{sku}/photos",
-                          "/v1/catalog/products/{sku}/photos/{photo_id}", "/v1/catalog/rollback", "/v1/catalog/history"}
+                          "/v1/catalog/products/{sku}/photos/{photo_id}", "/v1/catalog/products/{sku}/precedence",
+                          "/v1/catalog/rollback", "/v1/catalog/history"}
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for path in ("/hello", "/v1/recognize"):
         responses = paths[path]["post"]["responses"]
