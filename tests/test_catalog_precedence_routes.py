@@ -43,8 +43,10 @@ def test_a_precedence_is_set_shown_told_in_the_history_and_cleared(service):
         2, "precedence", "cola-1", "Ann Lee", "testclient")
     assert entry["change"] == "cola-1 now takes precedence over " + ", ".join(f"'{x}'" for x in sorted([RED_LABEL, BLUE_LABEL]))
 
+    published = service.replica.catalog.replica.snapshot
     again = put(service, "cola-1", {"over": [BLUE_LABEL, RED_LABEL]})  # the same, in another order: nothing written
     assert again.status_code == 200 and again.json()["catalog_version"] == 2 and version(service) == 2
+    assert service.replica.catalog.replica.snapshot is published  # nor a snapshot sent to the replicas again
 
     cleared = put(service, "cola-1", {"over": []}, headers=ADMIN)
     assert cleared.status_code == 200 and cleared.json()["catalog_version"] == 3 and cleared.json()["product"]["precedence"] == []

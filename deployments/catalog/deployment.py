@@ -193,9 +193,11 @@ class Catalog:
         if unknown:
             return Refusal(422, "unknown_class", f"not trained classes of the serving classifier: {unknown} "
                                                  "(GET /v1/labels lists them)", {"unknown": unknown})
-        version = await self._write(self.store.set_precedence, sku, over, actor)
+        version = await self._refusing(self.store.set_precedence, sku, over, actor)
         if isinstance(version, Refusal):
             return version
+        if version != self.snapshot.version:  # the same precedence again wrote nothing: the replicas' copies stand
+            await self._publish()
         product = await self._refusing(self.store.product, sku)
         return product if isinstance(product, Refusal) else {"catalog_version": version, "product": product_body(product)}
 
