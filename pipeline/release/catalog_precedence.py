@@ -95,6 +95,9 @@ def measure(queries: PhotosWithVectors, gallery: CatalogIndex, pool: PhotosWithV
                     f"{name}_enrolled_top1_served": right[enrolled].mean(),
                     f"{name}_trained_top1": right[trained].mean(),
                     f"{name}_set_aside_classes_top1": right[set_aside].mean() if set_aside.any() else float("nan")}
+            # in a store that sells none of the classes set aside (what the operator said): their photos never come
+            sold = by_catalog & ~set_aside
+            row[f"{name}_catalog_precision_without_set_aside_photos"] = right[sold].mean() if sold.any() else float("nan")
         rows.append(row)
     return {key: _mean_of_defined([row[key] for row in rows]) for key in rows[0]}
 
