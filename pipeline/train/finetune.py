@@ -70,6 +70,7 @@ from pipeline.train.finetune_network import (
     warmup_cosine,
     weight_average,
 )
+from pipeline.train.retrieval_loss import ClassificationAndRetrievalLoss, balanced_batches
 
 # ---------------------------------------------------------------- data
 
@@ -235,6 +236,9 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         loss_function: torch.nn.Module = AdditiveMarginLoss(config.cosine_scale, config.cosine_margin, config.label_smoothing)
     else:
         loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if config.retrieval_weight:
+        loss_function = ClassificationAndRetrievalLoss(  # type: ignore[assignment]
+            loss_function, config.retrieval_weight, config.retrieval_temperature)
     generator = np.random.default_rng(config.seed + state["epoch"])
     # A final fit runs the held-back run's schedule (its epochs) and stops at the epoch that run chose.
     last_epoch = config.epochs if held_back is None else int(held_back["best_epoch"])
@@ -243,9 +247,11 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         network.train()
         freeze_batchnorm_statistics(network)
         order = generator.permutation(len(fit.paths))
+        batches = [order[step * config.batch_size:(step + 1) * config.batch_size] for step in range(steps_per_epoch)]
+        if config.photos_per_class:
+            batches = balanced_batches(fit_targets, config.batch_size, config.photos_per_class, generator)[:steps_per_epoch]
         losses = []
-        for step in progress(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}/{last_epoch}", unit="step", leave=False):
-            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        for index in progress(batches, desc=f"epoch {state['epoch'] + 1}/{last_epoch}", unit="step", leave=False):
             images = augment(torch.from_numpy(fit_photos[index]), size, config)
             losses.append(train_step(network, optimizer, scheduler, loss_function, images, fit_targets[index]))
             if average is not None:

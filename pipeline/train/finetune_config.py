@@ -45,6 +45,11 @@ class FinetuneConfig:
                        choices=HEADS)
     cosine_scale: float = option(COSINE_SCALE, help="the cosine head's logit scale (1 / its softmax temperature)")
     cosine_margin: float = option(0.0, help="the cosine head's additive margin in training (CosFace; 0: none)")
+    retrieval_weight: float = option(0.0, help="weight of a supervised contrastive loss on the normalised pooled features "
+                                               "beside the classification loss (pipeline.train.retrieval_loss; 0: none)")
+    retrieval_temperature: float = option(0.1, help="the contrastive loss's temperature")
+    photos_per_class: int = option(0, help="batches of batch_size / this classes x this photos each, for the contrastive "
+                                           "loss (0: batches drawn at random)")
     probe_l2: float = option(0.03, help="L2 of the linear probe that starts the head")
     resize_margin: float = option(256 / 224, help="photos are resized to input size x this, random crops cut from it")
     crop_scale: tuple[float, float] = option((0.6, 1.0), help="random-resized crop area range")

@@ -13,6 +13,7 @@ import numpy as np
 from pipeline.core.progress import progress
 from pipeline.train.efficientnet_lite import MEAN, STDDEV, VARIANTS
 from pipeline.train.finetune_config import COSINE_SCALE, FinetuneConfig
+from pipeline.train.retrieval_loss import features_and_logits
 
 
 def build_network(variant: str, num_classes: int, head: str = "linear", cosine_scale: float = COSINE_SCALE):
@@ -144,7 +145,11 @@ def train_step(network, optimizer, scheduler, loss_function, images, targets: np
     """One update on a batch of uint8 NHWC images; the batch's loss before it."""
     import torch
 
-    loss = loss_function(network(to_input(images)), torch.from_numpy(targets).long())
+    x, y = to_input(images), torch.from_numpy(targets).long()
+    if getattr(loss_function, "needs_features", False):  # pipeline.train.retrieval_loss
+        loss = loss_function(*features_and_logits(network, x), y)
+    else:
+        loss = loss_function(network(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
