@@ -46,6 +46,7 @@ def test_a_key_no_setting_has_is_refused_in_the_file_as_in_reconfigure(tmp_path)
     (RecognizerSettings, {"crop_margin": 1.5}, "crop_margin"),
     (RecognizerSettings, {"top_k": 0}, "top_k"),
     (RecognizerSettings, {"unknown_threshold": 1.5}, "unknown_threshold"),
+    (RecognizerSettings, {"catalog_threshold": 25.0}, "catalog_threshold"),
     (DetectorSettings, {"max_detections": 0}, "max_detections"),
     (DetectorSettings, {"confidence_threshold": 1.5}, "confidence_threshold"),
     (DetectorSettings, {"iou_threshold": 0}, "iou_threshold"),
@@ -61,3 +62,16 @@ def test_defaults_and_empty_configs():
     assert RecognizerSettings.from_config(None) == RecognizerSettings()
     assert DetectorSettings.from_config({}).max_batch_size == 8 and ClassifierSettings.from_config({}).max_batch_size == 16
     assert DetectorSettings.from_config({"max_batch_size": 4}).max_detections == DetectorSettings().max_detections
+
+
+def test_a_live_catalog_threshold_is_in_the_unit_of_the_manifests_policy():
+    """A log-odds for the calibrated policy; a cosine (or a difference of two) for the others: the loop refuses 2.5
+    for those, as the rule itself would."""
+    from pipeline.core.catalog.rule import CatalogRule
+    from pipeline.core.photo_to_answer import ModelFacts, PhotoToAnswer
+
+    settings = RecognizerSettings.from_config({"catalog_threshold": 2.5})
+    calibrated = ModelFacts(["a"], 224, 320, catalog_rule=CatalogRule("calibrated", 2.0, (0.0, 1.0, -1.0, 0.0)))
+    assert PhotoToAnswer(calibrated, settings).catalog_rule == CatalogRule("calibrated", 2.5, (0.0, 1.0, -1.0, 0.0))
+    with pytest.raises(ValueError, match="in \\[-2, 2\\]"):
+        PhotoToAnswer(ModelFacts(["a"], 224, 320, catalog_rule=CatalogRule("beats_training", 0.07)), settings)

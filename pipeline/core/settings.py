@@ -101,8 +101,9 @@ class RecognizerSettings(Settings):
             raise ValueError("top_k must be >= 1 and unknown_threshold in [0, 1] (or null: the manifest's)")
         if self.gather_max_photos < 1 or not 0 <= self.gather_wait_s <= 1:
             raise ValueError("gather_max_photos must be >= 1 and gather_wait_s in [0, 1] seconds")
-        if self.catalog_threshold is not None and not -2 <= self.catalog_threshold <= 2:
-            raise ValueError("catalog_threshold is a cosine similarity or a difference of two: in [-2, 2] (or null: the manifest's)")
+        if self.catalog_threshold is not None and not -20 <= self.catalog_threshold <= 20:
+            raise ValueError("catalog_threshold is a cosine similarity, a difference of two, or for the calibrated policy a "
+                             "log-odds: in [-20, 20] (or null: the manifest's)")
 
 
 @dataclass(frozen=True)
