@@ -297,7 +297,8 @@ def measure(directory: Path, facts: ModelFacts, classifier_runtimes: dict[str, d
         if selection_photos:
             chosen_on, targets, _ = hello(detectors["torch"], classifiers[name], selection_photos)
             top1 = top_k_accuracy(chosen_on, targets, 1)
-            calibration = {"fitted_on": "the selection split", **calibrate_unknown(chosen_on, targets, target_precision)}
+            if held_back_runtimes is None:  # a final fit trained on these photos: its threshold is the held-back release's
+                calibration = {"fitted_on": "the selection split", **calibrate_unknown(chosen_on, targets, target_precision)}
         if held_back_runtimes is not None:
             calibration = held_back_runtimes[name]["calibration"] | {
                 "fitted_on": "the held-back run's selection split (its release; a final fit holds nothing back)"}
