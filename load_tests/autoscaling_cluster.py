@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import psutil
 import yaml
 
 from load_tests.local_ray import LOCAL_RAY_ENV, free_port
+from load_tests.server_process import stop_group
 from pipeline.core.paths import REPO_ROOT
 
 APP_NAME = "recognizer"
@@ -99,11 +99,7 @@ class Cluster:
         """The head's process group, then anything else started for this cluster (the worker nodes' raylets and
         workers name its temporary folder on their command lines)."""
         if self.head.poll() is None:
-            os.killpg(self.head.pid, signal.SIGTERM)
-            try:
-                self.head.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.head.pid, signal.SIGKILL)
+            stop_group(self.head, 30)
         mine = [p for p in psutil.process_iter(["cmdline"]) if str(self.tmp) in " ".join(p.info["cmdline"] or [])]
         for process in mine:
             try:

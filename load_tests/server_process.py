@@ -12,24 +12,33 @@ from contextlib import contextmanager
 from typing import IO
 
 
+def stop_group(process: subprocess.Popen, timeout_s: float = 30, *, leftovers: bool = False) -> None:
+    """SIGTERM to the whole process group of `process` (started with start_new_session), SIGKILL after `timeout_s`;
+    with `leftovers`, SIGKILL the group whatever the leader did (workers that outlive it)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        process.wait(timeout=timeout_s)
+        exited = True
+    except subprocess.TimeoutExpired:
+        exited = False
+    if leftovers or not exited:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=timeout_s)
+
+
 @contextmanager
 def server_process(command: list[str], log: IO, cwd: os.PathLike | str, env: dict[str, str] | None = None,
                    stop_timeout_s: float = 30) -> Iterator[subprocess.Popen]:
-    """`command` running until the block ends; then SIGTERM to its whole process group, SIGKILL after the timeout."""
+    """`command` running until the block ends; then its whole process group stopped (`stop_group`), the workers
+    whatever the parent did."""
     process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
         yield process
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the workers, whatever the parent did
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=stop_timeout_s)
+        stop_group(process, stop_timeout_s, leftovers=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from load_tests.server_process import stop_group
 from pipeline.core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.cluster  # every test here needs `make serve` (a local Ray) started first
@@ -92,12 +92,7 @@ class MakeServe:
     def stop(self) -> None:
         """SIGTERM to its process group, SIGKILL after a minute; returns once its proxy has let the port go."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            stop_group(self.process, 60)
         deadline = time.monotonic() + 60
         while port_in_use(MAKE_SERVE_PORT):
             assert time.monotonic() < deadline, f"port {MAKE_SERVE_PORT} still answers a minute after make serve stopped"
