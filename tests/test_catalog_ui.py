@@ -8,22 +8,21 @@ a refused write's error code. A product that looks like a trained class is given
 enrollment's feedback, and the precedence removed from the product's panel.
 
 Skipped when the browser is not installed, except under CI=true, where .ci/run installs it and its absence fails.
-UI_SCREENSHOT=path saves a screenshot of the page after the rollback (docs/ui.png, docs/catalog.md's).
+The page's helpers are load_tests/operator_page.py's. docs/ui.png is not taken here (these photos are the data
+sets', which the repository never holds): `python -m load_tests.ui_screenshot --out docs/ui.png` draws it again.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from load_tests.operator_page import CHROMEDRIVER, CHROMIUM, OperatorPage, headless_chromium
 from load_tests.photos import freiburg_category_photos, phone_photo
 from load_tests.serve_app import ServeApp, free_port, shipped_config
 from tests.test_catalog_service import val_photos
@@ -31,12 +30,9 @@ from tests.tiny_models import SHIPPED_MODEL_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.models, pytest.mark.data]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ADMIN_KEY = "ui-test-admin-key"
 PRODUCT = "COFFEE"  # a Freiburg category: products the classifier never saw (what a store enrolls), which the detector finds
 CATALOG_GREEN = (10, 125, 44)  # ui.html's stroke for a box the catalog named (#0a7d2c)
-WAIT_S = 180  # an enrollment embeds each photo with the models, on 2 shared cores
 
 
 def require_browser() -> None:
@@ -48,144 +44,6 @@ def require_browser() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(reason + " (CI=true: .ci/run installs them)")
     pytest.skip(reason)
-
-
-@contextmanager
-def headless_chromium() -> Iterator:
-    """Debian's Chromium, headless, in a throwaway profile, through Debian's chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    with tempfile.TemporaryDirectory(prefix="ui-chromium-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         f"--user-data-dir={profile}", "--window-size=1280,2400"):
-            options.add_argument(argument)
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-
-
-class OperatorPage:
-    """The page's controls, by their stable ids, and what it shows."""
-
-    def __init__(self, driver, base_url: str) -> None:
-        self.driver, self.base_url = driver, base_url
-
-    def find(self, selector: str):
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_element(By.CSS_SELECTOR, selector)
-
-    def finds(self, selector: str) -> list:
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_elements(By.CSS_SELECTOR, selector)
-
-    def wait(self, condition, message: str, timeout: float = WAIT_S):
-        """Waits for `condition`; on a timeout, fails with what the page showed and the browser's console."""
-        from selenium.common.exceptions import TimeoutException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        try:
-            return WebDriverWait(self.driver, timeout).until(lambda _: condition())
-        except TimeoutException:
-            pytest.fail(f"waited {timeout} s for {message}; the page: {self.state()}", pytrace=False)
-
-    def state(self) -> str:
-        body = self.driver.execute_script("return document.body ? document.body.innerText : ''")
-        console = [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] != "INFO"]
-        return f"{self.driver.current_url}\n{body[:3000]}\nconsole: {console}"
-
-    def open(self) -> None:
-        self.driver.get(f"{self.base_url}/ui")
-        self.wait(lambda: self.text("#catalog-version") != "–" or self.finds("#catalog-status .error"), "catalog info", 60)
-        errors = [e.text for e in self.finds("#catalog-status .error")]
-        assert not errors, errors
-
-    def text(self, selector: str) -> str:
-        return self.find(selector).text.strip()
-
-    def type(self, selector: str, value: str) -> None:
-        field = self.find(selector)
-        field.clear()
-        if value:
-            field.send_keys(value)
-
-    def enroll(self, sku: str, label: str, photos: list[Path], admin_key: str) -> None:
-        """Fills in the form and waits for the service's answer in #enroll-result."""
-        self.type("#admin-key", admin_key)
-        self.type("#sku", sku)
-        self.type("#label", label)
-        self.find("#photos").clear()
-        self.find("#photos").send_keys("\n".join(str(path.resolve()) for path in photos))
-        self.find("#enroll").click()
-        self.wait(lambda: self.finds("#enroll-result .ok, #enroll-result .error"), "the enrollment's answer")
-
-    def product_row(self, sku: str):
-        rows = self.finds(f'#products tr[data-sku="{sku}"]')
-        return rows[0] if rows else None
-
-    def live_text(self, selector: str) -> str | None:
-        """The textContent of what `selector` finds now (None: nothing), read in one step: lists the page redraws
-        after each change would leave a found element stale between two steps."""
-        return self.driver.execute_script("const n = document.querySelector(arguments[0]); return n && n.textContent",
-                                          selector)
-
-    def history(self, version: int, part: str = "") -> str | None:
-        """The history row of `version` (its `.change`, `.who`, `.version` cell with `part`), as text."""
-        return self.live_text(f'#history tr[data-version="{version}"] {part}'.strip())
-
-    def photo_count(self, sku: str) -> str | None:
-        return self.live_text(f'#products tr[data-sku="{sku}"] td.count')
-
-    def product_photos(self) -> int:
-        """How many photos the open product panel lists (-1: none open yet)."""
-        return int(self.find("#product-panel").get_attribute("data-photos") or -1)
-
-    def confirm(self, selector: str) -> None:
-        """Clicks the button and accepts the confirmation the page asks for."""
-        self.find(selector).click()
-        self.driver.switch_to.alert.accept()
-
-    def thumbnail_width(self, sku: str) -> int:
-        row = self.product_row(sku)
-        if row is None:
-            return 0
-        image = row.find_element("css selector", "img.thumb")
-        return int(self.driver.execute_script("return arguments[0].complete ? arguments[0].naturalWidth : 0", image))
-
-    def try_photo(self, photo: Path) -> dict:
-        """Recognizes `photo` through the page; returns the service's answer as the page received it."""
-        self.find("#try-photo").send_keys(str(photo.resolve()))
-        self.find("#try").click()
-        self.wait(lambda: self.finds("#try-status .ok, #try-status .error"), "the recognition's answer")
-        errors = [e.text for e in self.finds("#try-status .error")]
-        assert not errors, errors
-        self.wait(lambda: self.find("#canvas").get_attribute("data-boxes") is not None, "the boxes drawn", 30)
-        return json.loads(self.driver.execute_script("return document.getElementById('try-json').textContent"))
-
-    def shown_products(self) -> list[dict]:
-        """Each product listed under the photo; textContent, exactly as inserted (labels may end in a space)."""
-        return [{"label_source": item.get_attribute("data-label-source"), "sku": item.get_attribute("data-sku") or None,
-                 "name": item.find_element("css selector", ".name").get_attribute("textContent"),
-                 "detail": item.find_element("css selector", ".detail").get_attribute("textContent")}
-                for item in self.finds("#try-result li.product")]
-
-    def canvas_has_colour(self, rgb: tuple[int, int, int]) -> bool:
-        """Whether the canvas holds pixels of exactly this colour (a box's stroke)."""
-        return bool(self.driver.execute_script("""
-            const [r, g, b] = arguments[0];
-            const canvas = document.getElementById('canvas');
-            if (!canvas.width) return false;
-            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-            for (let i = 0; i < data.length; i += 4)
-              if (data[i] === r && data[i + 1] === g && data[i + 2] === b) return true;
-            return false;""", list(rgb)))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +62,7 @@ def page(request) -> Iterator[OperatorPage]:
     require_browser()  # before the graph starts: skipping (or failing under CI) takes no minutes
     app = request.getfixturevalue("app")
     with headless_chromium() as driver:
-        yield OperatorPage(driver, app.url)
+        yield OperatorPage(driver, app.url, fail=functools.partial(pytest.fail, pytrace=False))
 
 
 def test_a_write_without_the_admin_key_shows_the_403_code(page):
@@ -321,8 +179,6 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
     page.wait(lambda: page.history(added + 2) is not None, "the rollback in the history", 60)
     assert page.history(added + 2, ".change") == f"rolled back to version {added}: {sku} as then"
     page.wait(lambda: page.photo_count(sku) == str(accepted), "its photos back", 30)
-    if os.environ.get("UI_SCREENSHOT"):  # the history, the product's photos, a tried photo with its boxes
-        page.driver.save_screenshot(os.environ["UI_SCREENSHOT"])
 
     page.product_row(sku).find_element("css selector", "button.delete").click()
     page.driver.switch_to.alert.accept()

@@ -1,7 +1,8 @@
 """The pictures in docs/figures and the commands that draw them (pipeline.evaluation.figures, load_tests.benchmark_chart),
 on tiny inputs made here: valid PNGs from an evaluation.json, training histories and a benchmark.json of the
 shapes those commands save; a clear stop, naming the file, on a missing or foreign input; and every picture in
-docs/figures shown by a doc that names the command drawing it again."""
+docs/figures, and the operator page's docs/ui.png (load_tests.ui_screenshot), shown by a doc that names the command
+drawing it again."""
 
 from __future__ import annotations
 
@@ -162,3 +163,14 @@ def test_every_picture_in_docs_figures_is_small_and_shown_by_a_doc_naming_its_co
         assert showing, f"no doc shows {picture.name}"
         commands = r"python -m (pipeline\.evaluation\.figures|load_tests\.benchmark_chart)[^`]*docs/figures"
         assert any(re.search(commands, docs[doc]) for doc in showing), f"{picture.name}: its doc names no command drawing it"
+
+
+def test_the_operator_page_picture_is_small_and_shown_by_a_doc_naming_its_command():
+    """docs/ui.png is drawn on the real graph in a browser (load_tests/operator_page.py, as tests/test_catalog_ui.py
+    drives it), from photos made from the quick start's CC0 photo: never a test's screenshot, whose photos are the
+    data sets'."""
+    docs = {path: path.read_text(encoding="utf-8") for path in [*REPO_ROOT.glob("*.md"), *(REPO_ROOT / "docs").glob("*.md")]}
+    assert_png(REPO_ROOT / "docs" / "ui.png")
+    showing = [doc for doc, text in docs.items() if re.search(r"\]\((docs/)?ui\.png\)", text)]
+    assert showing, "no doc shows docs/ui.png"
+    assert any(re.search(r"python -m load_tests\.ui_screenshot[^`]*docs/ui\.png", docs[doc]) for doc in showing)
