@@ -190,8 +190,8 @@ def test_enroll_list_try_and_delete_a_product(page, app, tmp_path):
 
 
 def test_precedence_is_given_from_the_feedback_and_removed_from_the_product(page, app):
-    """Four GroceryStore val photos of the trained class Watermelon enrolled as the store's own product: three of them
-    the service would answer as Watermelon (tests/test_catalog_service.py measures why), so the feedback offers to
+    """Four GroceryStore val photos of the trained class Watermelon enrolled as the store's own product: under the
+    shipped rule the service would answer all four as Watermelon (tests/test_catalog_service.py measures why), so the feedback offers to
     give the product precedence over it; given (confirmed), then removed from the product's panel (confirmed)."""
     label, sku = "Watermelon_ _ ", "store-watermelon-ui"
     page.open()
@@ -199,9 +199,9 @@ def test_precedence_is_given_from_the_feedback_and_removed_from_the_product(page
     page.enroll(sku, "Store watermelon", val_photos(label)[:4], admin_key=ADMIN_KEY)
     errors = [e.text for e in page.finds("#enroll-result .error")]
     assert not errors, errors
-    assert page.text("#enroll-result .feedback-summary") == "1 of 4 photos will be answered as this product."
+    assert page.text("#enroll-result .feedback-summary") == "0 of 4 photos will be answered as this product."
     lost = page.finds('#enroll-result li[data-answered-as="trained_class"]')
-    assert len(lost) == 3 and all(f"'{label}'" in li.get_attribute("textContent") for li in lost)
+    assert len(lost) == 4 and all(f"'{label}'" in li.get_attribute("textContent") for li in lost)
     buttons = page.finds("#enroll-result button.give-precedence")  # one per class that wins a photo
     assert [(b.get_attribute("data-class"), b.text) for b in buttons] == [
         (label, "Give Store watermelon precedence over Watermelon in this store")]
