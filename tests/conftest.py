@@ -7,6 +7,8 @@ import pytest
 from load_tests.local_ray import apply_local_ray_env
 from pipeline.core.paths import SHARED_DATA
 
+pytest_plugins = ["tests.catalog_store_fixtures"]  # the catalog store's fixtures (rng, store), for its test files
+
 apply_local_ray_env()
 
 # The tiers (pyproject.toml's markers): a test is marked by what it needs, and an unmarked one is in the fast tier.

@@ -49,17 +49,6 @@ def state(store: CatalogStore) -> tuple:
     return store.info(), total, products, store.history(0, 1000), store.snapshot(MODEL).skus
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with CatalogStore(tmp_path / "catalog") as store:
-        yield store
-
-
 def test_enroll_then_read_it_back(store, rng):
     apple = photos(rng, 3)
     assert store.info().version == 0 and store.info().model_version is None

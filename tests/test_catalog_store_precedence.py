@@ -6,9 +6,7 @@ before it opens and keeps its products. Real SQLite files, random unit vectors (
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.core.catalog import store_sql
@@ -18,17 +16,6 @@ from pipeline.core.catalog.store import CatalogStore
 from tests.test_catalog_store import MODEL, photos
 
 GOLDEN, GRANNY = "Golden-Delicious_ _ ", "Granny-Smith_ _ "  # trained classes' labels: they end in spaces
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with CatalogStore(tmp_path / "catalog") as store:
-        yield store
 
 
 def latest(store: CatalogStore) -> dict:

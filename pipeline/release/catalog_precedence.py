@@ -16,20 +16,15 @@ import numpy as np
 from pipeline.core.catalog.feedback import leave_one_out
 from pipeline.core.catalog.match import CatalogIndex, CatalogMatch, CatalogSnapshot
 from pipeline.core.catalog.rule import GALLERY_CLASSES, trained_side
+from pipeline.release.catalog_calibration import QueryPhotos
 
 if TYPE_CHECKING:
     from pipeline.core.catalog.rule import CatalogRule
 
 
-class PhotosWithVectors(Protocol):
-    """Photos as pipeline.release.catalog_evaluation embeds them (its Embedded: what this module reads of it)."""
+class PhotosWithVectors(QueryPhotos, Protocol):
+    """Photos as pipeline.release.catalog_evaluation embeds them, with their enrolled vectors."""
 
-    @property
-    def class_ids(self) -> np.ndarray: ...
-    @property
-    def probabilities(self) -> np.ndarray: ...
-    @property
-    def embeddings(self) -> np.ndarray: ...
     @property
     def enrolled(self) -> np.ndarray: ...
 
