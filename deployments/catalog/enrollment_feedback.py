@@ -52,20 +52,15 @@ def enrollment_feedback(sku: str, label: str, photos: Sequence[AskedPhoto], cata
         if rule.needs_gallery and gallery is None:
             return unavailable(f"the catalog rule {rule.policy!r} compares with the classifier's gallery, which this "
                                "model folder lacks (python -m pipeline.release.catalog_gallery)")
-        settings, models = loop.settings, loop.models
-        threshold = models.unknown_threshold if settings.unknown_threshold is None else settings.unknown_threshold
         # The catalog less this product, as an index of its own: built per write from the snapshot's vectors (every
         # other product's photos scaled to int8 once: about 0.3 s at the store's 20,000-photo limit, on a thread).
-        mine = np.array([row_sku == sku for row_sku in catalog.skus], bool).reshape(-1)
-        others = CatalogIndex(CatalogSnapshot(catalog.version, catalog.model_version, catalog.vectors[~mine],
-                                              [s for s, m in zip(catalog.skus, mine) if not m],
-                                              [lab for lab, m in zip(catalog.labels, mine) if not m]))
+        others = CatalogIndex(catalog.without(sku))
         queries = [p.query for p in photos if p.query is not None]  # all of them (checked above)
         probabilities = [p.probabilities for p in photos if p.probabilities is not None]
         answers = leave_one_out(sku, label, np.stack(queries), np.stack(probabilities),
                                 np.stack([p.enrolled for p in photos]), [p.position for p in photos], others, gallery,
-                                models.labels, rule, threshold, catalog.precedence.get(sku, ()),
-                                extra_enrolled=catalog.vectors[mine] if added else None)
+                                loop.models.labels, rule, loop.unknown_threshold, catalog.precedence.get(sku, ()),
+                                extra_enrolled=catalog.vectors_of(sku) if added else None)
     except Exception as error:  # the photos are stored: what they will be answered as is a courtesy, never a failure
         logger.exception("Catalog: no enrollment feedback for %s", sku)
         return unavailable(f"the feedback could not be computed ({type(error).__name__}); the photos are enrolled")

@@ -147,6 +147,11 @@ class PhotoToAnswer:
         rule = models.catalog_rule  # the manifest's, its threshold overridden by the settings' when they set one
         self.catalog_rule = rule if settings.catalog_threshold is None else dataclasses.replace(rule, threshold=settings.catalog_threshold)
 
+    @property
+    def unknown_threshold(self) -> float:
+        """The classifier's calibrated threshold for `known`, unless the settings set one live."""
+        return self.models.unknown_threshold if self.settings.unknown_threshold is None else self.settings.unknown_threshold
+
     async def __call__(self, photos: Sequence[bytes], detect: Detect, classify: Classify | None,
                        mode: LoopMode = EVERY_PRODUCT, *, decode_slots: asyncio.Semaphore | None = None,
                        match: Match | None = None, reference: Reference | None = None,
@@ -190,7 +195,7 @@ class PhotoToAnswer:
         times.crop, times.classify = cropped - detected, classified - cropped
 
         top_k = settings.top_k
-        threshold = models.unknown_threshold if settings.unknown_threshold is None else settings.unknown_threshold
+        threshold = self.unknown_threshold
         recognized, at = [], 0
         for photo, boxes, regions, with_whole_photo in plans:
             if classified_crops is None:

@@ -41,12 +41,10 @@ def suggested(pool: PhotosWithVectors, rows: np.ndarray, index: CatalogIndex, ga
     `pool`) names: the class of the nearest training photo, and the classifier's answer, of each photo the service
     would not answer as the product."""
     names = [str(c) for c in kept]
-    skus = np.asarray(index.snapshot.skus)
     precedence = {}
     for sku in sorted(set(index.snapshot.skus)):
         own = rows[pool.class_ids[rows] == int(sku)]
-        others = CatalogIndex(CatalogSnapshot(1, "evaluation", index.snapshot.vectors[skus != sku],
-                                              list(skus[skus != sku]), list(skus[skus != sku])))
+        others = CatalogIndex(index.snapshot.without(sku))
         feedback = leave_one_out(sku, sku, pool.embeddings[own], pool.probabilities[own], pool.enrolled[own], range(len(own)),
                                  others, gallery, names, rule, unknown_threshold)
         classes = {name for f in feedback if f.answered_as in ("trained_class", "unknown")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.catalog.match import CatalogIndex, CatalogMatch
+from pipeline.core.catalog.match import CatalogIndex, CatalogMatch, unit_rows
 from pipeline.core.catalog.rule import GALLERY_CLASSES, CatalogRule, trained_side
 
 ANSWERS = ("this_product", "other_product", "trained_class", "unknown", "alone")
@@ -48,10 +48,11 @@ def leave_one_out(sku: str, label: str, crops: np.ndarray, probabilities: np.nda
     answer the service will give it. `others`: the catalog without this product; `gallery`: the classifier's
     (labelled with class names); `set_aside`: the classes the product takes precedence over; `extra_enrolled`
     [m, D]: the product's photos already stored (photos added to it), its other photos too, but not asked."""
-    crops, enrolled = _unit(crops), _unit(enrolled)
-    extra = _unit(extra_enrolled) if extra_enrolled is not None else np.empty((0, crops.shape[1]), np.float32)
+    crops, enrolled = unit_rows(crops), unit_rows(enrolled)
+    extra = unit_rows(extra_enrolled) if extra_enrolled is not None else np.empty((0, crops.shape[1]), np.float32)
     if len(crops) == 1 and not len(extra):
-        return [PhotoFeedback(positions[0], "alone", None, None, None, *_model(probabilities[0], labels), None, None,
+        alone = trained_side(probabilities[0], labels, unknown_threshold)
+        return [PhotoFeedback(positions[0], "alone", None, None, None, alone.label, alone.confidence, None, None,
                               "the product's only photo: enroll two or more to see how its photos will be answered")]
     similarity = crops @ enrolled.T
     np.fill_diagonal(similarity, -np.inf)
@@ -91,13 +92,3 @@ def _why_not(closest: CatalogMatch, own: CatalogMatch, side, rule: CatalogRule) 
                 f"product's other photos ({own.similarity:.2f}); {model}. Add photos, or give the product precedence over "
                 f"{side.training_label!r} in this store")
     return f"{lead}this product's other photos are not close enough ({own.similarity:.2f}); {model}. Add photos"
-
-
-def _model(probabilities: np.ndarray, labels: Sequence[str]) -> tuple[str, float]:
-    top = int(np.argmax(probabilities))
-    return labels[top], float(probabilities[top])
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -75,6 +75,16 @@ class CatalogSnapshot:
     def products(self) -> int:
         return len(set(self.skus))
 
+    def without(self, sku: str) -> CatalogSnapshot:
+        """This snapshot less `sku`'s photos: the catalog a product's own photos are asked against."""
+        kept = [i for i, row_sku in enumerate(self.skus) if row_sku != sku]
+        return CatalogSnapshot(self.version, self.model_version, self.vectors[kept], [self.skus[i] for i in kept],
+                               [self.labels[i] for i in kept], precedence={s: c for s, c in self.precedence.items() if s != sku})
+
+    def vectors_of(self, sku: str) -> np.ndarray:
+        """`sku`'s photos' vectors [k, D]."""
+        return self.vectors[[i for i, row_sku in enumerate(self.skus) if row_sku == sku]]
+
 
 @dataclass(frozen=True)
 class CatalogMatch:
@@ -115,7 +125,7 @@ class CatalogIndex:
     def nearest_similarity(self, embeddings: np.ndarray) -> np.ndarray:
         """Per embedding [N, D], the cosine similarity of the nearest vector (-1 on an empty index): the same
         fp16 scan and float32 rescoring as `top`, without its per-sku bookkeeping (what the gallery is asked)."""
-        queries = _normalised(embeddings)
+        queries = unit_rows(embeddings)
         if self._index is None or not len(queries):
             return np.full(len(queries), -1.0, np.float32)
         _, exact = self._rescored(queries, CANDIDATES)
@@ -127,7 +137,7 @@ class CatalogIndex:
 
     def top(self, embeddings: np.ndarray, k: int) -> list[list[CatalogMatch]]:
         """Per embedding, the k nearest products (distinct skus, nearest first; fewer when fewer are enrolled)."""
-        queries = _normalised(embeddings)
+        queries = unit_rows(embeddings)
         if self._index is None or not len(queries):
             return [[] for _ in queries]
         # The k-th distinct sku's nearest photo ranks at most (k - 1) * (photos per sku) + 1: within this many.
@@ -165,7 +175,8 @@ def _int8_grid(vectors: np.ndarray, per_row: bool = False) -> np.ndarray:
     return np.ascontiguousarray(np.rint(vectors * (INT8_TOP / np.where(top > 0, top, 1.0))), np.float32)
 
 
-def _normalised(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+def unit_rows(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Embeddings as contiguous float32 rows [N, D] of length 1 (a zero row stays zero)."""
     vectors = np.atleast_2d(np.asarray(embeddings, np.float32))
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1))
