@@ -106,6 +106,23 @@ def test_precedence_over_the_class_a_photo_lost_to_changes_the_feedback_and_the_
     assert (served["label_source"], served["label"]) == ("model", RED_LABEL)
 
 
+def test_precedence_sets_aside_its_classes_only_a_look_alike_of_another_class_still_wins(service):
+    """Once a product takes precedence, recognition weighs the nearest training photo of each of several classes:
+    here BLUE_LABEL has a training photo where RED_LABEL's is, so with RED_LABEL set aside that one still lies as close
+    as the product's photos, and the classifier keeps the answer (had recognition asked for the nearest class alone,
+    nothing would be left to compare with and the catalog would answer)."""
+    red = red_training_photo(service)
+    blue = colour_embedding(np.full((224, 224, 3), BLUE, np.uint8))
+    gallery = CatalogIndex(CatalogSnapshot(0, "gallery", np.stack([red, red, blue]).astype(np.float32), ["0", "1", "1"],
+                                           [RED_LABEL, BLUE_LABEL, BLUE_LABEL]))
+    service.replica.gallery = catalog_replica(service).gallery = gallery
+    assert enroll(service, "pink-1", "Pink Lady", [red_photo(800), red_photo(1000, shade=10)]).status_code == 201
+    put = service.client.put("/v1/catalog/products/pink-1/precedence", json={"over": [RED_LABEL]}, headers=ADMIN)
+    assert put.status_code == 200 and put.json()["catalog_version"] == 2
+    served = answer_when(service, lambda a: a["models"]["catalog"] == 2, red_photo())["products"][0]
+    assert served["label_source"] == "model" and served["sku"] is None
+
+
 def test_feedback_that_cannot_be_computed_never_fails_the_enrollment(service, monkeypatch):
     gallery, catalog_replica(service).gallery = catalog_replica(service).gallery, None  # the shipped rule needs it
     body = enroll(service, "cola-1", "Cola", [red_photo(800), red_photo(1000, shade=10)]).json()
